@@ -1,0 +1,141 @@
+//! Layouts shared by the eBPF probes (`probe-ebpf`) and the tracer (`escapade`).
+//!
+//! Everything here is `#[repr(C)]` and `Copy` so the same bytes mean the same thing on both sides
+//! of the ring buffer and the BPF maps. With the `user` feature the types implement `aya::Pod`.
+#![no_std]
+
+/// Go's ABIInternal passes integer words in RAX, RBX, RCX, RDI, RSI, R8, R9, R10, R11.
+pub const INT_ARG_REGS: usize = 9;
+
+/// Stack words copied from the caller's argument area (from SP+8 on), per event.
+/// Arguments that do not fit in registers, and results that do not fit, live there.
+pub const MAX_STACK_WORDS: usize = 32;
+
+/// How many strings one probe may capture, and how many bytes of each at most.
+pub const MAX_STRING_CAPTURES: usize = 4;
+pub const STRING_CAPTURE_BYTES: usize = 64;
+
+/// Number of probe slots in the `PROBE_CONFIGS` array.
+pub const MAX_PROBES: u32 = 8192;
+
+/// The attach cookie carries the probe id in its low 32 bits and these flags above.
+pub const COOKIE_FLAGS_SHIFT: u32 = 32;
+/// The probe sits on the conditional branch of the stack-bound check: when CF or ZF is set the
+/// function is about to call `morestack` and will run its prologue again, so the hit is dropped.
+pub const COOKIE_SKIP_IF_BELOW_OR_EQUAL: u64 = 1 << COOKIE_FLAGS_SHIFT;
+/// The probe sits on a `CALL` to the function rather than in it: the return address is not pushed
+/// yet, so the callee's SP is SP-8 and the argument area starts at SP.
+pub const COOKIE_AT_CALL_SITE: u64 = 2 << COOKIE_FLAGS_SHIFT;
+
+/// x86 `EFLAGS` bits read from `pt_regs.flags`.
+pub const EFLAGS_CF: u64 = 1 << 0;
+pub const EFLAGS_ZF: u64 = 1 << 6;
+
+/// What kind of instruction a probe sits on, as seen by the tracer.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A traced function was entered: registers hold its arguments.
+    Entry = 1,
+    /// A traced function is about to return: registers hold its results.
+    Return = 2,
+}
+
+impl EventKind {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Entry),
+            2 => Some(Self::Return),
+            _ => None,
+        }
+    }
+}
+
+/// Where a string to capture sits, as indices into the event's word array:
+/// `0..INT_ARG_REGS` are the integer registers, `INT_ARG_REGS..` the stack words.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StringCapture {
+    pub ptr_word: u8,
+    pub len_word: u8,
+    /// 0 means this slot is unused.
+    pub enabled: u8,
+    pub _pad: u8,
+}
+
+/// Per-probe settings, indexed by the probe id in the attach cookie.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProbeConfig {
+    /// How many words of the argument area to copy (0..=MAX_STACK_WORDS).
+    pub stack_words: u32,
+    /// How many bytes of each captured string to copy (0..=STRING_CAPTURE_BYTES).
+    pub string_bytes: u32,
+    pub strings: [StringCapture; MAX_STRING_CAPTURES],
+}
+
+/// Offsets into the traced process's runtime structures, found from DWARF or the version tables.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoOffsets {
+    /// Offset of `goid` in `runtime.g`.
+    pub g_goid: u64,
+    /// Offset of `stack.lo` and `stack.hi` in `runtime.g` (`stack` is its first field today).
+    pub g_stack_lo: u64,
+    pub g_stack_hi: u64,
+}
+
+/// Counters the probes keep in a per-CPU array, indexed by these constants.
+pub const COUNTER_EVENTS: u32 = 0;
+/// Events lost because the ring buffer was full.
+pub const COUNTER_DROPPED: u32 = 1;
+/// Hits on a stack-check branch that was about to grow the stack (not an event).
+pub const COUNTER_MORESTACK: u32 = 2;
+/// Reads of target memory that failed (g, argument area or string bytes).
+pub const COUNTER_READ_ERRORS: u32 = 3;
+pub const COUNTERS: u32 = 4;
+
+/// One probe hit, as it travels through the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CallEvent {
+    pub ktime_ns: u64,
+    /// [`EventKind`] as u32.
+    pub kind: u32,
+    /// Probe id (low half of the attach cookie): the tracer maps it back to a function.
+    pub probe_id: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub goid: u64,
+    /// SP as the callee sees it at its first instruction: [SP] is the return address.
+    pub sp: u64,
+    pub stack_lo: u64,
+    pub stack_hi: u64,
+    pub return_addr: u64,
+    /// RAX, RBX, RCX, RDI, RSI, R8, R9, R10, R11.
+    pub regs: [u64; INT_ARG_REGS],
+    /// Words at SP+8.. : the stack-assigned arguments (and, on return, results).
+    pub stack: [u64; MAX_STACK_WORDS],
+    /// Bytes actually copied for each capture slot.
+    pub string_lens: [u32; MAX_STRING_CAPTURES],
+    pub strings: [[u8; STRING_CAPTURE_BYTES]; MAX_STRING_CAPTURES],
+}
+
+impl CallEvent {
+    /// The word array a [`StringCapture`] indexes: registers first, then stack words.
+    pub fn word(&self, index: usize) -> Option<u64> {
+        if index < INT_ARG_REGS {
+            Some(self.regs[index])
+        } else {
+            self.stack.get(index - INT_ARG_REGS).copied()
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C), Copy, and every bit pattern is valid.
+    unsafe impl aya::Pod for super::ProbeConfig {}
+    unsafe impl aya::Pod for super::GoOffsets {}
+    unsafe impl aya::Pod for super::CallEvent {}
+}

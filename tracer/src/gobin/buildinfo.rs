@@ -1,0 +1,1 @@
+//! The Go build info (`.go.buildinfo`): Go version and main module.

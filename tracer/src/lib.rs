@@ -1,0 +1,17 @@
+//! escapade: trace a running Go process by PID with eBPF uprobes.
+//!
+//! Data flows one way, and each module is one stage of it:
+//! `gobin` and `process` model the target before anything attaches; `placement` decides where
+//! each uprobe sits; `attach` loads the probes; `ringbuf` drains raw events; `decode` turns them
+//! into typed values; `calls` pairs entries with returns; `report` prints them.
+
+pub mod attach;
+pub mod calls;
+pub mod cli;
+pub mod decode;
+pub mod gobin;
+pub mod hints;
+pub mod placement;
+pub mod process;
+pub mod report;
+pub mod ringbuf;
