@@ -1,1 +1,190 @@
-#![no_std] #![no_main]
+//! uprobes on Go functions: one program for entries, one for returns.
+//!
+//! Each attachment's cookie carries a probe id (an index into `PROBE_CONFIGS`, mapped back to a
+//! function by the tracer) and placement flags. Events go out through `EVENTS` without waking
+//! the reader: it drains on a timer, and a probe only forces a wake-up when the buffer is filling.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, pt_regs},
+    helpers::{
+        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_probe_read_user_buf,
+    },
+    macros::{map, uprobe},
+    maps::{Array, PerCpuArray, RingBuf},
+    programs::ProbeContext,
+    EbpfContext,
+};
+use probe_common::{
+    CallEvent, EventKind, GoOffsets, ProbeConfig, COOKIE_AT_CALL_SITE,
+    COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTERS, COUNTER_DROPPED, COUNTER_EVENTS, COUNTER_MORESTACK,
+    COUNTER_READ_ERRORS, EFLAGS_CF, EFLAGS_ZF, MAX_PROBES, MAX_STACK_WORDS,
+    MAX_STRING_CAPTURES, STRING_CAPTURE_BYTES,
+};
+
+/// Ring buffer size in bytes: about 10,000 events, a second of a hot function at full rate.
+const EVENTS_BYTES: u32 = 8 << 20;
+/// Wake the reader once this many bytes wait, so a burst does not overflow before the timer.
+const WAKEUP_THRESHOLD: u64 = (EVENTS_BYTES / 2) as u64;
+
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+#[map]
+static PROBE_CONFIGS: Array<ProbeConfig> = Array::with_max_entries(MAX_PROBES, 0);
+
+/// One entry: the runtime offsets of the traced binary.
+#[map]
+static GO_OFFSETS: Array<GoOffsets> = Array::with_max_entries(1, 0);
+
+#[map]
+static PROBE_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS, 0);
+
+/// The traced process; attachments are already scoped to it, this guards against PID reuse.
+#[unsafe(no_mangle)]
+static TARGET_TGID: u32 = 0;
+
+#[uprobe]
+pub fn go_entry(ctx: ProbeContext) -> u32 {
+    let _ = try_record(&ctx, EventKind::Entry);
+    0
+}
+
+#[uprobe]
+pub fn go_return(ctx: ProbeContext) -> u32 {
+    let _ = try_record(&ctx, EventKind::Return);
+    0
+}
+
+fn count(counter: u32) {
+    if let Some(slot) = PROBE_COUNTERS.get_ptr_mut(counter) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU while the program runs.
+        unsafe { *slot += 1 };
+    }
+}
+
+fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: a read of a constant the loader patched.
+    if tgid != unsafe { core::ptr::read_volatile(&TARGET_TGID) } {
+        return Ok(());
+    }
+    // SAFETY: the context of a uprobe program is its pt_regs.
+    let regs: &pt_regs = unsafe { &*(ctx.as_ptr() as *const pt_regs) };
+    // SAFETY: helper valid for uprobe programs since 5.15.
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    if cookie & COOKIE_SKIP_IF_BELOW_OR_EQUAL != 0 && regs.eflags & (EFLAGS_CF | EFLAGS_ZF) != 0 {
+        count(COUNTER_MORESTACK);
+        return Ok(());
+    }
+    let probe_id = cookie as u32;
+    let config = PROBE_CONFIGS.get(probe_id).ok_or(())?;
+    let offsets = GO_OFFSETS.get(0).ok_or(())?;
+
+    let Some(mut entry) = EVENTS.reserve::<CallEvent>(0) else {
+        count(COUNTER_DROPPED);
+        return Err(());
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` points at a reserved, writable CallEvent until submit/discard.
+    let e = unsafe { &mut *event };
+    let at_call_site = cookie & COOKIE_AT_CALL_SITE != 0;
+    let sp = if at_call_site { regs.rsp - 8 } else { regs.rsp };
+    e.ktime_ns = unsafe { bpf_ktime_get_ns() };
+    e.kind = kind as u32;
+    e.probe_id = probe_id;
+    e.tgid = tgid;
+    e.tid = pid_tgid as u32;
+    e.sp = sp;
+    e.regs = [
+        regs.rax, regs.rbx, regs.rcx, regs.rdi, regs.rsi, regs.r8, regs.r9, regs.r10, regs.r11,
+    ];
+    let mut read_failed = false;
+    e.return_addr = if at_call_site {
+        // CALL rel32 is 5 bytes; the kernel reports the probed instruction's address in ip.
+        regs.rip + 5
+    } else {
+        read_u64(sp).unwrap_or_else(|| {
+            read_failed = true;
+            0
+        })
+    };
+    // R14 holds the current g in Go's register ABI.
+    let g = regs.r14;
+    e.goid = read_u64(g + offsets.g_goid).unwrap_or_else(|| {
+        read_failed = true;
+        0
+    });
+    e.stack_lo = read_u64(g + offsets.g_stack_lo).unwrap_or(0);
+    e.stack_hi = read_u64(g + offsets.g_stack_hi).unwrap_or(0);
+
+    // The argument area starts right above the return address.
+    let words = config.stack_words as usize;
+    let bytes = if words > MAX_STACK_WORDS { MAX_STACK_WORDS } else { words } * 8;
+    // SAFETY: CallEvent.stack is MAX_STACK_WORDS*8 bytes and `bytes` is bounded by it.
+    let stack = unsafe {
+        core::slice::from_raw_parts_mut(e.stack.as_mut_ptr() as *mut u8, MAX_STACK_WORDS * 8)
+    };
+    if bytes > 0
+        && unsafe { bpf_probe_read_user_buf((sp + 8) as *const u8, &mut stack[..bytes]) }.is_err()
+    {
+        read_failed = true;
+    }
+
+    let string_bytes = config.string_bytes as usize;
+    for i in 0..MAX_STRING_CAPTURES {
+        e.string_lens[i] = 0;
+        let capture = config.strings[i];
+        if capture.enabled == 0 || string_bytes == 0 {
+            continue;
+        }
+        let (Some(ptr), Some(len)) = (
+            e.word(capture.ptr_word as usize),
+            e.word(capture.len_word as usize),
+        ) else {
+            continue;
+        };
+        let mut n = if len < string_bytes as u64 { len as usize } else { string_bytes };
+        if n > STRING_CAPTURE_BYTES {
+            n = STRING_CAPTURE_BYTES;
+        }
+        if n == 0 || ptr == 0 {
+            continue;
+        }
+        if unsafe { bpf_probe_read_user_buf(ptr as *const u8, &mut e.strings[i][..n]) }.is_ok() {
+            e.string_lens[i] = n as u32;
+        } else {
+            read_failed = true;
+        }
+    }
+    if read_failed {
+        count(COUNTER_READ_ERRORS);
+    }
+    count(COUNTER_EVENTS);
+
+    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_THRESHOLD {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(flags as u64);
+    Ok(())
+}
+
+fn read_u64(addr: u64) -> Option<u64> {
+    // SAFETY: bpf_probe_read_user checks the address; failure is an Err.
+    unsafe { bpf_probe_read_user(addr as *const u64) }.ok()
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,1 +1,129 @@
-//! TODO
+//! Loads the embedded eBPF object, fills its maps for one process, and attaches a uprobe at
+//! every probe point. Dropping [`Attached`] detaches everything.
+
+use std::num::NonZeroU32;
+use std::path::Path;
+
+use anyhow::Context as _;
+use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
+use aya::programs::UProbe;
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
+use aya::{Ebpf, EbpfLoader};
+use probe_common::{
+    COUNTERS, EventKind, GoOffsets, MAX_PROBES, ProbeConfig,
+};
+
+use crate::gobin::dwarf::GLayout;
+
+static PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe-ebpf"));
+
+/// One uprobe to attach.
+#[derive(Clone, Debug)]
+pub struct ProbePoint {
+    /// Index of the traced function this probe belongs to.
+    pub function: usize,
+    pub kind: EventKind,
+    /// Link-time address of the probed instruction.
+    pub addr: u64,
+    /// File offset of that instruction, as the kernel wants it.
+    pub file_offset: u64,
+    /// `COOKIE_*` placement flags.
+    pub flags: u64,
+    pub config: ProbeConfig,
+}
+
+pub struct Attached {
+    /// Keeps the programs and links alive.
+    _ebpf: Ebpf,
+    events: Option<RingBuf<MapData>>,
+    counters: PerCpuArray<MapData, u64>,
+}
+
+impl Attached {
+    /// The ring buffer the probes write to; the reader takes it once.
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
+    }
+
+    /// The probes' counters summed over CPUs, indexed by `probe_common::COUNTER_*`.
+    pub fn counters(&self) -> [u64; COUNTERS as usize] {
+        let mut out = [0; COUNTERS as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            if let Ok(values) = self.counters.get(&(i as u32), 0) {
+                *slot = values.iter().sum();
+            }
+        }
+        out
+    }
+}
+
+pub fn attach(
+    pid: u32,
+    exe: &Path,
+    layout: GLayout,
+    points: &[ProbePoint],
+) -> anyhow::Result<Attached> {
+    anyhow::ensure!(
+        points.len() <= MAX_PROBES as usize,
+        "{} probe points exceed escapade's limit of {MAX_PROBES}: name fewer functions",
+        points.len()
+    );
+    raise_memlock_limit();
+    let mut ebpf = EbpfLoader::new()
+        .override_global("TARGET_TGID", &pid, true)
+        .load(PROBES)
+        .context("loading the eBPF programs")?;
+
+    let offsets = GoOffsets {
+        g_goid: layout.goid,
+        g_stack_lo: layout.stack_lo,
+        g_stack_hi: layout.stack_hi,
+    };
+    {
+        let mut go_offsets: Array<_, GoOffsets> =
+            Array::try_from(ebpf.map_mut("GO_OFFSETS").context("map GO_OFFSETS")?)?;
+        go_offsets.set(0, offsets, 0)?;
+    }
+    {
+        let mut configs: Array<_, ProbeConfig> =
+            Array::try_from(ebpf.map_mut("PROBE_CONFIGS").context("map PROBE_CONFIGS")?)?;
+        for (id, point) in points.iter().enumerate() {
+            configs.set(id as u32, point.config, 0)?;
+        }
+    }
+
+    let pid = NonZeroU32::new(pid).context("PID 0 is not a process")?;
+    for (name, kind) in [("go_entry", EventKind::Entry), ("go_return", EventKind::Return)] {
+        let program: &mut UProbe = ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing from the eBPF object"))?
+            .try_into()?;
+        program.load().with_context(|| format!("loading program {name}"))?;
+        for (id, point) in points.iter().enumerate().filter(|(_, p)| p.kind == kind) {
+            let attach_point = UProbeAttachPoint {
+                location: UProbeAttachLocation::AbsoluteOffset(point.file_offset),
+                cookie: Some(id as u64 | point.flags),
+            };
+            program
+                .attach(attach_point, exe, UProbeScope::OneProcess(pid))
+                .with_context(|| {
+                    format!("attaching a uprobe at {:#x} in {}", point.addr, exe.display())
+                })?;
+        }
+    }
+
+    let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS")?)?;
+    let counters =
+        PerCpuArray::try_from(ebpf.take_map("PROBE_COUNTERS").context("map PROBE_COUNTERS")?)?;
+    Ok(Attached { _ebpf: ebpf, events: Some(events), counters })
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones ignore it.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: setrlimit with a valid pointer; failure only matters on old kernels.
+    let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+    if ret != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK: {}", std::io::Error::last_os_error());
+    }
+}

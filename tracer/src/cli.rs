@@ -1,1 +1,60 @@
-//! TODO
+//! Command-line arguments. Only parsing and validation live here; `main.rs` turns them into a
+//! session.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::session::PlacementMode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "escapade",
+    version,
+    about = "Trace a running Go process by PID: arguments, results and where they live"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log what escapade does (probe placement, attach steps) to stderr.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print every call of the named functions, live: arguments, caller, results, duration.
+    Trace(TraceArgs),
+}
+
+/// Which process to attach to and for how long; shared by every command that attaches.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// PID of the running Go process.
+    #[arg(short, long)]
+    pub pid: u32,
+    /// Detach after this long (e.g. 10s, 2m); default: until Ctrl-C or the process exits.
+    #[arg(short, long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Functions to trace, by full Go name; `*` and `?` match any text, e.g. 'main.*',
+    /// 'main.(*Server).handle'.
+    #[arg(required = true, value_name = "FUNCTION")]
+    pub functions: Vec<String>,
+    /// Print one JSON object per line instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Copy the first N bytes of string arguments (at most 64); off by default because
+    /// arguments may hold secrets.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub capture_strings: u32,
+    /// Where entry probes sit: `fast` uses the stack-check branch the kernel emulates, `entry`
+    /// the first instruction (about 20x slower per call).
+    #[arg(long, value_enum, default_value_t = PlacementMode::Fast)]
+    pub placement: PlacementMode,
+}

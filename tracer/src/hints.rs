@@ -1,1 +1,44 @@
-//! TODO
+//! Turns an error into a next step for the user, in the spirit of "what do I do now".
+
+use crate::gobin::GoBinError;
+use crate::process::ProcessError;
+
+/// A one-line suggestion for `err`, if escapade knows one.
+pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<ProcessError>() {
+            return match e {
+                ProcessError::Denied { .. } => Some(PRIVILEGES),
+                ProcessError::Gone(_) => Some("check the PID with `pgrep -f <program>`"),
+                _ => None,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<GoBinError>() {
+            return match e {
+                GoBinError::NoMatch { .. } => Some(
+                    "list the binary's functions with `go tool nm <binary> | grep ' T '`; \
+                     methods are spelled like 'main.(*Server).handle'",
+                ),
+                GoBinError::NotGo { .. } | GoBinError::NotElf { .. } => {
+                    Some("escapade traces Go programs only; is this the right PID?")
+                }
+                _ => None,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<std::io::Error>()
+            && e.kind() == std::io::ErrorKind::PermissionDenied
+        {
+            return Some(PRIVILEGES);
+        }
+        if let Some(aya::programs::ProgramError::SyscallError(e)) =
+            cause.downcast_ref::<aya::programs::ProgramError>()
+            && e.io_error.kind() == std::io::ErrorKind::PermissionDenied
+        {
+            return Some(PRIVILEGES);
+        }
+    }
+    None
+}
+
+const PRIVILEGES: &str =
+    "run escapade as root (sudo), or grant it CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE";

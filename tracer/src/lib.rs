@@ -15,3 +15,4 @@ pub mod placement;
 pub mod process;
 pub mod report;
 pub mod ringbuf;
+pub mod session;

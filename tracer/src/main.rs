@@ -1,1 +1,100 @@
-fn main(){}
+//! The `escapade` binary: parse arguments, run the command, print errors with a hint.
+
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+
+use escapade::attach::attach;
+use escapade::cli::{Cli, Command, TraceArgs};
+use escapade::decode::Decoder;
+use escapade::hints::hint;
+use escapade::report::TracePrinter;
+use escapade::session::{self, Plan, PlanOptions, Target};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = if cli.verbose { "escapade=debug" } else { "escapade=warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| filter.into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let result = runtime
+        .context("starting the async runtime")
+        .and_then(|rt| rt.block_on(run(cli)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("escapade: {err:#}");
+            if let Some(hint) = hint(&err) {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Trace(args) => trace(args).await,
+    }
+}
+
+async fn trace(args: TraceArgs) -> anyhow::Result<()> {
+    let target = Target::open(args.target.pid)?;
+    let functions = target.binary.resolve(&args.functions)?;
+    if !target.binary.has_dwarf() {
+        eprintln!(
+            "escapade: {} has no DWARF (built with -ldflags=-w): functions and callers resolve, \
+             but parameters cannot be named or decoded",
+            target.process.exe_target.display()
+        );
+    }
+    let options = PlanOptions { capture_strings: args.capture_strings, placement: args.placement };
+    let plan = Plan::new(&target.binary, functions, &options)?;
+    for t in &plan.traced {
+        tracing::debug!("{}: entry {}, {} return probes", t.function.name, t.entry, t.returns);
+        if let Some(sig) = &t.function.signature {
+            for m in &sig.abi_mismatches {
+                tracing::warn!("{}: {m}", t.function.name);
+            }
+        }
+    }
+    let mut attached = attach(target.process.pid, &target.process.exe, target.binary.g_layout, &plan.points)?;
+    eprintln!(
+        "escapade: attached to PID {} ({}, {}): {} functions, {} probes; Ctrl-C to stop",
+        target.process.pid,
+        target.process.exe_target.display(),
+        target.binary.build.go_version,
+        plan.traced.len(),
+        plan.points.len()
+    );
+    let decoder = Decoder::new(&target.binary, &target.process, target.bias);
+    let stdout = std::io::stdout().lock();
+    let mut printer = TracePrinter::new(decoder, &plan.traced, args.json, std::io::BufWriter::new(stdout));
+    let mut write_error = None;
+    let (ended, malformed) = session::run(&target, &mut attached, args.target.duration, |e| {
+        if write_error.is_none()
+            && let Err(err) = printer.event(&plan.points, e)
+        {
+            write_error = Some(err);
+        }
+    })
+    .await?;
+    if let Some(err) = write_error {
+        return Err(err.into());
+    }
+    printer.summary(ended, attached.counters(), malformed)?;
+    Ok(())
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

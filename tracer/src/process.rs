@@ -1,1 +1,149 @@
-//! TODO
+//! The traced process as `/proc/PID` shows it: its executable, where the kernel loaded it, its
+//! memory map, and reads of its memory.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt as _;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("no process with PID {0} (it has exited, or the PID is wrong)")]
+    Gone(u32),
+    #[error("not allowed to inspect PID {pid}: {source}")]
+    Denied { pid: u32, source: std::io::Error },
+    #[error("reading /proc/{pid}/{what}: {source}")]
+    Io { pid: u32, what: &'static str, source: std::io::Error },
+    #[error("cannot find where PID {0} mapped its executable in /proc/{0}/maps")]
+    NoExeMapping(u32),
+}
+
+/// One line of `/proc/PID/maps`.
+#[derive(Clone, Debug)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    pub writable: bool,
+    pub offset: u64,
+    pub path: String,
+}
+
+pub struct Process {
+    pub pid: u32,
+    /// `/proc/PID/exe`: opening it works even if the file was replaced or deleted on disk.
+    pub exe: PathBuf,
+    /// Where the executable really is, for messages.
+    pub exe_target: PathBuf,
+    pub maps: Vec<Mapping>,
+    mem: File,
+}
+
+impl Process {
+    pub fn open(pid: u32) -> Result<Process, ProcessError> {
+        let proc = PathBuf::from(format!("/proc/{pid}"));
+        if !proc.exists() {
+            return Err(ProcessError::Gone(pid));
+        }
+        let io = |what, source: std::io::Error| match source.kind() {
+            std::io::ErrorKind::PermissionDenied => ProcessError::Denied { pid, source },
+            std::io::ErrorKind::NotFound => ProcessError::Gone(pid),
+            _ => ProcessError::Io { pid, what, source },
+        };
+        let exe = proc.join("exe");
+        let exe_target = std::fs::read_link(&exe).map_err(|e| io("exe", e))?;
+        let mem = File::open(proc.join("mem")).map_err(|e| io("mem", e))?;
+        let maps = read_maps(pid).map_err(|e| io("maps", e))?;
+        Ok(Process { pid, exe, exe_target, maps, mem })
+    }
+
+    pub fn alive(&self) -> bool {
+        // Signal 0 checks existence; a zombie still counts, so look at /proc/PID/stat too.
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid));
+        match stat {
+            Ok(s) => !s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+            Err(_) => false,
+        }
+    }
+
+    /// How far the kernel moved the executable from its link-time addresses (0 unless PIE).
+    /// `first_load_vaddr` is the lowest PT_LOAD address of the binary as linked.
+    pub fn load_bias(&self, is_pie: bool, first_load_vaddr: u64) -> Result<u64, ProcessError> {
+        if !is_pie {
+            return Ok(0);
+        }
+        let target = self.exe_target.to_string_lossy();
+        let base = self
+            .maps
+            .iter()
+            .filter(|m| m.path == target || m.path.trim_end_matches(" (deleted)") == target)
+            .find(|m| m.offset == 0)
+            .ok_or(ProcessError::NoExeMapping(self.pid))?;
+        Ok(base.start - (first_load_vaddr & !0xfff))
+    }
+
+    pub fn refresh_maps(&mut self) -> Result<(), ProcessError> {
+        let pid = self.pid;
+        self.maps = read_maps(pid).map_err(|source| ProcessError::Io { pid, what: "maps", source })?;
+        Ok(())
+    }
+
+    pub fn mapping_at(&self, addr: u64) -> Option<&Mapping> {
+        self.maps.iter().find(|m| m.start <= addr && addr < m.end)
+    }
+
+    /// Reads target memory; None if the range is not mapped (or the process is gone).
+    pub fn read(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        self.mem.read_exact_at(&mut buf, addr).ok()?;
+        Some(buf)
+    }
+
+    pub fn read_u64(&self, addr: u64) -> Option<u64> {
+        self.read(addr, 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    }
+}
+
+fn read_maps(pid: u32) -> std::io::Result<Vec<Mapping>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
+    Ok(text.lines().filter_map(parse_map_line).collect())
+}
+
+fn parse_map_line(line: &str) -> Option<Mapping> {
+    let mut fields = line.splitn(6, ' ');
+    let (start, end) = fields.next()?.split_once('-')?;
+    let perms = fields.next()?;
+    let offset = fields.next()?;
+    let _dev = fields.next()?;
+    let _inode = fields.next()?;
+    let path = fields.next().unwrap_or("").trim().to_string();
+    Some(Mapping {
+        start: u64::from_str_radix(start, 16).ok()?,
+        end: u64::from_str_radix(end, 16).ok()?,
+        writable: perms.as_bytes().get(1) == Some(&b'w'),
+        offset: u64::from_str_radix(offset, 16).ok()?,
+        path,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_maps_lines() {
+        let m = parse_map_line(
+            "c000000000-c000400000 rw-p 00000000 00:00 0 ",
+        )
+        .unwrap();
+        assert_eq!((m.start, m.end, m.writable, m.path.as_str()), (0xc000000000, 0xc000400000, true, ""));
+        let m = parse_map_line("55d0c000-55d0d000 r-xp 00001000 fd:01 123   /usr/bin/demo").unwrap();
+        assert_eq!((m.offset, m.path.as_str(), m.writable), (0x1000, "/usr/bin/demo", false));
+    }
+
+    #[test]
+    fn own_process_is_alive_and_readable() {
+        let p = Process::open(std::process::id()).unwrap();
+        assert!(p.alive());
+        let x = 0x1122_3344_5566_7788u64;
+        assert_eq!(p.read_u64(&x as *const u64 as u64), Some(x));
+    }
+}

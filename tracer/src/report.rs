@@ -1,1 +1,298 @@
-//! TODO
+//! The `trace` view: one line per entry and return, as text or JSON lines, then a summary.
+
+use std::fmt::Write as _;
+use std::io::Write;
+
+use probe_common::{
+    CallEvent, COUNTER_DROPPED, COUNTER_EVENTS, COUNTER_MORESTACK, COUNTER_READ_ERRORS, COUNTERS,
+    EventKind,
+};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::calls::{Calls, Open};
+use crate::decode::{Arg, Decoder, Value};
+use crate::gobin::Frame;
+use crate::session::{Ended, Traced};
+
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+struct FunctionStats {
+    entries: u64,
+    returns: u64,
+    paired: u64,
+    total_ns: u64,
+}
+
+pub struct TracePrinter<'a, W: Write> {
+    decoder: Decoder<'a>,
+    traced: &'a [Traced],
+    calls: Calls<()>,
+    stats: Vec<FunctionStats>,
+    unknown_probe: u64,
+    json: bool,
+    out: W,
+    /// CLOCK_REALTIME minus CLOCK_MONOTONIC (the probes' clock), to print wall time.
+    wall_offset_ns: i128,
+}
+
+impl<'a, W: Write> TracePrinter<'a, W> {
+    pub fn new(decoder: Decoder<'a>, traced: &'a [Traced], json: bool, out: W) -> Self {
+        TracePrinter {
+            decoder,
+            traced,
+            calls: Calls::default(),
+            stats: vec![FunctionStats::default(); traced.len()],
+            unknown_probe: 0,
+            json,
+            out,
+            wall_offset_ns: clock_ns(libc::CLOCK_REALTIME) as i128
+                - clock_ns(libc::CLOCK_MONOTONIC) as i128,
+        }
+    }
+
+    pub fn event(&mut self, points: &[crate::attach::ProbePoint], e: &CallEvent) -> std::io::Result<()> {
+        let Some(point) = points.get(e.probe_id as usize) else {
+            self.unknown_probe += 1;
+            return Ok(());
+        };
+        let index = point.function;
+        let traced = &self.traced[index];
+        let depth = e.stack_hi.wrapping_sub(e.sp);
+        let wall_ns = (e.ktime_ns as i128 + self.wall_offset_ns) as u64;
+        let Some(kind) = EventKind::from_u32(e.kind) else {
+            self.unknown_probe += 1;
+            return Ok(());
+        };
+        let sig = traced.function.signature.as_ref();
+        match kind {
+            EventKind::Entry => {
+                self.stats[index].entries += 1;
+                self.calls.enter(e.goid, depth, Open { probe_function: index, ktime_ns: e.ktime_ns, data: () });
+                let args = sig
+                    .map(|s| self.decoder.args(e, &s.params, &traced.captures))
+                    .unwrap_or_default();
+                let caller = self
+                    .decoder
+                    .binary
+                    .symbolize(e.return_addr.wrapping_sub(self.decoder.bias).wrapping_sub(1));
+                if self.json {
+                    let line = json!({
+                        "type": "entry",
+                        "time_ns": wall_ns,
+                        "goid": e.goid,
+                        "tid": e.tid,
+                        "function": traced.function.name,
+                        "args": args,
+                        "caller": caller,
+                        "return_addr": format!("{:#x}", e.return_addr),
+                        "sp": format!("{:#x}", e.sp),
+                    });
+                    writeln!(self.out, "{line}")
+                } else {
+                    let caller = caller.map(|f| format!(" from {}", frame_text(&f))).unwrap_or_default();
+                    writeln!(
+                        self.out,
+                        "{} g{:<5} -> {}({}){caller}",
+                        wall_time(wall_ns),
+                        e.goid,
+                        traced.function.name,
+                        args_text(&args),
+                    )
+                }
+            }
+            EventKind::Return => {
+                self.stats[index].returns += 1;
+                let duration_ns = self.calls.leave(e.goid, depth, index).map(|open| {
+                    let d = e.ktime_ns.saturating_sub(open.ktime_ns);
+                    self.stats[index].paired += 1;
+                    self.stats[index].total_ns += d;
+                    d
+                });
+                let results = sig
+                    .map(|s| self.decoder.args(e, &s.results, &Default::default()))
+                    .unwrap_or_default();
+                if self.json {
+                    let line = json!({
+                        "type": "return",
+                        "time_ns": wall_ns,
+                        "goid": e.goid,
+                        "tid": e.tid,
+                        "function": traced.function.name,
+                        "results": results,
+                        "duration_ns": duration_ns,
+                    });
+                    writeln!(self.out, "{line}")
+                } else {
+                    let took = duration_ns.map(|d| format!(" in {}", duration_text(d))).unwrap_or_default();
+                    writeln!(
+                        self.out,
+                        "{} g{:<5} <- {}{took} = ({})",
+                        wall_time(wall_ns),
+                        e.goid,
+                        traced.function.name,
+                        args_text(&results),
+                    )
+                }
+            }
+        }
+    }
+
+    /// The end-of-run summary: calls per function, where each probe sits, events and losses.
+    pub fn summary(
+        mut self,
+        ended: Ended,
+        counters: [u64; COUNTERS as usize],
+        malformed: u64,
+    ) -> std::io::Result<()> {
+        let dropped = counters[COUNTER_DROPPED as usize];
+        if self.json {
+            let functions: Vec<_> = self
+                .traced
+                .iter()
+                .zip(&self.stats)
+                .map(|(t, s)| {
+                    json!({
+                        "function": t.function.name,
+                        "entries": s.entries,
+                        "returns": s.returns,
+                        "paired": s.paired,
+                        "total_ns": s.total_ns,
+                        "entry_probe": t.entry.to_string(),
+                        "fast": t.entry.is_fast(),
+                        "return_probes": t.returns,
+                    })
+                })
+                .collect();
+            let line = json!({
+                "type": "summary",
+                "ended": ended,
+                "functions": functions,
+                "events": counters[COUNTER_EVENTS as usize],
+                "dropped": dropped,
+                "morestack_retries": counters[COUNTER_MORESTACK as usize],
+                "read_errors": counters[COUNTER_READ_ERRORS as usize],
+                "malformed": malformed + self.unknown_probe,
+                "unmatched_returns": self.calls.unmatched_returns,
+                "unwound": self.calls.unwound,
+                "in_flight": self.calls.in_flight(),
+            });
+            writeln!(self.out, "{line}")?;
+        } else {
+            let why = match ended {
+                Ended::Interrupted => "interrupted",
+                Ended::Deadline => "duration reached",
+                Ended::TargetExited => "target exited",
+            };
+            writeln!(self.out, "\nescapade: detached ({why})")?;
+            let width = self.traced.iter().map(|t| t.function.name.len()).max().unwrap_or(8).max(8);
+            writeln!(self.out, "  {:width$}  {:>9}  {:>9}  {:>10}  entry probe", "function", "calls", "returns", "mean")?;
+            for (t, s) in self.traced.iter().zip(&self.stats) {
+                let mean = if s.paired > 0 { duration_text(s.total_ns / s.paired) } else { "-".into() };
+                writeln!(
+                    self.out,
+                    "  {:width$}  {:>9}  {:>9}  {:>10}  {}",
+                    t.function.name, s.entries, s.returns, mean, t.entry
+                )?;
+            }
+            writeln!(
+                self.out,
+                "  events {}, dropped {dropped}, stack-growth retries {}, read errors {}, \
+                 returns without entry {}, unwound {}, still running {}",
+                counters[COUNTER_EVENTS as usize],
+                counters[COUNTER_MORESTACK as usize],
+                counters[COUNTER_READ_ERRORS as usize],
+                self.calls.unmatched_returns,
+                self.calls.unwound,
+                self.calls.in_flight(),
+            )?;
+        }
+        self.out.flush()?;
+        if dropped > 0 {
+            eprintln!(
+                "escapade: warning: {dropped} events were lost because the ring buffer was full; \
+                 trace fewer functions"
+            );
+        }
+        Ok(())
+    }
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// HH:MM:SS.micros in UTC.
+fn wall_time(ns: u64) -> String {
+    let secs = ns / 1_000_000_000;
+    let day = secs % 86_400;
+    format!("{:02}:{:02}:{:02}.{:06}", day / 3600, day / 60 % 60, day % 60, ns / 1000 % 1_000_000)
+}
+
+fn duration_text(ns: u64) -> String {
+    match ns {
+        0..1_000 => format!("{ns}ns"),
+        1_000..1_000_000 => format!("{:.1}us", ns as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1}ms", ns as f64 / 1e6),
+        _ => format!("{:.2}s", ns as f64 / 1e9),
+    }
+}
+
+fn frame_text(f: &Frame) -> String {
+    match (&f.file, f.line) {
+        (Some(file), Some(line)) => {
+            let short = file.rsplit('/').next().unwrap_or(file);
+            format!("{} ({short}:{line})", f.function)
+        }
+        _ => f.function.clone(),
+    }
+}
+
+fn args_text(args: &[Arg]) -> String {
+    let mut s = String::new();
+    for (i, a) in args.iter().enumerate() {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        let _ = write!(s, "{} {} [{}] = {}", a.name, a.type_name, a.location, value_text(&a.value));
+    }
+    s
+}
+
+pub fn value_text(v: &Value) -> String {
+    match v {
+        Value::Bool { value } => value.to_string(),
+        Value::Int { value } => value.to_string(),
+        Value::Uint { value } => value.to_string(),
+        Value::Float { value } => value.to_string(),
+        Value::Complex { real, imag } => format!("({real}{imag:+}i)"),
+        Value::Pointer { addr: 0, .. } => "nil".into(),
+        Value::Pointer { addr, region } => format!("{addr:#x} ({region:?})").to_lowercase(),
+        Value::String { len, text: Some(t), .. } if (t.len() as u64) < *len => {
+            format!("{t:?}... (len {len})")
+        }
+        Value::String { text: Some(t), .. } => format!("{t:?}"),
+        Value::String { addr, len, region, .. } => {
+            format!("string(len {len} at {addr:#x} {})", format!("{region:?}").to_lowercase())
+        }
+        Value::Slice { addr, len, cap, region } => {
+            format!("slice(len {len} cap {cap} at {addr:#x} {})", format!("{region:?}").to_lowercase())
+        }
+        Value::Interface { dynamic_type: None, data: 0, .. } => "nil".into(),
+        Value::Interface { dynamic_type, data, .. } => {
+            format!("{}({data:#x})", dynamic_type.as_deref().unwrap_or("?"))
+        }
+        Value::Struct { fields } => {
+            let inner: Vec<String> =
+                fields.iter().map(|(n, v)| format!("{n}: {}", value_text(v))).collect();
+            format!("{{{}}}", inner.join(", "))
+        }
+        Value::Array { elems } => {
+            let inner: Vec<String> = elems.iter().map(value_text).collect();
+            format!("[{}]", inner.join(", "))
+        }
+        Value::Unreadable { reason } => format!("<{reason}>"),
+    }
+}

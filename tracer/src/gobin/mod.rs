@@ -1,4 +1,295 @@
-//! A model of a Go binary: build info, functions, parameters and their ABI locations.
+//! A model of a Go binary, built once before anything attaches and read-only after:
+//! build info, every function (from `.gopclntab`, so stripped binaries work), each traced
+//! function's parameters with their ABI locations (from DWARF), and runtime layouts.
 
+pub mod abi;
 pub mod buildinfo;
+pub mod dwarf;
+pub mod layouts;
 pub mod pclntab;
+pub mod types;
+
+use std::path::{Path, PathBuf};
+
+use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+
+use self::abi::Location;
+use self::buildinfo::BuildInfo;
+use self::dwarf::{DwarfInfo, GLayout};
+use self::pclntab::Pclntab;
+use self::types::{GoType, TypeKind};
+
+/// Go 1.21 is the oldest release whose register ABI and runtime layouts escapade knows.
+pub const MIN_GO: (u32, u32) = (1, 21);
+
+#[derive(Debug, thiserror::Error)]
+pub enum GoBinError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not an ELF executable: {source}")]
+    NotElf { path: PathBuf, source: object::Error },
+    #[error("{path} is not a Go binary: {reason}")]
+    NotGo { path: PathBuf, reason: String },
+    #[error("{path} was built with {version}; escapade needs Go 1.21 or newer (register ABI)")]
+    GoTooOld { path: PathBuf, version: String },
+    #[error("{path}: unrecognised Go version {version:?}")]
+    UnknownVersion { path: PathBuf, version: String },
+    #[error("{0}")]
+    Dwarf(#[from] dwarf::DwarfError),
+    #[error("no function matches {pattern:?} in {path}")]
+    NoMatch { pattern: String, path: PathBuf },
+    #[error(
+        "{name} is inlined at every call site in {path}, so it has no code to probe: \
+         trace its caller, or rebuild with -gcflags=-l"
+    )]
+    Inlined { name: String, path: PathBuf },
+    #[error(
+        "{path} has no DWARF and Go {version} is not in escapade's table of runtime.g layouts: \
+         rebuild without -ldflags=-w"
+    )]
+    NoGLayout { path: PathBuf, version: String },
+}
+
+/// One ELF section, for turning addresses into file offsets and naming where a pointer points.
+#[derive(Clone, Debug)]
+pub struct Section {
+    pub name: String,
+    pub addr: u64,
+    pub size: u64,
+    /// None for sections with no bytes in the file (`.bss`).
+    pub file_offset: Option<u64>,
+}
+
+/// A parameter or result with its type and where the ABI puts it.
+#[derive(Clone, Debug)]
+pub struct Param {
+    pub name: String,
+    pub ty: GoType,
+    pub location: Location,
+}
+
+/// A function that can be probed.
+#[derive(Clone, Debug)]
+pub struct Function {
+    pub name: String,
+    pub entry: u64,
+    pub end: u64,
+    /// None when the binary has no DWARF: arguments cannot be named or decoded.
+    pub signature: Option<Signature>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Signature {
+    pub params: Vec<Param>,
+    pub results: Vec<Param>,
+    /// Bytes of the caller's argument area (stack arguments and stack results).
+    pub stack_bytes: u64,
+    /// Parameters where DWARF's location at entry disagrees with the computed ABI assignment.
+    pub abi_mismatches: Vec<String>,
+}
+
+/// A code address resolved to function and source line.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Frame {
+    pub function: String,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+}
+
+pub struct GoBinary {
+    pub path: PathBuf,
+    pub build: BuildInfo,
+    pub version: (u32, u32, u32),
+    /// True for position-independent executables, which the kernel loads at a random base.
+    pub is_pie: bool,
+    pub sections: Vec<Section>,
+    pub g_layout: GLayout,
+    /// Where `g_layout` came from: "DWARF" or the built-in table.
+    pub g_layout_source: &'static str,
+    /// Link-time address the runtime's type names are relative to (`runtime.types`).
+    pub types_base: Option<u64>,
+    pclntab: Pclntab,
+    funcs: Vec<pclntab::Func>,
+    dwarf: Option<DwarfInfo>,
+    data: Vec<u8>,
+}
+
+impl GoBinary {
+    pub fn open(path: &Path) -> Result<GoBinary, GoBinError> {
+        let data = std::fs::read(path)
+            .map_err(|source| GoBinError::Read { path: path.to_path_buf(), source })?;
+        let file = object::File::parse(&*data)
+            .map_err(|source| GoBinError::NotElf { path: path.to_path_buf(), source })?;
+        let not_go = |reason: String| GoBinError::NotGo { path: path.to_path_buf(), reason };
+        let build = buildinfo::read(&file).map_err(|e| not_go(e.to_string()))?;
+        let version = buildinfo::parse_go_version(&build.go_version).ok_or_else(|| {
+            GoBinError::UnknownVersion { path: path.to_path_buf(), version: build.go_version.clone() }
+        })?;
+        if (version.0, version.1) < MIN_GO {
+            return Err(GoBinError::GoTooOld {
+                path: path.to_path_buf(),
+                version: build.go_version.clone(),
+            });
+        }
+        let pclntab = Pclntab::from_object(&file).map_err(|e| not_go(e.to_string()))?;
+        let funcs = pclntab.funcs();
+        let dwarf = DwarfInfo::load(&file)?;
+        let (g_layout, g_layout_source) = match dwarf.as_ref().and_then(|d| d.g_layout()) {
+            Some(layout) => (layout, "DWARF"),
+            None => (
+                layouts::g_layout(version).ok_or_else(|| GoBinError::NoGLayout {
+                    path: path.to_path_buf(),
+                    version: build.go_version.clone(),
+                })?,
+                "built-in table",
+            ),
+        };
+        let sections = file
+            .sections()
+            .filter(|s| s.address() != 0)
+            .map(|s| Section {
+                name: s.name().unwrap_or("").to_string(),
+                addr: s.address(),
+                size: s.size(),
+                file_offset: s.file_range().map(|(offset, _)| offset),
+            })
+            .collect::<Vec<_>>();
+        let types_base = file
+            .symbols()
+            .find(|s| s.name() == Ok("runtime.types"))
+            .map(|s| s.address())
+            .or_else(|| layouts::types_section(&sections).map(|s| s.addr));
+        let is_pie = matches!(file.kind(), object::ObjectKind::Dynamic);
+        drop(file);
+        Ok(GoBinary {
+            path: path.to_path_buf(),
+            build,
+            version,
+            is_pie,
+            sections,
+            g_layout,
+            g_layout_source,
+            types_base,
+            pclntab,
+            funcs,
+            dwarf,
+            data,
+        })
+    }
+
+    pub fn has_dwarf(&self) -> bool {
+        self.dwarf.is_some()
+    }
+
+    /// Every function whose name matches one of `patterns` (`*` and `?` wildcards), or an error
+    /// naming the first pattern that matches nothing.
+    pub fn resolve(&self, patterns: &[String]) -> Result<Vec<Function>, GoBinError> {
+        let mut out: Vec<Function> = Vec::new();
+        for pattern in patterns {
+            let matcher = wildmatch::WildMatch::new(pattern);
+            let matched: Vec<&pclntab::Func> =
+                self.funcs.iter().filter(|f| matcher.matches(&f.name)).collect();
+            if matched.is_empty() {
+                let inlined = self.pclntab.has_name(pattern)
+                    || self.dwarf.as_ref().is_some_and(|d| d.is_inlined_only(pattern));
+                return Err(if inlined {
+                    GoBinError::Inlined { name: pattern.clone(), path: self.path.clone() }
+                } else {
+                    GoBinError::NoMatch { pattern: pattern.clone(), path: self.path.clone() }
+                });
+            }
+            for f in matched {
+                if out.iter().any(|o| o.entry == f.entry) {
+                    continue;
+                }
+                out.push(Function {
+                    name: f.name.clone(),
+                    entry: f.entry,
+                    end: f.end,
+                    signature: self.signature(&f.name)?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Parameters and results with their ABI locations, cross-checked against DWARF.
+    fn signature(&self, name: &str) -> Result<Option<Signature>, GoBinError> {
+        let Some(dwarf) = &self.dwarf else { return Ok(None) };
+        let Some(all) = dwarf.params(name)? else { return Ok(None) };
+        let (results, mut params): (Vec<_>, Vec<_>) = all.into_iter().partition(|p| p.is_result);
+        // A shaped generic instantiation takes its dictionary first, and DWARF leaves it out.
+        if name.contains("[go.shape.") {
+            params.insert(
+                0,
+                dwarf::DwarfParam {
+                    name: ".dict".into(),
+                    ty: GoType::word("*uint8", TypeKind::Pointer),
+                    is_result: false,
+                    entry_location: None,
+                },
+            );
+        }
+        let assignment = abi::assign(
+            &params.iter().map(|p| &p.ty).collect::<Vec<_>>(),
+            &results.iter().map(|p| &p.ty).collect::<Vec<_>>(),
+        );
+        let mut abi_mismatches = Vec::new();
+        for (p, loc) in params.iter().zip(&assignment.params) {
+            if let Some(dwarf_loc) = &p.entry_location
+                && *dwarf_loc != loc.to_string()
+            {
+                abi_mismatches.push(format!("{}: DWARF says {dwarf_loc}, ABI says {loc}", p.name));
+            }
+        }
+        let zip = |ps: Vec<dwarf::DwarfParam>, locs: Vec<Location>| -> Vec<Param> {
+            ps.into_iter()
+                .zip(locs)
+                .map(|(p, location)| Param { name: p.name, ty: p.ty, location })
+                .collect()
+        };
+        Ok(Some(Signature {
+            params: zip(params, assignment.params),
+            results: zip(results, assignment.results),
+            stack_bytes: assignment.stack_bytes,
+            abi_mismatches,
+        }))
+    }
+
+    /// The machine code of `f`, as in the file.
+    pub fn code(&self, f: &Function) -> Option<&[u8]> {
+        let start = self.file_offset(f.entry)? as usize;
+        let len = (f.end - f.entry) as usize;
+        self.data.get(start..start + len)
+    }
+
+    /// The whole `.text` section and its address, for finding call sites.
+    pub fn text(&self) -> Option<(&[u8], u64)> {
+        let s = self.sections.iter().find(|s| s.name == ".text")?;
+        let start = s.file_offset? as usize;
+        Some((self.data.get(start..start + s.size as usize)?, s.addr))
+    }
+
+    /// File offset of a link-time address, as uprobes want it.
+    pub fn file_offset(&self, addr: u64) -> Option<u64> {
+        let s = self.section_at(addr)?;
+        Some(s.file_offset? + (addr - s.addr))
+    }
+
+    pub fn section_at(&self, addr: u64) -> Option<&Section> {
+        self.sections.iter().find(|s| s.addr <= addr && addr < s.addr + s.size)
+    }
+
+    /// Function and source line of a code address (link-time).
+    pub fn symbolize(&self, pc: u64) -> Option<Frame> {
+        let func = self.pclntab.func_for_pc(pc)?;
+        let (file, line) = self.pclntab.file_line(pc).unzip();
+        Some(Frame { function: func.name, file, line })
+    }
+
+    /// Bytes of the file at a link-time address, for data the runtime never changes.
+    pub fn bytes_at(&self, addr: u64, len: usize) -> Option<&[u8]> {
+        let start = self.file_offset(addr)? as usize;
+        self.data.get(start..start + len)
+    }
+}

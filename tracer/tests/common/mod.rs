@@ -36,8 +36,16 @@ pub fn toolchains() -> Vec<Go> {
     );
     bins.into_iter()
         .map(|bin| {
-            let out = Command::new(&bin).arg("env").arg("GOVERSION").output().unwrap();
-            assert!(out.status.success(), "{} env GOVERSION failed", bin.display());
+            let out = Command::new(&bin)
+                .arg("env")
+                .arg("GOVERSION")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{} env GOVERSION failed",
+                bin.display()
+            );
             let version = String::from_utf8(out.stdout).unwrap().trim().to_string();
             Go { version, bin }
         })
@@ -82,6 +90,11 @@ pub fn build(go: &Go, name: &str, flags: &[&str]) -> PathBuf {
         .env("GOTOOLCHAIN", "local")
         .status()
         .unwrap();
-    assert!(status.success(), "go build {} with {} failed", src.display(), go.version);
+    assert!(
+        status.success(),
+        "go build {} with {} failed",
+        src.display(),
+        go.version
+    );
     out
 }

@@ -1,0 +1,3 @@
+module escapade-demo
+
+go 1.21

@@ -1,0 +1,179 @@
+//! `cargo xtask demo`: builds escapade and the bundled Go demo (`demo/main.go`), starts the demo
+//! and traces it live.
+
+use std::{
+    fs,
+    io::{BufRead, BufReader},
+    os::unix::process::CommandExt,
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{cmd, paths, setup};
+
+/// The demo functions escapade traces.
+const FUNCTIONS: &[&str] = &["main.parseOrder", "main.(*Store).Put", "main.price"];
+
+/// How long the demo may take to print its first line.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// How long to trace (passed to `escapade trace --duration`).
+    #[arg(long, default_value = "10s")]
+    duration: String,
+}
+
+pub fn run(options: Options) -> Result<()> {
+    let tools = setup::run()?;
+    let root = paths::workspace_root();
+    let target = paths::target_dir()?;
+
+    cmd::run(Command::new("cargo").current_dir(root).args([
+        "build",
+        "--release",
+        "-p",
+        "escapade",
+    ]))?;
+    let escapade = target.join("release/escapade");
+
+    let demo_bin = target.join("demo/demo");
+    fs::create_dir_all(target.join("demo"))?;
+    let go = tools.newest_go();
+    say!("building demo/main.go with {}", go.display());
+    cmd::run(
+        Command::new(go)
+            .current_dir(root.join("demo"))
+            .args(["build", "-o"])
+            .arg(&demo_bin)
+            .arg(".")
+            .env("GOTOOLCHAIN", "local"),
+    )?;
+
+    let mut demo = Demo::start(&demo_bin)?;
+    let pid = demo.child.id();
+    say!(
+        "tracing {} in the demo (pid {pid}) for {}; press Ctrl-C to stop early",
+        FUNCTIONS.join(", "),
+        options.duration
+    );
+
+    // Outlive Ctrl-C: escapade gets it (and may print its summary), then the demo is reaped here.
+    catch_sigint();
+    let mut trace = Command::new(&escapade);
+    trace
+        .args([
+            "trace",
+            "--pid",
+            &pid.to_string(),
+            "--duration",
+            &options.duration,
+        ])
+        .args(FUNCTIONS);
+    let status = cmd::status(&mut trace);
+    demo.stop();
+
+    let status = status?;
+    if status.success() {
+        Ok(())
+    } else if INTERRUPTED.load(Ordering::Relaxed) {
+        bail!(
+            "interrupted (escapade ended with {})",
+            cmd::describe(status)
+        )
+    } else {
+        bail!(
+            "`{}` failed with {}",
+            cmd::display(&trace),
+            cmd::describe(status)
+        )
+    }
+}
+
+/// The running demo program; killed and reaped when dropped.
+struct Demo {
+    child: Child,
+}
+
+impl Demo {
+    /// Starts the demo and waits for its first line (`demo: pid N serving`).
+    fn start(binary: &Path) -> Result<Demo> {
+        let mut command = Command::new(binary);
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            // Its own process group, so that Ctrl-C reaches escapade but not the traced program.
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe. PR_SET_PDEATHSIG kills the demo should xtask die
+        // without reaping it (the demo is out of reach of the terminal's signals).
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let stdout = child.stdout.take().expect("piped");
+        let demo = Demo { child };
+
+        // Hand over the first line, then keep draining so the demo never blocks on a full pipe.
+        let (first_line, wait_first_line) = mpsc::channel();
+        thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = first_line.send(lines.next());
+            for line in lines.map_while(Result::ok) {
+                eprintln!("{line}");
+            }
+        });
+        match wait_first_line.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(Some(Ok(line))) => say!("{line}"),
+            Ok(Some(Err(error))) => return Err(error).context("cannot read the demo's output"),
+            Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                bail!("the demo exited before printing its first line")
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                bail!("the demo printed nothing within {STARTUP_TIMEOUT:?}")
+            }
+        }
+        Ok(demo)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+/// Records SIGINT instead of dying from it. A handler (unlike SIG_IGN) is reset to the default in
+/// the children at exec, so escapade still gets Ctrl-C as usual.
+fn catch_sigint() {
+    let handler: extern "C" fn(libc::c_int) = on_sigint;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+    }
+}
