@@ -265,7 +265,13 @@ impl<'a> Decoder<'a> {
         let ty = if empty {
             tab
         } else {
-            u64::from_le_bytes(self.read_static(tab + 8, 8)?.try_into().ok()?)
+            // In a PIE the file holds this pointer as a relocation, not its value: ask the process.
+            let word = match self.process.read(tab + 8, 8) {
+                Some(word) => word,
+                None if !self.binary.is_pie => self.read_static(tab + 8, 8)?,
+                None => return None,
+            };
+            u64::from_le_bytes(word.try_into().ok()?)
         };
         if let Some(name) = self.type_names.get(&ty) {
             return name.clone();
@@ -275,9 +281,9 @@ impl<'a> Decoder<'a> {
         name
     }
 
-    /// Reads runtime data that never changes once written (type descriptors, their names,
-    /// itabs): from the binary when it holds them, so it works after the target exits, else
-    /// from the process (itabs built at run time live on the heap).
+    /// Reads runtime data that never changes and holds no pointers (type descriptors' names and
+    /// flags): from the binary when it holds them, so it works after the target exits, else
+    /// from the process.
     fn read_static(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
         match self.binary.bytes_at(addr.wrapping_sub(self.bias), len) {
             Some(bytes) => Some(bytes.to_vec()),

@@ -75,19 +75,9 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     );
     let decoder = Decoder::new(&target.binary, &target.process, target.bias);
     let stdout = std::io::stdout().lock();
-    let mut printer = TracePrinter::new(decoder, &plan.traced, args.json, std::io::BufWriter::new(stdout));
-    let mut write_error = None;
-    let (ended, malformed) = session::run(&target, &mut attached, args.target.duration, |e| {
-        if write_error.is_none()
-            && let Err(err) = printer.event(&plan.points, e)
-        {
-            write_error = Some(err);
-        }
-    })
-    .await?;
-    if let Some(err) = write_error {
-        return Err(err.into());
-    }
+    let mut printer = TracePrinter::new(decoder, &plan, args.json, std::io::BufWriter::new(stdout));
+    let (ended, malformed) =
+        session::run(&target, &mut attached, args.target.duration, &mut printer).await?;
     printer.summary(ended, attached.counters(), malformed)?;
     Ok(())
 }

@@ -13,7 +13,8 @@ use serde_json::json;
 use crate::calls::{Calls, Open};
 use crate::decode::{Arg, Decoder, Value};
 use crate::gobin::Frame;
-use crate::session::{Ended, Traced};
+use crate::attach::ProbePoint;
+use crate::session::{Ended, EventSink, Plan, Traced};
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 struct FunctionStats {
@@ -26,6 +27,7 @@ struct FunctionStats {
 pub struct TracePrinter<'a, W: Write> {
     decoder: Decoder<'a>,
     traced: &'a [Traced],
+    points: &'a [ProbePoint],
     calls: Calls<()>,
     stats: Vec<FunctionStats>,
     unknown_probe: u64,
@@ -36,12 +38,13 @@ pub struct TracePrinter<'a, W: Write> {
 }
 
 impl<'a, W: Write> TracePrinter<'a, W> {
-    pub fn new(decoder: Decoder<'a>, traced: &'a [Traced], json: bool, out: W) -> Self {
+    pub fn new(decoder: Decoder<'a>, plan: &'a Plan, json: bool, out: W) -> Self {
         TracePrinter {
             decoder,
-            traced,
+            traced: &plan.traced,
+            points: &plan.points,
             calls: Calls::default(),
-            stats: vec![FunctionStats::default(); traced.len()],
+            stats: vec![FunctionStats::default(); plan.traced.len()],
             unknown_probe: 0,
             json,
             out,
@@ -50,8 +53,8 @@ impl<'a, W: Write> TracePrinter<'a, W> {
         }
     }
 
-    pub fn event(&mut self, points: &[crate::attach::ProbePoint], e: &CallEvent) -> std::io::Result<()> {
-        let Some(point) = points.get(e.probe_id as usize) else {
+    fn write_event(&mut self, e: &CallEvent) -> std::io::Result<()> {
+        let Some(point) = self.points.get(e.probe_id as usize) else {
             self.unknown_probe += 1;
             return Ok(());
         };
@@ -214,6 +217,16 @@ impl<'a, W: Write> TracePrinter<'a, W> {
             );
         }
         Ok(())
+    }
+}
+
+impl<W: Write> EventSink for TracePrinter<'_, W> {
+    fn event(&mut self, event: &CallEvent) -> anyhow::Result<()> {
+        Ok(self.write_event(event)?)
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        Ok(self.out.flush()?)
     }
 }
 

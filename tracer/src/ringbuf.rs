@@ -9,6 +9,8 @@ use probe_common::CallEvent;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
+use crate::session::EventSink;
+
 /// How often the reader drains when nothing wakes it.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
@@ -34,8 +36,8 @@ impl EventReader {
         Ok(())
     }
 
-    /// Hands every event in the buffer to `sink`, oldest first.
-    pub fn drain(&mut self, mut sink: impl FnMut(&CallEvent)) {
+    /// Hands every event in the buffer to `sink`, oldest first, then flushes it.
+    pub fn drain(&mut self, sink: &mut impl EventSink) -> anyhow::Result<()> {
         let ring = self.ring.get_mut();
         while let Some(item) = ring.next() {
             if item.len() != size_of::<CallEvent>() {
@@ -45,7 +47,8 @@ impl EventReader {
             // SAFETY: CallEvent is plain old data and the record has exactly its size; the
             // record may not be aligned for it, hence read_unaligned.
             let event = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const CallEvent) };
-            sink(&event);
+            sink.event(&event)?;
         }
+        sink.flush()
     }
 }

@@ -147,12 +147,19 @@ pub enum Ended {
     TargetExited,
 }
 
+/// Where a session's events go.
+pub trait EventSink {
+    fn event(&mut self, event: &CallEvent) -> anyhow::Result<()>;
+    /// Called after each drain of the ring buffer, so output reaches readers promptly.
+    fn flush(&mut self) -> anyhow::Result<()>;
+}
+
 /// Pumps events into `sink` until Ctrl-C, `duration`, or the target's exit.
 pub async fn run(
     target: &Target,
     attached: &mut Attached,
     duration: Option<Duration>,
-    mut sink: impl FnMut(&CallEvent),
+    sink: &mut impl EventSink,
 ) -> anyhow::Result<(Ended, u64)> {
     let events = attached.take_events().context("the event ring buffer was already taken")?;
     let mut reader = EventReader::new(events)?;
@@ -169,17 +176,17 @@ pub async fn run(
             _ = tokio::signal::ctrl_c() => break Ended::Interrupted,
             _ = &mut deadline => break Ended::Deadline,
             _ = tick.tick() => {
-                reader.drain(&mut sink);
+                reader.drain(sink)?;
                 if !target.process.alive() {
                     break Ended::TargetExited;
                 }
             }
             readable = reader.readable() => {
                 readable?;
-                reader.drain(&mut sink);
+                reader.drain(sink)?;
             }
         }
     };
-    reader.drain(&mut sink);
+    reader.drain(sink)?;
     Ok((ended, reader.malformed))
 }

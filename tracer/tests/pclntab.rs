@@ -285,3 +285,43 @@ fn old_pclntab_magic() {
     assert!(matches!(err, PclntabError::TooOld(_)), "{err:?}");
     assert!(err.to_string().contains("1.21+"), "{err}");
 }
+
+/// Built as a module, the binary records the module's path and version.
+#[test]
+fn module_build() {
+    for go in common::toolchains() {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("go-module")
+            .join(&go.version);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("go.mod"),
+            "module example.com/symbols\n\ngo 1.21\n",
+        )
+        .unwrap();
+        std::fs::copy(
+            common::go_programs().join("symbols.go"),
+            dir.join("symbols.go"),
+        )
+        .unwrap();
+        let status = Command::new(&go.bin)
+            .args(["build", "-o", "symbols", "."])
+            .current_dir(&dir)
+            .env("GOCACHE", common::cache_dir().join("gocache"))
+            .env("GOTOOLCHAIN", "local")
+            .env("GOFLAGS", "-buildvcs=false")
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "{}: go build in {}",
+            go.version,
+            dir.display()
+        );
+
+        let data = read(&dir.join("symbols"));
+        let info = buildinfo::read(&object::File::parse(&*data).unwrap()).unwrap();
+        assert_eq!(info.main_module.as_deref(), Some("example.com/symbols"));
+        assert_eq!(info.main_module_version.as_deref(), Some("(devel)"));
+    }
+}

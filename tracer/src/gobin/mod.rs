@@ -217,7 +217,11 @@ impl GoBinary {
     fn signature(&self, name: &str) -> Result<Option<Signature>, GoBinError> {
         let Some(dwarf) = &self.dwarf else { return Ok(None) };
         let Some(all) = dwarf.params(name)? else { return Ok(None) };
-        let (results, mut params): (Vec<_>, Vec<_>) = all.into_iter().partition(|p| p.is_result);
+        let (mut results, mut params): (Vec<_>, Vec<_>) =
+            all.into_iter().partition(|p| p.is_result);
+        // The compiler lists a result twice in functions with a defer; a result name is unique.
+        let mut seen = std::collections::HashSet::new();
+        results.retain(|r| seen.insert(r.name.clone()));
         // A shaped generic instantiation takes its dictionary first, and DWARF leaves it out.
         if name.contains("[go.shape.") {
             params.insert(

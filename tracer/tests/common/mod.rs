@@ -98,3 +98,146 @@ pub fn build(go: &Go, name: &str, flags: &[&str]) -> PathBuf {
     );
     out
 }
+
+/// A Go test program started under the tests' control: it prints `ready <pid>` and waits for a
+/// line on stdin before doing its work, so probes can attach first.
+pub struct Target {
+    pub child: std::process::Child,
+    pub pid: u32,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Target {
+    pub fn start(bin: &Path, args: &[&str]) -> Target {
+        use std::io::BufRead as _;
+        use std::process::Stdio;
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let pid = line
+            .strip_prefix("ready ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{} printed {line:?} instead of `ready <pid>`", bin.display()));
+        Target { child, pid, stdout }
+    }
+
+    /// Lets the program run its calls.
+    pub fn go(&mut self) {
+        use std::io::Write as _;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Reads the next `n` lines the program prints.
+    pub fn read_lines(&mut self, n: usize) -> Vec<String> {
+        use std::io::BufRead as _;
+        (0..n)
+            .map(|_| {
+                let mut line = String::new();
+                self.stdout.read_line(&mut line).unwrap();
+                line
+            })
+            .collect()
+    }
+
+    /// Waits for the program to exit successfully and returns the rest of its stdout.
+    pub fn finish(mut self) -> String {
+        use std::io::Read as _;
+        let mut out = String::new();
+        self.stdout.read_to_string(&mut out).unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "the traced program failed: {status}\n{out}");
+        out
+    }
+}
+
+/// `escapade` run against a target; its stdout is read line by line as it comes.
+pub struct Escapade {
+    child: std::process::Child,
+    stdout_lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Escapade {
+    /// Starts `escapade <args>` and waits until it reports that its probes are attached.
+    pub fn attach(args: &[&str]) -> Escapade {
+        use std::process::Stdio;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_escapade"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr_lines = lines_of(child.stderr.take().unwrap(), "[escapade] ");
+        let stdout_lines = lines_of(child.stdout.take().unwrap(), "");
+        loop {
+            match stderr_lines.recv_timeout(std::time::Duration::from_secs(60)) {
+                Ok(line) if line.contains("attached to PID") => break,
+                Ok(_) => {}
+                Err(_) => {
+                    let status = child.wait().unwrap();
+                    panic!("escapade did not attach: {status}");
+                }
+            }
+        }
+        // Keep echoing stderr for the test log.
+        std::thread::spawn(move || stderr_lines.iter().for_each(drop));
+        Escapade { child, stdout_lines, seen: Vec::new() }
+    }
+
+    /// Waits until `n` lines of escapade's stdout satisfy `pred` (at most 60 s).
+    pub fn wait_for(&mut self, n: usize, pred: impl Fn(&str) -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.seen.iter().filter(|l| pred(l)).count() < n {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.stdout_lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!("escapade printed only {:?}", self.seen),
+            }
+        }
+    }
+
+    /// Waits for escapade to exit (it does when the target exits) and returns all its stdout.
+    pub fn finish(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.child.wait().unwrap();
+        self.seen.extend(self.stdout_lines.iter());
+        (status, self.seen.join("\n"))
+    }
+}
+
+/// Forwards the lines of `pipe` through a channel, echoing them to stderr when `echo` is set.
+fn lines_of(pipe: impl std::io::Read + Send + 'static, echo: &'static str) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            if !echo.is_empty() {
+                eprintln!("{echo}{line}");
+            }
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Runs `escapade <args>` to completion (for commands that fail before attaching).
+pub fn escapade(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_escapade")).args(args).output().unwrap()
+}
+
+/// Parses JSON lines.
+pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}

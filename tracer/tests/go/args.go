@@ -3,7 +3,7 @@
 // to this process and compare what it decoded with these lines.
 //
 // It prints "ready <pid>" and waits for a line on stdin before calling, so the probes are in
-// place first.
+// place first, and for another before exiting.
 package main
 
 import (
@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"unsafe"
 )
 
@@ -136,9 +137,19 @@ func (c *Counter) TracedAdd(n int64) int64 {
 	return c.n
 }
 
+// A defer makes the compiler describe the result twice in DWARF.
+//
+//go:noinline
+func TracedDefer(mu *sync.Mutex, n int) int {
+	mu.Lock()
+	defer mu.Unlock()
+	return n * 2
+}
+
 func main() {
 	fmt.Printf("ready %d\n", os.Getpid())
-	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+	stdin := bufio.NewReader(os.Stdin)
+	if _, err := stdin.ReadString('\n'); err != nil {
 		panic(err)
 	}
 
@@ -216,4 +227,13 @@ func main() {
 	c := &Counter{n: 5}
 	rc := c.TracedAdd(37)
 	report("main.(*Counter).TracedAdd", map[string]any{"c": addr(c), "n": 37}, map[string]any{"~r0": rc})
+
+	var mu sync.Mutex
+	rdf := TracedDefer(&mu, 21)
+	report("main.TracedDefer", map[string]any{"mu": addr(&mu), "n": 21}, map[string]any{"~r0": rdf})
+
+	// Stay alive until the test has seen escapade decode these calls.
+	if _, err := stdin.ReadString('\n'); err != nil {
+		panic(err)
+	}
 }

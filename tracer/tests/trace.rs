@@ -1,0 +1,171 @@
+//! `escapade trace` against real Go programs: what it decodes from the probes must equal what
+//! the program itself printed about the same calls.
+
+mod common;
+
+use serde_json::Value;
+
+use common::{Escapade, Target};
+
+#[test]
+fn decodes_every_kind_as_the_program_prints_it() {
+    for go in common::toolchains() {
+        for flags in [&[][..], &["-buildmode=pie"][..]] {
+            eprintln!("== {} {flags:?}", go.version);
+            let bin = common::build(&go, "args", flags);
+            check_args_program(&bin);
+        }
+    }
+}
+
+/// Traced calls `tests/go/args.go` makes.
+const CALLS: usize = 12;
+
+fn check_args_program(bin: &std::path::Path) {
+    let mut target = Target::start(bin, &[]);
+    let pid = target.pid.to_string();
+    let mut escapade = Escapade::attach(&[
+        "trace", "--pid", &pid, "--json", "--capture-strings", "64", "main.*Traced*",
+    ]);
+    target.go();
+    let expected = common::json_lines(&target.read_lines(CALLS).concat());
+    // The program stays alive until escapade has decoded every call, since decoding reads
+    // run-time data (itabs) from the process.
+    escapade.wait_for(2 * CALLS, |l| l.contains(r#""type":"entry""#) || l.contains(r#""type":"return""#));
+    target.go();
+    target.finish();
+    let (status, out) = escapade.finish();
+    assert!(status.success(), "escapade failed: {status}");
+    let events = common::json_lines(&out);
+
+    assert_eq!(expected.len(), CALLS);
+    for call in &expected {
+        let function = call["function"].as_str().unwrap();
+        let of = |kind: &str| -> Vec<&Value> {
+            events.iter().filter(|e| e["type"] == kind && e["function"] == function).collect()
+        };
+        let (entries, returns) = (of("entry"), of("return"));
+        let declared = |e: &Value, list: &str| e[list].as_array().unwrap().len();
+        assert_eq!((entries.len(), returns.len()), (1, 1), "{function}: one entry, one return");
+        let (entry, ret) = (entries[0], returns[0]);
+        assert_eq!(entry["goid"], call["goid"], "{function}: goroutine id");
+        assert_eq!(entry["caller"]["function"], "main.main", "{function}: caller");
+        assert!(entry["caller"]["file"].as_str().unwrap().ends_with("args.go"));
+        assert!(ret["duration_ns"].as_u64().is_some(), "{function}: return paired with entry");
+        let printed = |list: &str| call[list].as_object().unwrap().len();
+        if function != "main.TracedFloats" {
+            assert_eq!(declared(entry, "args"), printed("args"), "{function}: parameter count");
+        }
+        assert_eq!(declared(ret, "results"), printed("results"), "{function}: result count");
+
+        for (what, printed, decoded) in
+            [("args", &call["args"], &entry["args"]), ("results", &call["results"], &ret["results"])]
+        {
+            for (name, want) in printed.as_object().unwrap() {
+                if function == "main.TracedFloats" && what == "results" {
+                    continue; // a float result sits in X0: checked below
+                }
+                let got = arg(decoded, name)
+                    .unwrap_or_else(|| panic!("{function}: no {what} {name} in {decoded}"));
+                compare(&format!("{function} {name}"), want, &got["value"]);
+            }
+        }
+    }
+
+    let entry = |f: &str| {
+        events.iter().find(|e| e["type"] == "entry" && e["function"] == f).unwrap().clone()
+    };
+    // Where pointers point, as the program arranged it.
+    let pointers = entry("main.TracedPointers");
+    for (name, region) in
+        [("heap", "heap"), ("stack", "stack"), ("bss", "bss"), ("data", "data"), ("none", "nil")]
+    {
+        assert_eq!(arg(&pointers["args"], name).unwrap()["value"]["region"], region, "{name}");
+    }
+    // Floats are located but not readable: pt_regs has no XMM registers.
+    let floats = entry("main.TracedFloats");
+    for (name, reg) in [("x", "X0"), ("y", "X1")] {
+        let a = arg(&floats["args"], name).unwrap();
+        assert_eq!(a["location"], reg);
+        assert_eq!(a["value"]["kind"], "unreadable");
+        assert!(a["value"]["reason"].as_str().unwrap().contains(reg));
+    }
+    assert_eq!(arg(&floats["args"], "j").unwrap()["location"], "RBX");
+    // Stack-passed words and a struct too big for registers.
+    let many = entry("main.TracedMany");
+    assert_eq!(arg(&many["args"], "i").unwrap()["location"], "R11");
+    assert_eq!(arg(&many["args"], "j").unwrap()["location"], "stack+0");
+    assert_eq!(arg(&many["args"], "k").unwrap()["location"], "stack+8");
+    assert_eq!(arg(&entry("main.TracedBig")["args"], "big").unwrap()["location"], "stack+0");
+    assert_eq!(arg(&entry("main.TracedStructs")["args"], "p").unwrap()["location"], "RAX+RBX");
+
+    let summary = events.iter().find(|e| e["type"] == "summary").expect("a summary line");
+    assert_eq!(summary["dropped"], 0);
+    assert_eq!(summary["unmatched_returns"], 0);
+    assert_eq!(summary["in_flight"], 0);
+    assert_eq!(summary["ended"], "target_exited");
+}
+
+fn arg<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
+    list.as_array()?.iter().find(|a| a["name"] == name)
+}
+
+/// Compares what the program printed with escapade's decoded value.
+fn compare(at: &str, want: &Value, got: &Value) {
+    let hex = |v: &Value| format!("{:#x}", v.as_u64().unwrap_or_else(|| panic!("{at}: {v}")));
+    match want {
+        Value::Bool(_) | Value::Number(_) => {
+            assert!(
+                ["int", "uint", "bool"].contains(&got["kind"].as_str().unwrap()),
+                "{at}: {got}"
+            );
+            let same = match (want, &got["value"]) {
+                (Value::Number(w), Value::Number(g)) => w.as_f64() == g.as_f64(),
+                (w, g) => w == g,
+            };
+            assert!(same, "{at}: program printed {want}, escapade decoded {got}");
+        }
+        Value::String(addr) => {
+            assert_eq!(got["kind"], "pointer", "{at}: {got}");
+            assert_eq!(&hex(&got["addr"]), addr, "{at}");
+        }
+        Value::Array(items) => {
+            let elems = got["elems"].as_array().unwrap_or_else(|| panic!("{at}: {got}"));
+            assert_eq!(elems.len(), items.len(), "{at}");
+            for (i, (w, g)) in items.iter().zip(elems).enumerate() {
+                compare(&format!("{at}[{i}]"), w, g);
+            }
+        }
+        Value::Object(map) if map.contains_key("type") => {
+            assert_eq!(got["kind"], "interface", "{at}: {got}");
+            let want_type = map["type"].as_str().unwrap();
+            let got_type = got["type"].as_str().unwrap_or("");
+            assert_eq!(got_type, want_type, "{at}: dynamic type");
+            assert_eq!(&Value::String(hex(&got["data"])), &map["data"], "{at}: data");
+        }
+        Value::Object(map) if map.contains_key("len") => {
+            assert_eq!(&Value::String(hex(&got["addr"])), &map["addr"], "{at}: addr");
+            assert_eq!(got["len"], map["len"], "{at}: len");
+            if let Some(cap) = map.get("cap") {
+                assert_eq!(got["kind"], "slice", "{at}");
+                assert_eq!(&got["cap"], cap, "{at}: cap");
+            }
+            if let Some(text) = map.get("text") {
+                let text = text.as_str().unwrap();
+                assert_eq!(got["text"].as_str(), Some(&text[..text.len().min(64)]), "{at}: text");
+            }
+        }
+        Value::Object(map) => {
+            assert_eq!(got["kind"], "struct", "{at}: {got}");
+            let fields = got["fields"].as_array().unwrap();
+            for (name, w) in map {
+                let field = fields
+                    .iter()
+                    .find(|f| f[0] == *name)
+                    .unwrap_or_else(|| panic!("{at}: no field {name} in {got}"));
+                compare(&format!("{at}.{name}"), w, &field[1]);
+            }
+        }
+        Value::Null => panic!("{at}: the program printed null"),
+    }
+}
