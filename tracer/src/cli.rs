@@ -49,6 +49,9 @@ pub struct TraceArgs {
     /// Print one JSON object per line instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Print only the end-of-run summary, not a line per call.
+    #[arg(short, long)]
+    pub quiet: bool,
     /// Copy the first N bytes of string arguments (at most 64); off by default because
     /// arguments may hold secrets.
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]

@@ -29,9 +29,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("escapade: {err:#}");
-            if let Some(hint) = hint(&err) {
-                eprintln!("hint: {hint}");
+            match hint(&err) {
+                Some(hint) => eprintln!("escapade: {err:#} (hint: {hint})"),
+                None => eprintln!("escapade: {err:#}"),
             }
             ExitCode::from(2)
         }
@@ -75,7 +75,7 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     );
     let decoder = Decoder::new(&target.binary, &target.process, target.bias);
     let stdout = std::io::stdout().lock();
-    let mut printer = TracePrinter::new(decoder, &plan, args.json, std::io::BufWriter::new(stdout));
+    let mut printer = TracePrinter::new(decoder, &plan, args.json, args.quiet, std::io::BufWriter::new(stdout));
     let (ended, malformed) =
         session::run(&target, &mut attached, args.target.duration, &mut printer).await?;
     printer.summary(ended, attached.counters(), malformed)?;

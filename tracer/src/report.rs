@@ -32,13 +32,15 @@ pub struct TracePrinter<'a, W: Write> {
     stats: Vec<FunctionStats>,
     unknown_probe: u64,
     json: bool,
+    /// Count calls but print only the summary.
+    quiet: bool,
     out: W,
     /// CLOCK_REALTIME minus CLOCK_MONOTONIC (the probes' clock), to print wall time.
     wall_offset_ns: i128,
 }
 
 impl<'a, W: Write> TracePrinter<'a, W> {
-    pub fn new(decoder: Decoder<'a>, plan: &'a Plan, json: bool, out: W) -> Self {
+    pub fn new(decoder: Decoder<'a>, plan: &'a Plan, json: bool, quiet: bool, out: W) -> Self {
         TracePrinter {
             decoder,
             traced: &plan.traced,
@@ -47,6 +49,7 @@ impl<'a, W: Write> TracePrinter<'a, W> {
             stats: vec![FunctionStats::default(); plan.traced.len()],
             unknown_probe: 0,
             json,
+            quiet,
             out,
             wall_offset_ns: clock_ns(libc::CLOCK_REALTIME) as i128
                 - clock_ns(libc::CLOCK_MONOTONIC) as i128,
@@ -71,6 +74,9 @@ impl<'a, W: Write> TracePrinter<'a, W> {
             EventKind::Entry => {
                 self.stats[index].entries += 1;
                 self.calls.enter(e.goid, depth, Open { probe_function: index, ktime_ns: e.ktime_ns, data: () });
+                if self.quiet {
+                    return Ok(());
+                }
                 let args = sig
                     .map(|s| self.decoder.args(e, &s.params, &traced.captures))
                     .unwrap_or_default();
@@ -111,6 +117,9 @@ impl<'a, W: Write> TracePrinter<'a, W> {
                     self.stats[index].total_ns += d;
                     d
                 });
+                if self.quiet {
+                    return Ok(());
+                }
                 let results = sig
                     .map(|s| self.decoder.args(e, &s.results, &Default::default()))
                     .unwrap_or_default();

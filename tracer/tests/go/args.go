@@ -146,8 +146,16 @@ func TracedDefer(mu *sync.Mutex, n int) int {
 	return n * 2
 }
 
+// Small enough that the compiler inlines it everywhere: no code of its own to probe.
+func inlinedHelper(x int) int {
+	if x < 0 {
+		panic("negative pid")
+	}
+	return x + 1
+}
+
 func main() {
-	fmt.Printf("ready %d\n", os.Getpid())
+	fmt.Printf("ready %d\n", inlinedHelper(os.Getpid()-1))
 	stdin := bufio.NewReader(os.Stdin)
 	if _, err := stdin.ReadString('\n'); err != nil {
 		panic(err)
