@@ -9,7 +9,11 @@ fn main() -> anyhow::Result<()> {
     for dir in ["probe-ebpf", "probe-common"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
-    if std::process::Command::new("bpf-linker").arg("--version").output().is_err() {
+    if std::process::Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         anyhow::bail!("bpf-linker not found on PATH: run `cargo xtask setup` first");
     }
     let ebpf = root.join("probe-ebpf");

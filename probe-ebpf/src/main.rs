@@ -7,6 +7,7 @@
 #![no_main]
 
 use aya_ebpf::{
+    EbpfContext,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, pt_regs},
     helpers::{
         bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
@@ -15,13 +16,11 @@ use aya_ebpf::{
     macros::{map, uprobe},
     maps::{Array, PerCpuArray, RingBuf},
     programs::ProbeContext,
-    EbpfContext,
 };
 use probe_common::{
-    CallEvent, EventKind, GoOffsets, ProbeConfig, COOKIE_AT_CALL_SITE,
-    COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTERS, COUNTER_DROPPED, COUNTER_EVENTS, COUNTER_MORESTACK,
-    COUNTER_READ_ERRORS, EFLAGS_CF, EFLAGS_ZF, MAX_PROBES, MAX_STACK_WORDS,
-    MAX_STRING_CAPTURES, STRING_CAPTURE_BYTES,
+    COOKIE_AT_CALL_SITE, COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTER_DROPPED, COUNTER_EVENTS,
+    COUNTER_MORESTACK, COUNTER_READ_ERRORS, COUNTERS, CallEvent, EFLAGS_CF, EFLAGS_ZF, EventKind,
+    GoOffsets, MAX_PROBES, MAX_STACK_WORDS, MAX_STRING_CAPTURES, ProbeConfig, STRING_CAPTURE_BYTES,
 };
 
 /// Ring buffer size in bytes: about 10,000 events, a second of a hot function at full rate.
@@ -55,6 +54,12 @@ pub fn go_entry(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn go_return(ctx: ProbeContext) -> u32 {
     let _ = try_record(&ctx, EventKind::Return);
+    0
+}
+
+/// Does nothing: the baseline that benchmarks compare the real probes against.
+#[uprobe]
+pub fn go_empty(_ctx: ProbeContext) -> u32 {
     0
 }
 
@@ -123,7 +128,11 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
 
     // The argument area starts right above the return address.
     let words = config.stack_words as usize;
-    let bytes = if words > MAX_STACK_WORDS { MAX_STACK_WORDS } else { words } * 8;
+    let bytes = if words > MAX_STACK_WORDS {
+        MAX_STACK_WORDS
+    } else {
+        words
+    } * 8;
     // SAFETY: CallEvent.stack is MAX_STACK_WORDS*8 bytes and `bytes` is bounded by it.
     let stack = unsafe {
         core::slice::from_raw_parts_mut(e.stack.as_mut_ptr() as *mut u8, MAX_STACK_WORDS * 8)
@@ -147,7 +156,11 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
         ) else {
             continue;
         };
-        let mut n = if len < string_bytes as u64 { len as usize } else { string_bytes };
+        let mut n = if len < string_bytes as u64 {
+            len as usize
+        } else {
+            string_bytes
+        };
         if n > STRING_CAPTURE_BYTES {
             n = STRING_CAPTURE_BYTES;
         }

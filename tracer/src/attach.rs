@@ -9,9 +9,7 @@ use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya::programs::UProbe;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
 use aya::{Ebpf, EbpfLoader};
-use probe_common::{
-    COUNTERS, EventKind, GoOffsets, MAX_PROBES, ProbeConfig,
-};
+use probe_common::{COUNTERS, EventKind, GoOffsets, MAX_PROBES, ProbeConfig};
 
 use crate::gobin::dwarf::GLayout;
 
@@ -57,11 +55,21 @@ impl Attached {
     }
 }
 
+/// Which programs run at the probe points.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Programs {
+    /// Record entries and returns.
+    Tracing,
+    /// An empty program everywhere: what a uprobe costs before escapade does any work.
+    Empty,
+}
+
 pub fn attach(
     pid: u32,
     exe: &Path,
     layout: GLayout,
     points: &[ProbePoint],
+    programs: Programs,
 ) -> anyhow::Result<Attached> {
     anyhow::ensure!(
         points.len() <= MAX_PROBES as usize,
@@ -93,37 +101,63 @@ pub fn attach(
     }
 
     let pid = NonZeroU32::new(pid).context("PID 0 is not a process")?;
-    for (name, kind) in [("go_entry", EventKind::Entry), ("go_return", EventKind::Return)] {
+    let program_for = |kind| match (programs, kind) {
+        (Programs::Empty, _) => "go_empty",
+        (Programs::Tracing, EventKind::Entry) => "go_entry",
+        (Programs::Tracing, EventKind::Return) => "go_return",
+    };
+    let mut loaded: Vec<&str> = Vec::new();
+    for (id, point) in points.iter().enumerate() {
+        let name = program_for(point.kind);
         let program: &mut UProbe = ebpf
             .program_mut(name)
             .with_context(|| format!("program {name} missing from the eBPF object"))?
             .try_into()?;
-        program.load().with_context(|| format!("loading program {name}"))?;
-        for (id, point) in points.iter().enumerate().filter(|(_, p)| p.kind == kind) {
-            let attach_point = UProbeAttachPoint {
-                location: UProbeAttachLocation::AbsoluteOffset(point.file_offset),
-                cookie: Some(id as u64 | point.flags),
-            };
+        if !loaded.contains(&name) {
             program
-                .attach(attach_point, exe, UProbeScope::OneProcess(pid))
-                .with_context(|| {
-                    format!("attaching a uprobe at {:#x} in {}", point.addr, exe.display())
-                })?;
+                .load()
+                .with_context(|| format!("loading program {name}"))?;
+            loaded.push(name);
         }
+        let attach_point = UProbeAttachPoint {
+            location: UProbeAttachLocation::AbsoluteOffset(point.file_offset),
+            cookie: Some(id as u64 | point.flags),
+        };
+        program
+            .attach(attach_point, exe, UProbeScope::OneProcess(pid))
+            .with_context(|| {
+                format!(
+                    "attaching a uprobe at {:#x} in {}",
+                    point.addr,
+                    exe.display()
+                )
+            })?;
     }
 
     let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS")?)?;
-    let counters =
-        PerCpuArray::try_from(ebpf.take_map("PROBE_COUNTERS").context("map PROBE_COUNTERS")?)?;
-    Ok(Attached { _ebpf: ebpf, events: Some(events), counters })
+    let counters = PerCpuArray::try_from(
+        ebpf.take_map("PROBE_COUNTERS")
+            .context("map PROBE_COUNTERS")?,
+    )?;
+    Ok(Attached {
+        _ebpf: ebpf,
+        events: Some(events),
+        counters,
+    })
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones ignore it.
 fn raise_memlock_limit() {
-    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: setrlimit with a valid pointer; failure only matters on old kernels.
     let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
     if ret != 0 {
-        tracing::debug!("could not raise RLIMIT_MEMLOCK: {}", std::io::Error::last_os_error());
+        tracing::debug!(
+            "could not raise RLIMIT_MEMLOCK: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }

@@ -23,7 +23,11 @@ pub struct Calls<T> {
 
 impl<T> Default for Calls<T> {
     fn default() -> Self {
-        Calls { open: BTreeMap::new(), unmatched_returns: 0, unwound: 0 }
+        Calls {
+            open: BTreeMap::new(),
+            unmatched_returns: 0,
+            unwound: 0,
+        }
     }
 }
 
@@ -38,8 +42,11 @@ impl<T> Calls<T> {
     /// The entry this return closes, if escapade saw it.
     pub fn leave(&mut self, goid: u64, depth: u64, function: usize) -> Option<Open<T>> {
         // Deeper frames of this goroutine still open were unwound past us.
-        let deeper: Vec<_> =
-            self.open.range((goid, depth + 1)..=(goid, u64::MAX)).map(|(k, _)| *k).collect();
+        let deeper: Vec<_> = self
+            .open
+            .range((goid, depth + 1)..=(goid, u64::MAX))
+            .map(|(k, _)| *k)
+            .collect();
         self.unwound += deeper.len() as u64;
         for key in deeper {
             self.open.remove(&key);
@@ -69,7 +76,11 @@ mod tests {
     use super::*;
 
     fn open(f: usize) -> Open<()> {
-        Open { probe_function: f, ktime_ns: 0, data: () }
+        Open {
+            probe_function: f,
+            ktime_ns: 0,
+            data: (),
+        }
     }
 
     #[test]

@@ -60,4 +60,7 @@ pub struct TraceArgs {
     /// the first instruction (about 20x slower per call).
     #[arg(long, value_enum, default_value_t = PlacementMode::Fast)]
     pub placement: PlacementMode,
+    /// Attach an empty BPF program at the same places instead (for benchmarks).
+    #[arg(long, hide = true)]
+    pub empty_probes: bool,
 }

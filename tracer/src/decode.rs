@@ -34,12 +34,26 @@ pub enum Region {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Value {
-    Bool { value: bool },
-    Int { value: i64 },
-    Uint { value: u64 },
-    Float { value: f64 },
-    Complex { real: f64, imag: f64 },
-    Pointer { addr: u64, region: Region },
+    Bool {
+        value: bool,
+    },
+    Int {
+        value: i64,
+    },
+    Uint {
+        value: u64,
+    },
+    Float {
+        value: f64,
+    },
+    Complex {
+        real: f64,
+        imag: f64,
+    },
+    Pointer {
+        addr: u64,
+        region: Region,
+    },
     String {
         addr: u64,
         len: u64,
@@ -48,7 +62,12 @@ pub enum Value {
         #[serde(skip_serializing_if = "Option::is_none")]
         text: Option<String>,
     },
-    Slice { addr: u64, len: u64, cap: u64, region: Region },
+    Slice {
+        addr: u64,
+        len: u64,
+        cap: u64,
+        region: Region,
+    },
     Interface {
         /// The dynamic type; None for a nil interface or when its descriptor could not be read.
         #[serde(rename = "type")]
@@ -56,10 +75,16 @@ pub enum Value {
         data: u64,
         region: Region,
     },
-    Struct { fields: Vec<(String, Value)> },
-    Array { elems: Vec<Value> },
+    Struct {
+        fields: Vec<(String, Value)>,
+    },
+    Array {
+        elems: Vec<Value>,
+    },
     /// Bytes escapade could not see, and why.
-    Unreadable { reason: String },
+    Unreadable {
+        reason: String,
+    },
 }
 
 /// A decoded parameter or result.
@@ -83,7 +108,11 @@ struct Bytes {
 impl Bytes {
     fn gather(event: &CallEvent, ty: &GoType, location: &Location) -> Bytes {
         let size = ty.size as usize;
-        let mut b = Bytes { data: vec![0; size], known: vec![false; size], why: HashMap::new() };
+        let mut b = Bytes {
+            data: vec![0; size],
+            known: vec![false; size],
+            why: HashMap::new(),
+        };
         match location {
             Location::Nowhere => {}
             Location::Registers(pieces) => {
@@ -94,7 +123,10 @@ impl Bytes {
                             b.fill(p.offset as usize, &word[..p.size as usize]);
                         }
                         Reg::Float(_) => {
-                            b.why.insert(p.offset, format!("in {}, not readable at a uprobe", p.reg));
+                            b.why.insert(
+                                p.offset,
+                                format!("in {}, not readable at a uprobe", p.reg),
+                            );
                         }
                     }
                 }
@@ -150,7 +182,12 @@ pub struct Decoder<'a> {
 
 impl<'a> Decoder<'a> {
     pub fn new(binary: &'a GoBinary, process: &'a Process, bias: u64) -> Self {
-        Decoder { binary, process, bias, type_names: HashMap::new() }
+        Decoder {
+            binary,
+            process,
+            bias,
+            type_names: HashMap::new(),
+        }
     }
 
     pub fn args(&mut self, event: &CallEvent, params: &[Param], captures: &Captures) -> Vec<Arg> {
@@ -159,7 +196,11 @@ impl<'a> Decoder<'a> {
             .enumerate()
             .map(|(index, p)| {
                 let bytes = Bytes::gather(event, &p.ty, &p.location);
-                let ctx = Ctx { event, captures, param: index };
+                let ctx = Ctx {
+                    event,
+                    captures,
+                    param: index,
+                };
                 Arg {
                     name: p.name.clone(),
                     type_name: p.ty.name.clone(),
@@ -179,13 +220,21 @@ impl<'a> Decoder<'a> {
 
     fn try_value(&mut self, ctx: &Ctx, ty: &GoType, b: &Bytes, at: u64) -> Result<Value, String> {
         Ok(match &ty.kind {
-            TypeKind::Bool => Value::Bool { value: b.get(at, 1)? != 0 },
+            TypeKind::Bool => Value::Bool {
+                value: b.get(at, 1)? != 0,
+            },
             TypeKind::Int { signed: true } => {
                 let shift = 64 - 8 * ty.size.clamp(1, 8);
-                Value::Int { value: ((b.get(at, ty.size)? << shift) as i64) >> shift }
+                Value::Int {
+                    value: ((b.get(at, ty.size)? << shift) as i64) >> shift,
+                }
             }
-            TypeKind::Int { signed: false } => Value::Uint { value: b.get(at, ty.size)? },
-            TypeKind::Float => Value::Float { value: float(b.get(at, ty.size)?, ty.size) },
+            TypeKind::Int { signed: false } => Value::Uint {
+                value: b.get(at, ty.size)?,
+            },
+            TypeKind::Float => Value::Float {
+                value: float(b.get(at, ty.size)?, ty.size),
+            },
             TypeKind::Complex => {
                 let half = ty.size / 2;
                 Value::Complex {
@@ -195,12 +244,22 @@ impl<'a> Decoder<'a> {
             }
             TypeKind::Pointer => {
                 let addr = b.get(at, 8)?;
-                Value::Pointer { addr, region: self.region(ctx.event, addr) }
+                Value::Pointer {
+                    addr,
+                    region: self.region(ctx.event, addr),
+                }
             }
             TypeKind::String => {
                 let (addr, len) = (b.get(at, 8)?, b.get(at + 8, 8)?);
-                let text = (at == 0).then(|| ctx.captures.text(ctx.event, ctx.param)).flatten();
-                Value::String { addr, len, region: self.region(ctx.event, addr), text }
+                let text = (at == 0)
+                    .then(|| ctx.captures.text(ctx.event, ctx.param))
+                    .flatten();
+                Value::String {
+                    addr,
+                    len,
+                    region: self.region(ctx.event, addr),
+                    text,
+                }
             }
             TypeKind::Slice => {
                 let addr = b.get(at, 8)?;
@@ -226,7 +285,9 @@ impl<'a> Decoder<'a> {
                     .collect(),
             },
             TypeKind::Array { elem, len } => Value::Array {
-                elems: (0..*len).map(|i| self.value(ctx, elem, b, at + i * elem.size)).collect(),
+                elems: (0..*len)
+                    .map(|i| self.value(ctx, elem, b, at + i * elem.size))
+                    .collect(),
             },
             TypeKind::Opaque => {
                 return Err(format!("no DWARF description of type {}", ty.name));
@@ -298,7 +359,8 @@ impl<'a> Decoder<'a> {
         let header = self.read_static(ty, 48)?;
         let tflag = header[20];
         let name_off = i32::from_le_bytes(header[40..44].try_into().ok()?);
-        let name_addr = (self.binary.types_base? + self.bias).checked_add_signed(name_off as i64)?;
+        let name_addr =
+            (self.binary.types_base? + self.bias).checked_add_signed(name_off as i64)?;
         // A name is a flag byte, a uvarint length, then the bytes.
         let head = self.read_static(name_addr, 11)?;
         let (mut len, mut shift, mut i) = (0usize, 0, 1);
@@ -313,7 +375,11 @@ impl<'a> Decoder<'a> {
         }
         let bytes = self.read_static(name_addr + i as u64, len)?;
         let name = String::from_utf8_lossy(&bytes);
-        let name = if tflag & TFLAG_EXTRA_STAR != 0 { name.strip_prefix('*')? } else { &name };
+        let name = if tflag & TFLAG_EXTRA_STAR != 0 {
+            name.strip_prefix('*')?
+        } else {
+            &name
+        };
         Some(name.to_string())
     }
 }
@@ -325,7 +391,11 @@ struct Ctx<'e> {
 }
 
 fn float(bits: u64, size: u64) -> f64 {
-    if size == 4 { f32::from_bits(bits as u32) as f64 } else { f64::from_bits(bits) }
+    if size == 4 {
+        f32::from_bits(bits as u32) as f64
+    } else {
+        f64::from_bits(bits)
+    }
 }
 
 /// Which string parameters the probe copies bytes of, and from which words.
@@ -353,7 +423,9 @@ impl Captures {
                     (Reg::Int(a), Reg::Int(b)) => Some((a as usize, b as usize)),
                     _ => None,
                 },
-                Location::Stack { offset } if offset % 8 == 0 && offset / 8 + 1 < MAX_STACK_WORDS as u64 => {
+                Location::Stack { offset }
+                    if offset % 8 == 0 && offset / 8 + 1 < MAX_STACK_WORDS as u64 =>
+                {
                     let w = probe_common::INT_ARG_REGS + (*offset / 8) as usize;
                     Some((w, w + 1))
                 }
@@ -361,8 +433,12 @@ impl Captures {
             };
             if let Some((ptr, len)) = words {
                 let slot = c.slots.len();
-                c.configs[slot] =
-                    StringCapture { ptr_word: ptr as u8, len_word: len as u8, enabled: 1, _pad: 0 };
+                c.configs[slot] = StringCapture {
+                    ptr_word: ptr as u8,
+                    len_word: len as u8,
+                    enabled: 1,
+                    _pad: 0,
+                };
                 c.slots.push((index, slot));
             }
         }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 
-use escapade::attach::attach;
+use escapade::attach::{Programs, attach};
 use escapade::cli::{Cli, Command, TraceArgs};
 use escapade::decode::Decoder;
 use escapade::hints::hint;
@@ -15,13 +15,21 @@ use escapade::session::{self, Plan, PlanOptions, Target};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = if cli.verbose { "escapade=debug" } else { "escapade=warn" };
+    let filter = if cli.verbose {
+        "escapade=debug"
+    } else {
+        "escapade=warn"
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| filter.into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| filter.into()),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
     let result = runtime
         .context("starting the async runtime")
         .and_then(|rt| rt.block_on(run(cli)));
@@ -54,17 +62,36 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
             target.process.exe_target.display()
         );
     }
-    let options = PlanOptions { capture_strings: args.capture_strings, placement: args.placement };
+    let options = PlanOptions {
+        capture_strings: args.capture_strings,
+        placement: args.placement,
+    };
     let plan = Plan::new(&target.binary, functions, &options)?;
     for t in &plan.traced {
-        tracing::debug!("{}: entry {}, {} return probes", t.function.name, t.entry, t.returns);
+        tracing::debug!(
+            "{}: entry {}, {} return probes",
+            t.function.name,
+            t.entry,
+            t.returns
+        );
         if let Some(sig) = &t.function.signature {
             for m in &sig.abi_mismatches {
                 tracing::warn!("{}: {m}", t.function.name);
             }
         }
     }
-    let mut attached = attach(target.process.pid, &target.process.exe, target.binary.g_layout, &plan.points)?;
+    let programs = if args.empty_probes {
+        Programs::Empty
+    } else {
+        Programs::Tracing
+    };
+    let mut attached = attach(
+        target.process.pid,
+        &target.process.exe,
+        target.binary.g_layout,
+        &plan.points,
+        programs,
+    )?;
     eprintln!(
         "escapade: attached to PID {} ({}, {}): {} functions, {} probes; Ctrl-C to stop",
         target.process.pid,
@@ -75,7 +102,13 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     );
     let decoder = Decoder::new(&target.binary, &target.process, target.bias);
     let stdout = std::io::stdout().lock();
-    let mut printer = TracePrinter::new(decoder, &plan, args.json, args.quiet, std::io::BufWriter::new(stdout));
+    let mut printer = TracePrinter::new(
+        decoder,
+        &plan,
+        args.json,
+        args.quiet,
+        std::io::BufWriter::new(stdout),
+    );
     let (ended, malformed) =
         session::run(&target, &mut attached, args.target.duration, &mut printer).await?;
     printer.summary(ended, attached.counters(), malformed)?;

@@ -12,7 +12,11 @@ pub enum ProcessError {
     #[error("not allowed to inspect PID {pid}: {source}")]
     Denied { pid: u32, source: std::io::Error },
     #[error("reading /proc/{pid}/{what}: {source}")]
-    Io { pid: u32, what: &'static str, source: std::io::Error },
+    Io {
+        pid: u32,
+        what: &'static str,
+        source: std::io::Error,
+    },
     #[error("cannot find where PID {0} mapped its executable in /proc/{0}/maps")]
     NoExeMapping(u32),
 }
@@ -52,14 +56,23 @@ impl Process {
         let exe_target = std::fs::read_link(&exe).map_err(|e| io("exe", e))?;
         let mem = File::open(proc.join("mem")).map_err(|e| io("mem", e))?;
         let maps = read_maps(pid).map_err(|e| io("maps", e))?;
-        Ok(Process { pid, exe, exe_target, maps, mem })
+        Ok(Process {
+            pid,
+            exe,
+            exe_target,
+            maps,
+            mem,
+        })
     }
 
     pub fn alive(&self) -> bool {
         // Signal 0 checks existence; a zombie still counts, so look at /proc/PID/stat too.
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid));
         match stat {
-            Ok(s) => !s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+            Ok(s) => !s
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z')),
             Err(_) => false,
         }
     }
@@ -82,7 +95,11 @@ impl Process {
 
     pub fn refresh_maps(&mut self) -> Result<(), ProcessError> {
         let pid = self.pid;
-        self.maps = read_maps(pid).map_err(|source| ProcessError::Io { pid, what: "maps", source })?;
+        self.maps = read_maps(pid).map_err(|source| ProcessError::Io {
+            pid,
+            what: "maps",
+            source,
+        })?;
         Ok(())
     }
 
@@ -98,7 +115,8 @@ impl Process {
     }
 
     pub fn read_u64(&self, addr: u64) -> Option<u64> {
-        self.read(addr, 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        self.read(addr, 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
     }
 }
 
@@ -130,13 +148,17 @@ mod tests {
 
     #[test]
     fn parses_maps_lines() {
-        let m = parse_map_line(
-            "c000000000-c000400000 rw-p 00000000 00:00 0 ",
-        )
-        .unwrap();
-        assert_eq!((m.start, m.end, m.writable, m.path.as_str()), (0xc000000000, 0xc000400000, true, ""));
-        let m = parse_map_line("55d0c000-55d0d000 r-xp 00001000 fd:01 123   /usr/bin/demo").unwrap();
-        assert_eq!((m.offset, m.path.as_str(), m.writable), (0x1000, "/usr/bin/demo", false));
+        let m = parse_map_line("c000000000-c000400000 rw-p 00000000 00:00 0 ").unwrap();
+        assert_eq!(
+            (m.start, m.end, m.writable, m.path.as_str()),
+            (0xc000000000, 0xc000400000, true, "")
+        );
+        let m =
+            parse_map_line("55d0c000-55d0d000 r-xp 00001000 fd:01 123   /usr/bin/demo").unwrap();
+        assert_eq!(
+            (m.offset, m.path.as_str(), m.writable),
+            (0x1000, "/usr/bin/demo", false)
+        );
     }
 
     #[test]

@@ -4,16 +4,16 @@ use std::fmt::Write as _;
 use std::io::Write;
 
 use probe_common::{
-    CallEvent, COUNTER_DROPPED, COUNTER_EVENTS, COUNTER_MORESTACK, COUNTER_READ_ERRORS, COUNTERS,
+    COUNTER_DROPPED, COUNTER_EVENTS, COUNTER_MORESTACK, COUNTER_READ_ERRORS, COUNTERS, CallEvent,
     EventKind,
 };
 use serde::Serialize;
 use serde_json::json;
 
+use crate::attach::ProbePoint;
 use crate::calls::{Calls, Open};
 use crate::decode::{Arg, Decoder, Value};
 use crate::gobin::Frame;
-use crate::attach::ProbePoint;
 use crate::session::{Ended, EventSink, Plan, Traced};
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -73,17 +73,26 @@ impl<'a, W: Write> TracePrinter<'a, W> {
         match kind {
             EventKind::Entry => {
                 self.stats[index].entries += 1;
-                self.calls.enter(e.goid, depth, Open { probe_function: index, ktime_ns: e.ktime_ns, data: () });
+                self.calls.enter(
+                    e.goid,
+                    depth,
+                    Open {
+                        probe_function: index,
+                        ktime_ns: e.ktime_ns,
+                        data: (),
+                    },
+                );
                 if self.quiet {
                     return Ok(());
                 }
                 let args = sig
                     .map(|s| self.decoder.args(e, &s.params, &traced.captures))
                     .unwrap_or_default();
-                let caller = self
-                    .decoder
-                    .binary
-                    .symbolize(e.return_addr.wrapping_sub(self.decoder.bias).wrapping_sub(1));
+                let caller = self.decoder.binary.symbolize(
+                    e.return_addr
+                        .wrapping_sub(self.decoder.bias)
+                        .wrapping_sub(1),
+                );
                 if self.json {
                     let line = json!({
                         "type": "entry",
@@ -98,7 +107,9 @@ impl<'a, W: Write> TracePrinter<'a, W> {
                     });
                     writeln!(self.out, "{line}")
                 } else {
-                    let caller = caller.map(|f| format!(" from {}", frame_text(&f))).unwrap_or_default();
+                    let caller = caller
+                        .map(|f| format!(" from {}", frame_text(&f)))
+                        .unwrap_or_default();
                     writeln!(
                         self.out,
                         "{} g{:<5} -> {}({}){caller}",
@@ -135,7 +146,9 @@ impl<'a, W: Write> TracePrinter<'a, W> {
                     });
                     writeln!(self.out, "{line}")
                 } else {
-                    let took = duration_ns.map(|d| format!(" in {}", duration_text(d))).unwrap_or_default();
+                    let took = duration_ns
+                        .map(|d| format!(" in {}", duration_text(d)))
+                        .unwrap_or_default();
                     writeln!(
                         self.out,
                         "{} g{:<5} <- {}{took} = ({})",
@@ -196,10 +209,23 @@ impl<'a, W: Write> TracePrinter<'a, W> {
                 Ended::TargetExited => "target exited",
             };
             writeln!(self.out, "\nescapade: detached ({why})")?;
-            let width = self.traced.iter().map(|t| t.function.name.len()).max().unwrap_or(8).max(8);
-            writeln!(self.out, "  {:width$}  {:>9}  {:>9}  {:>10}  entry probe", "function", "calls", "returns", "mean")?;
+            let width = self
+                .traced
+                .iter()
+                .map(|t| t.function.name.len())
+                .max()
+                .unwrap_or(8)
+                .max(8);
+            writeln!(
+                self.out,
+                "  {:width$}  {:>9}  {:>9}  {:>10}  entry probe",
+                "function", "calls", "returns", "mean"
+            )?;
             for (t, s) in self.traced.iter().zip(&self.stats) {
-                let mean = if s.paired > 0 { duration_text(s.total_ns / s.paired) } else { "-".into() };
+                let mean = s
+                    .total_ns
+                    .checked_div(s.paired)
+                    .map_or_else(|| "-".into(), duration_text);
                 writeln!(
                     self.out,
                     "  {:width$}  {:>9}  {:>9}  {:>10}  {}",
@@ -240,7 +266,10 @@ impl<W: Write> EventSink for TracePrinter<'_, W> {
 }
 
 fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid pointer to a timespec.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -250,7 +279,13 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
 fn wall_time(ns: u64) -> String {
     let secs = ns / 1_000_000_000;
     let day = secs % 86_400;
-    format!("{:02}:{:02}:{:02}.{:06}", day / 3600, day / 60 % 60, day % 60, ns / 1000 % 1_000_000)
+    format!(
+        "{:02}:{:02}:{:02}.{:06}",
+        day / 3600,
+        day / 60 % 60,
+        day % 60,
+        ns / 1000 % 1_000_000
+    )
 }
 
 fn duration_text(ns: u64) -> String {
@@ -278,7 +313,14 @@ fn args_text(args: &[Arg]) -> String {
         if i > 0 {
             s.push_str(", ");
         }
-        let _ = write!(s, "{} {} [{}] = {}", a.name, a.type_name, a.location, value_text(&a.value));
+        let _ = write!(
+            s,
+            "{} {} [{}] = {}",
+            a.name,
+            a.type_name,
+            a.location,
+            value_text(&a.value)
+        );
     }
     s
 }
@@ -292,23 +334,46 @@ pub fn value_text(v: &Value) -> String {
         Value::Complex { real, imag } => format!("({real}{imag:+}i)"),
         Value::Pointer { addr: 0, .. } => "nil".into(),
         Value::Pointer { addr, region } => format!("{addr:#x} ({region:?})").to_lowercase(),
-        Value::String { len, text: Some(t), .. } if (t.len() as u64) < *len => {
+        Value::String {
+            len, text: Some(t), ..
+        } if (t.len() as u64) < *len => {
             format!("{t:?}... (len {len})")
         }
         Value::String { text: Some(t), .. } => format!("{t:?}"),
-        Value::String { addr, len, region, .. } => {
-            format!("string(len {len} at {addr:#x} {})", format!("{region:?}").to_lowercase())
+        Value::String {
+            addr, len, region, ..
+        } => {
+            format!(
+                "string(len {len} at {addr:#x} {})",
+                format!("{region:?}").to_lowercase()
+            )
         }
-        Value::Slice { addr, len, cap, region } => {
-            format!("slice(len {len} cap {cap} at {addr:#x} {})", format!("{region:?}").to_lowercase())
+        Value::Slice {
+            addr,
+            len,
+            cap,
+            region,
+        } => {
+            format!(
+                "slice(len {len} cap {cap} at {addr:#x} {})",
+                format!("{region:?}").to_lowercase()
+            )
         }
-        Value::Interface { dynamic_type: None, data: 0, .. } => "nil".into(),
-        Value::Interface { dynamic_type, data, .. } => {
+        Value::Interface {
+            dynamic_type: None,
+            data: 0,
+            ..
+        } => "nil".into(),
+        Value::Interface {
+            dynamic_type, data, ..
+        } => {
             format!("{}({data:#x})", dynamic_type.as_deref().unwrap_or("?"))
         }
         Value::Struct { fields } => {
-            let inner: Vec<String> =
-                fields.iter().map(|(n, v)| format!("{n}: {}", value_text(v))).collect();
+            let inner: Vec<String> = fields
+                .iter()
+                .map(|(n, v)| format!("{n}: {}", value_text(v)))
+                .collect();
             format!("{{{}}}", inner.join(", "))
         }
         Value::Array { elems } => {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use object::{Object as _, ObjectSegment as _};
 use probe_common::{
-    CallEvent, COOKIE_SKIP_IF_BELOW_OR_EQUAL, EventKind, MAX_STACK_WORDS, ProbeConfig,
+    COOKIE_SKIP_IF_BELOW_OR_EQUAL, CallEvent, EventKind, MAX_STACK_WORDS, ProbeConfig,
     STRING_CAPTURE_BYTES,
 };
 
@@ -32,7 +32,11 @@ impl Target {
             .with_context(|| format!("PID {pid} runs {}", process.exe_target.display()))?;
         let first_load = first_load_vaddr(&binary)?;
         let bias = process.load_bias(binary.is_pie, first_load)?;
-        Ok(Target { process, binary, bias })
+        Ok(Target {
+            process,
+            binary,
+            bias,
+        })
     }
 }
 
@@ -76,7 +80,11 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn new(binary: &GoBinary, functions: Vec<Function>, opts: &PlanOptions) -> anyhow::Result<Plan> {
+    pub fn new(
+        binary: &GoBinary,
+        functions: Vec<Function>,
+        opts: &PlanOptions,
+    ) -> anyhow::Result<Plan> {
         let mut traced = Vec::new();
         let mut points = Vec::new();
         for function in functions {
@@ -112,7 +120,11 @@ impl Plan {
                     .file_offset(addr)
                     .with_context(|| format!("{}: {addr:#x} is not in the file", function.name))
             };
-            let entry_flags = if entry.is_fast() { COOKIE_SKIP_IF_BELOW_OR_EQUAL } else { 0 };
+            let entry_flags = if entry.is_fast() {
+                COOKIE_SKIP_IF_BELOW_OR_EQUAL
+            } else {
+                0
+            };
             points.push(ProbePoint {
                 function: index,
                 kind: EventKind::Entry,
@@ -129,10 +141,19 @@ impl Plan {
                     file_offset: file_offset(ret)?,
                     flags: 0,
                     // Strings are captured at entry only.
-                    config: ProbeConfig { string_bytes: 0, strings: Default::default(), ..config },
+                    config: ProbeConfig {
+                        string_bytes: 0,
+                        strings: Default::default(),
+                        ..config
+                    },
                 });
             }
-            traced.push(Traced { function, entry, returns: placed.returns.len(), captures });
+            traced.push(Traced {
+                function,
+                entry,
+                returns: placed.returns.len(),
+                captures,
+            });
         }
         Ok(Plan { traced, points })
     }
@@ -161,7 +182,9 @@ pub async fn run(
     duration: Option<Duration>,
     sink: &mut impl EventSink,
 ) -> anyhow::Result<(Ended, u64)> {
-    let events = attached.take_events().context("the event ring buffer was already taken")?;
+    let events = attached
+        .take_events()
+        .context("the event ring buffer was already taken")?;
     let mut reader = EventReader::new(events)?;
     let deadline = async {
         match duration {

@@ -12,7 +12,10 @@ fn fails_with(args: &[&str], want: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "escapade {args:?}: {stderr}");
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    assert!(stderr.starts_with("escapade: ") && stderr.contains(want), "{args:?}: {stderr}");
+    assert!(
+        stderr.starts_with("escapade: ") && stderr.contains(want),
+        "{args:?}: {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
@@ -21,12 +24,18 @@ fn a_pid_that_is_gone() {
     let mut child = std::process::Command::new("true").spawn().unwrap();
     let pid = child.id().to_string();
     child.wait().unwrap();
-    fails_with(&["trace", "--pid", &pid, "main.main"], &format!("no process with PID {pid}"));
+    fails_with(
+        &["trace", "--pid", &pid, "main.main"],
+        &format!("no process with PID {pid}"),
+    );
 }
 
 #[test]
 fn a_process_that_is_not_go() {
-    let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
     let pid = child.id().to_string();
     fails_with(&["trace", "--pid", &pid, "main.main"], "is not a Go binary");
     child.kill().unwrap();
@@ -39,8 +48,14 @@ fn missing_and_inlined_functions_are_named() {
     let bin = common::build(go, "args", &[]);
     let target = Target::start(&bin, &[]);
     let pid = target.pid.to_string();
-    fails_with(&["trace", "--pid", &pid, "main.NoSuchFunction"], "no function matches \"main.NoSuchFunction\"");
-    fails_with(&["trace", "--pid", &pid, "main.inlinedHelper"], "main.inlinedHelper is inlined at every call site");
+    fails_with(
+        &["trace", "--pid", &pid, "main.NoSuchFunction"],
+        "no function matches \"main.NoSuchFunction\"",
+    );
+    fails_with(
+        &["trace", "--pid", &pid, "main.inlinedHelper"],
+        "main.inlinedHelper is inlined at every call site",
+    );
     kill(target);
 }
 
@@ -53,16 +68,26 @@ fn go_older_than_1_21_is_refused() {
     let version = go.version.as_bytes();
     let old = format!("go1.20{}", &go.version[6..]);
     let mut at = 0;
-    while let Some(i) = bytes[at..].windows(version.len()).position(|w| w == version) {
+    while let Some(i) = bytes[at..]
+        .windows(version.len())
+        .position(|w| w == version)
+    {
         at += i;
         bytes[at..at + version.len()].copy_from_slice(old.as_bytes());
     }
     let patched = bin.with_file_name("args-go1.20");
     std::fs::write(&patched, bytes).unwrap();
-    std::fs::set_permissions(&patched, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        &patched,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let target = Target::start(&patched, &[]);
     let pid = target.pid.to_string();
-    fails_with(&["trace", "--pid", &pid, "main.main"], "escapade needs Go 1.21 or newer");
+    fails_with(
+        &["trace", "--pid", &pid, "main.main"],
+        "escapade needs Go 1.21 or newer",
+    );
     kill(target);
 }
 
@@ -73,7 +98,12 @@ fn without_privileges_the_user_is_told_what_to_grant() {
     let target = Target::start(&bin, &[]);
     let pid = target.pid.to_string();
     let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
         .arg(env!("CARGO_BIN_EXE_escapade"))
         .args(["trace", "--pid", &pid, "main.main"])
         .output()
@@ -103,7 +133,11 @@ fn a_stripped_binary_still_resolves_functions_and_callers() {
         let entry = events.iter().find(|e| e["type"] == "entry").unwrap();
         assert_eq!(entry["caller"]["function"], "main.main", "{entry}");
         assert!(entry["caller"]["line"].as_u64().unwrap() > 0);
-        assert_eq!(entry["args"], serde_json::json!([]), "no DWARF, no parameter names");
+        assert_eq!(
+            entry["args"],
+            serde_json::json!([]),
+            "no DWARF, no parameter names"
+        );
         let summary = events.last().unwrap();
         assert_eq!(summary["functions"][0]["paired"], 1, "{summary}");
     }

@@ -18,7 +18,8 @@ fn deep_recursion_with_stack_growth_and_gc_pairs_every_call() {
         let bin = common::build(&go, "stress", &[]);
         let mut target = Target::start(&bin, &[&seconds()]);
         let pid = target.pid.to_string();
-        let mut escapade = Escapade::attach(&["trace", "--pid", &pid, "--json", "--quiet", "main.recurse"]);
+        let escapade =
+            Escapade::attach(&["trace", "--pid", &pid, "--json", "--quiet", "main.recurse"]);
         target.go();
         let line = target.read_lines(1).concat();
         let calls: u64 = line
@@ -40,9 +41,15 @@ fn deep_recursion_with_stack_growth_and_gc_pairs_every_call() {
         assert_eq!(summary["dropped"], 0, "{summary}");
         assert_eq!(f["entries"], calls, "every call seen at entry: {summary}");
         assert_eq!(f["returns"], calls, "every call seen at return: {summary}");
-        assert_eq!(f["paired"], calls, "every entry paired with its return: {summary}");
+        assert_eq!(
+            f["paired"], calls,
+            "every entry paired with its return: {summary}"
+        );
         assert_eq!(summary["unwound"], 0);
         assert_eq!(summary["in_flight"], 0);
-        assert!(summary["morestack_retries"].as_u64().unwrap() > 0, "stacks never grew: {summary}");
+        assert!(
+            summary["morestack_retries"].as_u64().unwrap() > 0,
+            "stacks never grew: {summary}"
+        );
     }
 }

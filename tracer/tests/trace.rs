@@ -25,13 +25,21 @@ fn check_args_program(bin: &std::path::Path) {
     let mut target = Target::start(bin, &[]);
     let pid = target.pid.to_string();
     let mut escapade = Escapade::attach(&[
-        "trace", "--pid", &pid, "--json", "--capture-strings", "64", "main.*Traced*",
+        "trace",
+        "--pid",
+        &pid,
+        "--json",
+        "--capture-strings",
+        "64",
+        "main.*Traced*",
     ]);
     target.go();
     let expected = common::json_lines(&target.read_lines(CALLS).concat());
     // The program stays alive until escapade has decoded every call, since decoding reads
     // run-time data (itabs) from the process.
-    escapade.wait_for(2 * CALLS, |l| l.contains(r#""type":"entry""#) || l.contains(r#""type":"return""#));
+    escapade.wait_for(2 * CALLS, |l| {
+        l.contains(r#""type":"entry""#) || l.contains(r#""type":"return""#)
+    });
     target.go();
     target.finish();
     let (status, out) = escapade.finish();
@@ -42,25 +50,52 @@ fn check_args_program(bin: &std::path::Path) {
     for call in &expected {
         let function = call["function"].as_str().unwrap();
         let of = |kind: &str| -> Vec<&Value> {
-            events.iter().filter(|e| e["type"] == kind && e["function"] == function).collect()
+            events
+                .iter()
+                .filter(|e| e["type"] == kind && e["function"] == function)
+                .collect()
         };
         let (entries, returns) = (of("entry"), of("return"));
         let declared = |e: &Value, list: &str| e[list].as_array().unwrap().len();
-        assert_eq!((entries.len(), returns.len()), (1, 1), "{function}: one entry, one return");
+        assert_eq!(
+            (entries.len(), returns.len()),
+            (1, 1),
+            "{function}: one entry, one return"
+        );
         let (entry, ret) = (entries[0], returns[0]);
         assert_eq!(entry["goid"], call["goid"], "{function}: goroutine id");
-        assert_eq!(entry["caller"]["function"], "main.main", "{function}: caller");
-        assert!(entry["caller"]["file"].as_str().unwrap().ends_with("args.go"));
-        assert!(ret["duration_ns"].as_u64().is_some(), "{function}: return paired with entry");
+        assert_eq!(
+            entry["caller"]["function"], "main.main",
+            "{function}: caller"
+        );
+        assert!(
+            entry["caller"]["file"]
+                .as_str()
+                .unwrap()
+                .ends_with("args.go")
+        );
+        assert!(
+            ret["duration_ns"].as_u64().is_some(),
+            "{function}: return paired with entry"
+        );
         let printed = |list: &str| call[list].as_object().unwrap().len();
         if function != "main.TracedFloats" {
-            assert_eq!(declared(entry, "args"), printed("args"), "{function}: parameter count");
+            assert_eq!(
+                declared(entry, "args"),
+                printed("args"),
+                "{function}: parameter count"
+            );
         }
-        assert_eq!(declared(ret, "results"), printed("results"), "{function}: result count");
+        assert_eq!(
+            declared(ret, "results"),
+            printed("results"),
+            "{function}: result count"
+        );
 
-        for (what, printed, decoded) in
-            [("args", &call["args"], &entry["args"]), ("results", &call["results"], &ret["results"])]
-        {
+        for (what, printed, decoded) in [
+            ("args", &call["args"], &entry["args"]),
+            ("results", &call["results"], &ret["results"]),
+        ] {
             for (name, want) in printed.as_object().unwrap() {
                 if function == "main.TracedFloats" && what == "results" {
                     continue; // a float result sits in X0: checked below
@@ -73,14 +108,26 @@ fn check_args_program(bin: &std::path::Path) {
     }
 
     let entry = |f: &str| {
-        events.iter().find(|e| e["type"] == "entry" && e["function"] == f).unwrap().clone()
+        events
+            .iter()
+            .find(|e| e["type"] == "entry" && e["function"] == f)
+            .unwrap()
+            .clone()
     };
     // Where pointers point, as the program arranged it.
     let pointers = entry("main.TracedPointers");
-    for (name, region) in
-        [("heap", "heap"), ("stack", "stack"), ("bss", "bss"), ("data", "data"), ("none", "nil")]
-    {
-        assert_eq!(arg(&pointers["args"], name).unwrap()["value"]["region"], region, "{name}");
+    for (name, region) in [
+        ("heap", "heap"),
+        ("stack", "stack"),
+        ("bss", "bss"),
+        ("data", "data"),
+        ("none", "nil"),
+    ] {
+        assert_eq!(
+            arg(&pointers["args"], name).unwrap()["value"]["region"],
+            region,
+            "{name}"
+        );
     }
     // Floats are located but not readable: pt_regs has no XMM registers.
     let floats = entry("main.TracedFloats");
@@ -96,10 +143,19 @@ fn check_args_program(bin: &std::path::Path) {
     assert_eq!(arg(&many["args"], "i").unwrap()["location"], "R11");
     assert_eq!(arg(&many["args"], "j").unwrap()["location"], "stack+0");
     assert_eq!(arg(&many["args"], "k").unwrap()["location"], "stack+8");
-    assert_eq!(arg(&entry("main.TracedBig")["args"], "big").unwrap()["location"], "stack+0");
-    assert_eq!(arg(&entry("main.TracedStructs")["args"], "p").unwrap()["location"], "RAX+RBX");
+    assert_eq!(
+        arg(&entry("main.TracedBig")["args"], "big").unwrap()["location"],
+        "stack+0"
+    );
+    assert_eq!(
+        arg(&entry("main.TracedStructs")["args"], "p").unwrap()["location"],
+        "RAX+RBX"
+    );
 
-    let summary = events.iter().find(|e| e["type"] == "summary").expect("a summary line");
+    let summary = events
+        .iter()
+        .find(|e| e["type"] == "summary")
+        .expect("a summary line");
     assert_eq!(summary["dropped"], 0);
     assert_eq!(summary["unmatched_returns"], 0);
     assert_eq!(summary["in_flight"], 0);
@@ -130,7 +186,9 @@ fn compare(at: &str, want: &Value, got: &Value) {
             assert_eq!(&hex(&got["addr"]), addr, "{at}");
         }
         Value::Array(items) => {
-            let elems = got["elems"].as_array().unwrap_or_else(|| panic!("{at}: {got}"));
+            let elems = got["elems"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{at}: {got}"));
             assert_eq!(elems.len(), items.len(), "{at}");
             for (i, (w, g)) in items.iter().zip(elems).enumerate() {
                 compare(&format!("{at}[{i}]"), w, g);
@@ -141,10 +199,18 @@ fn compare(at: &str, want: &Value, got: &Value) {
             let want_type = map["type"].as_str().unwrap();
             let got_type = got["type"].as_str().unwrap_or("");
             assert_eq!(got_type, want_type, "{at}: dynamic type");
-            assert_eq!(&Value::String(hex(&got["data"])), &map["data"], "{at}: data");
+            assert_eq!(
+                &Value::String(hex(&got["data"])),
+                &map["data"],
+                "{at}: data"
+            );
         }
         Value::Object(map) if map.contains_key("len") => {
-            assert_eq!(&Value::String(hex(&got["addr"])), &map["addr"], "{at}: addr");
+            assert_eq!(
+                &Value::String(hex(&got["addr"])),
+                &map["addr"],
+                "{at}: addr"
+            );
             assert_eq!(got["len"], map["len"], "{at}: len");
             if let Some(cap) = map.get("cap") {
                 assert_eq!(got["kind"], "slice", "{at}");
@@ -152,7 +218,11 @@ fn compare(at: &str, want: &Value, got: &Value) {
             }
             if let Some(text) = map.get("text") {
                 let text = text.as_str().unwrap();
-                assert_eq!(got["text"].as_str(), Some(&text[..text.len().min(64)]), "{at}: text");
+                assert_eq!(
+                    got["text"].as_str(),
+                    Some(&text[..text.len().min(64)]),
+                    "{at}: text"
+                );
             }
         }
         Value::Object(map) => {

@@ -44,7 +44,9 @@ pub enum Location {
     Nowhere,
     Registers(Vec<Piece>),
     /// Byte offset into the argument area, which starts at SP+8 at entry (above the return address).
-    Stack { offset: u64 },
+    Stack {
+        offset: u64,
+    },
 }
 
 impl fmt::Display for Location {
@@ -108,7 +110,11 @@ pub fn assign(params: &[&GoType], results: &[&GoType]) -> Assignment {
     };
     let params = place_all(params, &mut stack);
     let results = place_all(results, &mut stack);
-    Assignment { params, results, stack_bytes: stack }
+    Assignment {
+        params,
+        results,
+        stack_bytes: stack,
+    }
 }
 
 fn align_up(n: u64, align: u64) -> u64 {
@@ -157,7 +163,11 @@ impl Registers {
         if self.ints as usize >= INT_REGS.len() {
             return false;
         }
-        pieces.push(Piece { offset, size, reg: Reg::Int(self.ints) });
+        pieces.push(Piece {
+            offset,
+            size,
+            reg: Reg::Int(self.ints),
+        });
         self.ints += 1;
         true
     }
@@ -166,7 +176,11 @@ impl Registers {
         if self.floats as usize >= FLOAT_REGS {
             return false;
         }
-        pieces.push(Piece { offset, size, reg: Reg::Float(self.floats) });
+        pieces.push(Piece {
+            offset,
+            size,
+            reg: Reg::Float(self.floats),
+        });
         self.floats += 1;
         true
     }
@@ -202,7 +216,11 @@ mod tests {
             align: 8,
             kind: TypeKind::Struct(
                 (0..10)
-                    .map(|i| Field { name: format!("f{i}"), offset: 8 * i, ty: int() })
+                    .map(|i| Field {
+                        name: format!("f{i}"),
+                        offset: 8 * i,
+                        ty: int(),
+                    })
                     .collect(),
             ),
         };

@@ -92,12 +92,17 @@ impl DwarfInfo {
         let mut abstract_names = HashSet::new();
         for header in &self.units {
             let unit = self.dwarf.unit(header.clone())?;
-            let unit_offset = header.offset().as_debug_info_offset().expect("debug_info unit");
+            let unit_offset = header
+                .offset()
+                .as_debug_info_offset()
+                .expect("debug_info unit");
             let mut entries = unit.entries();
             while let Some((_, entry)) = entries.next_dfs()? {
                 match entry.tag() {
                     gimli::DW_TAG_subprogram => {
-                        let Some(name) = self.name(&unit, entry)? else { continue };
+                        let Some(name) = self.name(&unit, entry)? else {
+                            continue;
+                        };
                         if let Some(AttributeValue::Inline(_)) =
                             entry.attr_value(gimli::DW_AT_inline)?
                         {
@@ -105,21 +110,28 @@ impl DwarfInfo {
                         } else if let Some(low_pc) = low_pc(&self.dwarf, &unit, entry)? {
                             self.functions.insert(
                                 name,
-                                FuncDie { unit: unit_offset, entry: entry.offset(), low_pc },
+                                FuncDie {
+                                    unit: unit_offset,
+                                    entry: entry.offset(),
+                                    low_pc,
+                                },
                             );
                         }
                     }
-                    gimli::DW_TAG_structure_type if self.g_layout.is_none() => {
-                        if self.name(&unit, entry)?.as_deref() == Some("runtime.g") {
-                            self.g_layout = self.read_g_layout(&unit, entry.offset())?;
-                        }
+                    gimli::DW_TAG_structure_type
+                        if self.g_layout.is_none()
+                            && self.name(&unit, entry)?.as_deref() == Some("runtime.g") =>
+                    {
+                        self.g_layout = self.read_g_layout(&unit, entry.offset())?;
                     }
                     _ => {}
                 }
             }
         }
-        self.inlined_only =
-            abstract_names.into_iter().filter(|n| !self.functions.contains_key(n)).collect();
+        self.inlined_only = abstract_names
+            .into_iter()
+            .filter(|n| !self.functions.contains_key(n))
+            .collect();
         Ok(())
     }
 
@@ -134,7 +146,9 @@ impl DwarfInfo {
 
     /// Parameters then results of `name`, in declaration order; None if DWARF lacks the function.
     pub fn params(&self, name: &str) -> Result<Option<Vec<DwarfParam>>, DwarfError> {
-        let Some(func) = self.functions.get(name) else { return Ok(None) };
+        let Some(func) = self.functions.get(name) else {
+            return Ok(None);
+        };
         let unit = self.unit_at(func.unit)?;
         let mut tree = unit.entries_tree(Some(func.entry))?;
         let root = tree.root()?;
@@ -156,15 +170,22 @@ impl DwarfInfo {
                 None => opaque("?", 0),
             };
             let entry_location = self.entry_location(&unit, entry, func.low_pc)?;
-            params.push(DwarfParam { name, ty, is_result, entry_location });
+            params.push(DwarfParam {
+                name,
+                ty,
+                is_result,
+                entry_location,
+            });
         }
         Ok(Some(params))
     }
 
     fn unit_at(&self, offset: gimli::DebugInfoOffset) -> Result<gimli::Unit<R>, DwarfError> {
-        let index = self
-            .units
-            .partition_point(|h| h.offset().as_debug_info_offset().is_some_and(|o| o <= offset));
+        let index = self.units.partition_point(|h| {
+            h.offset()
+                .as_debug_info_offset()
+                .is_some_and(|o| o <= offset)
+        });
         let header = self.units[index.saturating_sub(1)].clone();
         Ok(self.dwarf.unit(header)?)
     }
@@ -174,7 +195,9 @@ impl DwarfInfo {
         unit: &gimli::Unit<R>,
         entry: &gimli::DebuggingInformationEntry<R>,
     ) -> Result<Option<String>, DwarfError> {
-        let Some(value) = entry.attr_value(gimli::DW_AT_name)? else { return Ok(None) };
+        let Some(value) = entry.attr_value(gimli::DW_AT_name)? else {
+            return Ok(None);
+        };
         let s = self.dwarf.attr_string(unit, value)?;
         Ok(Some(s.to_string_lossy()?.into_owned()))
     }
@@ -192,7 +215,9 @@ impl DwarfInfo {
             AttributeValue::DebugInfoRef(o) => Some(o),
             _ => None,
         };
-        let Some(global) = global else { return Ok(opaque("?", 0)) };
+        let Some(global) = global else {
+            return Ok(opaque("?", 0));
+        };
         if let Some(ty) = cache.0.get(&global) {
             return Ok(ty.clone());
         }
@@ -206,7 +231,9 @@ impl DwarfInfo {
             owned = self.unit_at(global)?;
             &owned
         };
-        let offset = global.to_unit_offset(&unit.header).ok_or(gimli::Error::NoEntryAtGivenOffset)?;
+        let offset = global
+            .to_unit_offset(&unit.header)
+            .ok_or(gimli::Error::NoEntryAtGivenOffset)?;
         let ty = self.build_type(unit, offset, cache, depth)?;
         cache.0.insert(global, ty.clone());
         Ok(ty)
@@ -241,8 +268,17 @@ impl DwarfInfo {
                     )) => TypeKind::Int { signed: false },
                     _ => TypeKind::Opaque,
                 };
-                let align = if kind == TypeKind::Complex { size / 2 } else { size };
-                GoType { name, size, align: align.clamp(1, 8), kind }
+                let align = if kind == TypeKind::Complex {
+                    size / 2
+                } else {
+                    size
+                };
+                GoType {
+                    name,
+                    size,
+                    align: align.clamp(1, 8),
+                    kind,
+                }
             }
             gimli::DW_TAG_pointer_type | gimli::DW_TAG_subroutine_type => {
                 GoType::word(&name, TypeKind::Pointer)
@@ -257,7 +293,11 @@ impl DwarfInfo {
                     "runtime.iface" => TypeKind::Interface { empty: false },
                     _ => under.kind,
                 };
-                GoType { name, kind, ..under }
+                GoType {
+                    name,
+                    kind,
+                    ..under
+                }
             }
             gimli::DW_TAG_structure_type => {
                 let go_kind = udata(&entry, DW_AT_GO_KIND)?;
@@ -274,7 +314,11 @@ impl DwarfInfo {
                         Some(v) => self.type_at(unit, v, cache, depth + 1)?,
                         None => opaque("?", 0),
                     };
-                    fields.push(Field { name: field_name, offset, ty });
+                    fields.push(Field {
+                        name: field_name,
+                        offset,
+                        ty,
+                    });
                 }
                 let align = fields.iter().map(|f| f.ty.align).max().unwrap_or(1);
                 let kind = match go_kind {
@@ -282,7 +326,12 @@ impl DwarfInfo {
                     Some(GO_KIND_SLICE) => TypeKind::Slice,
                     _ => TypeKind::Struct(fields),
                 };
-                GoType { name, size: size.unwrap_or(0), align, kind }
+                GoType {
+                    name,
+                    size: size.unwrap_or(0),
+                    align,
+                    kind,
+                }
             }
             gimli::DW_TAG_array_type => {
                 let elem = match entry.attr_value(gimli::DW_AT_type)? {
@@ -294,8 +343,11 @@ impl DwarfInfo {
                 while let Some(child) = children.next()? {
                     let sub = child.entry();
                     if sub.tag() == gimli::DW_TAG_subrange_type {
-                        len = udata(sub, gimli::DW_AT_count)?
-                            .or(udata(sub, gimli::DW_AT_upper_bound)?.map(|u| u + 1));
+                        len = udata(sub, gimli::DW_AT_count)?.or(udata(
+                            sub,
+                            gimli::DW_AT_upper_bound,
+                        )?
+                        .map(|u| u + 1));
                     }
                 }
                 let len = len.unwrap_or(0);
@@ -304,7 +356,10 @@ impl DwarfInfo {
                     name,
                     size: size.unwrap_or(elem.size * len),
                     align,
-                    kind: TypeKind::Array { elem: Box::new(elem), len },
+                    kind: TypeKind::Array {
+                        elem: Box::new(elem),
+                        len,
+                    },
                 }
             }
             _ => opaque(&name, size.unwrap_or(0)),
@@ -345,14 +400,25 @@ impl DwarfInfo {
     ) -> Result<Option<GLayout>, DwarfError> {
         let mut cache = TypeCache::default();
         let g = self.build_type(unit, offset, &mut cache, 0)?;
-        let TypeKind::Struct(fields) = &g.kind else { return Ok(None) };
+        let TypeKind::Struct(fields) = &g.kind else {
+            return Ok(None);
+        };
         let field = |name: &str| fields.iter().find(|f| f.name == name);
         let (Some(goid), Some(stack)) = (field("goid"), field("stack")) else {
             return Ok(None);
         };
-        let TypeKind::Struct(stack_fields) = &stack.ty.kind else { return Ok(None) };
-        let sub = |name: &str| stack_fields.iter().find(|f| f.name == name).map(|f| f.offset);
-        let (Some(lo), Some(hi)) = (sub("lo"), sub("hi")) else { return Ok(None) };
+        let TypeKind::Struct(stack_fields) = &stack.ty.kind else {
+            return Ok(None);
+        };
+        let sub = |name: &str| {
+            stack_fields
+                .iter()
+                .find(|f| f.name == name)
+                .map(|f| f.offset)
+        };
+        let (Some(lo), Some(hi)) = (sub("lo"), sub("hi")) else {
+            return Ok(None);
+        };
         Ok(Some(GLayout {
             goid: goid.offset,
             stack_lo: stack.offset + lo,
@@ -365,7 +431,12 @@ impl DwarfInfo {
 struct TypeCache(HashMap<gimli::DebugInfoOffset, GoType>);
 
 fn opaque(name: &str, size: u64) -> GoType {
-    GoType { name: name.to_string(), size, align: size.clamp(1, 8), kind: TypeKind::Opaque }
+    GoType {
+        name: name.to_string(),
+        size,
+        align: size.clamp(1, 8),
+        kind: TypeKind::Opaque,
+    }
 }
 
 fn udata(

@@ -14,7 +14,11 @@ pub fn g_layout((major, minor, _): (u32, u32, u32)) -> Option<GLayout> {
         (1, 23 | 24) => 160,
         _ => return None,
     };
-    Some(GLayout { goid, stack_lo: 0, stack_hi: 8 })
+    Some(GLayout {
+        goid,
+        stack_lo: 0,
+        stack_hi: 8,
+    })
 }
 
 /// Without a symbol table, `runtime.types` is the start of the section the linker puts type

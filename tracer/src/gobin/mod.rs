@@ -25,9 +25,15 @@ pub const MIN_GO: (u32, u32) = (1, 21);
 #[derive(Debug, thiserror::Error)]
 pub enum GoBinError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is not an ELF executable: {source}")]
-    NotElf { path: PathBuf, source: object::Error },
+    NotElf {
+        path: PathBuf,
+        source: object::Error,
+    },
     #[error("{path} is not a Go binary: {reason}")]
     NotGo { path: PathBuf, reason: String },
     #[error("{path} was built with {version}; escapade needs Go 1.21 or newer (register ABI)")]
@@ -116,14 +122,24 @@ pub struct GoBinary {
 
 impl GoBinary {
     pub fn open(path: &Path) -> Result<GoBinary, GoBinError> {
-        let data = std::fs::read(path)
-            .map_err(|source| GoBinError::Read { path: path.to_path_buf(), source })?;
-        let file = object::File::parse(&*data)
-            .map_err(|source| GoBinError::NotElf { path: path.to_path_buf(), source })?;
-        let not_go = |reason: String| GoBinError::NotGo { path: path.to_path_buf(), reason };
+        let data = std::fs::read(path).map_err(|source| GoBinError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let file = object::File::parse(&*data).map_err(|source| GoBinError::NotElf {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let not_go = |reason: String| GoBinError::NotGo {
+            path: path.to_path_buf(),
+            reason,
+        };
         let build = buildinfo::read(&file).map_err(|e| not_go(e.to_string()))?;
         let version = buildinfo::parse_go_version(&build.go_version).ok_or_else(|| {
-            GoBinError::UnknownVersion { path: path.to_path_buf(), version: build.go_version.clone() }
+            GoBinError::UnknownVersion {
+                path: path.to_path_buf(),
+                version: build.go_version.clone(),
+            }
         })?;
         if (version.0, version.1) < MIN_GO {
             return Err(GoBinError::GoTooOld {
@@ -187,15 +203,27 @@ impl GoBinary {
         let mut out: Vec<Function> = Vec::new();
         for pattern in patterns {
             let matcher = wildmatch::WildMatch::new(pattern);
-            let matched: Vec<&pclntab::Func> =
-                self.funcs.iter().filter(|f| matcher.matches(&f.name)).collect();
+            let matched: Vec<&pclntab::Func> = self
+                .funcs
+                .iter()
+                .filter(|f| matcher.matches(&f.name))
+                .collect();
             if matched.is_empty() {
                 let inlined = self.pclntab.has_name(pattern)
-                    || self.dwarf.as_ref().is_some_and(|d| d.is_inlined_only(pattern));
+                    || self
+                        .dwarf
+                        .as_ref()
+                        .is_some_and(|d| d.is_inlined_only(pattern));
                 return Err(if inlined {
-                    GoBinError::Inlined { name: pattern.clone(), path: self.path.clone() }
+                    GoBinError::Inlined {
+                        name: pattern.clone(),
+                        path: self.path.clone(),
+                    }
                 } else {
-                    GoBinError::NoMatch { pattern: pattern.clone(), path: self.path.clone() }
+                    GoBinError::NoMatch {
+                        pattern: pattern.clone(),
+                        path: self.path.clone(),
+                    }
                 });
             }
             for f in matched {
@@ -215,8 +243,12 @@ impl GoBinary {
 
     /// Parameters and results with their ABI locations, cross-checked against DWARF.
     fn signature(&self, name: &str) -> Result<Option<Signature>, GoBinError> {
-        let Some(dwarf) = &self.dwarf else { return Ok(None) };
-        let Some(all) = dwarf.params(name)? else { return Ok(None) };
+        let Some(dwarf) = &self.dwarf else {
+            return Ok(None);
+        };
+        let Some(all) = dwarf.params(name)? else {
+            return Ok(None);
+        };
         let (mut results, mut params): (Vec<_>, Vec<_>) =
             all.into_iter().partition(|p| p.is_result);
         // The compiler lists a result twice in functions with a defer; a result name is unique.
@@ -243,13 +275,20 @@ impl GoBinary {
             if let Some(dwarf_loc) = &p.entry_location
                 && *dwarf_loc != loc.to_string()
             {
-                abi_mismatches.push(format!("{}: DWARF says {dwarf_loc}, ABI says {loc}", p.name));
+                abi_mismatches.push(format!(
+                    "{}: DWARF says {dwarf_loc}, ABI says {loc}",
+                    p.name
+                ));
             }
         }
         let zip = |ps: Vec<dwarf::DwarfParam>, locs: Vec<Location>| -> Vec<Param> {
             ps.into_iter()
                 .zip(locs)
-                .map(|(p, location)| Param { name: p.name, ty: p.ty, location })
+                .map(|(p, location)| Param {
+                    name: p.name,
+                    ty: p.ty,
+                    location,
+                })
                 .collect()
         };
         Ok(Some(Signature {
@@ -281,14 +320,20 @@ impl GoBinary {
     }
 
     pub fn section_at(&self, addr: u64) -> Option<&Section> {
-        self.sections.iter().find(|s| s.addr <= addr && addr < s.addr + s.size)
+        self.sections
+            .iter()
+            .find(|s| s.addr <= addr && addr < s.addr + s.size)
     }
 
     /// Function and source line of a code address (link-time).
     pub fn symbolize(&self, pc: u64) -> Option<Frame> {
         let func = self.pclntab.func_for_pc(pc)?;
         let (file, line) = self.pclntab.file_line(pc).unzip();
-        Some(Frame { function: func.name, file, line })
+        Some(Frame {
+            function: func.name,
+            file,
+            line,
+        })
     }
 
     /// Bytes of the file at a link-time address, for data the runtime never changes.

@@ -17,7 +17,9 @@ pub struct GoType {
 #[derive(Clone, Debug, PartialEq)]
 pub enum TypeKind {
     Bool,
-    Int { signed: bool },
+    Int {
+        signed: bool,
+    },
     Float,
     Complex,
     /// One machine word that points somewhere: `*T`, maps, channels, funcs, `unsafe.Pointer`.
@@ -25,9 +27,14 @@ pub enum TypeKind {
     String,
     Slice,
     /// `empty` is `interface{}`/`any` (first word is a type), otherwise the first word is an itab.
-    Interface { empty: bool },
+    Interface {
+        empty: bool,
+    },
     Struct(Vec<Field>),
-    Array { elem: Box<GoType>, len: u64 },
+    Array {
+        elem: Box<GoType>,
+        len: u64,
+    },
     /// A type whose shape the debug info did not describe; decoded as raw words.
     Opaque,
 }
@@ -41,7 +48,12 @@ pub struct Field {
 
 impl GoType {
     pub fn word(name: &str, kind: TypeKind) -> GoType {
-        GoType { name: name.to_string(), size: 8, align: 8, kind }
+        GoType {
+            name: name.to_string(),
+            size: 8,
+            align: 8,
+            kind,
+        }
     }
 
     /// A short description of the kind, for tables and JSON.

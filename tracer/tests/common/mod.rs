@@ -123,7 +123,12 @@ impl Target {
         let pid = line
             .strip_prefix("ready ")
             .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{} printed {line:?} instead of `ready <pid>`", bin.display()));
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} printed {line:?} instead of `ready <pid>`",
+                    bin.display()
+                )
+            });
         Target { child, pid, stdout }
     }
 
@@ -153,7 +158,10 @@ impl Target {
         let mut out = String::new();
         self.stdout.read_to_string(&mut out).unwrap();
         let status = self.child.wait().unwrap();
-        assert!(status.success(), "the traced program failed: {status}\n{out}");
+        assert!(
+            status.success(),
+            "the traced program failed: {status}\n{out}"
+        );
         out
     }
 }
@@ -189,7 +197,11 @@ impl Escapade {
         }
         // Keep echoing stderr for the test log.
         std::thread::spawn(move || stderr_lines.iter().for_each(drop));
-        Escapade { child, stdout_lines, seen: Vec::new() }
+        Escapade {
+            child,
+            stdout_lines,
+            seen: Vec::new(),
+        }
     }
 
     /// Waits until `n` lines of escapade's stdout satisfy `pred` (at most 60 s).
@@ -213,7 +225,10 @@ impl Escapade {
 }
 
 /// Forwards the lines of `pipe` through a channel, echoing them to stderr when `echo` is set.
-fn lines_of(pipe: impl std::io::Read + Send + 'static, echo: &'static str) -> std::sync::mpsc::Receiver<String> {
+fn lines_of(
+    pipe: impl std::io::Read + Send + 'static,
+    echo: &'static str,
+) -> std::sync::mpsc::Receiver<String> {
     use std::io::BufRead as _;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -231,7 +246,10 @@ fn lines_of(pipe: impl std::io::Read + Send + 'static, echo: &'static str) -> st
 
 /// Runs `escapade <args>` to completion (for commands that fail before attaching).
 pub fn escapade(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_escapade")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_escapade"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 /// Parses JSON lines.
