@@ -1,4 +1,4 @@
-//! Project tasks for escapade: `cargo xtask setup | test | demo | lint`.
+//! Project tasks for escapade: `cargo xtask setup | test | demo | bench | lint`.
 
 /// Prints a message to stderr, prefixed with `xtask:`.
 macro_rules! say {
@@ -7,6 +7,7 @@ macro_rules! say {
     };
 }
 
+mod bench;
 mod cmd;
 mod demo;
 mod lint;
@@ -33,6 +34,8 @@ enum Task {
     Test(test::Options),
     /// Build escapade and the bundled Go demo, then trace the running demo.
     Demo(demo::Options),
+    /// Measure what tracing costs a hot Go function, per call, by probe placement (needs root).
+    Bench(bench::Options),
     /// rustfmt check and clippy, for the host crates and for the eBPF crate.
     Lint,
 }
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Task::Setup => setup::run().map(drop),
         Task::Test(options) => test::run(options),
         Task::Demo(options) => demo::run(options),
+        Task::Bench(options) => bench::run(options),
         Task::Lint => lint::run(),
     };
     match result {

@@ -1,0 +1,377 @@
+//! `cargo xtask bench`: what tracing costs a hot Go function, measured side by side on one running
+//! process (`bench/hot.go`): untraced, under escapade, under an empty BPF program at the same
+//! uprobes, with both entry-probe placements, and untraced again to show drift.
+
+use std::{
+    fs,
+    io::{BufRead, BufReader, Read},
+    os::{fd::AsFd, unix::process::CommandExt},
+    path::Path,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::mpsc::{self, Receiver, RecvTimeoutError},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{cmd, paths, setup};
+
+/// The function `bench/hot.go` calls in a loop.
+const FUNCTION: &str = "main.hot";
+
+/// Measurement lines thrown away after a phase starts: the batch in flight when the probes came or
+/// went mixes two phases.
+const DISCARD: usize = 2;
+
+/// Fewest measurement lines a phase takes, however long that lasts.
+const MIN_LINES: usize = 5;
+
+/// How long hot.go may take to print its first line, escapade to attach or to exit after SIGINT,
+/// and hot.go to print one measurement (a batch under single-stepped probes takes ~2 s).
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// Seconds to measure each phase for (after the first lines are discarded); each phase
+    /// takes at least 5 measurement lines.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+}
+
+/// One row of the table.
+struct Phase {
+    name: &'static str,
+    /// Arguments of `escapade trace` before the function, or `None` for untraced.
+    escapade: Option<&'static [&'static str]>,
+}
+
+const PHASES: &[Phase] = &[
+    Phase {
+        name: "untraced",
+        escapade: None,
+    },
+    Phase {
+        name: "escapade (fast: JBE + RET, emulated)",
+        escapade: Some(&[]),
+    },
+    Phase {
+        name: "empty BPF program, fast placement",
+        escapade: Some(&["--empty-probes"]),
+    },
+    Phase {
+        name: "escapade --placement entry (single-stepped)",
+        escapade: Some(&["--placement", "entry"]),
+    },
+    Phase {
+        name: "empty BPF program, entry placement",
+        escapade: Some(&["--placement", "entry", "--empty-probes"]),
+    },
+    Phase {
+        name: "untraced again (drift)",
+        escapade: None,
+    },
+];
+
+pub fn run(options: Options) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("cargo xtask bench loads BPF programs: run it as root");
+    }
+    if !(options.seconds > 0.0 && options.seconds.is_finite()) {
+        bail!("--seconds must be a positive number");
+    }
+    let seconds = Duration::from_secs_f64(options.seconds);
+
+    let tools = setup::run()?;
+    let root = paths::workspace_root();
+    let target = paths::target_dir()?;
+    cmd::run(Command::new("cargo").current_dir(root).args([
+        "build",
+        "--release",
+        "-p",
+        "escapade",
+    ]))?;
+    let escapade = target.join("release/escapade");
+
+    let go = tools.newest_go();
+    let go_version = cmd::output(Command::new(go).arg("version").env("GOTOOLCHAIN", "local"))?;
+    let hot_bin = target.join("bench/hot");
+    fs::create_dir_all(target.join("bench"))?;
+    say!("building bench/hot.go with {go_version}");
+    cmd::run(
+        Command::new(go)
+            .current_dir(root.join("bench"))
+            .args(["build", "-o"])
+            .arg(&hot_bin)
+            .arg("hot.go")
+            .env("GOTOOLCHAIN", "local"),
+    )?;
+
+    let mut hot = Hot::start(&hot_bin)?;
+    let pid = hot.child.id();
+    say!("measuring {FUNCTION} in pid {pid}, about {seconds:?} per phase");
+
+    let mut results = Vec::new();
+    for phase in PHASES {
+        let ns = match phase.escapade {
+            None => {
+                say!("phase: {}", phase.name);
+                hot.measure(seconds)?
+            }
+            Some(args) => {
+                let mut trace = Command::new(&escapade);
+                trace
+                    .args(["trace", "--pid", &pid.to_string(), "--quiet"])
+                    .args(args)
+                    .arg(FUNCTION);
+                say!("phase: {} (`{}`)", phase.name, cmd::display(&trace));
+                let tracer = Tracer::start(&mut trace)?;
+                let ns = hot.measure(seconds);
+                let stopped = tracer.stop();
+                let ns = ns?;
+                stopped?;
+                ns
+            }
+        };
+        say!("{}: {ns:.2} ns/call", phase.name);
+        results.push((phase.name, ns));
+    }
+    hot.stop();
+
+    print_report(&results);
+    Ok(())
+}
+
+fn print_report(results: &[(&str, f64)]) {
+    let untraced = results[0].1;
+    println!("| phase | ns/call | x untraced | added ns/call |");
+    println!("|---|---:|---:|---:|");
+    for (name, ns) in results {
+        println!(
+            "| {name} | {ns:.2} | {:.1} | {:.1} |",
+            ns / untraced,
+            ns - untraced
+        );
+    }
+    let ns = |i: usize| results[i].1;
+    let added = |i: usize| ns(i) - untraced;
+    println!();
+    println!("Each traced call hits 2 uprobes (entry + RET). Ratios of added ns/call:");
+    println!(
+        "- escapade / empty BPF program: fast placement {:.2}, entry placement {:.2}",
+        added(1) / added(2),
+        added(3) / added(4)
+    );
+    println!(
+        "- entry placement / fast placement: escapade {:.1}, empty BPF program {:.1}",
+        added(3) / added(1),
+        added(4) / added(2)
+    );
+    println!(
+        "- untraced drift: {:.2} -> {:.2} ns/call",
+        untraced,
+        ns(results.len() - 1)
+    );
+}
+
+/// The running `bench/hot.go`; killed and reaped when dropped.
+struct Hot {
+    child: Child,
+    /// When each measurement line arrived, and its ns per call.
+    lines: Receiver<(Instant, f64)>,
+}
+
+impl Hot {
+    fn start(binary: &Path) -> Result<Hot> {
+        let mut command = Command::new(binary);
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe. PR_SET_PDEATHSIG kills hot.go should xtask die
+        // without reaping it.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let stdout = child.stdout.take().expect("piped");
+        let (send, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let ns = line
+                    .strip_prefix("ns_per_call ")
+                    .and_then(|ns| ns.trim().parse().ok());
+                if let Some(ns) = ns
+                    && send.send((Instant::now(), ns)).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let mut hot = Hot { child, lines };
+        // The first measurement shows it runs.
+        hot.next_line()?;
+        Ok(hot)
+    }
+
+    fn next_line(&mut self) -> Result<(Instant, f64)> {
+        match self.lines.recv_timeout(TIMEOUT) {
+            Ok(line) => Ok(line),
+            Err(RecvTimeoutError::Disconnected) => bail!("bench/hot.go exited"),
+            Err(RecvTimeoutError::Timeout) => {
+                bail!("bench/hot.go printed no measurement within {TIMEOUT:?}")
+            }
+        }
+    }
+
+    /// The median ns/call over the lines that arrive from now on, after the first [`DISCARD`],
+    /// for `seconds` and at least [`MIN_LINES`] lines.
+    fn measure(&mut self, seconds: Duration) -> Result<f64> {
+        let start = Instant::now();
+        let mut discarded = 0;
+        while discarded < DISCARD {
+            if self.next_line()?.0 >= start {
+                discarded += 1;
+            }
+        }
+        let start = Instant::now();
+        let mut samples = Vec::new();
+        while samples.len() < MIN_LINES || start.elapsed() < seconds {
+            samples.push(self.next_line()?.1);
+        }
+        samples.sort_by(f64::total_cmp);
+        Ok(samples[samples.len() / 2])
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Hot {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A running `escapade trace`; its stdout (the summary) goes to xtask's stderr.
+struct Tracer {
+    child: Child,
+    display: String,
+    /// escapade's stderr after the "attached" line, collected until it exits.
+    rest: Receiver<String>,
+}
+
+impl Tracer {
+    /// Starts escapade and waits until it says it attached.
+    fn start(command: &mut Command) -> Result<Tracer> {
+        let display = cmd::display(command);
+        let stderr_copy = std::io::stderr().as_fd().try_clone_to_owned()?;
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(stderr_copy))
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run `{display}`"))?;
+        let mut stderr = BufReader::new(child.stderr.take().expect("piped"));
+        let (send_attached, attached) = mpsc::channel();
+        let (send_rest, rest) = mpsc::channel();
+        thread::spawn(move || {
+            let mut before = String::new();
+            let mut line = String::new();
+            while matches!(stderr.read_line(&mut line), Ok(n) if n > 0) {
+                let found = line.contains("attached to PID");
+                before.push_str(&line);
+                line.clear();
+                if found {
+                    let _ = send_attached.send(Ok(before));
+                    let mut rest = String::new();
+                    let _ = stderr.read_to_string(&mut rest);
+                    let _ = send_rest.send(rest);
+                    return;
+                }
+            }
+            let _ = send_attached.send(Err(before));
+        });
+        let mut tracer = Tracer {
+            child,
+            display,
+            rest,
+        };
+        match attached.recv_timeout(TIMEOUT) {
+            Ok(Ok(lines)) => eprint!("{lines}"),
+            Ok(Err(lines)) => {
+                let status = tracer.child.wait()?;
+                bail!(
+                    "`{}` exited with {} before attaching:\n{}",
+                    tracer.display,
+                    cmd::describe(status),
+                    lines.trim_end()
+                )
+            }
+            Err(_) => {
+                let _ = tracer.child.kill();
+                let _ = tracer.child.wait();
+                bail!("`{}` did not attach within {TIMEOUT:?}", tracer.display)
+            }
+        }
+        Ok(tracer)
+    }
+
+    /// Stops escapade with SIGINT, waits for it and checks that it exited successfully.
+    fn stop(mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!(
+                "`{}` ended during the measurement with {}:\n{}",
+                self.display,
+                cmd::describe(status),
+                self.rest
+                    .recv_timeout(TIMEOUT)
+                    .unwrap_or_default()
+                    .trim_end()
+            );
+        }
+        let pid = libc::pid_t::try_from(self.child.id()).context("pid out of range")?;
+        // SAFETY: the child has not been reaped yet, so the pid is still escapade's.
+        if unsafe { libc::kill(pid, libc::SIGINT) } == -1 {
+            return Err(std::io::Error::last_os_error()).context("cannot send SIGINT to escapade");
+        }
+        let status = wait_timeout(&mut self.child, TIMEOUT)?;
+        let rest = self.rest.recv_timeout(TIMEOUT).unwrap_or_default();
+        eprint!("{rest}");
+        match status {
+            Some(status) if status.success() => Ok(()),
+            Some(status) => bail!("`{}` failed with {}", self.display, cmd::describe(status)),
+            None => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!(
+                    "`{}` did not exit within {TIMEOUT:?} of SIGINT",
+                    self.display
+                )
+            }
+        }
+    }
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
