@@ -5,7 +5,7 @@
 use std::{
     fs,
     io::{BufRead, BufReader, Read},
-    os::{fd::AsFd, unix::process::CommandExt},
+    os::fd::AsFd,
     path::Path,
     process::{Child, Command, ExitStatus, Stdio},
     sync::mpsc::{self, Receiver, RecvTimeoutError},
@@ -184,24 +184,7 @@ struct Hot {
 
 impl Hot {
     fn start(binary: &Path) -> Result<Hot> {
-        let mut command = Command::new(binary);
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .process_group(0);
-        // SAFETY: prctl is async-signal-safe. PR_SET_PDEATHSIG kills hot.go should xtask die
-        // without reaping it.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let mut child = cmd::spawn_traced_program(binary)?;
         let stdout = child.stdout.take().expect("piped");
         let (send, lines) = mpsc::channel();
         thread::spawn(move || {

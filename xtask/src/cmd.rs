@@ -3,11 +3,35 @@
 use std::{
     borrow::Cow,
     ffi::OsStr,
-    os::unix::process::ExitStatusExt,
-    process::{Command, ExitStatus, Stdio},
+    os::unix::process::{CommandExt, ExitStatusExt},
+    path::Path,
+    process::{Child, Command, ExitStatus, Stdio},
 };
 
 use anyhow::{Context, Result, bail};
+
+/// Starts a Go program to be traced, with its stdout piped. It gets its own process group, so
+/// that Ctrl-C reaches escapade but not the traced program, and dies with xtask, since the
+/// terminal's signals no longer reach it.
+pub fn spawn_traced_program(binary: &Path) -> Result<Child> {
+    let mut command = Command::new(binary);
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .process_group(0);
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
+        .spawn()
+        .with_context(|| format!("cannot start {}", binary.display()))
+}
 
 /// Runs `command` with inherited stdio; fails unless it exits successfully.
 pub fn run(command: &mut Command) -> Result<()> {

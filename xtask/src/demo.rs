@@ -4,9 +4,8 @@
 use std::{
     fs,
     io::{BufRead, BufReader},
-    os::unix::process::CommandExt,
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     sync::{
         atomic::{AtomicBool, Ordering},
         mpsc,
@@ -76,6 +75,9 @@ pub fn run(options: Options) -> Result<()> {
             &pid.to_string(),
             "--duration",
             &options.duration,
+            // The demo's strings are synthetic orders, safe to show.
+            "--capture-strings",
+            "32",
         ])
         .args(FUNCTIONS);
     let status = cmd::status(&mut trace);
@@ -106,25 +108,7 @@ struct Demo {
 impl Demo {
     /// Starts the demo and waits for its first line (`demo: pid N serving`).
     fn start(binary: &Path) -> Result<Demo> {
-        let mut command = Command::new(binary);
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            // Its own process group, so that Ctrl-C reaches escapade but not the traced program.
-            .process_group(0);
-        // SAFETY: prctl is async-signal-safe. PR_SET_PDEATHSIG kills the demo should xtask die
-        // without reaping it (the demo is out of reach of the terminal's signals).
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let mut child = cmd::spawn_traced_program(binary)?;
         let stdout = child.stdout.take().expect("piped");
         let demo = Demo { child };
 
