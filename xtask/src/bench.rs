@@ -3,7 +3,6 @@
 //! uprobes, with both entry-probe placements, and untraced again to show drift.
 
 use std::{
-    fs,
     io::{BufRead, BufReader, Read},
     os::fd::AsFd,
     path::Path,
@@ -15,7 +14,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cmd, paths, setup};
+use crate::{cmd, setup};
 
 /// The function `bench/hot.go` calls in a loop.
 const FUNCTION: &str = "main.hot";
@@ -52,7 +51,7 @@ const PHASES: &[Phase] = &[
         escapade: None,
     },
     Phase {
-        name: "escapade (fast: JBE + RET, emulated)",
+        name: "escapade (fast: JBE entry + RET)",
         escapade: Some(&[]),
     },
     Phase {
@@ -84,29 +83,8 @@ pub fn run(options: Options) -> Result<()> {
     let seconds = Duration::from_secs_f64(options.seconds);
 
     let tools = setup::run()?;
-    let root = paths::workspace_root();
-    let target = paths::target_dir()?;
-    cmd::run(Command::new("cargo").current_dir(root).args([
-        "build",
-        "--release",
-        "-p",
-        "escapade",
-    ]))?;
-    let escapade = target.join("release/escapade");
-
-    let go = tools.newest_go();
-    let go_version = cmd::output(Command::new(go).arg("version").env("GOTOOLCHAIN", "local"))?;
-    let hot_bin = target.join("bench/hot");
-    fs::create_dir_all(target.join("bench"))?;
-    say!("building bench/hot.go with {go_version}");
-    cmd::run(
-        Command::new(go)
-            .current_dir(root.join("bench"))
-            .args(["build", "-o"])
-            .arg(&hot_bin)
-            .arg("hot.go")
-            .env("GOTOOLCHAIN", "local"),
-    )?;
+    let escapade = setup::build_escapade()?;
+    let hot_bin = tools.build_go_program("bench", "hot.go")?;
 
     let mut hot = Hot::start(&hot_bin)?;
     let pid = hot.child.id();

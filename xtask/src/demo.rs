@@ -2,7 +2,6 @@
 //! and traces it live.
 
 use std::{
-    fs,
     io::{BufRead, BufReader},
     path::Path,
     process::{Child, Command},
@@ -16,7 +15,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cmd, paths, setup};
+use crate::{cmd, setup};
 
 /// The demo functions escapade traces.
 const FUNCTIONS: &[&str] = &["main.parseOrder", "main.(*Store).Put", "main.price"];
@@ -33,29 +32,8 @@ pub struct Options {
 
 pub fn run(options: Options) -> Result<()> {
     let tools = setup::run()?;
-    let root = paths::workspace_root();
-    let target = paths::target_dir()?;
-
-    cmd::run(Command::new("cargo").current_dir(root).args([
-        "build",
-        "--release",
-        "-p",
-        "escapade",
-    ]))?;
-    let escapade = target.join("release/escapade");
-
-    let demo_bin = target.join("demo/demo");
-    fs::create_dir_all(target.join("demo"))?;
-    let go = tools.newest_go();
-    say!("building demo/main.go with {}", go.display());
-    cmd::run(
-        Command::new(go)
-            .current_dir(root.join("demo"))
-            .args(["build", "-o"])
-            .arg(&demo_bin)
-            .arg(".")
-            .env("GOTOOLCHAIN", "local"),
-    )?;
+    let escapade = setup::build_escapade()?;
+    let demo_bin = tools.build_go_program("demo", ".")?;
 
     let mut demo = Demo::start(&demo_bin)?;
     let pid = demo.child.id();

@@ -36,6 +36,35 @@ impl Tools {
             .max_by_key(|(version, _)| version_key(version));
         &newest.expect("GO_VERSIONS is not empty").1
     }
+
+    /// Builds the Go program in `<workspace>/<dir>` (file or package `source`) with the newest
+    /// Go of the matrix into `<target>/<dir>/<dir>`, and returns that path.
+    pub fn build_go_program(&self, dir: &str, source: &str) -> Result<PathBuf> {
+        let out_dir = paths::target_dir()?.join(dir);
+        fs::create_dir_all(&out_dir)?;
+        let binary = out_dir.join(dir);
+        let go = self.newest_go();
+        say!("building {dir}/{source} with {}", go.display());
+        cmd::run(
+            Command::new(go)
+                .current_dir(paths::workspace_root().join(dir))
+                .args(["build", "-o"])
+                .arg(&binary)
+                .arg(source)
+                .env("GOTOOLCHAIN", "local"),
+        )?;
+        Ok(binary)
+    }
+}
+
+/// Builds `escapade` in release mode and returns the binary's path.
+pub fn build_escapade() -> Result<PathBuf> {
+    cmd::run(
+        Command::new("cargo")
+            .current_dir(paths::workspace_root())
+            .args(["build", "--release", "-p", "escapade"]),
+    )?;
+    Ok(paths::target_dir()?.join("release/escapade"))
 }
 
 /// Installs everything.
