@@ -6,33 +6,22 @@ use std::collections::BTreeMap;
 
 /// An entry waiting for its return.
 #[derive(Clone, Debug)]
-pub struct Open<T> {
+pub struct Open {
     pub probe_function: usize,
     pub ktime_ns: u64,
-    pub data: T,
 }
 
-#[derive(Debug)]
-pub struct Calls<T> {
-    open: BTreeMap<(u64, u64), Open<T>>,
+#[derive(Debug, Default)]
+pub struct Calls {
+    open: BTreeMap<(u64, u64), Open>,
     /// Returns with no entry: calls that were already running when escapade attached.
     pub unmatched_returns: u64,
     /// Entries whose frame was unwound without a RET (a panic, or runtime.Goexit).
     pub unwound: u64,
 }
 
-impl<T> Default for Calls<T> {
-    fn default() -> Self {
-        Calls {
-            open: BTreeMap::new(),
-            unmatched_returns: 0,
-            unwound: 0,
-        }
-    }
-}
-
-impl<T> Calls<T> {
-    pub fn enter(&mut self, goid: u64, depth: u64, open: Open<T>) {
+impl Calls {
+    pub fn enter(&mut self, goid: u64, depth: u64, open: Open) {
         // A frame at the same depth that never returned was unwound.
         if self.open.insert((goid, depth), open).is_some() {
             self.unwound += 1;
@@ -40,7 +29,7 @@ impl<T> Calls<T> {
     }
 
     /// The entry this return closes, if escapade saw it.
-    pub fn leave(&mut self, goid: u64, depth: u64, function: usize) -> Option<Open<T>> {
+    pub fn leave(&mut self, goid: u64, depth: u64, function: usize) -> Option<Open> {
         // Deeper frames of this goroutine still open were unwound past us.
         let deeper: Vec<_> = self
             .open
@@ -75,11 +64,10 @@ impl<T> Calls<T> {
 mod tests {
     use super::*;
 
-    fn open(f: usize) -> Open<()> {
+    fn open(f: usize) -> Open {
         Open {
             probe_function: f,
             ktime_ns: 0,
-            data: (),
         }
     }
 

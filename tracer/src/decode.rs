@@ -31,6 +31,13 @@ pub enum Region {
     Unknown,
 }
 
+impl std::fmt::Display for Region {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The same spelling as in JSON.
+        self.serialize(f)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Value {
@@ -449,5 +456,16 @@ impl Captures {
         let (_, slot) = self.slots.iter().find(|(p, _)| *p == param)?;
         let len = event.string_lens[*slot] as usize;
         Some(String::from_utf8_lossy(&event.strings[*slot][..len]).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_print_as_in_json() {
+        assert_eq!(Region::Heap.to_string(), "heap");
+        assert_eq!(serde_json::to_string(&Region::Bss).unwrap(), "\"bss\"");
     }
 }

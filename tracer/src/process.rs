@@ -66,7 +66,7 @@ impl Process {
     }
 
     pub fn alive(&self) -> bool {
-        // Signal 0 checks existence; a zombie still counts, so look at /proc/PID/stat too.
+        // A zombie has exited but still has a /proc entry: its state in /proc/PID/stat is Z.
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid));
         match stat {
             Ok(s) => !s

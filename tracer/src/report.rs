@@ -28,7 +28,7 @@ pub struct TracePrinter<'a, W: Write> {
     decoder: Decoder<'a>,
     traced: &'a [Traced],
     points: &'a [ProbePoint],
-    calls: Calls<()>,
+    calls: Calls,
     stats: Vec<FunctionStats>,
     unknown_probe: u64,
     json: bool,
@@ -79,7 +79,6 @@ impl<'a, W: Write> TracePrinter<'a, W> {
                     Open {
                         probe_function: index,
                         ktime_ns: e.ktime_ns,
-                        data: (),
                     },
                 );
                 if self.quiet {
@@ -333,7 +332,7 @@ pub fn value_text(v: &Value) -> String {
         Value::Float { value } => value.to_string(),
         Value::Complex { real, imag } => format!("({real}{imag:+}i)"),
         Value::Pointer { addr: 0, .. } => "nil".into(),
-        Value::Pointer { addr, region } => format!("{addr:#x} ({region:?})").to_lowercase(),
+        Value::Pointer { addr, region } => format!("{addr:#x} ({region})"),
         Value::String {
             len, text: Some(t), ..
         } if (t.len() as u64) < *len => {
@@ -343,10 +342,7 @@ pub fn value_text(v: &Value) -> String {
         Value::String {
             addr, len, region, ..
         } => {
-            format!(
-                "string(len {len} at {addr:#x} {})",
-                format!("{region:?}").to_lowercase()
-            )
+            format!("string(len {len} at {addr:#x} {region})")
         }
         Value::Slice {
             addr,
@@ -354,10 +350,7 @@ pub fn value_text(v: &Value) -> String {
             cap,
             region,
         } => {
-            format!(
-                "slice(len {len} cap {cap} at {addr:#x} {})",
-                format!("{region:?}").to_lowercase()
-            )
+            format!("slice(len {len} cap {cap} at {addr:#x} {region})")
         }
         Value::Interface {
             dynamic_type: None,

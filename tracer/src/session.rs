@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use object::{Object as _, ObjectSegment as _};
 use probe_common::{
     COOKIE_SKIP_IF_BELOW_OR_EQUAL, CallEvent, EventKind, MAX_STACK_WORDS, ProbeConfig,
     STRING_CAPTURE_BYTES,
@@ -30,23 +29,13 @@ impl Target {
         let process = Process::open(pid)?;
         let binary = GoBinary::open(&process.exe)
             .with_context(|| format!("PID {pid} runs {}", process.exe_target.display()))?;
-        let first_load = first_load_vaddr(&binary)?;
-        let bias = process.load_bias(binary.is_pie, first_load)?;
+        let bias = process.load_bias(binary.is_pie, binary.first_load_vaddr)?;
         Ok(Target {
             process,
             binary,
             bias,
         })
     }
-}
-
-fn first_load_vaddr(binary: &GoBinary) -> anyhow::Result<u64> {
-    let data = std::fs::read(&binary.path)?;
-    let file = object::File::parse(&*data)?;
-    file.segments()
-        .map(|s| s.address())
-        .min()
-        .context("the executable has no loadable segments")
 }
 
 /// Where entry probes go.

@@ -11,7 +11,7 @@ pub mod types;
 
 use std::path::{Path, PathBuf};
 
-use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+use object::{Object as _, ObjectSection as _, ObjectSegment as _, ObjectSymbol as _};
 
 use self::abi::Location;
 use self::buildinfo::BuildInfo;
@@ -108,6 +108,8 @@ pub struct GoBinary {
     pub version: (u32, u32, u32),
     /// True for position-independent executables, which the kernel loads at a random base.
     pub is_pie: bool,
+    /// Lowest address of a loadable segment, as linked: the anchor for the load bias.
+    pub first_load_vaddr: u64,
     pub sections: Vec<Section>,
     pub g_layout: GLayout,
     /// Where `g_layout` came from: "DWARF" or the built-in table.
@@ -176,12 +178,18 @@ impl GoBinary {
             .map(|s| s.address())
             .or_else(|| layouts::types_section(&sections).map(|s| s.addr));
         let is_pie = matches!(file.kind(), object::ObjectKind::Dynamic);
+        let first_load_vaddr = file
+            .segments()
+            .map(|s| s.address())
+            .min()
+            .ok_or_else(|| not_go("it has no loadable segments".into()))?;
         drop(file);
         Ok(GoBinary {
             path: path.to_path_buf(),
             build,
             version,
             is_pie,
+            first_load_vaddr,
             sections,
             g_layout,
             g_layout_source,
