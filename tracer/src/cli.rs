@@ -56,8 +56,9 @@ pub struct TraceArgs {
     /// arguments may hold secrets.
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
     pub capture_strings: u32,
-    /// Where entry probes sit: `fast` uses the stack-check branch the kernel emulates, `entry`
-    /// the first instruction (about 20x slower per call).
+    /// Where entry probes sit: `fast` uses the stack-check branch the kernel emulates,
+    /// `callsites` also moves leaf functions' probes to their direct CALL sites, `entry` uses
+    /// the first instruction (single-stepped, about 20x slower per hit).
     #[arg(long, value_enum, default_value_t = PlacementMode::Fast)]
     pub placement: PlacementMode,
     /// Attach an empty BPF program at the same places instead (for benchmarks).

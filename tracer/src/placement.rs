@@ -2,7 +2,8 @@
 //!
 //! The obvious spot, a Go function's first instruction, is the expensive one: it is almost
 //! always `CMP RSP, [R14+0x10]`, which the kernel cannot emulate, so every hit single-steps it
-//! out of line (~10 us). Conditional branches, `JMP`, `CALL` and `RET` are emulated (~0.5 us).
+//! out of line (~10 us). Conditional branches, `JMP` and `CALL` are emulated (~0.5 us); `RET`
+//! is not (BENCHMARKS.md), so return probes pay the single step.
 //! Every splittable Go function (amd64, register ABI) opens with a stack-bound check ending in a
 //! `JBE` to its `morestack` call, and nothing before that `JBE` touches the argument registers,
 //! RSP or the return address, so a probe there sees exactly what an entry probe would, twenty
@@ -24,7 +25,8 @@
 //! [`call_sites`]).
 //!
 //! Returns are probed on every `RET` rather than with uretprobes, which rewrite the return
-//! address on the stack and break when Go moves the stack.
+//! address on the stack and break when Go moves the stack. A uprobe program cannot execute the
+//! `RET` itself either: this kernel's verifier refuses writes to `pt_regs.ip`.
 
 use std::fmt;
 

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use probe_common::{
-    COOKIE_SKIP_IF_BELOW_OR_EQUAL, CallEvent, EventKind, MAX_STACK_WORDS, ProbeConfig,
-    STRING_CAPTURE_BYTES,
+    COOKIE_AT_CALL_SITE, COOKIE_SKIP_IF_BELOW_OR_EQUAL, CallEvent, EventKind, MAX_STACK_WORDS,
+    ProbeConfig, STRING_CAPTURE_BYTES,
 };
 
 use crate::attach::{Attached, ProbePoint};
@@ -43,8 +43,44 @@ impl Target {
 pub enum PlacementMode {
     /// On the stack-check branch where the function has one (emulated by the kernel, ~0.5 us).
     Fast,
+    /// As `fast`, and functions without a stack check are probed on their direct `CALL` sites
+    /// (emulated) instead of their first instruction; calls through func values and
+    /// interfaces are then not seen.
+    Callsites,
     /// On every function's first instruction (single-stepped, ~10 us): for comparison.
     Entry,
+}
+
+/// Where a traced function's entry is probed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EntrySite {
+    /// In the function itself.
+    Function(EntryProbe),
+    /// On each direct `CALL` to it, at these addresses.
+    CallSites(Vec<u64>),
+}
+
+impl EntrySite {
+    /// Whether the kernel emulates the probed instruction rather than single-stepping it.
+    pub fn is_fast(&self) -> bool {
+        match self {
+            EntrySite::Function(probe) => probe.is_fast(),
+            EntrySite::CallSites(_) => true,
+        }
+    }
+}
+
+impl std::fmt::Display for EntrySite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EntrySite::Function(probe) => probe.fmt(f),
+            EntrySite::CallSites(sites) => write!(
+                f,
+                "fast: {} direct call sites (calls through func values are not seen)",
+                sites.len()
+            ),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -58,7 +94,7 @@ pub struct PlanOptions {
 #[derive(Clone, Debug)]
 pub struct Traced {
     pub function: Function,
-    pub entry: EntryProbe,
+    pub entry: EntrySite,
     pub returns: usize,
     pub captures: Captures,
 }
@@ -83,11 +119,26 @@ impl Plan {
             let placed = placement::place(code, function.entry)
                 .with_context(|| format!("disassembling {}", function.name))?;
             let entry = match (opts.placement, placed.entry) {
-                (PlacementMode::Entry, _) => EntryProbe::FirstInstruction {
+                (PlacementMode::Entry, _) => EntrySite::Function(EntryProbe::FirstInstruction {
                     addr: function.entry,
                     reason: SlowReason::Forced,
-                },
-                (PlacementMode::Fast, e) => e,
+                }),
+                (
+                    PlacementMode::Callsites,
+                    e @ EntryProbe::FirstInstruction {
+                        reason: SlowReason::NoStackCheck,
+                        ..
+                    },
+                ) => {
+                    let (text, text_addr) = binary.text().context("the binary has no .text")?;
+                    let sites = placement::call_sites(text, text_addr, function.entry);
+                    if sites.is_empty() {
+                        EntrySite::Function(e)
+                    } else {
+                        EntrySite::CallSites(sites)
+                    }
+                }
+                (_, e) => EntrySite::Function(e),
             };
             let (params, stack_bytes) = match &function.signature {
                 Some(s) => (&s.params[..], s.stack_bytes),
@@ -109,19 +160,25 @@ impl Plan {
                     .file_offset(addr)
                     .with_context(|| format!("{}: {addr:#x} is not in the file", function.name))
             };
-            let entry_flags = if entry.is_fast() {
-                COOKIE_SKIP_IF_BELOW_OR_EQUAL
-            } else {
-                0
+            let entry_points = match &entry {
+                EntrySite::Function(probe @ EntryProbe::StackCheckBranch { .. }) => {
+                    vec![(probe.addr(), COOKIE_SKIP_IF_BELOW_OR_EQUAL)]
+                }
+                EntrySite::Function(probe) => vec![(probe.addr(), 0)],
+                EntrySite::CallSites(sites) => {
+                    sites.iter().map(|&a| (a, COOKIE_AT_CALL_SITE)).collect()
+                }
             };
-            points.push(ProbePoint {
-                function: index,
-                kind: EventKind::Entry,
-                addr: entry.addr(),
-                file_offset: file_offset(entry.addr())?,
-                flags: entry_flags,
-                config,
-            });
+            for (addr, flags) in entry_points {
+                points.push(ProbePoint {
+                    function: index,
+                    kind: EventKind::Entry,
+                    addr,
+                    file_offset: file_offset(addr)?,
+                    flags,
+                    config,
+                });
+            }
             for &ret in &placed.returns {
                 points.push(ProbePoint {
                     function: index,

@@ -162,6 +162,122 @@ fn check_args_program(bin: &std::path::Path) {
     assert_eq!(summary["ended"], "target_exited");
 }
 
+/// One function per prologue shape: every call yields exactly one entry and one return, the
+/// values decode as the program printed them, and each probe sits where the placement says.
+#[test]
+fn every_prologue_shape_gives_one_entry_and_one_return_per_call() {
+    for go in common::toolchains() {
+        let bin = common::build(&go, "shapes", &[]);
+        for placement in ["fast", "callsites"] {
+            eprintln!("== {} --placement {placement}", go.version);
+            check_shapes(&bin, placement);
+        }
+    }
+}
+
+fn check_shapes(bin: &std::path::Path, placement: &str) {
+    let functions = [
+        "main.small",
+        "main.large",
+        "main.huge",
+        "main.leaf",
+        "main.(*calc).method",
+        "main.makeClosure.func1",
+        "main.gen[go.shape.int]",
+        "main.deep",
+    ];
+    let mut target = Target::start(bin, &[]);
+    let pid = target.pid.to_string();
+    let mut args = vec!["trace", "--pid", &pid, "--json", "--placement", placement];
+    args.extend(functions);
+    let mut escapade = Escapade::attach(&args);
+    target.go();
+    // 3 rounds of 7 functions, then deep(100) which prints once but runs 101 calls.
+    let printed = common::json_lines(&target.read_lines(3 * 7 + 1).concat());
+    let deep_calls = 101;
+    escapade.wait_for(2 * (3 * 7 + deep_calls), |l| {
+        l.contains(r#""type":"entry""#) || l.contains(r#""type":"return""#)
+    });
+    target.go();
+    target.finish();
+    let (status, out) = escapade.finish();
+    assert!(status.success(), "escapade failed: {status}");
+    let events = common::json_lines(&out);
+
+    for function in functions {
+        let calls: Vec<&Value> = printed
+            .iter()
+            .filter(|c| c["function"] == function)
+            .collect();
+        let of = |kind: &str| -> Vec<&Value> {
+            events
+                .iter()
+                .filter(|e| e["type"] == kind && e["function"] == function)
+                .collect()
+        };
+        let (entries, returns) = (of("entry"), of("return"));
+        let expected = if function == "main.deep" {
+            deep_calls
+        } else {
+            calls.len()
+        };
+        assert_eq!(entries.len(), expected, "{function} ({placement}): entries");
+        assert_eq!(returns.len(), expected, "{function} ({placement}): returns");
+        if function == "main.deep" {
+            // The outermost call is the first entry and the last return.
+            compare(
+                "main.deep a",
+                &calls[0]["args"]["a"],
+                &arg(&entries[0]["args"], "n").unwrap()["value"],
+            );
+            compare(
+                "main.deep r",
+                &calls[0]["results"]["~r0"],
+                &arg(&returns[expected - 1]["results"], "~r0").unwrap()["value"],
+            );
+            continue;
+        }
+        for (call, (entry, ret)) in calls.iter().zip(entries.iter().zip(&returns)) {
+            for name in ["a", "b"] {
+                let got = arg(&entry["args"], name).unwrap_or_else(|| panic!("{function}: {name}"));
+                compare(
+                    &format!("{function} {name}"),
+                    &call["args"][name],
+                    &got["value"],
+                );
+            }
+            let got = arg(&ret["results"], "~r0").unwrap();
+            compare(
+                &format!("{function} ~r0"),
+                &call["results"]["~r0"],
+                &got["value"],
+            );
+            assert!(ret["duration_ns"].as_u64().is_some(), "{function}: paired");
+        }
+    }
+
+    let summary = events
+        .iter()
+        .find(|e| e["type"] == "summary")
+        .expect("a summary");
+    assert_eq!(summary["dropped"], 0);
+    assert_eq!(summary["unmatched_returns"], 0, "{summary}");
+    assert_eq!(summary["unwound"], 0, "{summary}");
+    assert!(
+        summary["morestack_retries"].as_u64().unwrap() > 0,
+        "deep never grew its stack"
+    );
+    for f in summary["functions"].as_array().unwrap() {
+        let probe = f["entry_probe"].as_str().unwrap();
+        let want = match (f["function"].as_str().unwrap(), placement) {
+            ("main.leaf", "fast") => "slow: first instruction",
+            ("main.leaf", _) => "direct call sites",
+            _ => "fast: stack-check JBE",
+        };
+        assert!(probe.starts_with(want) || probe.contains(want), "{f}");
+    }
+}
+
 fn arg<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
     list.as_array()?.iter().find(|a| a["name"] == name)
 }
