@@ -107,7 +107,17 @@ pub fn attach(
         (Programs::Tracing, EventKind::Return) => "go_return",
     };
     let mut loaded: Vec<&str> = Vec::new();
-    for (id, point) in points.iter().enumerate() {
+    // Returns first: a call that starts between the two would otherwise show an entry that
+    // never returns; this way it shows as a return without entry, like any call in flight.
+    let in_attach_order = [EventKind::Return, EventKind::Entry]
+        .into_iter()
+        .flat_map(|kind| {
+            points
+                .iter()
+                .enumerate()
+                .filter(move |(_, p)| p.kind == kind)
+        });
+    for (id, point) in in_attach_order {
         let name = program_for(point.kind);
         let program: &mut UProbe = ebpf
             .program_mut(name)

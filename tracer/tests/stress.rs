@@ -53,3 +53,39 @@ fn deep_recursion_with_stack_growth_and_gc_pairs_every_call() {
         );
     }
 }
+
+/// Attaching to a process already busy in the traced function: calls caught mid-flight show as
+/// returns without entry, never as entries without return.
+#[test]
+fn attaching_mid_call_leaves_no_entry_unpaired() {
+    let go = &common::toolchains()[0];
+    let bin = common::build(go, "stress", &[]);
+    let mut target = Target::start(&bin, &["6"]);
+    target.go();
+    let pid = target.pid.to_string();
+    let escapade = Escapade::attach(&[
+        "trace",
+        "--pid",
+        &pid,
+        "--json",
+        "--quiet",
+        "--duration",
+        "3s",
+        "main.recurse",
+    ]);
+    let (status, out) = escapade.finish();
+    assert!(status.success(), "escapade failed: {status}");
+    let summary = common::json_lines(&out).pop().expect("a summary");
+    let f = &summary["functions"][0];
+    assert!(f["entries"].as_u64().unwrap() > 10_000, "{summary}");
+    assert_eq!(summary["unwound"], 0, "{summary}");
+    let still_running = summary["in_flight"].as_u64().unwrap();
+    assert_eq!(
+        f["entries"].as_u64().unwrap() - f["paired"].as_u64().unwrap(),
+        still_running,
+        "every entry pairs with a return unless still running at detach: {summary}"
+    );
+    target.read_lines(1);
+    target.go();
+    target.finish();
+}

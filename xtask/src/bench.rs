@@ -41,34 +41,47 @@ pub struct Options {
 /// One row of the table.
 struct Phase {
     name: &'static str,
-    /// Arguments of `escapade trace` before the function, or `None` for untraced.
-    escapade: Option<&'static [&'static str]>,
+    tracer: Tool,
+}
+
+/// What traces hot.go during a phase.
+enum Tool {
+    None,
+    /// `escapade trace` with these arguments before the function.
+    Escapade(&'static [&'static str]),
+    /// bpftrace counting calls with a uprobe on the function's first instruction: what the
+    /// established tracers do.
+    Bpftrace,
 }
 
 const PHASES: &[Phase] = &[
     Phase {
         name: "untraced",
-        escapade: None,
+        tracer: Tool::None,
     },
     Phase {
         name: "escapade (fast: JBE entry + RET)",
-        escapade: Some(&[]),
+        tracer: Tool::Escapade(&[]),
     },
     Phase {
         name: "empty BPF program, fast placement",
-        escapade: Some(&["--empty-probes"]),
+        tracer: Tool::Escapade(&["--empty-probes"]),
     },
     Phase {
         name: "escapade --placement entry (single-stepped)",
-        escapade: Some(&["--placement", "entry"]),
+        tracer: Tool::Escapade(&["--placement", "entry"]),
     },
     Phase {
         name: "empty BPF program, entry placement",
-        escapade: Some(&["--placement", "entry", "--empty-probes"]),
+        tracer: Tool::Escapade(&["--placement", "entry", "--empty-probes"]),
+    },
+    Phase {
+        name: "bpftrace uprobe:BIN:main.hot { @c = count(); } (entry only)",
+        tracer: Tool::Bpftrace,
     },
     Phase {
         name: "untraced again (drift)",
-        escapade: None,
+        tracer: Tool::None,
     },
 ];
 
@@ -83,6 +96,7 @@ pub fn run(options: Options) -> Result<()> {
     let seconds = Duration::from_secs_f64(options.seconds);
 
     let tools = setup::run()?;
+    setup::bpftrace()?;
     let escapade = setup::build_escapade()?;
     let hot_bin = tools.build_go_program("bench", "hot.go")?;
 
@@ -92,26 +106,38 @@ pub fn run(options: Options) -> Result<()> {
 
     let mut results = Vec::new();
     for phase in PHASES {
-        let ns = match phase.escapade {
-            None => {
+        let pid = pid.to_string();
+        let mut trace = match phase.tracer {
+            Tool::None => {
                 say!("phase: {}", phase.name);
-                hot.measure(seconds)?
+                results.push((phase.name, hot.measure(seconds)?));
+                continue;
             }
-            Some(args) => {
+            Tool::Escapade(args) => {
                 let mut trace = Command::new(&escapade);
                 trace
-                    .args(["trace", "--pid", &pid.to_string(), "--quiet"])
+                    .args(["trace", "--pid", &pid, "--quiet"])
                     .args(args)
                     .arg(FUNCTION);
-                say!("phase: {} (`{}`)", phase.name, cmd::display(&trace));
-                let tracer = Tracer::start(&mut trace)?;
-                let ns = hot.measure(seconds);
-                let stopped = tracer.stop();
-                let ns = ns?;
-                stopped?;
-                ns
+                trace
+            }
+            Tool::Bpftrace => {
+                let mut trace = Command::new("bpftrace");
+                // -o sends its "Attaching" line to stderr, where Tracer looks for it.
+                trace
+                    .args(["-o", "/dev/stderr", "-p", &pid, "-e"])
+                    .arg(format!(
+                        "uprobe:/proc/{pid}/exe:{FUNCTION} {{ @c = count(); }}"
+                    ));
+                trace
             }
         };
+        say!("phase: {} (`{}`)", phase.name, cmd::display(&trace));
+        let tracer = Tracer::start(&mut trace)?;
+        let ns = hot.measure(seconds);
+        let stopped = tracer.stop();
+        let ns = ns?;
+        stopped?;
         say!("{}: {ns:.2} ns/call", phase.name);
         results.push((phase.name, ns));
     }
@@ -233,7 +259,7 @@ struct Tracer {
 }
 
 impl Tracer {
-    /// Starts escapade and waits until it says it attached.
+    /// Starts the tracer and waits until it says it attached.
     fn start(command: &mut Command) -> Result<Tracer> {
         let display = cmd::display(command);
         let stderr_copy = std::io::stderr().as_fd().try_clone_to_owned()?;
@@ -250,7 +276,8 @@ impl Tracer {
             let mut before = String::new();
             let mut line = String::new();
             while matches!(stderr.read_line(&mut line), Ok(n) if n > 0) {
-                let found = line.contains("attached to PID");
+                // escapade's and bpftrace's words for it.
+                let found = line.contains("attached to PID") || line.starts_with("Attaching");
                 before.push_str(&line);
                 line.clear();
                 if found {

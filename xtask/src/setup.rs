@@ -57,6 +57,22 @@ impl Tools {
     }
 }
 
+/// Installs bpftrace from Debian's packages unless it runs already; only the benchmarks need it,
+/// as the established tracer to compare against.
+pub fn bpftrace() -> Result<()> {
+    if cmd::output(Command::new("bpftrace").arg("--version")).is_ok() {
+        say!("bpftrace: already installed");
+        return Ok(());
+    }
+    say!("installing bpftrace with apt-get");
+    cmd::run(Command::new("apt-get").arg("update").arg("-qq"))?;
+    cmd::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "bpftrace"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
 /// Builds `escapade` in release mode and returns the binary's path.
 pub fn build_escapade() -> Result<PathBuf> {
     cmd::run(
