@@ -61,6 +61,10 @@ pub struct TraceArgs {
     /// the first instruction (single-stepped, about 20x slower per hit).
     #[arg(long, value_enum, default_value_t = PlacementMode::Fast)]
     pub placement: PlacementMode,
+    /// Probe entries only: arguments but no results or durations, for hot functions. Saves the
+    /// return probe, which the kernel single-steps (~10 us a call).
+    #[arg(long)]
+    pub entries_only: bool,
     /// Attach an empty BPF program at the same places instead (for benchmarks).
     #[arg(long, hide = true)]
     pub empty_probes: bool,

@@ -65,6 +65,7 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     let options = PlanOptions {
         capture_strings: args.capture_strings,
         placement: args.placement,
+        entries_only: args.entries_only,
     };
     let plan = Plan::new(&target.binary, functions, &options)?;
     for t in &plan.traced {

@@ -88,6 +88,9 @@ pub struct PlanOptions {
     /// Bytes of each string argument to copy; 0 copies none.
     pub capture_strings: u32,
     pub placement: PlacementMode,
+    /// Probe entries only: no results or durations, and no `RET` probes, which the kernel
+    /// single-steps (~10 us a call).
+    pub entries_only: bool,
 }
 
 /// A function being traced and how its probes sit.
@@ -179,7 +182,12 @@ impl Plan {
                     config,
                 });
             }
-            for &ret in &placed.returns {
+            let returns: &[u64] = if opts.entries_only {
+                &[]
+            } else {
+                &placed.returns
+            };
+            for &ret in returns {
                 points.push(ProbePoint {
                     function: index,
                     kind: EventKind::Return,
@@ -197,7 +205,7 @@ impl Plan {
             traced.push(Traced {
                 function,
                 entry,
-                returns: placed.returns.len(),
+                returns: returns.len(),
                 captures,
             });
         }

@@ -162,6 +162,50 @@ fn check_args_program(bin: &std::path::Path) {
     assert_eq!(summary["ended"], "target_exited");
 }
 
+/// `--entries-only` decodes arguments as usual and puts no probe on any `RET`.
+#[test]
+fn entries_only_decodes_arguments_without_return_probes() {
+    let go = &common::toolchains()[0];
+    let bin = common::build(go, "args", &[]);
+    let mut target = Target::start(&bin, &[]);
+    let pid = target.pid.to_string();
+    let mut escapade = Escapade::attach(&[
+        "trace",
+        "--pid",
+        &pid,
+        "--json",
+        "--entries-only",
+        "main.TracedMany",
+    ]);
+    target.go();
+    let printed = common::json_lines(&target.read_lines(CALLS).concat());
+    escapade.wait_for(1, |l| l.contains(r#""type":"entry""#));
+    target.go();
+    target.finish();
+    let (status, out) = escapade.finish();
+    assert!(status.success(), "escapade failed: {status}");
+    let events = common::json_lines(&out);
+    assert!(
+        events.iter().all(|e| e["type"] != "return"),
+        "no return events"
+    );
+    let call = printed
+        .iter()
+        .find(|c| c["function"] == "main.TracedMany")
+        .unwrap();
+    let entry = events.iter().find(|e| e["type"] == "entry").unwrap();
+    for (name, want) in call["args"].as_object().unwrap() {
+        compare(
+            &format!("TracedMany {name}"),
+            want,
+            &arg(&entry["args"], name).unwrap()["value"],
+        );
+    }
+    let summary = events.last().unwrap();
+    assert_eq!(summary["functions"][0]["return_probes"], 0, "{summary}");
+    assert_eq!(summary["functions"][0]["entries"], 1, "{summary}");
+}
+
 /// One function per prologue shape: every call yields exactly one entry and one return, the
 /// values decode as the program printed them, and each probe sits where the placement says.
 #[test]

@@ -19,6 +19,9 @@ use crate::{cmd, setup};
 /// The function `bench/hot.go` calls in a loop.
 const FUNCTION: &str = "main.hot";
 
+/// What the bpftrace phase's script prints once its probe is attached.
+const BPFTRACE_READY: &str = "bpftrace: tracing";
+
 /// Measurement lines thrown away after a phase starts: the batch in flight when the probes came or
 /// went mixes two phases.
 const DISCARD: usize = 2;
@@ -62,6 +65,10 @@ const PHASES: &[Phase] = &[
     Phase {
         name: "escapade (fast: JBE entry + RET)",
         tracer: Tool::Escapade(&[]),
+    },
+    Phase {
+        name: "escapade --entries-only (JBE, no RET probe)",
+        tracer: Tool::Escapade(&["--entries-only"]),
     },
     Phase {
         name: "empty BPF program, fast placement",
@@ -122,13 +129,18 @@ pub fn run(options: Options) -> Result<()> {
                 trace
             }
             Tool::Bpftrace => {
+                setup::tracefs()?;
                 let mut trace = Command::new("bpftrace");
-                // -o sends its "Attaching" line to stderr, where Tracer looks for it.
+                // bpftrace says "Attaching" before it is done: the first tick of an interval
+                // probe, which starts once every probe is attached, says it is. -o sends it to
+                // stderr, where Tracer looks.
+                let script = format!(
+                    "uprobe:/proc/{pid}/exe:{FUNCTION} {{ @c = count(); }} \
+                     interval:s:1 {{ if (@ticks == 0) {{ printf(\"{BPFTRACE_READY}\\n\"); }} @ticks = 1; }}"
+                );
                 trace
                     .args(["-o", "/dev/stderr", "-p", &pid, "-e"])
-                    .arg(format!(
-                        "uprobe:/proc/{pid}/exe:{FUNCTION} {{ @c = count(); }}"
-                    ));
+                    .arg(script);
                 trace
             }
         };
@@ -137,7 +149,20 @@ pub fn run(options: Options) -> Result<()> {
         let ns = hot.measure(seconds);
         let stopped = tracer.stop();
         let ns = ns?;
-        stopped?;
+        let printed = stopped?;
+        if let Tool::Bpftrace = phase.tracer {
+            // bpftrace can print "Attaching" and still fail to attach: insist on a count.
+            let count = printed
+                .lines()
+                .find_map(|l| l.strip_prefix("@c: "))
+                .and_then(|n| n.trim().parse::<u64>().ok());
+            if count.is_none_or(|n| n == 0) {
+                bail!(
+                    "bpftrace counted no calls of {FUNCTION}:\n{}",
+                    printed.trim_end()
+                );
+            }
+        }
         say!("{}: {ns:.2} ns/call", phase.name);
         results.push((phase.name, ns));
     }
@@ -276,8 +301,7 @@ impl Tracer {
             let mut before = String::new();
             let mut line = String::new();
             while matches!(stderr.read_line(&mut line), Ok(n) if n > 0) {
-                // escapade's and bpftrace's words for it.
-                let found = line.contains("attached to PID") || line.starts_with("Attaching");
+                let found = line.contains("attached to PID") || line.trim() == BPFTRACE_READY;
                 before.push_str(&line);
                 line.clear();
                 if found {
@@ -315,8 +339,9 @@ impl Tracer {
         Ok(tracer)
     }
 
-    /// Stops escapade with SIGINT, waits for it and checks that it exited successfully.
-    fn stop(mut self) -> Result<()> {
+    /// Stops the tracer with SIGINT, waits for it, checks that it exited successfully, and
+    /// returns what it printed after attaching.
+    fn stop(mut self) -> Result<String> {
         if let Some(status) = self.child.try_wait()? {
             bail!(
                 "`{}` ended during the measurement with {}:\n{}",
@@ -337,7 +362,7 @@ impl Tracer {
         let rest = self.rest.recv_timeout(TIMEOUT).unwrap_or_default();
         eprint!("{rest}");
         match status {
-            Some(status) if status.success() => Ok(()),
+            Some(status) if status.success() => Ok(rest),
             Some(status) => bail!("`{}` failed with {}", self.display, cmd::describe(status)),
             None => {
                 let _ = self.child.kill();

@@ -73,6 +73,15 @@ pub fn bpftrace() -> Result<()> {
     )
 }
 
+/// Mounts tracefs where bpftrace 0.17 looks for `uprobe_events`, unless it is there.
+pub fn tracefs() -> Result<()> {
+    if Path::new("/sys/kernel/tracing/uprobe_events").exists() {
+        return Ok(());
+    }
+    say!("mounting tracefs at /sys/kernel/tracing for bpftrace");
+    cmd::run(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))
+}
+
 /// Builds `escapade` in release mode and returns the binary's path.
 pub fn build_escapade() -> Result<PathBuf> {
     cmd::run(
