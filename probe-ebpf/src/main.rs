@@ -23,8 +23,9 @@ use probe_common::{
     GoOffsets, MAX_PROBES, MAX_STACK_WORDS, MAX_STRING_CAPTURES, ProbeConfig, STRING_CAPTURE_BYTES,
 };
 
-/// Ring buffer size in bytes: about 10,000 events, a second of a hot function at full rate.
-const EVENTS_BYTES: u32 = 8 << 20;
+/// Ring buffer size in bytes: about 25,000 events, enough to ride out a slow drain (the
+/// detach at the end of a session blocks the reader) at a few hundred thousand events a second.
+const EVENTS_BYTES: u32 = 16 << 20;
 /// Wake the reader once this many bytes wait, so a burst does not overflow before the timer.
 const WAKEUP_THRESHOLD: u64 = (EVENTS_BYTES / 2) as u64;
 

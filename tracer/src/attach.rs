@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya::programs::UProbe;
-use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
 use aya::{Ebpf, EbpfLoader};
 use probe_common::{COUNTERS, EventKind, GoOffsets, MAX_PROBES, ProbeConfig};
 
@@ -32,7 +32,9 @@ pub struct ProbePoint {
 
 pub struct Attached {
     /// Keeps the programs and links alive.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
+    /// The entry probes' links, with their program's name, to detach them first.
+    entry_links: Vec<(&'static str, UProbeLinkId)>,
     events: Option<RingBuf<MapData>>,
     counters: PerCpuArray<MapData, u64>,
 }
@@ -41,6 +43,21 @@ impl Attached {
     /// The ring buffer the probes write to; the reader takes it once.
     pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
         self.events.take()
+    }
+
+    /// Detaches the entry probes, leaving the return probes in place so calls in flight can
+    /// still return; the rest detaches on drop. Detaching in the other order would show calls
+    /// entered in between as never returning.
+    pub fn detach_entries(&mut self) -> anyhow::Result<()> {
+        for (name, link) in self.entry_links.drain(..) {
+            let program: &mut UProbe = self
+                .ebpf
+                .program_mut(name)
+                .with_context(|| format!("program {name} missing from the eBPF object"))?
+                .try_into()?;
+            program.detach(link)?;
+        }
+        Ok(())
     }
 
     /// The probes' counters summed over CPUs, indexed by `probe_common::COUNTER_*`.
@@ -107,6 +124,7 @@ pub fn attach(
         (Programs::Tracing, EventKind::Return) => "go_return",
     };
     let mut loaded: Vec<&str> = Vec::new();
+    let mut entry_links = Vec::new();
     // Returns first: a call that starts between the two would otherwise show an entry that
     // never returns; this way it shows as a return without entry, like any call in flight.
     let in_attach_order = [EventKind::Return, EventKind::Entry]
@@ -133,7 +151,7 @@ pub fn attach(
             location: UProbeAttachLocation::AbsoluteOffset(point.file_offset),
             cookie: Some(id as u64 | point.flags),
         };
-        program
+        let link = program
             .attach(attach_point, exe, UProbeScope::OneProcess(pid))
             .with_context(|| {
                 format!(
@@ -142,6 +160,9 @@ pub fn attach(
                     exe.display()
                 )
             })?;
+        if point.kind == EventKind::Entry {
+            entry_links.push((name, link));
+        }
     }
 
     let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS")?)?;
@@ -150,7 +171,8 @@ pub fn attach(
             .context("map PROBE_COUNTERS")?,
     )?;
     Ok(Attached {
-        _ebpf: ebpf,
+        ebpf,
+        entry_links,
         events: Some(events),
         counters,
     })

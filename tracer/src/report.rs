@@ -73,14 +73,17 @@ impl<'a, W: Write> TracePrinter<'a, W> {
         match kind {
             EventKind::Entry => {
                 self.stats[index].entries += 1;
-                self.calls.enter(
-                    e.goid,
-                    depth,
-                    Open {
-                        probe_function: index,
-                        ktime_ns: e.ktime_ns,
-                    },
-                );
+                // Without return probes there is nothing to pair.
+                if traced.returns > 0 {
+                    self.calls.enter(
+                        e.goid,
+                        depth,
+                        Open {
+                            probe_function: index,
+                            ktime_ns: e.ktime_ns,
+                        },
+                    );
+                }
                 if self.quiet {
                     return Ok(());
                 }

@@ -264,6 +264,12 @@ pub async fn run(
             }
         }
     };
+    // Let calls in flight return before the return probes go too, draining on both sides of
+    // the detach, which can take a while.
+    reader.drain(sink)?;
+    attached.detach_entries()?;
+    reader.drain(sink)?;
+    tokio::time::sleep(POLL_INTERVAL).await;
     reader.drain(sink)?;
     Ok((ended, reader.malformed))
 }

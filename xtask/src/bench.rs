@@ -133,13 +133,13 @@ pub fn run(options: Options) -> Result<()> {
                 let mut trace = Command::new("bpftrace");
                 // bpftrace says "Attaching" before it is done: the first tick of an interval
                 // probe, which starts once every probe is attached, says it is. -o sends it to
-                // stderr, where Tracer looks.
+                // stderr, where Tracer looks, and -B line flushes it there at once.
                 let script = format!(
                     "uprobe:/proc/{pid}/exe:{FUNCTION} {{ @c = count(); }} \
                      interval:s:1 {{ if (@ticks == 0) {{ printf(\"{BPFTRACE_READY}\\n\"); }} @ticks = 1; }}"
                 );
                 trace
-                    .args(["-o", "/dev/stderr", "-p", &pid, "-e"])
+                    .args(["-B", "line", "-o", "/dev/stderr", "-p", &pid, "-e"])
                     .arg(script);
                 trace
             }
