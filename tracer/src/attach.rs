@@ -123,7 +123,20 @@ pub fn attach(
         (Programs::Tracing, EventKind::Entry) => "go_entry",
         (Programs::Tracing, EventKind::Return) => "go_return",
     };
+    // Load every program before attaching any, so the returns-then-entries gap stays short.
     let mut loaded: Vec<&str> = Vec::new();
+    for name in [EventKind::Return, EventKind::Entry].map(program_for) {
+        if !loaded.contains(&name) {
+            let program: &mut UProbe = ebpf
+                .program_mut(name)
+                .with_context(|| format!("program {name} missing from the eBPF object"))?
+                .try_into()?;
+            program
+                .load()
+                .with_context(|| format!("loading program {name}"))?;
+            loaded.push(name);
+        }
+    }
     let mut entry_links = Vec::new();
     // Returns first: a call that starts between the two would otherwise show an entry that
     // never returns; this way it shows as a return without entry, like any call in flight.
@@ -141,12 +154,6 @@ pub fn attach(
             .program_mut(name)
             .with_context(|| format!("program {name} missing from the eBPF object"))?
             .try_into()?;
-        if !loaded.contains(&name) {
-            program
-                .load()
-                .with_context(|| format!("loading program {name}"))?;
-            loaded.push(name);
-        }
         let attach_point = UProbeAttachPoint {
             location: UProbeAttachLocation::AbsoluteOffset(point.file_offset),
             cookie: Some(id as u64 | point.flags),

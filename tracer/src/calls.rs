@@ -2,54 +2,112 @@
 //! (`stack.hi - SP`) survives the runtime copying the stack to grow it, while SP alone does not,
 //! so calls are keyed by (goroutine id, that depth).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+
+/// One probe hit, as pairing sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Hit {
+    pub goid: u64,
+    /// `stack.hi - SP`.
+    pub depth: u64,
+    pub function: usize,
+    pub ktime_ns: u64,
+    /// Equal for two hits of the same call (see `report::fingerprint`).
+    pub fingerprint: u64,
+}
 
 /// An entry waiting for its return.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct Open {
-    pub probe_function: usize,
+    pub function: usize,
     pub ktime_ns: u64,
+    fingerprint: u64,
+}
+
+/// What an entry hit turned out to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entered {
+    Call,
+    /// The same call hitting the probe again, not a new call: the kernel restarts a
+    /// single-stepped instruction when a signal (Go's preemption) interrupts the step.
+    Repeat,
+}
+
+/// What a return hit turned out to be.
+#[derive(Clone, Copy, Debug)]
+pub enum Left {
+    /// It closes this entry.
+    Paired(Open),
+    /// No entry was seen: the call was already running when escapade attached.
+    Unmatched,
+    /// The return just seen, hitting the probe again (see [`Entered::Repeat`]).
+    Repeat,
 }
 
 #[derive(Debug, Default)]
 pub struct Calls {
     open: BTreeMap<(u64, u64), Open>,
+    /// Per goroutine, the last return seen, if nothing happened on it since.
+    last_return: HashMap<u64, (u64, u64)>,
     /// Returns with no entry: calls that were already running when escapade attached.
     pub unmatched_returns: u64,
     /// Entries whose frame was unwound without a RET (a panic, or runtime.Goexit).
     pub unwound: u64,
+    /// Probe hits that repeated the previous hit of the same call.
+    pub repeats: u64,
 }
 
 impl Calls {
-    pub fn enter(&mut self, goid: u64, depth: u64, open: Open) {
+    pub fn enter(&mut self, hit: Hit) -> Entered {
+        self.last_return.remove(&hit.goid);
+        let key = (hit.goid, hit.depth);
+        if let Some(open) = self.open.get(&key)
+            && open.function == hit.function
+            && open.fingerprint == hit.fingerprint
+        {
+            self.repeats += 1;
+            return Entered::Repeat;
+        }
+        let open = Open {
+            function: hit.function,
+            ktime_ns: hit.ktime_ns,
+            fingerprint: hit.fingerprint,
+        };
         // A frame at the same depth that never returned was unwound.
-        if self.open.insert((goid, depth), open).is_some() {
+        if self.open.insert(key, open).is_some() {
             self.unwound += 1;
         }
+        Entered::Call
     }
 
-    /// The entry this return closes, if escapade saw it.
-    pub fn leave(&mut self, goid: u64, depth: u64, function: usize) -> Option<Open> {
+    pub fn leave(&mut self, hit: Hit) -> Left {
+        let last = self
+            .last_return
+            .insert(hit.goid, (hit.depth, hit.fingerprint));
+        if last == Some((hit.depth, hit.fingerprint)) {
+            self.repeats += 1;
+            return Left::Repeat;
+        }
         // Deeper frames of this goroutine still open were unwound past us.
         let deeper: Vec<_> = self
             .open
-            .range((goid, depth + 1)..=(goid, u64::MAX))
+            .range((hit.goid, hit.depth + 1)..=(hit.goid, u64::MAX))
             .map(|(k, _)| *k)
             .collect();
         self.unwound += deeper.len() as u64;
         for key in deeper {
             self.open.remove(&key);
         }
-        match self.open.remove(&(goid, depth)) {
-            Some(open) if open.probe_function == function => Some(open),
+        match self.open.remove(&(hit.goid, hit.depth)) {
+            Some(open) if open.function == hit.function => Left::Paired(open),
             Some(_) => {
                 self.unwound += 1;
                 self.unmatched_returns += 1;
-                None
+                Left::Unmatched
             }
             None => {
                 self.unmatched_returns += 1;
-                None
+                Left::Unmatched
             }
         }
     }
@@ -64,25 +122,41 @@ impl Calls {
 mod tests {
     use super::*;
 
-    fn open(f: usize) -> Open {
-        Open {
-            probe_function: f,
+    fn hit(goid: u64, depth: u64, fingerprint: u64) -> Hit {
+        Hit {
+            goid,
+            depth,
+            function: 0,
             ktime_ns: 0,
+            fingerprint,
         }
     }
 
     #[test]
     fn recursion_pairs_by_depth_and_panics_unwind() {
         let mut c = Calls::default();
-        c.enter(1, 100, open(0));
-        c.enter(1, 200, open(0));
-        c.enter(1, 300, open(0));
-        assert!(c.leave(1, 300, 0).is_some());
+        c.enter(hit(1, 100, 1));
+        c.enter(hit(1, 200, 2));
+        c.enter(hit(1, 300, 3));
+        assert!(matches!(c.leave(hit(1, 300, 4)), Left::Paired(_)));
         // A panic unwinds depth 200, recovered at depth 100.
-        assert!(c.leave(1, 100, 0).is_some());
+        assert!(matches!(c.leave(hit(1, 100, 5)), Left::Paired(_)));
         assert_eq!(c.unwound, 1);
         assert_eq!(c.in_flight(), 0);
-        assert!(c.leave(2, 100, 0).is_none());
+        assert!(matches!(c.leave(hit(2, 100, 6)), Left::Unmatched));
         assert_eq!(c.unmatched_returns, 1);
+    }
+
+    #[test]
+    fn a_restarted_single_step_is_one_call() {
+        let mut c = Calls::default();
+        assert_eq!(c.enter(hit(1, 100, 7)), Entered::Call);
+        assert_eq!(c.enter(hit(1, 100, 7)), Entered::Repeat);
+        assert!(matches!(c.leave(hit(1, 100, 8)), Left::Paired(_)));
+        assert!(matches!(c.leave(hit(1, 100, 8)), Left::Repeat));
+        // The next call with the same arguments is a call again.
+        assert_eq!(c.enter(hit(1, 100, 7)), Entered::Call);
+        assert!(matches!(c.leave(hit(1, 100, 8)), Left::Paired(_)));
+        assert_eq!((c.repeats, c.unwound, c.unmatched_returns), (2, 0, 0));
     }
 }

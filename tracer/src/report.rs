@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::attach::ProbePoint;
-use crate::calls::{Calls, Open};
+use crate::calls::{Calls, Entered, Hit, Left};
 use crate::decode::{Arg, Decoder, Value};
 use crate::gobin::Frame;
 use crate::session::{Ended, EventSink, Plan, Traced};
@@ -63,7 +63,13 @@ impl<'a, W: Write> TracePrinter<'a, W> {
         };
         let index = point.function;
         let traced = &self.traced[index];
-        let depth = e.stack_hi.wrapping_sub(e.sp);
+        let hit = Hit {
+            goid: e.goid,
+            depth: e.stack_hi.wrapping_sub(e.sp),
+            function: index,
+            ktime_ns: e.ktime_ns,
+            fingerprint: fingerprint(e),
+        };
         let wall_ns = (e.ktime_ns as i128 + self.wall_offset_ns) as u64;
         let Some(kind) = EventKind::from_u32(e.kind) else {
             self.unknown_probe += 1;
@@ -72,18 +78,12 @@ impl<'a, W: Write> TracePrinter<'a, W> {
         let sig = traced.function.signature.as_ref();
         match kind {
             EventKind::Entry => {
-                self.stats[index].entries += 1;
-                // Without return probes there is nothing to pair.
-                if traced.returns > 0 {
-                    self.calls.enter(
-                        e.goid,
-                        depth,
-                        Open {
-                            probe_function: index,
-                            ktime_ns: e.ktime_ns,
-                        },
-                    );
+                // Without return probes there is nothing to pair, nor a return to tell a
+                // repeated hit from a new call.
+                if traced.returns > 0 && self.calls.enter(hit) == Entered::Repeat {
+                    return Ok(());
                 }
+                self.stats[index].entries += 1;
                 if self.quiet {
                     return Ok(());
                 }
@@ -123,13 +123,17 @@ impl<'a, W: Write> TracePrinter<'a, W> {
                 }
             }
             EventKind::Return => {
+                let duration_ns = match self.calls.leave(hit) {
+                    Left::Repeat => return Ok(()),
+                    Left::Unmatched => None,
+                    Left::Paired(open) => {
+                        let d = e.ktime_ns.saturating_sub(open.ktime_ns);
+                        self.stats[index].paired += 1;
+                        self.stats[index].total_ns += d;
+                        Some(d)
+                    }
+                };
                 self.stats[index].returns += 1;
-                let duration_ns = self.calls.leave(e.goid, depth, index).map(|open| {
-                    let d = e.ktime_ns.saturating_sub(open.ktime_ns);
-                    self.stats[index].paired += 1;
-                    self.stats[index].total_ns += d;
-                    d
-                });
                 if self.quiet {
                     return Ok(());
                 }
@@ -201,6 +205,7 @@ impl<'a, W: Write> TracePrinter<'a, W> {
                 "malformed": malformed + self.unknown_probe,
                 "unmatched_returns": self.calls.unmatched_returns,
                 "unwound": self.calls.unwound,
+                "repeated_hits": self.calls.repeats,
                 "in_flight": self.calls.in_flight(),
             });
             writeln!(self.out, "{line}")?;
@@ -237,12 +242,13 @@ impl<'a, W: Write> TracePrinter<'a, W> {
             writeln!(
                 self.out,
                 "  events {}, dropped {dropped}, stack-growth retries {}, read errors {}, \
-                 returns without entry {}, unwound {}, still running {}",
+                 returns without entry {}, unwound {}, repeated hits {}, still running {}",
                 counters[COUNTER_EVENTS as usize],
                 counters[COUNTER_MORESTACK as usize],
                 counters[COUNTER_READ_ERRORS as usize],
                 self.calls.unmatched_returns,
                 self.calls.unwound,
+                self.calls.repeats,
                 self.calls.in_flight(),
             )?;
         }
@@ -265,6 +271,16 @@ impl<W: Write> EventSink for TracePrinter<'_, W> {
     fn flush(&mut self) -> anyhow::Result<()> {
         Ok(self.out.flush()?)
     }
+}
+
+/// What stays the same when the kernel restarts a probed instruction: the frame (SP) and the
+/// return address. Registers do not qualify: the signal that interrupted the single step may
+/// leave scratch registers changed.
+fn fingerprint(e: &CallEvent) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (e.sp, e.return_addr).hash(&mut h);
+    h.finish()
 }
 
 fn clock_ns(clock: libc::clockid_t) -> u64 {

@@ -89,3 +89,44 @@ fn attaching_mid_call_leaves_no_entry_unpaired() {
     target.go();
     target.finish();
 }
+
+/// A CPU-bound goroutine is preempted by signals, and a signal that lands while the kernel
+/// single-steps a probed instruction makes it hit the probe again: each call must still count
+/// once, under both entry placements (the RET is single-stepped in both).
+#[test]
+fn preemption_signals_do_not_duplicate_calls() {
+    let go = &common::toolchains()[0];
+    let bin = common::build(go, "busy", &[]);
+    for placement in ["fast", "entry"] {
+        let mut target = Target::start(&bin, &["4"]);
+        let pid = target.pid.to_string();
+        let escapade = Escapade::attach(&[
+            "trace",
+            "--pid",
+            &pid,
+            "--json",
+            "--quiet",
+            "--placement",
+            placement,
+            "main.hot",
+        ]);
+        target.go();
+        let line = target.read_lines(1).concat();
+        let calls: u64 = line
+            .strip_prefix("calls ")
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("the program printed {line:?}"));
+        target.go();
+        target.finish();
+        let (status, out) = escapade.finish();
+        assert!(status.success(), "escapade failed: {status}");
+        let summary = common::json_lines(&out).pop().expect("a summary");
+        let f = &summary["functions"][0];
+        assert_eq!(summary["dropped"], 0, "{summary}");
+        assert_eq!(f["entries"], calls, "{placement}: {summary}");
+        assert_eq!(f["returns"], calls, "{placement}: {summary}");
+        assert_eq!(f["paired"], calls, "{placement}: {summary}");
+        assert_eq!(summary["unwound"], 0, "{summary}");
+        assert_eq!(summary["unmatched_returns"], 0, "{summary}");
+    }
+}
