@@ -4,7 +4,6 @@
 
 use std::{
     io::{BufRead, BufReader, Read},
-    os::fd::AsFd,
     path::Path,
     process::{Child, Command, ExitStatus, Stdio},
     sync::mpsc::{self, Receiver, RecvTimeoutError},
@@ -43,6 +42,8 @@ pub struct Options {
 
 /// One row of the table.
 struct Phase {
+    /// Short name the ratios refer to.
+    id: &'static str,
     name: &'static str,
     tracer: Tool,
 }
@@ -59,34 +60,42 @@ enum Tool {
 
 const PHASES: &[Phase] = &[
     Phase {
+        id: "untraced",
         name: "untraced",
         tracer: Tool::None,
     },
     Phase {
+        id: "fast",
         name: "escapade (fast: JBE entry + RET)",
         tracer: Tool::Escapade(&[]),
     },
     Phase {
+        id: "entries-only",
         name: "escapade --entries-only (JBE, no RET probe)",
         tracer: Tool::Escapade(&["--entries-only"]),
     },
     Phase {
+        id: "fast-empty",
         name: "empty BPF program, fast placement",
         tracer: Tool::Escapade(&["--empty-probes"]),
     },
     Phase {
+        id: "entry",
         name: "escapade --placement entry (single-stepped)",
         tracer: Tool::Escapade(&["--placement", "entry"]),
     },
     Phase {
+        id: "entry-empty",
         name: "empty BPF program, entry placement",
         tracer: Tool::Escapade(&["--placement", "entry", "--empty-probes"]),
     },
     Phase {
+        id: "bpftrace",
         name: "bpftrace uprobe:BIN:main.hot { @c = count(); } (entry only)",
         tracer: Tool::Bpftrace,
     },
     Phase {
+        id: "drift",
         name: "untraced again (drift)",
         tracer: Tool::None,
     },
@@ -117,7 +126,7 @@ pub fn run(options: Options) -> Result<()> {
         let mut trace = match phase.tracer {
             Tool::None => {
                 say!("phase: {}", phase.name);
-                results.push((phase.name, hot.measure(seconds)?));
+                results.push((phase, hot.measure(seconds)?));
                 continue;
             }
             Tool::Escapade(args) => {
@@ -132,15 +141,13 @@ pub fn run(options: Options) -> Result<()> {
                 setup::tracefs()?;
                 let mut trace = Command::new("bpftrace");
                 // bpftrace says "Attaching" before it is done: the first tick of an interval
-                // probe, which starts once every probe is attached, says it is. -o sends it to
-                // stderr, where Tracer looks, and -B line flushes it there at once.
+                // probe, which starts once every probe is attached, says it is (-B line
+                // flushes it at once).
                 let script = format!(
                     "uprobe:/proc/{pid}/exe:{FUNCTION} {{ @c = count(); }} \
                      interval:s:1 {{ if (@ticks == 0) {{ printf(\"{BPFTRACE_READY}\\n\"); }} @ticks = 1; }}"
                 );
-                trace
-                    .args(["-B", "line", "-o", "/dev/stderr", "-p", &pid, "-e"])
-                    .arg(script);
+                trace.args(["-B", "line", "-p", &pid, "-e"]).arg(script);
                 trace
             }
         };
@@ -164,7 +171,7 @@ pub fn run(options: Options) -> Result<()> {
             }
         }
         say!("{}: {ns:.2} ns/call", phase.name);
-        results.push((phase.name, ns));
+        results.push((phase, ns));
     }
     hot.stop();
 
@@ -172,35 +179,47 @@ pub fn run(options: Options) -> Result<()> {
     Ok(())
 }
 
-fn print_report(results: &[(&str, f64)]) {
-    let untraced = results[0].1;
+fn print_report(results: &[(&Phase, f64)]) {
+    let ns = |id: &str| {
+        results
+            .iter()
+            .find(|(phase, _)| phase.id == id)
+            .map(|(_, ns)| *ns)
+            .expect("every phase ran")
+    };
+    let untraced = ns("untraced");
+    let added = |id: &str| ns(id) - untraced;
     println!("| phase | ns/call | x untraced | added ns/call |");
     println!("|---|---:|---:|---:|");
-    for (name, ns) in results {
+    for (phase, ns) in results {
         println!(
-            "| {name} | {ns:.2} | {:.1} | {:.1} |",
+            "| {} | {ns:.2} | {:.1} | {:.1} |",
+            phase.name,
             ns / untraced,
             ns - untraced
         );
     }
-    let ns = |i: usize| results[i].1;
-    let added = |i: usize| ns(i) - untraced;
     println!();
-    println!("Each traced call hits 2 uprobes (entry + RET). Ratios of added ns/call:");
+    println!("Ratios of added ns per call:");
     println!(
-        "- escapade / empty BPF program: fast placement {:.2}, entry placement {:.2}",
-        added(1) / added(2),
-        added(3) / added(4)
+        "- escapade / empty BPF program at the same uprobes: fast placement {:.2}, entry \
+         placement {:.2}",
+        added("fast") / added("fast-empty"),
+        added("entry") / added("entry-empty")
     );
     println!(
         "- entry placement / fast placement: escapade {:.1}, empty BPF program {:.1}",
-        added(3) / added(1),
-        added(4) / added(2)
+        added("entry") / added("fast"),
+        added("entry-empty") / added("fast-empty")
     );
     println!(
-        "- untraced drift: {:.2} -> {:.2} ns/call",
-        untraced,
-        ns(results.len() - 1)
+        "- escapade / bpftrace (one entry probe): entries only {:.2}, entry + return {:.2}",
+        added("entries-only") / added("bpftrace"),
+        added("fast") / added("bpftrace")
+    );
+    println!(
+        "- untraced drift: {untraced:.2} -> {:.2} ns/call",
+        ns("drift")
     );
 }
 
@@ -287,14 +306,17 @@ impl Tracer {
     /// Starts the tracer and waits until it says it attached.
     fn start(command: &mut Command) -> Result<Tracer> {
         let display = cmd::display(command);
-        let stderr_copy = std::io::stderr().as_fd().try_clone_to_owned()?;
-        let mut child = command
+        // One pipe for both streams: escapade says it attached on stderr, bpftrace on stdout.
+        let (reader, writer) = std::io::pipe()?;
+        let child = command
             .stdin(Stdio::null())
-            .stdout(Stdio::from(stderr_copy))
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot run `{display}`"))?;
-        let mut stderr = BufReader::new(child.stderr.take().expect("piped"));
+            .stdout(writer.try_clone()?)
+            .stderr(writer)
+            .spawn();
+        // Our copies of the write end must go, or the reader never sees the end of the output.
+        command.stdout(Stdio::null()).stderr(Stdio::null());
+        let child = child.with_context(|| format!("cannot run `{display}`"))?;
+        let mut stderr = BufReader::new(reader);
         let (send_attached, attached) = mpsc::channel();
         let (send_rest, rest) = mpsc::channel();
         thread::spawn(move || {
