@@ -93,7 +93,9 @@ pub const COUNTER_DROPPED: u32 = 1;
 pub const COUNTER_MORESTACK: u32 = 2;
 /// Reads of target memory that failed (g, argument area or string bytes).
 pub const COUNTER_READ_ERRORS: u32 = 3;
-pub const COUNTERS: u32 = 4;
+/// Allocations whose key did not fit in `ALLOC_SITES`.
+pub const COUNTER_ALLOCS_LOST: u32 = 4;
+pub const COUNTERS: u32 = 5;
 
 /// One probe hit, as it travels through the ring buffer.
 #[repr(C)]
@@ -132,10 +134,40 @@ impl CallEvent {
     }
 }
 
+/// What allocations are aggregated by, in the kernel (`ALLOC_SITES`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AllocKey {
+    /// Id in `ALLOC_STACKS` of the user stack above the allocator's caller, or -1 when the
+    /// stack could not be taken.
+    pub stack_id: i64,
+    /// Return address into the allocator's direct caller. A probe at the allocator's
+    /// stack-check branch runs before its frame exists, so the frame-pointer walk that
+    /// `stack_id` comes from skips that caller.
+    pub caller: u64,
+    /// The allocated type's `*_type` (0 for untyped memory).
+    pub type_addr: u64,
+}
+
+/// Objects and bytes allocated under one [`AllocKey`], on one CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllocStats {
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+/// Distinct (stack, caller, type) keys the kernel keeps; more are counted as lost.
+pub const MAX_ALLOC_SITES: u32 = 65_536;
+/// Distinct user stacks the kernel keeps.
+pub const MAX_ALLOC_STACKS: u32 = 16_384;
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are repr(C), Copy, and every bit pattern is valid.
     unsafe impl aya::Pod for super::ProbeConfig {}
     unsafe impl aya::Pod for super::GoOffsets {}
     unsafe impl aya::Pod for super::CallEvent {}
+    unsafe impl aya::Pod for super::AllocKey {}
+    unsafe impl aya::Pod for super::AllocStats {}
 }

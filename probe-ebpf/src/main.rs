@@ -8,19 +8,22 @@
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, pt_regs},
+    bindings::{
+        BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, pt_regs,
+    },
     helpers::{
         bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
         bpf_probe_read_user_buf,
     },
     macros::{map, uprobe},
-    maps::{Array, PerCpuArray, RingBuf},
-    programs::ProbeContext,
+    maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+    programs::{ProbeContext, tracing::StackIdContext},
 };
 use probe_common::{
-    COOKIE_AT_CALL_SITE, COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTER_DROPPED, COUNTER_EVENTS,
-    COUNTER_MORESTACK, COUNTER_READ_ERRORS, COUNTERS, CallEvent, EFLAGS_CF, EFLAGS_ZF, EventKind,
-    GoOffsets, MAX_PROBES, MAX_STACK_WORDS, MAX_STRING_CAPTURES, ProbeConfig, STRING_CAPTURE_BYTES,
+    AllocKey, AllocStats, COOKIE_AT_CALL_SITE, COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTER_ALLOCS_LOST,
+    COUNTER_DROPPED, COUNTER_EVENTS, COUNTER_MORESTACK, COUNTER_READ_ERRORS, COUNTERS, CallEvent,
+    EFLAGS_CF, EFLAGS_ZF, EventKind, GoOffsets, MAX_ALLOC_SITES, MAX_ALLOC_STACKS, MAX_PROBES,
+    MAX_STACK_WORDS, MAX_STRING_CAPTURES, ProbeConfig, STRING_CAPTURE_BYTES,
 };
 
 /// Ring buffer size in bytes: about 25,000 events, enough to ride out a slow drain (the
@@ -62,6 +65,69 @@ pub fn go_return(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn go_empty(_ctx: ProbeContext) -> u32 {
     0
+}
+
+/// Objects and bytes per (user stack, caller, type), summed in the kernel so that exact
+/// allocation profiling sends nothing per allocation through the ring buffer.
+#[map]
+static ALLOC_SITES: PerCpuHashMap<AllocKey, AllocStats> =
+    PerCpuHashMap::with_max_entries(MAX_ALLOC_SITES, 0);
+
+#[map]
+static ALLOC_STACKS: StackTrace = StackTrace::with_max_entries(MAX_ALLOC_STACKS, 0);
+
+/// `runtime.mallocgc(size uintptr, typ *_type, needzero bool)`, probed like a traced function's
+/// entry: RAX is the size, RBX the type.
+#[uprobe]
+pub fn go_malloc(ctx: ProbeContext) -> u32 {
+    let _ = try_malloc(&ctx);
+    0
+}
+
+fn try_malloc(ctx: &ProbeContext) -> Result<(), ()> {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: a read of a constant the loader patched.
+    if tgid != unsafe { core::ptr::read_volatile(&TARGET_TGID) } {
+        return Ok(());
+    }
+    // SAFETY: the context of a uprobe program is its pt_regs.
+    let regs: &pt_regs = unsafe { &*(ctx.as_ptr() as *const pt_regs) };
+    // SAFETY: helper valid for uprobe programs since 5.15.
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    if cookie & COOKIE_SKIP_IF_BELOW_OR_EQUAL != 0 && regs.eflags & (EFLAGS_CF | EFLAGS_ZF) != 0 {
+        count(COUNTER_MORESTACK);
+        return Ok(());
+    }
+    // mallocgc returns a shared zero-size block without allocating (or counting) anything.
+    let size = regs.rax;
+    if size == 0 {
+        return Ok(());
+    }
+    count(COUNTER_EVENTS);
+    let key = AllocKey {
+        stack_id: ctx
+            .get_stackid(&ALLOC_STACKS, BPF_F_USER_STACK as u64)
+            .unwrap_or(-1),
+        caller: read_u64(regs.rsp).unwrap_or(0),
+        type_addr: regs.rbx,
+    };
+    match ALLOC_SITES.get_ptr_mut(&key) {
+        // SAFETY: a per-CPU value, written by no one else while the program runs on this CPU.
+        Some(stats) => unsafe {
+            (*stats).objects += 1;
+            (*stats).bytes += size;
+        },
+        None => {
+            let stats = AllocStats {
+                objects: 1,
+                bytes: size,
+            };
+            if ALLOC_SITES.insert(&key, &stats, 0).is_err() {
+                count(COUNTER_ALLOCS_LOST);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn count(counter: u32) {

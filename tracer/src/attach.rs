@@ -5,22 +5,33 @@ use std::num::NonZeroU32;
 use std::path::Path;
 
 use anyhow::Context as _;
-use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap};
 use aya::programs::UProbe;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
 use aya::{Ebpf, EbpfLoader};
-use probe_common::{COUNTERS, EventKind, GoOffsets, MAX_PROBES, ProbeConfig};
+use probe_common::{AllocKey, AllocStats, COUNTERS, GoOffsets, MAX_PROBES, ProbeConfig};
 
 use crate::gobin::dwarf::GLayout;
 
 static PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe-ebpf"));
+
+/// What a probe point records, which decides the program attached there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// A traced function's entry: arguments, into the ring buffer.
+    Entry,
+    /// A traced function's `RET`: results, into the ring buffer.
+    Return,
+    /// `runtime.mallocgc`'s entry: counted per stack and type in the kernel.
+    Malloc,
+}
 
 /// One uprobe to attach.
 #[derive(Clone, Debug)]
 pub struct ProbePoint {
     /// Index of the traced function this probe belongs to.
     pub function: usize,
-    pub kind: EventKind,
+    pub kind: ProbeKind,
     /// Link-time address of the probed instruction.
     pub addr: u64,
     /// File offset of that instruction, as the kernel wants it.
@@ -33,10 +44,13 @@ pub struct ProbePoint {
 pub struct Attached {
     /// Keeps the programs and links alive.
     ebpf: Ebpf,
-    /// The entry probes' links, with their program's name, to detach them first.
+    /// The links of every probe but the return probes, with their program's name, to detach
+    /// them first.
     entry_links: Vec<(&'static str, UProbeLinkId)>,
     events: Option<RingBuf<MapData>>,
     counters: PerCpuArray<MapData, u64>,
+    alloc_sites: PerCpuHashMap<MapData, AllocKey, AllocStats>,
+    alloc_stacks: StackTraceMap<MapData>,
 }
 
 impl Attached {
@@ -58,6 +72,28 @@ impl Attached {
             program.detach(link)?;
         }
         Ok(())
+    }
+
+    /// What the malloc probes counted, per (stack, caller, type), summed over CPUs.
+    pub fn alloc_sites(&self) -> anyhow::Result<Vec<(AllocKey, AllocStats)>> {
+        let mut sites = Vec::new();
+        for entry in self.alloc_sites.iter() {
+            let (key, per_cpu) = entry?;
+            let total = per_cpu
+                .iter()
+                .fold(AllocStats::default(), |t, s| AllocStats {
+                    objects: t.objects + s.objects,
+                    bytes: t.bytes + s.bytes,
+                });
+            sites.push((key, total));
+        }
+        Ok(sites)
+    }
+
+    /// The return addresses of a stack the malloc probe recorded, innermost first.
+    pub fn alloc_stack(&self, stack_id: u32) -> anyhow::Result<Vec<u64>> {
+        let stack = self.alloc_stacks.get(&stack_id, 0)?;
+        Ok(stack.frames().iter().map(|f| f.ip).collect())
     }
 
     /// The probes' counters summed over CPUs, indexed by `probe_common::COUNTER_*`.
@@ -120,12 +156,13 @@ pub fn attach(
     let pid = NonZeroU32::new(pid).context("PID 0 is not a process")?;
     let program_for = |kind| match (programs, kind) {
         (Programs::Empty, _) => "go_empty",
-        (Programs::Tracing, EventKind::Entry) => "go_entry",
-        (Programs::Tracing, EventKind::Return) => "go_return",
+        (Programs::Tracing, ProbeKind::Entry) => "go_entry",
+        (Programs::Tracing, ProbeKind::Return) => "go_return",
+        (Programs::Tracing, ProbeKind::Malloc) => "go_malloc",
     };
     // Load every program before attaching any, so the returns-then-entries gap stays short.
     let mut loaded: Vec<&str> = Vec::new();
-    for name in [EventKind::Return, EventKind::Entry].map(program_for) {
+    for name in points.iter().map(|p| program_for(p.kind)) {
         if !loaded.contains(&name) {
             let program: &mut UProbe = ebpf
                 .program_mut(name)
@@ -140,7 +177,7 @@ pub fn attach(
     let mut entry_links = Vec::new();
     // Returns first: a call that starts between the two would otherwise show an entry that
     // never returns; this way it shows as a return without entry, like any call in flight.
-    let in_attach_order = [EventKind::Return, EventKind::Entry]
+    let in_attach_order = [ProbeKind::Return, ProbeKind::Entry, ProbeKind::Malloc]
         .into_iter()
         .flat_map(|kind| {
             points
@@ -167,7 +204,7 @@ pub fn attach(
                     exe.display()
                 )
             })?;
-        if point.kind == EventKind::Entry {
+        if point.kind != ProbeKind::Return {
             entry_links.push((name, link));
         }
     }
@@ -177,11 +214,17 @@ pub fn attach(
         ebpf.take_map("PROBE_COUNTERS")
             .context("map PROBE_COUNTERS")?,
     )?;
+    let alloc_sites =
+        PerCpuHashMap::try_from(ebpf.take_map("ALLOC_SITES").context("map ALLOC_SITES")?)?;
+    let alloc_stacks =
+        StackTraceMap::try_from(ebpf.take_map("ALLOC_STACKS").context("map ALLOC_STACKS")?)?;
     Ok(Attached {
         ebpf,
         entry_links,
         events: Some(events),
         counters,
+        alloc_sites,
+        alloc_stacks,
     })
 }
 

@@ -25,6 +25,8 @@ pub struct Cli {
 pub enum Command {
     /// Print every call of the named functions, live: arguments, caller, results, duration.
     Trace(TraceArgs),
+    /// Count heap allocations by call stack and type, and report the top allocation sites.
+    Allocs(AllocsArgs),
 }
 
 /// Which process to attach to and for how long; shared by every command that attaches.
@@ -68,4 +70,20 @@ pub struct TraceArgs {
     /// Attach an empty BPF program at the same places instead (for benchmarks).
     #[arg(long, hide = true)]
     pub empty_probes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AllocsArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Count every allocation (a probe on runtime.mallocgc, aggregated in the kernel). The
+    /// sampled production mode is not implemented yet, so this flag is required.
+    #[arg(long, required = true)]
+    pub exact: bool,
+    /// Print the report as one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// How many allocation sites the table shows.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
 }

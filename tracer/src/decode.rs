@@ -341,6 +341,11 @@ impl<'a> Decoder<'a> {
             };
             u64::from_le_bytes(word.try_into().ok()?)
         };
+        self.type_name_at(ty)
+    }
+
+    /// The name of the runtime type descriptor at `ty` (a `*_type` in the process).
+    pub fn type_name_at(&mut self, ty: u64) -> Option<String> {
         if let Some(name) = self.type_names.get(&ty) {
             return name.clone();
         }

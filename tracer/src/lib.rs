@@ -5,6 +5,7 @@
 //! each uprobe sits; `attach` loads the probes; `ringbuf` drains raw events; `decode` turns them
 //! into typed values; `calls` pairs entries with returns; `report` prints them.
 
+pub mod allocs;
 pub mod attach;
 pub mod calls;
 pub mod cli;

@@ -7,11 +7,11 @@ use anyhow::Context as _;
 use clap::Parser as _;
 
 use escapade::attach::{Programs, attach};
-use escapade::cli::{Cli, Command, TraceArgs};
+use escapade::cli::{AllocsArgs, Cli, Command, TraceArgs};
 use escapade::decode::Decoder;
 use escapade::hints::hint;
-use escapade::report::TracePrinter;
-use escapade::session::{self, Plan, PlanOptions, Target};
+use escapade::report::{AllocsMeta, TracePrinter, write_allocs};
+use escapade::session::{self, EventSink, PlacementMode, Plan, PlanOptions, Target};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -49,6 +49,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Trace(args) => trace(args).await,
+        Command::Allocs(args) => allocs(args).await,
     }
 }
 
@@ -114,6 +115,59 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
         session::run(&target, &mut attached, args.target.duration, &mut printer).await?;
     printer.summary(ended, attached.counters(), malformed)?;
     Ok(())
+}
+
+async fn allocs(args: AllocsArgs) -> anyhow::Result<()> {
+    let target = Target::open(args.target.pid)?;
+    let (entry, points) = session::malloc_probes(&target.binary, PlacementMode::Fast)?;
+    tracing::debug!("runtime.mallocgc: entry {entry}");
+    let mut attached = attach(
+        target.process.pid,
+        &target.process.exe,
+        target.binary.g_layout,
+        &points,
+        Programs::Tracing,
+    )?;
+    eprintln!(
+        "escapade: attached to PID {} ({}, {}): counting every allocation; Ctrl-C to stop",
+        target.process.pid,
+        target.process.exe_target.display(),
+        target.binary.build.go_version,
+    );
+    let started = std::time::Instant::now();
+    let (ended, _) =
+        session::run(&target, &mut attached, args.target.duration, &mut Discard).await?;
+    let elapsed = started.elapsed();
+    let mut decoder = Decoder::new(&target.binary, &target.process, target.bias);
+    let sites = attached.alloc_sites()?;
+    let report = escapade::allocs::build(sites, |id| attached.alloc_stack(id), &mut decoder)?;
+    let stdout = std::io::stdout().lock();
+    write_allocs(
+        &report,
+        &AllocsMeta {
+            ended,
+            elapsed,
+            entry: &entry,
+            counters: attached.counters(),
+        },
+        args.json,
+        args.top,
+        std::io::BufWriter::new(stdout),
+    )?;
+    Ok(())
+}
+
+/// The allocs command has no per-event output: everything is counted in the kernel.
+struct Discard;
+
+impl EventSink for Discard {
+    fn event(&mut self, _: &probe_common::CallEvent) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

@@ -4,17 +4,18 @@ use std::fmt::Write as _;
 use std::io::Write;
 
 use probe_common::{
-    COUNTER_DROPPED, COUNTER_EVENTS, COUNTER_MORESTACK, COUNTER_READ_ERRORS, COUNTERS, CallEvent,
-    EventKind,
+    COUNTER_ALLOCS_LOST, COUNTER_DROPPED, COUNTER_EVENTS, COUNTER_MORESTACK, COUNTER_READ_ERRORS,
+    COUNTERS, CallEvent, EventKind,
 };
 use serde::Serialize;
 use serde_json::json;
 
+use crate::allocs::AllocReport;
 use crate::attach::ProbePoint;
 use crate::calls::{Calls, Entered, Hit, Left};
 use crate::decode::{Arg, Decoder, Value};
 use crate::gobin::Frame;
-use crate::session::{Ended, EventSink, Plan, Traced};
+use crate::session::{Ended, EntrySite, EventSink, Plan, Traced};
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 struct FunctionStats {
@@ -394,4 +395,86 @@ pub fn value_text(v: &Value) -> String {
         }
         Value::Unreadable { reason } => format!("<{reason}>"),
     }
+}
+
+/// What the allocs view says about the session besides the counts.
+pub struct AllocsMeta<'a> {
+    pub ended: Ended,
+    pub elapsed: std::time::Duration,
+    pub entry: &'a EntrySite,
+    pub counters: [u64; COUNTERS as usize],
+}
+
+/// The `allocs` view: top sites as a table, or the whole report as one JSON object.
+pub fn write_allocs(
+    report: &AllocReport,
+    meta: &AllocsMeta,
+    json: bool,
+    top: usize,
+    mut out: impl Write,
+) -> std::io::Result<()> {
+    let secs = meta.elapsed.as_secs_f64();
+    let lost = meta.counters[COUNTER_ALLOCS_LOST as usize];
+    if json {
+        let line = json!({
+            "type": "allocs",
+            "mode": "exact",
+            "ended": meta.ended,
+            "seconds": secs,
+            "mallocgc_probe": meta.entry.to_string(),
+            "lost": lost,
+            "report": report,
+        });
+        writeln!(out, "{line}")?;
+    } else {
+        writeln!(
+            out,
+            "escapade: {} objects, {} bytes allocated in {secs:.1}s ({:.0} objects/s); \
+             mallocgc probe: {}",
+            report.objects,
+            report.bytes,
+            report.objects as f64 / secs.max(1e-9),
+            meta.entry,
+        )?;
+        writeln!(
+            out,
+            "  {:>10}  {:>12}  {:<50}  types",
+            "objects", "bytes", "site"
+        )?;
+        for site in report.sites.iter().take(top) {
+            let name = site
+                .site
+                .as_ref()
+                .map_or_else(|| "(runtime only)".into(), frame_text);
+            let types: Vec<String> = site
+                .types
+                .iter()
+                .take(3)
+                .map(|(t, objects, _)| format!("{} x{objects}", t.as_deref().unwrap_or("?")))
+                .collect();
+            writeln!(
+                out,
+                "  {:>10}  {:>12}  {name:<50}  {}",
+                site.objects,
+                site.bytes,
+                types.join(", ")
+            )?;
+        }
+        if report.sites.len() > top {
+            writeln!(
+                out,
+                "  ... {} more sites (--top, --json)",
+                report.sites.len() - top
+            )?;
+        }
+    }
+    out.flush()?;
+    if lost > 0 {
+        eprintln!(
+            "escapade: warning: {lost} allocations were not counted: more than {} distinct \
+             (stack, type) pairs",
+            probe_common::MAX_ALLOC_SITES
+        );
+    }
+    Ok(())
 }

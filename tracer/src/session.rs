@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use probe_common::{
-    COOKIE_AT_CALL_SITE, COOKIE_SKIP_IF_BELOW_OR_EQUAL, CallEvent, EventKind, MAX_STACK_WORDS,
-    ProbeConfig, STRING_CAPTURE_BYTES,
+    COOKIE_AT_CALL_SITE, COOKIE_SKIP_IF_BELOW_OR_EQUAL, CallEvent, MAX_STACK_WORDS, ProbeConfig,
+    STRING_CAPTURE_BYTES,
 };
 
-use crate::attach::{Attached, ProbePoint};
+use crate::attach::{Attached, ProbeKind, ProbePoint};
 use crate::decode::Captures;
 use crate::gobin::{Function, GoBinary};
 use crate::placement::{self, EntryProbe, SlowReason};
@@ -61,6 +61,50 @@ pub enum EntrySite {
 }
 
 impl EntrySite {
+    /// Where `function`'s entry probe goes under `mode`, given where `placement` would put it.
+    fn choose(
+        binary: &GoBinary,
+        function: &Function,
+        placed: EntryProbe,
+        mode: PlacementMode,
+    ) -> anyhow::Result<EntrySite> {
+        Ok(match (mode, placed) {
+            (PlacementMode::Entry, _) => EntrySite::Function(EntryProbe::FirstInstruction {
+                addr: function.entry,
+                reason: SlowReason::Forced,
+            }),
+            (
+                PlacementMode::Callsites,
+                e @ EntryProbe::FirstInstruction {
+                    reason: SlowReason::NoStackCheck,
+                    ..
+                },
+            ) => {
+                let (text, text_addr) = binary.text().context("the binary has no .text")?;
+                let sites = placement::call_sites(text, text_addr, function.entry);
+                if sites.is_empty() {
+                    EntrySite::Function(e)
+                } else {
+                    EntrySite::CallSites(sites)
+                }
+            }
+            (_, e) => EntrySite::Function(e),
+        })
+    }
+
+    /// The probed addresses and the cookie flags that tell the probe how it is placed.
+    fn points(&self) -> Vec<(u64, u64)> {
+        match self {
+            EntrySite::Function(probe @ EntryProbe::StackCheckBranch { .. }) => {
+                vec![(probe.addr(), COOKIE_SKIP_IF_BELOW_OR_EQUAL)]
+            }
+            EntrySite::Function(probe) => vec![(probe.addr(), 0)],
+            EntrySite::CallSites(sites) => {
+                sites.iter().map(|&a| (a, COOKIE_AT_CALL_SITE)).collect()
+            }
+        }
+    }
+
     /// Whether the kernel emulates the probed instruction rather than single-stepping it.
     pub fn is_fast(&self) -> bool {
         match self {
@@ -121,28 +165,7 @@ impl Plan {
                 .with_context(|| format!("{}: code not found in the file", function.name))?;
             let placed = placement::place(code, function.entry)
                 .with_context(|| format!("disassembling {}", function.name))?;
-            let entry = match (opts.placement, placed.entry) {
-                (PlacementMode::Entry, _) => EntrySite::Function(EntryProbe::FirstInstruction {
-                    addr: function.entry,
-                    reason: SlowReason::Forced,
-                }),
-                (
-                    PlacementMode::Callsites,
-                    e @ EntryProbe::FirstInstruction {
-                        reason: SlowReason::NoStackCheck,
-                        ..
-                    },
-                ) => {
-                    let (text, text_addr) = binary.text().context("the binary has no .text")?;
-                    let sites = placement::call_sites(text, text_addr, function.entry);
-                    if sites.is_empty() {
-                        EntrySite::Function(e)
-                    } else {
-                        EntrySite::CallSites(sites)
-                    }
-                }
-                (_, e) => EntrySite::Function(e),
-            };
+            let entry = EntrySite::choose(binary, &function, placed.entry, opts.placement)?;
             let (params, stack_bytes) = match &function.signature {
                 Some(s) => (&s.params[..], s.stack_bytes),
                 None => (&[][..], 0),
@@ -163,19 +186,10 @@ impl Plan {
                     .file_offset(addr)
                     .with_context(|| format!("{}: {addr:#x} is not in the file", function.name))
             };
-            let entry_points = match &entry {
-                EntrySite::Function(probe @ EntryProbe::StackCheckBranch { .. }) => {
-                    vec![(probe.addr(), COOKIE_SKIP_IF_BELOW_OR_EQUAL)]
-                }
-                EntrySite::Function(probe) => vec![(probe.addr(), 0)],
-                EntrySite::CallSites(sites) => {
-                    sites.iter().map(|&a| (a, COOKIE_AT_CALL_SITE)).collect()
-                }
-            };
-            for (addr, flags) in entry_points {
+            for (addr, flags) in entry.points() {
                 points.push(ProbePoint {
                     function: index,
-                    kind: EventKind::Entry,
+                    kind: ProbeKind::Entry,
                     addr,
                     file_offset: file_offset(addr)?,
                     flags,
@@ -190,7 +204,7 @@ impl Plan {
             for &ret in returns {
                 points.push(ProbePoint {
                     function: index,
-                    kind: EventKind::Return,
+                    kind: ProbeKind::Return,
                     addr: ret,
                     file_offset: file_offset(ret)?,
                     flags: 0,
@@ -211,6 +225,38 @@ impl Plan {
         }
         Ok(Plan { traced, points })
     }
+}
+
+/// The probes of `escapade allocs --exact`: `runtime.mallocgc`'s entry, placed like a traced
+/// function's. Returns where the entry probe sits, and the points.
+pub fn malloc_probes(
+    binary: &GoBinary,
+    mode: PlacementMode,
+) -> anyhow::Result<(EntrySite, Vec<ProbePoint>)> {
+    let mallocgc = binary.resolve(&["runtime.mallocgc".to_string()])?.remove(0);
+    let code = binary
+        .code(&mallocgc)
+        .context("runtime.mallocgc: code not found in the file")?;
+    let placed =
+        placement::place(code, mallocgc.entry).context("disassembling runtime.mallocgc")?;
+    let entry = EntrySite::choose(binary, &mallocgc, placed.entry, mode)?;
+    let points = entry
+        .points()
+        .into_iter()
+        .map(|(addr, flags)| {
+            Ok(ProbePoint {
+                function: 0,
+                kind: ProbeKind::Malloc,
+                addr,
+                file_offset: binary
+                    .file_offset(addr)
+                    .context("runtime.mallocgc is not in the file")?,
+                flags,
+                config: ProbeConfig::default(),
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok((entry, points))
 }
 
 /// Why a session stopped.

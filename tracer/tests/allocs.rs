@@ -1,0 +1,94 @@
+//! `escapade allocs --exact` against the Go runtime's own count: the objects escapade counted
+//! under `main.phase` must equal the `runtime.MemStats.Mallocs` delta the program measured
+//! around that phase, and each site must carry its type.
+
+mod common;
+
+use serde_json::Value;
+
+use common::{Escapade, Target};
+
+#[test]
+fn exact_counts_equal_the_runtimes_mallocs() {
+    for go in common::toolchains() {
+        for flags in [&[][..], &["-buildmode=pie"][..]] {
+            eprintln!("== {} {flags:?}", go.version);
+            check(&common::build(&go, "allocs", flags));
+        }
+    }
+}
+
+fn check(bin: &std::path::Path) {
+    let mut target = Target::start(bin, &[]);
+    let pid = target.pid.to_string();
+    let escapade = Escapade::attach(&["allocs", "--pid", &pid, "--exact", "--json"]);
+    target.go();
+    let line = target.read_lines(1).concat();
+    let mallocs: u64 = line
+        .strip_prefix("mallocs ")
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the program printed {line:?}"));
+    target.go();
+    target.finish();
+    let (status, out) = escapade.finish();
+    assert!(status.success(), "escapade failed: {status}");
+    let result = common::json_lines(&out).pop().expect("one JSON report");
+    assert_eq!(result["type"], "allocs");
+    assert_eq!(result["lost"], 0);
+    assert!(
+        result["mallocgc_probe"]
+            .as_str()
+            .unwrap()
+            .starts_with("fast"),
+        "{}",
+        result["mallocgc_probe"]
+    );
+    let report = &result["report"];
+    assert_eq!(report["without_stack"], 0, "every allocation has its stack");
+
+    let stacks = report["stacks"].as_array().unwrap();
+    let in_phase = |s: &&Value| {
+        s["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["function"] == "main.phase")
+    };
+    let counted: u64 = stacks
+        .iter()
+        .filter(in_phase)
+        .map(|s| s["objects"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        counted, mallocs,
+        "escapade's count under main.phase vs MemStats.Mallocs delta"
+    );
+
+    // Each helper is a site, with what it allocated.
+    let site = |function: &str| {
+        report["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| {
+                s["site"]["function"] == function
+                    && s["site"]["file"].as_str().unwrap().ends_with("allocs.go")
+            })
+            .unwrap_or_else(|| panic!("no site {function} in {report}"))
+            .clone()
+    };
+    let nodes = site("main.newNodes");
+    assert_eq!(nodes["objects"], 1000);
+    assert_eq!(nodes["types"][0][0], "main.node", "{nodes}");
+    let big = site("main.bigBuffers");
+    let big_bytes: Vec<u64> = big["types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t[2].as_u64().unwrap())
+        .collect();
+    assert!(
+        big_bytes[0] >= 50 * (64 << 10),
+        "50 buffers of 64 KiB: {big}"
+    );
+}

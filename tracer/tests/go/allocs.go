@@ -1,0 +1,78 @@
+// allocs allocates a known mix of heap objects in main.phase and prints how many objects the
+// runtime itself counted for that phase (runtime.MemStats.Mallocs), so a test can compare
+// escapade's exact count with it.
+//
+// It prints "ready <pid>", waits for a line on stdin, runs the phase, prints
+// "mallocs <n> frees_ignored", then waits for another line before exiting.
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+)
+
+type node struct {
+	next  *node
+	value int
+}
+
+var sink []any
+
+//go:noinline
+func newNodes(n int) {
+	var head *node
+	for i := 0; i < n; i++ {
+		head = &node{next: head, value: i} // 16 bytes with a pointer: a small scan object
+	}
+	sink = append(sink, head)
+}
+
+//go:noinline
+func tinyBuffers(n int) {
+	for i := 0; i < n; i++ {
+		sink = append(sink, make([]byte, 8)) // tiny noscan objects
+	}
+}
+
+//go:noinline
+func bigBuffers(n int) {
+	for i := 0; i < n; i++ {
+		sink = append(sink, make([]byte, 64<<10)) // large objects
+	}
+}
+
+//go:noinline
+func strs(n int) {
+	for i := 0; i < n; i++ {
+		sink = append(sink, strconv.Itoa(i)+"-suffix") // string concatenation
+	}
+}
+
+//go:noinline
+func phase() {
+	newNodes(1000)
+	tinyBuffers(2000)
+	bigBuffers(50)
+	strs(500)
+}
+
+func main() {
+	fmt.Printf("ready %d\n", os.Getpid())
+	stdin := bufio.NewReader(os.Stdin)
+	if _, err := stdin.ReadString('\n'); err != nil {
+		panic(err)
+	}
+	sink = make([]any, 0, 10000)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	phase()
+	runtime.ReadMemStats(&after)
+	fmt.Printf("mallocs %d\n", after.Mallocs-before.Mallocs)
+	if _, err := stdin.ReadString('\n'); err != nil {
+		panic(err)
+	}
+	runtime.KeepAlive(sink)
+}
