@@ -134,18 +134,27 @@ impl CallEvent {
     }
 }
 
-/// What allocations are aggregated by, in the kernel (`ALLOC_SITES`).
+/// What a counting probe counts: heap allocations (`runtime.mallocgc`) or goroutine creations
+/// (`runtime.newproc1`).
+pub const COUNTED_ALLOCATION: u64 = 1;
+pub const COUNTED_GOROUTINE: u64 = 2;
+
+/// What allocations and goroutine creations are aggregated by, in the kernel (`ALLOC_SITES`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct AllocKey {
+    /// `COUNTED_ALLOCATION` or `COUNTED_GOROUTINE`.
+    pub counted: u64,
     /// Id in `ALLOC_STACKS` of the user stack above the allocator's caller, or -1 when the
     /// stack could not be taken.
     pub stack_id: i64,
-    /// Return address into the allocator's direct caller. A probe at the allocator's
+    /// Return address into the allocator's direct caller (a probe at the allocator's
     /// stack-check branch runs before its frame exists, so the frame-pointer walk that
-    /// `stack_id` comes from skips that caller.
+    /// `stack_id` comes from skips that caller); for a goroutine, the return address of the
+    /// `go` statement's call to `runtime.newproc`.
     pub caller: u64,
-    /// The allocated type's `*_type` (0 for untyped memory).
+    /// The allocated type's `*_type` (0 for untyped memory); for a goroutine, the entry PC of
+    /// the function it runs.
     pub type_addr: u64,
 }
 

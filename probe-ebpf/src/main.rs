@@ -20,10 +20,11 @@ use aya_ebpf::{
     programs::{ProbeContext, tracing::StackIdContext},
 };
 use probe_common::{
-    AllocKey, AllocStats, COOKIE_AT_CALL_SITE, COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTER_ALLOCS_LOST,
-    COUNTER_DROPPED, COUNTER_EVENTS, COUNTER_MORESTACK, COUNTER_READ_ERRORS, COUNTERS, CallEvent,
-    EFLAGS_CF, EFLAGS_ZF, EventKind, GoOffsets, MAX_ALLOC_SITES, MAX_ALLOC_STACKS, MAX_PROBES,
-    MAX_STACK_WORDS, MAX_STRING_CAPTURES, ProbeConfig, STRING_CAPTURE_BYTES,
+    AllocKey, AllocStats, COOKIE_AT_CALL_SITE, COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTED_ALLOCATION,
+    COUNTED_GOROUTINE, COUNTER_ALLOCS_LOST, COUNTER_DROPPED, COUNTER_EVENTS, COUNTER_MORESTACK,
+    COUNTER_READ_ERRORS, COUNTERS, CallEvent, EFLAGS_CF, EFLAGS_ZF, EventKind, GoOffsets,
+    MAX_ALLOC_SITES, MAX_ALLOC_STACKS, MAX_PROBES, MAX_STACK_WORDS, MAX_STRING_CAPTURES,
+    ProbeConfig, STRING_CAPTURE_BYTES,
 };
 
 /// Ring buffer size in bytes: about 25,000 events, enough to ride out a slow drain (the
@@ -80,11 +81,20 @@ static ALLOC_STACKS: StackTrace = StackTrace::with_max_entries(MAX_ALLOC_STACKS,
 /// entry: RAX is the size, RBX the type.
 #[uprobe]
 pub fn go_malloc(ctx: ProbeContext) -> u32 {
-    let _ = try_malloc(&ctx);
+    let _ = try_count(&ctx, COUNTED_ALLOCATION);
     0
 }
 
-fn try_malloc(ctx: &ProbeContext) -> Result<(), ()> {
+/// `runtime.newproc1(fn *funcval, callergp *g, callerpc uintptr, ...)`: one goroutine created.
+/// It runs on the system stack, so the creating `go` statement is `callerpc` (RCX), not a
+/// stack walk.
+#[uprobe]
+pub fn go_newproc(ctx: ProbeContext) -> u32 {
+    let _ = try_count(&ctx, COUNTED_GOROUTINE);
+    0
+}
+
+fn try_count(ctx: &ProbeContext, counted: u64) -> Result<(), ()> {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: a read of a constant the loader patched.
     if tgid != unsafe { core::ptr::read_volatile(&TARGET_TGID) } {
@@ -98,30 +108,40 @@ fn try_malloc(ctx: &ProbeContext) -> Result<(), ()> {
         count(COUNTER_MORESTACK);
         return Ok(());
     }
-    // mallocgc returns a shared zero-size block without allocating (or counting) anything.
-    let size = regs.rax;
-    if size == 0 {
-        return Ok(());
-    }
-    count(COUNTER_EVENTS);
-    let key = AllocKey {
-        stack_id: ctx
-            .get_stackid(&ALLOC_STACKS, BPF_F_USER_STACK as u64)
-            .unwrap_or(-1),
-        caller: read_u64(regs.rsp).unwrap_or(0),
-        type_addr: regs.rbx,
+    let (key, bytes) = if counted == COUNTED_ALLOCATION {
+        // mallocgc returns a shared zero-size block without allocating (or counting) anything.
+        let size = regs.rax;
+        if size == 0 {
+            return Ok(());
+        }
+        let key = AllocKey {
+            counted,
+            stack_id: ctx
+                .get_stackid(&ALLOC_STACKS, BPF_F_USER_STACK as u64)
+                .unwrap_or(-1),
+            caller: read_u64(regs.rsp).unwrap_or(0),
+            type_addr: regs.rbx,
+        };
+        (key, size)
+    } else {
+        let key = AllocKey {
+            counted,
+            stack_id: -1,
+            caller: regs.rcx,
+            // A funcval's first word is the code pointer.
+            type_addr: read_u64(regs.rax).unwrap_or(0),
+        };
+        (key, 0)
     };
+    count(COUNTER_EVENTS);
     match ALLOC_SITES.get_ptr_mut(&key) {
         // SAFETY: a per-CPU value, written by no one else while the program runs on this CPU.
         Some(stats) => unsafe {
             (*stats).objects += 1;
-            (*stats).bytes += size;
+            (*stats).bytes += bytes;
         },
         None => {
-            let stats = AllocStats {
-                objects: 1,
-                bytes: size,
-            };
+            let stats = AllocStats { objects: 1, bytes };
             if ALLOC_SITES.insert(&key, &stats, 0).is_err() {
                 count(COUNTER_ALLOCS_LOST);
             }

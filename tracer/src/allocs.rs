@@ -1,11 +1,12 @@
 //! The `allocs` view: allocations the kernel counted per (user stack, caller, type), turned into
-//! symbolized stacks and totals per allocation site. A site is the nearest frame outside the
-//! runtime, which is where a Go programmer can change something.
+//! symbolized stacks and totals per allocation site, and goroutine creations per `go`
+//! statement. A site is the nearest frame outside the runtime, which is where a Go programmer
+//! can change something.
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
-use probe_common::{AllocKey, AllocStats};
+use probe_common::{AllocKey, AllocStats, COUNTED_GOROUTINE};
 use serde::Serialize;
 
 use crate::decode::Decoder;
@@ -31,6 +32,16 @@ pub struct SiteAllocs {
     pub types: Vec<(Option<String>, u64, u64)>,
 }
 
+/// Goroutines created by one `go` statement running one function.
+#[derive(Clone, Debug, Serialize)]
+pub struct GoroutineSite {
+    /// The `go` statement.
+    pub site: Option<Frame>,
+    /// The function the goroutines run.
+    pub function: Option<String>,
+    pub count: u64,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct AllocReport {
     pub objects: u64,
@@ -41,6 +52,9 @@ pub struct AllocReport {
     pub stacks: Vec<StackAllocs>,
     /// Allocations whose stack the kernel could not record (their caller is still known).
     pub without_stack: u64,
+    pub goroutines_created: u64,
+    /// Most goroutines first.
+    pub goroutines: Vec<GoroutineSite>,
 }
 
 /// Symbolizes what the kernel counted. `stack_of` returns a recorded stack's return addresses,
@@ -51,8 +65,20 @@ pub fn build(
     decoder: &mut Decoder,
 ) -> anyhow::Result<AllocReport> {
     let mut stacks = Vec::new();
+    let mut goroutines = Vec::new();
     let mut without_stack = 0;
+    let symbolize =
+        |decoder: &Decoder, pc: u64| decoder.binary.symbolize(pc.wrapping_sub(decoder.bias));
     for (key, stats) in sites {
+        if key.counted == COUNTED_GOROUTINE {
+            goroutines.push(GoroutineSite {
+                // A return address: the call is the instruction before it.
+                site: symbolize(decoder, key.caller.wrapping_sub(1)),
+                function: symbolize(decoder, key.type_addr).map(|f| f.function),
+                count: stats.objects,
+            });
+            continue;
+        }
         // The probe runs before mallocgc builds its frame, so the frame-pointer walk misses
         // mallocgc's caller: put it back from the return address the probe read.
         let mut pcs = vec![key.caller];
@@ -64,7 +90,7 @@ pub fn build(
         let frames = pcs
             .into_iter()
             .filter(|&pc| pc != 0)
-            .filter_map(|pc| decoder.binary.symbolize(pc.wrapping_sub(decoder.bias) - 1))
+            .filter_map(|pc| symbolize(decoder, pc - 1))
             .collect();
         stacks.push(StackAllocs {
             frames,
@@ -105,7 +131,10 @@ pub fn build(
     }
     sites.sort_by_key(|s| Reverse(s.bytes));
     stacks.sort_by_key(|s| Reverse(s.bytes));
+    goroutines.sort_by_key(|g| Reverse(g.count));
     Ok(AllocReport {
+        goroutines_created: goroutines.iter().map(|g| g.count).sum(),
+        goroutines,
         objects: stacks.iter().map(|s| s.objects).sum(),
         bytes: stacks.iter().map(|s| s.bytes).sum(),
         sites,

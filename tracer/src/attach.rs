@@ -24,6 +24,8 @@ pub enum ProbeKind {
     Return,
     /// `runtime.mallocgc`'s entry: counted per stack and type in the kernel.
     Malloc,
+    /// `runtime.newproc1`'s entry: goroutine creations, counted per `go` statement.
+    Newproc,
 }
 
 /// One uprobe to attach.
@@ -159,6 +161,7 @@ pub fn attach(
         (Programs::Tracing, ProbeKind::Entry) => "go_entry",
         (Programs::Tracing, ProbeKind::Return) => "go_return",
         (Programs::Tracing, ProbeKind::Malloc) => "go_malloc",
+        (Programs::Tracing, ProbeKind::Newproc) => "go_newproc",
     };
     // Load every program before attaching any, so the returns-then-entries gap stays short.
     let mut loaded: Vec<&str> = Vec::new();
@@ -177,14 +180,19 @@ pub fn attach(
     let mut entry_links = Vec::new();
     // Returns first: a call that starts between the two would otherwise show an entry that
     // never returns; this way it shows as a return without entry, like any call in flight.
-    let in_attach_order = [ProbeKind::Return, ProbeKind::Entry, ProbeKind::Malloc]
-        .into_iter()
-        .flat_map(|kind| {
-            points
-                .iter()
-                .enumerate()
-                .filter(move |(_, p)| p.kind == kind)
-        });
+    let in_attach_order = [
+        ProbeKind::Return,
+        ProbeKind::Entry,
+        ProbeKind::Malloc,
+        ProbeKind::Newproc,
+    ]
+    .into_iter()
+    .flat_map(|kind| {
+        points
+            .iter()
+            .enumerate()
+            .filter(move |(_, p)| p.kind == kind)
+    });
     for (id, point) in in_attach_order {
         let name = program_for(point.kind);
         let program: &mut UProbe = ebpf

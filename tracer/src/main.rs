@@ -119,8 +119,10 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
 
 async fn allocs(args: AllocsArgs) -> anyhow::Result<()> {
     let target = Target::open(args.target.pid)?;
-    let (entry, points) = session::malloc_probes(&target.binary, PlacementMode::Fast)?;
-    tracing::debug!("runtime.mallocgc: entry {entry}");
+    let (probes, points) = session::counting_probes(&target.binary, PlacementMode::Fast)?;
+    for (function, entry) in &probes {
+        tracing::debug!("{function}: entry {entry}");
+    }
     let mut attached = attach(
         target.process.pid,
         &target.process.exe,
@@ -129,7 +131,7 @@ async fn allocs(args: AllocsArgs) -> anyhow::Result<()> {
         Programs::Tracing,
     )?;
     eprintln!(
-        "escapade: attached to PID {} ({}, {}): counting every allocation; Ctrl-C to stop",
+        "escapade: attached to PID {} ({}, {}): counting every allocation and goroutine creation; Ctrl-C to stop",
         target.process.pid,
         target.process.exe_target.display(),
         target.binary.build.go_version,
@@ -147,7 +149,7 @@ async fn allocs(args: AllocsArgs) -> anyhow::Result<()> {
         &AllocsMeta {
             ended,
             elapsed,
-            entry: &entry,
+            probes: &probes,
             counters: attached.counters(),
         },
         args.json,

@@ -401,7 +401,8 @@ pub fn value_text(v: &Value) -> String {
 pub struct AllocsMeta<'a> {
     pub ended: Ended,
     pub elapsed: std::time::Duration,
-    pub entry: &'a EntrySite,
+    /// Where each runtime function's probe sits.
+    pub probes: &'a [(String, EntrySite)],
     pub counters: [u64; COUNTERS as usize],
 }
 
@@ -421,7 +422,7 @@ pub fn write_allocs(
             "mode": "exact",
             "ended": meta.ended,
             "seconds": secs,
-            "mallocgc_probe": meta.entry.to_string(),
+            "probes": meta.probes.iter().map(|(f, e)| json!({"function": f, "entry_probe": e.to_string()})).collect::<Vec<_>>(),
             "lost": lost,
             "report": report,
         });
@@ -429,12 +430,10 @@ pub fn write_allocs(
     } else {
         writeln!(
             out,
-            "escapade: {} objects, {} bytes allocated in {secs:.1}s ({:.0} objects/s); \
-             mallocgc probe: {}",
+            "escapade: {} objects, {} bytes allocated in {secs:.1}s ({:.0} objects/s)",
             report.objects,
             report.bytes,
             report.objects as f64 / secs.max(1e-9),
-            meta.entry,
         )?;
         writeln!(
             out,

@@ -227,36 +227,41 @@ impl Plan {
     }
 }
 
-/// The probes of `escapade allocs --exact`: `runtime.mallocgc`'s entry, placed like a traced
-/// function's. Returns where the entry probe sits, and the points.
-pub fn malloc_probes(
+/// The probes of `escapade allocs --exact`: the entries of `runtime.mallocgc` (allocations)
+/// and `runtime.newproc1` (goroutine creations), placed like a traced function's. Returns where
+/// each entry probe sits, and the points.
+pub fn counting_probes(
     binary: &GoBinary,
     mode: PlacementMode,
-) -> anyhow::Result<(EntrySite, Vec<ProbePoint>)> {
-    let mallocgc = binary.resolve(&["runtime.mallocgc".to_string()])?.remove(0);
-    let code = binary
-        .code(&mallocgc)
-        .context("runtime.mallocgc: code not found in the file")?;
-    let placed =
-        placement::place(code, mallocgc.entry).context("disassembling runtime.mallocgc")?;
-    let entry = EntrySite::choose(binary, &mallocgc, placed.entry, mode)?;
-    let points = entry
-        .points()
-        .into_iter()
-        .map(|(addr, flags)| {
-            Ok(ProbePoint {
-                function: 0,
-                kind: ProbeKind::Malloc,
+) -> anyhow::Result<(Vec<(String, EntrySite)>, Vec<ProbePoint>)> {
+    let mut sites = Vec::new();
+    let mut points = Vec::new();
+    for (name, kind) in [
+        ("runtime.mallocgc", ProbeKind::Malloc),
+        ("runtime.newproc1", ProbeKind::Newproc),
+    ] {
+        let function = binary.resolve(&[name.to_string()])?.remove(0);
+        let code = binary
+            .code(&function)
+            .with_context(|| format!("{name}: code not found in the file"))?;
+        let placed = placement::place(code, function.entry)
+            .with_context(|| format!("disassembling {name}"))?;
+        let entry = EntrySite::choose(binary, &function, placed.entry, mode)?;
+        for (addr, flags) in entry.points() {
+            points.push(ProbePoint {
+                function: sites.len(),
+                kind,
                 addr,
                 file_offset: binary
                     .file_offset(addr)
-                    .context("runtime.mallocgc is not in the file")?,
+                    .with_context(|| format!("{name} is not in the file"))?,
                 flags,
                 config: ProbeConfig::default(),
-            })
-        })
-        .collect::<anyhow::Result<_>>()?;
-    Ok((entry, points))
+            });
+        }
+        sites.push((name.to_string(), entry));
+    }
+    Ok((sites, points))
 }
 
 /// Why a session stopped.

@@ -1,6 +1,7 @@
 //! `escapade allocs --exact` against the Go runtime's own count: the objects escapade counted
 //! under `main.phase` must equal the `runtime.MemStats.Mallocs` delta the program measured
-//! around that phase, and each site must carry its type.
+//! around that phase, each site must carry its type, and the goroutines a `go` statement
+//! started must be counted at that statement.
 
 mod common;
 
@@ -28,6 +29,7 @@ fn check(bin: &std::path::Path) {
         .strip_prefix("mallocs ")
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("the program printed {line:?}"));
+    assert_eq!(target.read_lines(1).concat().trim(), "goroutines 37");
     target.go();
     target.finish();
     let (status, out) = escapade.finish();
@@ -35,14 +37,12 @@ fn check(bin: &std::path::Path) {
     let result = common::json_lines(&out).pop().expect("one JSON report");
     assert_eq!(result["type"], "allocs");
     assert_eq!(result["lost"], 0);
-    assert!(
-        result["mallocgc_probe"]
-            .as_str()
-            .unwrap()
-            .starts_with("fast"),
-        "{}",
-        result["mallocgc_probe"]
-    );
+    for probe in result["probes"].as_array().unwrap() {
+        assert!(
+            probe["entry_probe"].as_str().unwrap().starts_with("fast"),
+            "{probe}"
+        );
+    }
     let report = &result["report"];
     assert_eq!(report["without_stack"], 0, "every allocation has its stack");
 
@@ -90,5 +90,25 @@ fn check(bin: &std::path::Path) {
     assert!(
         big_bytes[0] >= 50 * (64 << 10),
         "50 buffers of 64 KiB: {big}"
+    );
+
+    let spawned: Vec<&Value> = report["goroutines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["function"] == "main.worker")
+        .collect();
+    assert_eq!(
+        spawned.len(),
+        1,
+        "one go statement starts main.worker: {report}"
+    );
+    assert_eq!(spawned[0]["count"], 37);
+    assert_eq!(spawned[0]["site"]["function"], "main.spawn");
+    assert!(
+        spawned[0]["site"]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("allocs.go")
     );
 }

@@ -2,8 +2,9 @@
 // runtime itself counted for that phase (runtime.MemStats.Mallocs), so a test can compare
 // escapade's exact count with it.
 //
-// It prints "ready <pid>", waits for a line on stdin, runs the phase, prints
-// "mallocs <n> frees_ignored", then waits for another line before exiting.
+// It prints "ready <pid>", waits for a line on stdin, runs the phase, prints "mallocs <n>",
+// starts 37 goroutines running main.worker from main.spawn and prints "goroutines 37", then
+// waits for another line before exiting.
 package main
 
 import (
@@ -12,6 +13,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"sync"
 )
 
 type node struct {
@@ -59,6 +61,23 @@ func phase() {
 	strs(500)
 }
 
+var workers sync.WaitGroup
+
+// Without arguments, so that the go statement runs it directly rather than through a
+// compiler-made wrapper (main.spawn.gowrap1).
+//
+//go:noinline
+func worker() { workers.Done() }
+
+//go:noinline
+func spawn(n int) {
+	for i := 0; i < n; i++ {
+		workers.Add(1)
+		go worker()
+	}
+	workers.Wait()
+}
+
 func main() {
 	fmt.Printf("ready %d\n", os.Getpid())
 	stdin := bufio.NewReader(os.Stdin)
@@ -71,6 +90,8 @@ func main() {
 	phase()
 	runtime.ReadMemStats(&after)
 	fmt.Printf("mallocs %d\n", after.Mallocs-before.Mallocs)
+	spawn(37)
+	fmt.Println("goroutines 37")
 	if _, err := stdin.ReadString('\n'); err != nil {
 		panic(err)
 	}
