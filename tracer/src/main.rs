@@ -119,15 +119,15 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
 
 async fn allocs(args: AllocsArgs) -> anyhow::Result<()> {
     let target = Target::open(args.target.pid)?;
-    let (probes, points) = session::counting_probes(&target.binary, PlacementMode::Fast)?;
-    for (function, entry) in &probes {
+    let probes = session::counting_probes(&target.binary, PlacementMode::Fast)?;
+    for (function, entry) in &probes.placed {
         tracing::debug!("{function}: entry {entry}");
     }
     let mut attached = attach(
         target.process.pid,
         &target.process.exe,
         target.binary.g_layout,
-        &points,
+        &probes.points,
         Programs::Tracing,
     )?;
     eprintln!(
@@ -149,7 +149,7 @@ async fn allocs(args: AllocsArgs) -> anyhow::Result<()> {
         &AllocsMeta {
             ended,
             elapsed,
-            probes: &probes,
+            probes: &probes.placed,
             counters: attached.counters(),
         },
         args.json,

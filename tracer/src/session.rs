@@ -227,13 +227,16 @@ impl Plan {
     }
 }
 
-/// The probes of `escapade allocs --exact`: the entries of `runtime.mallocgc` (allocations)
-/// and `runtime.newproc1` (goroutine creations), placed like a traced function's. Returns where
-/// each entry probe sits, and the points.
-pub fn counting_probes(
-    binary: &GoBinary,
-    mode: PlacementMode,
-) -> anyhow::Result<(Vec<(String, EntrySite)>, Vec<ProbePoint>)> {
+/// The probes of `escapade allocs --exact`.
+pub struct CountingProbes {
+    /// Each probed runtime function and where its entry probe sits.
+    pub placed: Vec<(String, EntrySite)>,
+    pub points: Vec<ProbePoint>,
+}
+
+/// The entries of `runtime.mallocgc` (allocations) and `runtime.newproc1` (goroutine
+/// creations), placed like a traced function's.
+pub fn counting_probes(binary: &GoBinary, mode: PlacementMode) -> anyhow::Result<CountingProbes> {
     let mut sites = Vec::new();
     let mut points = Vec::new();
     for (name, kind) in [
@@ -261,7 +264,10 @@ pub fn counting_probes(
         }
         sites.push((name.to_string(), entry));
     }
-    Ok((sites, points))
+    Ok(CountingProbes {
+        placed: sites,
+        points,
+    })
 }
 
 /// Why a session stopped.
