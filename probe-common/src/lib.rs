@@ -134,10 +134,12 @@ impl CallEvent {
     }
 }
 
-/// What a counting probe counts: heap allocations (`runtime.mallocgc`) or goroutine creations
-/// (`runtime.newproc1`).
+/// What a counting probe counts: heap allocations (`runtime.mallocgc`), goroutine creations
+/// (`runtime.newproc1`) or GC cycles.
 pub const COUNTED_ALLOCATION: u64 = 1;
 pub const COUNTED_GOROUTINE: u64 = 2;
+/// Completed garbage-collection cycles (`runtime.gcMarkTermination`).
+pub const COUNTED_GC_CYCLE: u64 = 3;
 
 /// What allocations and goroutine creations are aggregated by, in the kernel (`ALLOC_SITES`).
 #[repr(C)]

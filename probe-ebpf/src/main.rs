@@ -21,9 +21,9 @@ use aya_ebpf::{
 };
 use probe_common::{
     AllocKey, AllocStats, COOKIE_AT_CALL_SITE, COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTED_ALLOCATION,
-    COUNTED_GOROUTINE, COUNTER_ALLOCS_LOST, COUNTER_DROPPED, COUNTER_EVENTS, COUNTER_MORESTACK,
-    COUNTER_READ_ERRORS, COUNTERS, CallEvent, EFLAGS_CF, EFLAGS_ZF, EventKind, GoOffsets,
-    MAX_ALLOC_SITES, MAX_ALLOC_STACKS, MAX_PROBES, MAX_STACK_WORDS, MAX_STRING_CAPTURES,
+    COUNTED_GC_CYCLE, COUNTED_GOROUTINE, COUNTER_ALLOCS_LOST, COUNTER_DROPPED, COUNTER_EVENTS,
+    COUNTER_MORESTACK, COUNTER_READ_ERRORS, COUNTERS, CallEvent, EFLAGS_CF, EFLAGS_ZF, EventKind,
+    GoOffsets, MAX_ALLOC_SITES, MAX_ALLOC_STACKS, MAX_PROBES, MAX_STACK_WORDS, MAX_STRING_CAPTURES,
     ProbeConfig, STRING_CAPTURE_BYTES,
 };
 
@@ -94,6 +94,14 @@ pub fn go_newproc(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// `runtime.gcMarkTermination`: the end of a GC cycle, once per cycle (where the runtime
+/// increments `MemStats.NumGC`).
+#[uprobe]
+pub fn go_gc(ctx: ProbeContext) -> u32 {
+    let _ = try_count(&ctx, COUNTED_GC_CYCLE);
+    0
+}
+
 fn try_count(ctx: &ProbeContext, counted: u64) -> Result<(), ()> {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: a read of a constant the loader patched.
@@ -123,13 +131,21 @@ fn try_count(ctx: &ProbeContext, counted: u64) -> Result<(), ()> {
             type_addr: regs.rbx,
         };
         (key, size)
-    } else {
+    } else if counted == COUNTED_GOROUTINE {
         let key = AllocKey {
             counted,
             stack_id: -1,
             caller: regs.rcx,
             // A funcval's first word is the code pointer.
             type_addr: read_u64(regs.rax).unwrap_or(0),
+        };
+        (key, 0)
+    } else {
+        let key = AllocKey {
+            counted,
+            stack_id: -1,
+            caller: 0,
+            type_addr: 0,
         };
         (key, 0)
     };

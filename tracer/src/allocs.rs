@@ -6,7 +6,7 @@
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
-use probe_common::{AllocKey, AllocStats, COUNTED_GOROUTINE};
+use probe_common::{AllocKey, AllocStats, COUNTED_GC_CYCLE, COUNTED_GOROUTINE};
 use serde::Serialize;
 
 use crate::decode::Decoder;
@@ -53,6 +53,8 @@ pub struct AllocReport {
     /// Allocations whose stack the kernel could not record (their caller is still known).
     pub without_stack: u64,
     pub goroutines_created: u64,
+    /// Garbage-collection cycles completed while escapade watched.
+    pub gc_cycles: u64,
     /// Most goroutines first.
     pub goroutines: Vec<GoroutineSite>,
 }
@@ -67,9 +69,14 @@ pub fn build(
     let mut stacks = Vec::new();
     let mut goroutines = Vec::new();
     let mut without_stack = 0;
+    let mut gc_cycles = 0;
     let symbolize =
         |decoder: &Decoder, pc: u64| decoder.binary.symbolize(pc.wrapping_sub(decoder.bias));
     for (key, stats) in sites {
+        if key.counted == COUNTED_GC_CYCLE {
+            gc_cycles += stats.objects;
+            continue;
+        }
         if key.counted == COUNTED_GOROUTINE {
             goroutines.push(GoroutineSite {
                 // A return address: the call is the instruction before it.
@@ -134,6 +141,7 @@ pub fn build(
     goroutines.sort_by_key(|g| Reverse(g.count));
     Ok(AllocReport {
         goroutines_created: goroutines.iter().map(|g| g.count).sum(),
+        gc_cycles,
         goroutines,
         objects: stacks.iter().map(|s| s.objects).sum(),
         bytes: stacks.iter().map(|s| s.bytes).sum(),

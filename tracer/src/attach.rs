@@ -26,6 +26,8 @@ pub enum ProbeKind {
     Malloc,
     /// `runtime.newproc1`'s entry: goroutine creations, counted per `go` statement.
     Newproc,
+    /// `runtime.gcMarkTermination`'s entry: completed GC cycles.
+    GcCycle,
 }
 
 /// One uprobe to attach.
@@ -162,6 +164,7 @@ pub fn attach(
         (Programs::Tracing, ProbeKind::Return) => "go_return",
         (Programs::Tracing, ProbeKind::Malloc) => "go_malloc",
         (Programs::Tracing, ProbeKind::Newproc) => "go_newproc",
+        (Programs::Tracing, ProbeKind::GcCycle) => "go_gc",
     };
     // Load every program before attaching any, so the returns-then-entries gap stays short.
     let mut loaded: Vec<&str> = Vec::new();
@@ -185,6 +188,7 @@ pub fn attach(
         ProbeKind::Entry,
         ProbeKind::Malloc,
         ProbeKind::Newproc,
+        ProbeKind::GcCycle,
     ]
     .into_iter()
     .flat_map(|kind| {

@@ -234,14 +234,15 @@ pub struct CountingProbes {
     pub points: Vec<ProbePoint>,
 }
 
-/// The entries of `runtime.mallocgc` (allocations) and `runtime.newproc1` (goroutine
-/// creations), placed like a traced function's.
+/// The entries of `runtime.mallocgc` (allocations), `runtime.newproc1` (goroutine creations)
+/// and `runtime.gcMarkTermination` (GC cycles), placed like a traced function's.
 pub fn counting_probes(binary: &GoBinary, mode: PlacementMode) -> anyhow::Result<CountingProbes> {
     let mut sites = Vec::new();
     let mut points = Vec::new();
     for (name, kind) in [
         ("runtime.mallocgc", ProbeKind::Malloc),
         ("runtime.newproc1", ProbeKind::Newproc),
+        ("runtime.gcMarkTermination", ProbeKind::GcCycle),
     ] {
         let function = binary.resolve(&[name.to_string()])?.remove(0);
         let code = binary

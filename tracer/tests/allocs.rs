@@ -30,6 +30,11 @@ fn check(bin: &std::path::Path) {
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("the program printed {line:?}"));
     assert_eq!(target.read_lines(1).concat().trim(), "goroutines 37");
+    let line = target.read_lines(1).concat();
+    let gcs: u64 = line
+        .strip_prefix("gcs ")
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the program printed {line:?}"));
     target.go();
     target.finish();
     let (status, out) = escapade.finish();
@@ -44,6 +49,11 @@ fn check(bin: &std::path::Path) {
         );
     }
     let report = &result["report"];
+    assert!(gcs >= 3);
+    assert_eq!(
+        report["gc_cycles"], gcs,
+        "GC cycles vs MemStats.NumGC delta"
+    );
     assert_eq!(report["without_stack"], 0, "every allocation has its stack");
 
     let stacks = report["stacks"].as_array().unwrap();

@@ -3,8 +3,9 @@
 // escapade's exact count with it.
 //
 // It prints "ready <pid>", waits for a line on stdin, runs the phase, prints "mallocs <n>",
-// starts 37 goroutines running main.worker from main.spawn and prints "goroutines 37", then
-// waits for another line before exiting.
+// starts 37 goroutines running main.worker from main.spawn and prints "goroutines 37", forces
+// 3 collections and prints "gcs <n>", the GC cycles completed since it began, then waits for
+// another line before exiting.
 package main
 
 import (
@@ -84,6 +85,8 @@ func main() {
 	if _, err := stdin.ReadString('\n'); err != nil {
 		panic(err)
 	}
+	var start runtime.MemStats
+	runtime.ReadMemStats(&start)
 	sink = make([]any, 0, 10000)
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
@@ -92,6 +95,12 @@ func main() {
 	fmt.Printf("mallocs %d\n", after.Mallocs-before.Mallocs)
 	spawn(37)
 	fmt.Println("goroutines 37")
+	for i := 0; i < 3; i++ {
+		runtime.GC()
+	}
+	var end runtime.MemStats
+	runtime.ReadMemStats(&end)
+	fmt.Printf("gcs %d\n", end.NumGC-start.NumGC)
 	if _, err := stdin.ReadString('\n'); err != nil {
 		panic(err)
 	}
