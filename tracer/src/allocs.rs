@@ -32,6 +32,20 @@ pub struct SiteAllocs {
     pub types: Vec<(Option<String>, u64, u64)>,
 }
 
+/// Values boxed into interfaces at one site, through one `runtime.convT*` helper.
+#[derive(Clone, Debug, Serialize)]
+pub struct BoxingSite {
+    /// The conversion in user code.
+    pub site: Option<Frame>,
+    /// The runtime helper, which says what was boxed: `convTstring` a string, `convTslice` a
+    /// slice, `convT64` an 8-byte scalar, `convT` any other type (named in `type`).
+    pub via: String,
+    #[serde(rename = "type")]
+    pub type_name: Option<String>,
+    pub objects: u64,
+    pub bytes: u64,
+}
+
 /// Goroutines created by one `go` statement running one function.
 #[derive(Clone, Debug, Serialize)]
 pub struct GoroutineSite {
@@ -55,6 +69,8 @@ pub struct AllocReport {
     pub goroutines_created: u64,
     /// Garbage-collection cycles completed while escapade watched.
     pub gc_cycles: u64,
+    /// Allocations made to box values into interfaces, most bytes first.
+    pub boxing: Vec<BoxingSite>,
     /// Most goroutines first.
     pub goroutines: Vec<GoroutineSite>,
 }
@@ -132,6 +148,37 @@ pub fn build(
                 .push((stack.type_name.clone(), stack.objects, stack.bytes)),
         }
     }
+    let mut boxing: Vec<BoxingSite> = Vec::new();
+    for stack in &stacks {
+        let Some(via) = stack.frames.first().map(|f| &f.function) else {
+            continue;
+        };
+        if !via.starts_with("runtime.convT") {
+            continue;
+        }
+        let site = stack
+            .frames
+            .iter()
+            .find(|f| !is_runtime(&f.function))
+            .cloned();
+        match boxing
+            .iter_mut()
+            .find(|b| b.site == site && b.via == *via && b.type_name == stack.type_name)
+        {
+            Some(b) => {
+                b.objects += stack.objects;
+                b.bytes += stack.bytes;
+            }
+            None => boxing.push(BoxingSite {
+                site,
+                via: via.clone(),
+                type_name: stack.type_name.clone(),
+                objects: stack.objects,
+                bytes: stack.bytes,
+            }),
+        }
+    }
+    boxing.sort_by_key(|b| Reverse(b.bytes));
     let mut sites: Vec<SiteAllocs> = by_site.into_values().collect();
     for site in &mut sites {
         site.types.sort_by_key(|t| Reverse(t.2));
@@ -142,6 +189,7 @@ pub fn build(
     Ok(AllocReport {
         goroutines_created: goroutines.iter().map(|g| g.count).sum(),
         gc_cycles,
+        boxing,
         goroutines,
         objects: stacks.iter().map(|s| s.objects).sum(),
         bytes: stacks.iter().map(|s| s.bytes).sum(),

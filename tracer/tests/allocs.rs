@@ -121,4 +121,27 @@ fn check(bin: &std::path::Path) {
             .unwrap()
             .ends_with("allocs.go")
     );
+
+    // Appending to []any boxes each value.
+    let boxed = |function: &str, via: &str| -> u64 {
+        report["boxing"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["site"]["function"] == function && b["via"] == via)
+            .map(|b| b["objects"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        boxed("main.tinyBuffers", "runtime.convTslice"),
+        2000,
+        "{}",
+        report["boxing"]
+    );
+    assert_eq!(
+        boxed("main.strs", "runtime.convTstring"),
+        500,
+        "{}",
+        report["boxing"]
+    );
 }
