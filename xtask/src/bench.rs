@@ -1,6 +1,9 @@
-//! `cargo xtask bench`: what tracing costs a hot Go function, measured side by side on one running
-//! process (`bench/hot.go`): untraced, under escapade, under an empty BPF program at the same
-//! uprobes, with both entry-probe placements, and untraced again to show drift.
+//! `cargo xtask bench`: what tracing costs, measured side by side on one running process per
+//! suite: a hot Go function (`bench/hot.go`) untraced, under escapade, under an empty BPF
+//! program at the same uprobes, with both entry-probe placements and under bpftrace; and an
+//! allocation loop (`bench/alloc.go`) untraced, under `escapade allocs --exact` and under
+//! bpftrace counting `runtime.mallocgc` by user stack. Each suite ends untraced again, to show
+//! drift.
 
 use std::{
     io::{BufRead, BufReader, Read},
@@ -15,8 +18,16 @@ use anyhow::{Context, Result, bail};
 
 use crate::{cmd, setup};
 
-/// The function `bench/hot.go` calls in a loop.
-const FUNCTION: &str = "main.hot";
+/// One benchmarked program and what traces it in turn.
+struct Suite {
+    /// A Go file in `bench/` that prints `ns_per_call <float>` per batch of calls.
+    source: &'static str,
+    /// The function whose calls it times.
+    function: &'static str,
+    phases: &'static [Phase],
+    /// Ratios of added ns per call printed under the table: (label, phase id, phase id).
+    ratios: &'static [(&'static str, &'static str, &'static str)],
+}
 
 /// What the bpftrace phase's script prints once its probe is attached.
 const BPFTRACE_READY: &str = "bpftrace: tracing";
@@ -48,17 +59,50 @@ struct Phase {
     tracer: Tool,
 }
 
-/// What traces hot.go during a phase.
+/// What traces the program during a phase.
 enum Tool {
     None,
-    /// `escapade trace` with these arguments before the function.
+    /// escapade with these arguments; `--pid PID` goes after the first (the command).
     Escapade(&'static [&'static str]),
-    /// bpftrace counting calls with a uprobe on the function's first instruction: what the
-    /// established tracers do.
-    Bpftrace,
+    /// bpftrace with a uprobe on this function's first instruction running this action: what
+    /// the established tracers do. The action must count into `@c`.
+    Bpftrace {
+        function: &'static str,
+        action: &'static str,
+    },
 }
 
-const PHASES: &[Phase] = &[
+const HOT: Suite = Suite {
+    source: "hot.go",
+    function: "main.hot",
+    phases: HOT_PHASES,
+    ratios: &[
+        (
+            "escapade / empty BPF program, fast placement",
+            "fast",
+            "fast-empty",
+        ),
+        (
+            "escapade / empty BPF program, entry placement",
+            "entry",
+            "entry-empty",
+        ),
+        ("escapade entry / fast placement", "entry", "fast"),
+        (
+            "empty BPF program entry / fast placement",
+            "entry-empty",
+            "fast-empty",
+        ),
+        (
+            "escapade --entries-only / bpftrace",
+            "entries-only",
+            "bpftrace",
+        ),
+        ("escapade entry + return / bpftrace", "fast", "bpftrace"),
+    ],
+};
+
+const HOT_PHASES: &[Phase] = &[
     Phase {
         id: "untraced",
         name: "untraced",
@@ -67,39 +111,78 @@ const PHASES: &[Phase] = &[
     Phase {
         id: "fast",
         name: "escapade (fast: JBE entry + RET)",
-        tracer: Tool::Escapade(&[]),
+        tracer: Tool::Escapade(&["trace", "--quiet", "main.hot"]),
     },
     Phase {
         id: "entries-only",
         name: "escapade --entries-only (JBE, no RET probe)",
-        tracer: Tool::Escapade(&["--entries-only"]),
+        tracer: Tool::Escapade(&["trace", "--quiet", "--entries-only", "main.hot"]),
     },
     Phase {
         id: "fast-empty",
         name: "empty BPF program, fast placement",
-        tracer: Tool::Escapade(&["--empty-probes"]),
+        tracer: Tool::Escapade(&["trace", "--quiet", "--empty-probes", "main.hot"]),
     },
     Phase {
         id: "entry",
         name: "escapade --placement entry (single-stepped)",
-        tracer: Tool::Escapade(&["--placement", "entry"]),
+        tracer: Tool::Escapade(&["trace", "--quiet", "--placement", "entry", "main.hot"]),
     },
     Phase {
         id: "entry-empty",
         name: "empty BPF program, entry placement",
-        tracer: Tool::Escapade(&["--placement", "entry", "--empty-probes"]),
+        tracer: Tool::Escapade(&[
+            "trace",
+            "--quiet",
+            "--placement",
+            "entry",
+            "--empty-probes",
+            "main.hot",
+        ]),
     },
     Phase {
         id: "bpftrace",
         name: "bpftrace uprobe:BIN:main.hot { @c = count(); } (entry only)",
-        tracer: Tool::Bpftrace,
+        tracer: Tool::Bpftrace {
+            function: "main.hot",
+            action: "@c = count();",
+        },
     },
-    Phase {
-        id: "drift",
-        name: "untraced again (drift)",
-        tracer: Tool::None,
-    },
+    DRIFT,
 ];
+
+const DRIFT: Phase = Phase {
+    id: "drift",
+    name: "untraced again (drift)",
+    tracer: Tool::None,
+};
+
+const ALLOC: Suite = Suite {
+    source: "alloc.go",
+    function: "main.alloc",
+    phases: &[
+        Phase {
+            id: "untraced",
+            name: "untraced",
+            tracer: Tool::None,
+        },
+        Phase {
+            id: "exact",
+            name: "escapade allocs --exact (mallocgc JBE, counted in the kernel)",
+            tracer: Tool::Escapade(&["allocs", "--exact"]),
+        },
+        Phase {
+            id: "bpftrace",
+            name: "bpftrace uprobe:BIN:runtime.mallocgc { @c[ustack] = count(); }",
+            tracer: Tool::Bpftrace {
+                function: "runtime.mallocgc",
+                action: "@c[ustack] = count();",
+            },
+        },
+        DRIFT,
+    ],
+    ratios: &[("escapade allocs --exact / bpftrace", "exact", "bpftrace")],
+};
 
 pub fn run(options: Options) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
@@ -114,15 +197,28 @@ pub fn run(options: Options) -> Result<()> {
     let tools = setup::run()?;
     setup::bpftrace()?;
     let escapade = setup::build_escapade()?;
-    let hot_bin = tools.build_go_program("bench", "hot.go")?;
+    for suite in [HOT, ALLOC] {
+        let binary = tools.build_go_program("bench", suite.source)?;
+        let results = run_suite(&suite, &binary, &escapade, seconds)?;
+        print_report(&suite, &results);
+    }
+    Ok(())
+}
 
-    let mut hot = Hot::start(&hot_bin)?;
-    let pid = hot.child.id();
-    say!("measuring {FUNCTION} in pid {pid}, about {seconds:?} per phase");
-
+fn run_suite<'a>(
+    suite: &'a Suite,
+    binary: &Path,
+    escapade: &Path,
+    seconds: Duration,
+) -> Result<Vec<(&'a Phase, f64)>> {
+    let mut hot = Hot::start(binary)?;
+    let pid = hot.child.id().to_string();
+    say!(
+        "measuring {} in pid {pid}, about {seconds:?} per phase",
+        suite.function
+    );
     let mut results = Vec::new();
-    for phase in PHASES {
-        let pid = pid.to_string();
+    for phase in suite.phases {
         let mut trace = match phase.tracer {
             Tool::None => {
                 say!("phase: {}", phase.name);
@@ -130,21 +226,18 @@ pub fn run(options: Options) -> Result<()> {
                 continue;
             }
             Tool::Escapade(args) => {
-                let mut trace = Command::new(&escapade);
-                trace
-                    .args(["trace", "--pid", &pid, "--quiet"])
-                    .args(args)
-                    .arg(FUNCTION);
+                let mut trace = Command::new(escapade);
+                trace.arg(args[0]).args(["--pid", &pid]).args(&args[1..]);
                 trace
             }
-            Tool::Bpftrace => {
+            Tool::Bpftrace { function, action } => {
                 setup::tracefs()?;
                 let mut trace = Command::new("bpftrace");
                 // bpftrace says "Attaching" before it is done: the first tick of an interval
                 // probe, which starts once every probe is attached, says it is (-B line
                 // flushes it at once).
                 let script = format!(
-                    "uprobe:/proc/{pid}/exe:{FUNCTION} {{ @c = count(); }} \
+                    "uprobe:/proc/{pid}/exe:{function} {{ {action} }} \
                      interval:s:1 {{ if (@ticks == 0) {{ printf(\"{BPFTRACE_READY}\\n\"); }} @ticks = 1; }}"
                 );
                 trace.args(["-B", "line", "-p", &pid, "-e"]).arg(script);
@@ -157,15 +250,17 @@ pub fn run(options: Options) -> Result<()> {
         let stopped = tracer.stop();
         let ns = ns?;
         let printed = stopped?;
-        if let Tool::Bpftrace = phase.tracer {
-            // bpftrace can print "Attaching" and still fail to attach: insist on a count.
-            let count = printed
+        if let Tool::Bpftrace { function, .. } = phase.tracer {
+            // bpftrace can print "Attaching" and still fail to attach: insist on a count, in
+            // `@c: N` or, for a map keyed by stack, `]: N` lines.
+            let counted: u64 = printed
                 .lines()
-                .find_map(|l| l.strip_prefix("@c: "))
-                .and_then(|n| n.trim().parse::<u64>().ok());
-            if count.is_none_or(|n| n == 0) {
+                .filter_map(|l| l.strip_prefix("@c: ").or_else(|| l.strip_prefix("]: ")))
+                .filter_map(|n| n.trim().parse::<u64>().ok())
+                .sum();
+            if counted == 0 {
                 bail!(
-                    "bpftrace counted no calls of {FUNCTION}:\n{}",
+                    "bpftrace counted no calls of {function}:\n{}",
                     printed.trim_end()
                 );
             }
@@ -174,12 +269,10 @@ pub fn run(options: Options) -> Result<()> {
         results.push((phase, ns));
     }
     hot.stop();
-
-    print_report(&results);
-    Ok(())
+    Ok(results)
 }
 
-fn print_report(results: &[(&Phase, f64)]) {
+fn print_report(suite: &Suite, results: &[(&Phase, f64)]) {
     let ns = |id: &str| {
         results
             .iter()
@@ -189,6 +282,7 @@ fn print_report(results: &[(&Phase, f64)]) {
     };
     let untraced = ns("untraced");
     let added = |id: &str| ns(id) - untraced;
+    println!("\n{} (`bench/{}`)\n", suite.function, suite.source);
     println!("| phase | ns/call | x untraced | added ns/call |");
     println!("|---|---:|---:|---:|");
     for (phase, ns) in results {
@@ -201,29 +295,16 @@ fn print_report(results: &[(&Phase, f64)]) {
     }
     println!();
     println!("Ratios of added ns per call:");
-    println!(
-        "- escapade / empty BPF program at the same uprobes: fast placement {:.2}, entry \
-         placement {:.2}",
-        added("fast") / added("fast-empty"),
-        added("entry") / added("entry-empty")
-    );
-    println!(
-        "- entry placement / fast placement: escapade {:.1}, empty BPF program {:.1}",
-        added("entry") / added("fast"),
-        added("entry-empty") / added("fast-empty")
-    );
-    println!(
-        "- escapade / bpftrace (one entry probe): entries only {:.2}, entry + return {:.2}",
-        added("entries-only") / added("bpftrace"),
-        added("fast") / added("bpftrace")
-    );
+    for (label, numerator, denominator) in suite.ratios {
+        println!("- {label}: {:.2}", added(numerator) / added(denominator));
+    }
     println!(
         "- untraced drift: {untraced:.2} -> {:.2} ns/call",
         ns("drift")
     );
 }
 
-/// The running `bench/hot.go`; killed and reaped when dropped.
+/// The running benchmark program; killed and reaped when dropped.
 struct Hot {
     child: Child,
     /// When each measurement line arrived, and its ns per call.

@@ -37,12 +37,17 @@ impl Tools {
         &newest.expect("GO_VERSIONS is not empty").1
     }
 
-    /// Builds the Go program in `<workspace>/<dir>` (file or package `source`) with the newest
-    /// Go of the matrix into `<target>/<dir>/<dir>`, and returns that path.
+    /// Builds the Go program in `<workspace>/<dir>` (a file, or `.` for the package) with the
+    /// newest Go of the matrix into `<target>/<dir>/<name>`, named after the file or the
+    /// directory, and returns that path.
     pub fn build_go_program(&self, dir: &str, source: &str) -> Result<PathBuf> {
         let out_dir = paths::target_dir()?.join(dir);
         fs::create_dir_all(&out_dir)?;
-        let binary = out_dir.join(dir);
+        let name = Path::new(source)
+            .file_stem()
+            .filter(|_| source != ".")
+            .map_or_else(|| dir.into(), |stem| stem.to_string_lossy());
+        let binary = out_dir.join(&*name);
         let go = self.newest_go();
         say!("building {dir}/{source} with {}", go.display());
         cmd::run(
