@@ -83,6 +83,13 @@ pub struct GoOffsets {
     /// Offset of `stack.lo` and `stack.hi` in `runtime.g` (`stack` is its first field today).
     pub g_stack_lo: u64,
     pub g_stack_hi: u64,
+    /// Which argument registers (0 = RAX, 1 = RBX, ...) of `runtime.mProf_Malloc` hold the
+    /// object's address and size: Go 1.23 added an `mp *m` first.
+    pub mprof_malloc_addr_reg: u64,
+    pub mprof_malloc_size_reg: u64,
+    /// Where `runtime.special.kind` sits, and its value for a heap-profile record.
+    pub special_kind_offset: u64,
+    pub special_kind_profile: u64,
 }
 
 /// Counters the probes keep in a per-CPU array, indexed by these constants.
@@ -140,6 +147,27 @@ pub const COUNTED_ALLOCATION: u64 = 1;
 pub const COUNTED_GOROUTINE: u64 = 2;
 /// Completed garbage-collection cycles (`runtime.gcMarkTermination`).
 pub const COUNTED_GC_CYCLE: u64 = 3;
+/// Objects the runtime's heap profiler sampled (`runtime.mProf_Malloc`).
+pub const COUNTED_SAMPLED: u64 = 4;
+/// Sampled objects freed by the sweeper (`runtime.freeSpecial` of a profile record), keyed by
+/// where they were allocated.
+pub const COUNTED_SAMPLED_FREED: u64 = 5;
+/// Sampled objects' lifetimes: `type_addr` is the log2 bucket of the lifetime in ns
+/// (bucket b holds lifetimes in [2^(b-1), 2^b)), keyed by where they were allocated.
+pub const COUNTED_RESIDENCY: u64 = 6;
+
+/// A sampled object still live, by address (`SAMPLED_LIVE`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LiveObject {
+    pub ktime_ns: u64,
+    pub stack_id: i64,
+    pub caller: u64,
+    pub size: u64,
+}
+
+/// Sampled objects tracked at once; more are counted in `COUNTER_ALLOCS_LOST`.
+pub const MAX_LIVE_SAMPLES: u32 = 262_144;
 
 /// What allocations and goroutine creations are aggregated by, in the kernel (`ALLOC_SITES`).
 #[repr(C)]
@@ -181,4 +209,5 @@ mod pod {
     unsafe impl aya::Pod for super::CallEvent {}
     unsafe impl aya::Pod for super::AllocKey {}
     unsafe impl aya::Pod for super::AllocStats {}
+    unsafe impl aya::Pod for super::LiveObject {}
 }

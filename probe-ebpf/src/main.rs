@@ -16,14 +16,15 @@ use aya_ebpf::{
         bpf_probe_read_user_buf,
     },
     macros::{map, uprobe},
-    maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
     programs::{ProbeContext, tracing::StackIdContext},
 };
 use probe_common::{
     AllocKey, AllocStats, COOKIE_AT_CALL_SITE, COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTED_ALLOCATION,
-    COUNTED_GC_CYCLE, COUNTED_GOROUTINE, COUNTER_ALLOCS_LOST, COUNTER_DROPPED, COUNTER_EVENTS,
-    COUNTER_MORESTACK, COUNTER_READ_ERRORS, COUNTERS, CallEvent, EFLAGS_CF, EFLAGS_ZF, EventKind,
-    GoOffsets, MAX_ALLOC_SITES, MAX_ALLOC_STACKS, MAX_PROBES, MAX_STACK_WORDS, MAX_STRING_CAPTURES,
+    COUNTED_GC_CYCLE, COUNTED_GOROUTINE, COUNTED_RESIDENCY, COUNTED_SAMPLED, COUNTED_SAMPLED_FREED,
+    COUNTER_ALLOCS_LOST, COUNTER_DROPPED, COUNTER_EVENTS, COUNTER_MORESTACK, COUNTER_READ_ERRORS,
+    COUNTERS, CallEvent, EFLAGS_CF, EFLAGS_ZF, EventKind, GoOffsets, LiveObject, MAX_ALLOC_SITES,
+    MAX_ALLOC_STACKS, MAX_LIVE_SAMPLES, MAX_PROBES, MAX_STACK_WORDS, MAX_STRING_CAPTURES,
     ProbeConfig, STRING_CAPTURE_BYTES,
 };
 
@@ -94,6 +95,151 @@ pub fn go_newproc(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// Sampled objects still live, by address, so their free can be matched to their allocation.
+#[map]
+static SAMPLED_LIVE: HashMap<u64, LiveObject> = HashMap::with_max_entries(MAX_LIVE_SAMPLES, 0);
+
+/// `runtime.mProf_Malloc`: the runtime's heap profiler sampled this object (about one per
+/// `MemProfileRate` bytes), so unsampled allocations cost nothing.
+#[uprobe]
+pub fn go_mprof_malloc(ctx: ProbeContext) -> u32 {
+    let _ = try_mprof_malloc(&ctx);
+    0
+}
+
+fn try_mprof_malloc(ctx: &ProbeContext) -> Result<(), ()> {
+    let Some(regs) = runtime_probe_regs(ctx) else {
+        return Ok(());
+    };
+    let offsets = GO_OFFSETS.get(0).ok_or(())?;
+    let (Some(addr), Some(size)) = (
+        arg_reg(regs, offsets.mprof_malloc_addr_reg),
+        arg_reg(regs, offsets.mprof_malloc_size_reg),
+    ) else {
+        return Err(());
+    };
+    let key = AllocKey {
+        counted: COUNTED_SAMPLED,
+        stack_id: ctx
+            .get_stackid(&ALLOC_STACKS, BPF_F_USER_STACK as u64)
+            .unwrap_or(-1),
+        caller: read_u64(regs.rsp).unwrap_or(0),
+        type_addr: 0,
+    };
+    count(COUNTER_EVENTS);
+    add_to_site(&key, size);
+    let live = LiveObject {
+        // SAFETY: no preconditions.
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        stack_id: key.stack_id,
+        caller: key.caller,
+        size,
+    };
+    if SAMPLED_LIVE.insert(&addr, &live, 0).is_err() {
+        count(COUNTER_ALLOCS_LOST);
+    }
+    Ok(())
+}
+
+/// `runtime.freeSpecial(s *special, p unsafe.Pointer, size uintptr)`: the sweeper frees an
+/// object's special record; for a profile record, a sampled object has died.
+#[uprobe]
+pub fn go_free_special(ctx: ProbeContext) -> u32 {
+    let _ = try_free_special(&ctx);
+    0
+}
+
+fn try_free_special(ctx: &ProbeContext) -> Result<(), ()> {
+    let Some(regs) = runtime_probe_regs(ctx) else {
+        return Ok(());
+    };
+    let offsets = GO_OFFSETS.get(0).ok_or(())?;
+    // SAFETY: bpf_probe_read_user checks the address.
+    let kind =
+        unsafe { bpf_probe_read_user((regs.rax + offsets.special_kind_offset) as *const u8) }
+            .map_err(|_| ())?;
+    if kind as u64 != offsets.special_kind_profile {
+        return Ok(());
+    }
+    let addr = regs.rbx;
+    // SAFETY: the value is copied before the entry is removed.
+    let Some(live) = (unsafe { SAMPLED_LIVE.get(&addr) }).copied() else {
+        // Sampled before escapade attached.
+        return Ok(());
+    };
+    let _ = SAMPLED_LIVE.remove(&addr);
+    count(COUNTER_EVENTS);
+    let freed = AllocKey {
+        counted: COUNTED_SAMPLED_FREED,
+        stack_id: live.stack_id,
+        caller: live.caller,
+        type_addr: 0,
+    };
+    add_to_site(&freed, live.size);
+    // SAFETY: no preconditions.
+    let lifetime = unsafe { bpf_ktime_get_ns() }.saturating_sub(live.ktime_ns);
+    let residency = AllocKey {
+        counted: COUNTED_RESIDENCY,
+        type_addr: 64 - lifetime.leading_zeros() as u64,
+        ..freed
+    };
+    add_to_site(&residency, 0);
+    Ok(())
+}
+
+/// The registers at a probe on a runtime function's entry, or None when this hit is not one:
+/// another process, or the stack-check branch about to grow the stack.
+fn runtime_probe_regs(ctx: &ProbeContext) -> Option<&pt_regs> {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: a read of a constant the loader patched.
+    if tgid != unsafe { core::ptr::read_volatile(&TARGET_TGID) } {
+        return None;
+    }
+    // SAFETY: the context of a uprobe program is its pt_regs.
+    let regs: &pt_regs = unsafe { &*(ctx.as_ptr() as *const pt_regs) };
+    // SAFETY: helper valid for uprobe programs since 5.15.
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    if cookie & COOKIE_SKIP_IF_BELOW_OR_EQUAL != 0 && regs.eflags & (EFLAGS_CF | EFLAGS_ZF) != 0 {
+        count(COUNTER_MORESTACK);
+        return None;
+    }
+    Some(regs)
+}
+
+/// Go's integer argument register `index` (RAX, RBX, RCX, RDI, RSI, ...).
+fn arg_reg(regs: &pt_regs, index: u64) -> Option<u64> {
+    // Read every candidate first: the verifier refuses an offset into the context computed
+    // from a value it cannot bound.
+    // SAFETY: plain reads of the context's fields.
+    let words = unsafe {
+        [
+            core::ptr::read_volatile(&regs.rax),
+            core::ptr::read_volatile(&regs.rbx),
+            core::ptr::read_volatile(&regs.rcx),
+            core::ptr::read_volatile(&regs.rdi),
+            core::ptr::read_volatile(&regs.rsi),
+        ]
+    };
+    words.get(index as usize).copied()
+}
+
+/// Adds one object of `bytes` to `key`'s totals.
+fn add_to_site(key: &AllocKey, bytes: u64) {
+    match ALLOC_SITES.get_ptr_mut(key) {
+        // SAFETY: a per-CPU value, written by no one else while the program runs on this CPU.
+        Some(stats) => unsafe {
+            (*stats).objects += 1;
+            (*stats).bytes += bytes;
+        },
+        None => {
+            let stats = AllocStats { objects: 1, bytes };
+            if ALLOC_SITES.insert(key, &stats, 0).is_err() {
+                count(COUNTER_ALLOCS_LOST);
+            }
+        }
+    }
+}
+
 /// `runtime.gcMarkTermination`: the end of a GC cycle, once per cycle (where the runtime
 /// increments `MemStats.NumGC`).
 #[uprobe]
@@ -103,19 +249,9 @@ pub fn go_gc(ctx: ProbeContext) -> u32 {
 }
 
 fn try_count(ctx: &ProbeContext, counted: u64) -> Result<(), ()> {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: a read of a constant the loader patched.
-    if tgid != unsafe { core::ptr::read_volatile(&TARGET_TGID) } {
+    let Some(regs) = runtime_probe_regs(ctx) else {
         return Ok(());
-    }
-    // SAFETY: the context of a uprobe program is its pt_regs.
-    let regs: &pt_regs = unsafe { &*(ctx.as_ptr() as *const pt_regs) };
-    // SAFETY: helper valid for uprobe programs since 5.15.
-    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
-    if cookie & COOKIE_SKIP_IF_BELOW_OR_EQUAL != 0 && regs.eflags & (EFLAGS_CF | EFLAGS_ZF) != 0 {
-        count(COUNTER_MORESTACK);
-        return Ok(());
-    }
+    };
     let (key, bytes) = if counted == COUNTED_ALLOCATION {
         // mallocgc returns a shared zero-size block without allocating (or counting) anything.
         let size = regs.rax;
@@ -150,19 +286,7 @@ fn try_count(ctx: &ProbeContext, counted: u64) -> Result<(), ()> {
         (key, 0)
     };
     count(COUNTER_EVENTS);
-    match ALLOC_SITES.get_ptr_mut(&key) {
-        // SAFETY: a per-CPU value, written by no one else while the program runs on this CPU.
-        Some(stats) => unsafe {
-            (*stats).objects += 1;
-            (*stats).bytes += bytes;
-        },
-        None => {
-            let stats = AllocStats { objects: 1, bytes };
-            if ALLOC_SITES.insert(&key, &stats, 0).is_err() {
-                count(COUNTER_ALLOCS_LOST);
-            }
-        }
-    }
+    add_to_site(&key, bytes);
     Ok(())
 }
 

@@ -4,9 +4,12 @@
 //! can change something.
 
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use probe_common::{AllocKey, AllocStats, COUNTED_GC_CYCLE, COUNTED_GOROUTINE};
+use probe_common::{
+    AllocKey, AllocStats, COUNTED_GC_CYCLE, COUNTED_GOROUTINE, COUNTED_RESIDENCY,
+    COUNTED_SAMPLED_FREED, LiveObject,
+};
 use serde::Serialize;
 
 use crate::decode::Decoder;
@@ -16,6 +19,13 @@ use crate::gobin::Frame;
 #[derive(Clone, Debug, Serialize)]
 pub struct StackAllocs {
     pub frames: Vec<Frame>,
+    /// Sampled mode: of these objects, how many the sweeper freed, and how many are still
+    /// live when escapade detached.
+    pub freed_objects: u64,
+    pub live_objects: u64,
+    /// Sampled mode: lifetimes of the freed objects, as counts per log2 bucket of nanoseconds.
+    #[serde(skip)]
+    residency: Vec<u64>,
     #[serde(rename = "type")]
     pub type_name: Option<String>,
     pub objects: u64,
@@ -28,8 +38,49 @@ pub struct SiteAllocs {
     pub site: Option<Frame>,
     pub objects: u64,
     pub bytes: u64,
+    /// Sampled mode only (see [`StackAllocs`]).
+    pub freed_objects: u64,
+    pub live_objects: u64,
+    /// Sampled mode: how long the freed objects stayed resident.
+    pub residency: Option<Residency>,
     /// (type name, objects, bytes), most bytes first.
     pub types: Vec<(Option<String>, u64, u64)>,
+}
+
+/// How long objects stayed live before the GC freed them, from log2 buckets: each figure is
+/// the upper bound of its bucket, so it is within a factor of two.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Residency {
+    pub median_ns: u64,
+    pub p90_ns: u64,
+    pub max_ns: u64,
+}
+
+impl Residency {
+    fn from_buckets(buckets: &[u64]) -> Option<Residency> {
+        let total: u64 = buckets.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let bound = |b: usize| 1u64.checked_shl(b as u32).unwrap_or(u64::MAX);
+        let quantile = |q: f64| {
+            let want = ((total as f64) * q).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (b, n) in buckets.iter().enumerate() {
+                seen += n;
+                if seen >= want {
+                    return bound(b);
+                }
+            }
+            bound(buckets.len() - 1)
+        };
+        let max = buckets.iter().rposition(|n| *n > 0).map_or(0, bound);
+        Some(Residency {
+            median_ns: quantile(0.5),
+            p90_ns: quantile(0.9),
+            max_ns: max,
+        })
+    }
 }
 
 /// Values boxed into interfaces at one site, through one `runtime.convT*` helper.
@@ -77,11 +128,56 @@ pub struct AllocReport {
 
 /// Symbolizes what the kernel counted. `stack_of` returns a recorded stack's return addresses,
 /// innermost (the probed instruction in `runtime.mallocgc`) first.
+/// Buckets of `COUNTED_RESIDENCY`: log2 of a u64 of nanoseconds, 0..=64.
+const RESIDENCY_BUCKETS: usize = 65;
+
+/// What sampled mode knows about one allocation stack beyond its count.
+#[derive(Default)]
+struct Fate {
+    freed: u64,
+    live: u64,
+    residency: Vec<u64>,
+}
+
 pub fn build(
     sites: Vec<(AllocKey, AllocStats)>,
+    live: Vec<LiveObject>,
     mut stack_of: impl FnMut(u32) -> anyhow::Result<Vec<u64>>,
     decoder: &mut Decoder,
 ) -> anyhow::Result<AllocReport> {
+    // Frees, lifetimes and survivors of sampled objects, by where they were allocated.
+    let mut fates: HashMap<(i64, u64), Fate> = HashMap::new();
+    for (key, stats) in &sites {
+        let fate = || Fate {
+            residency: vec![0; RESIDENCY_BUCKETS],
+            ..Default::default()
+        };
+        match key.counted {
+            COUNTED_SAMPLED_FREED => {
+                fates
+                    .entry((key.stack_id, key.caller))
+                    .or_insert_with(fate)
+                    .freed += stats.objects;
+            }
+            COUNTED_RESIDENCY => {
+                let bucket = (key.type_addr as usize).min(RESIDENCY_BUCKETS - 1);
+                fates
+                    .entry((key.stack_id, key.caller))
+                    .or_insert_with(fate)
+                    .residency[bucket] += stats.objects;
+            }
+            _ => {}
+        }
+    }
+    for object in &live {
+        fates
+            .entry((object.stack_id, object.caller))
+            .or_insert_with(|| Fate {
+                residency: vec![0; RESIDENCY_BUCKETS],
+                ..Default::default()
+            })
+            .live += 1;
+    }
     let mut stacks = Vec::new();
     let mut goroutines = Vec::new();
     let mut without_stack = 0;
@@ -91,6 +187,9 @@ pub fn build(
     for (key, stats) in sites {
         if key.counted == COUNTED_GC_CYCLE {
             gc_cycles += stats.objects;
+            continue;
+        }
+        if matches!(key.counted, COUNTED_SAMPLED_FREED | COUNTED_RESIDENCY) {
             continue;
         }
         if key.counted == COUNTED_GOROUTINE {
@@ -115,8 +214,14 @@ pub fn build(
             .filter(|&pc| pc != 0)
             .filter_map(|pc| symbolize(decoder, pc - 1))
             .collect();
+        let fate = fates
+            .remove(&(key.stack_id, key.caller))
+            .unwrap_or_default();
         stacks.push(StackAllocs {
             frames,
+            freed_objects: fate.freed,
+            live_objects: fate.live,
+            residency: fate.residency,
             type_name: (key.type_addr != 0)
                 .then(|| decoder.type_name_at(key.type_addr))
                 .flatten(),
@@ -126,6 +231,7 @@ pub fn build(
     }
 
     let mut by_site: BTreeMap<Option<Frame>, SiteAllocs> = BTreeMap::new();
+    let mut site_buckets: BTreeMap<Option<Frame>, Vec<u64>> = BTreeMap::new();
     for stack in &stacks {
         let site = stack
             .frames
@@ -138,6 +244,14 @@ pub fn build(
         });
         entry.objects += stack.objects;
         entry.bytes += stack.bytes;
+        entry.freed_objects += stack.freed_objects;
+        entry.live_objects += stack.live_objects;
+        let buckets = site_buckets
+            .entry(entry.site.clone())
+            .or_insert_with(|| vec![0; RESIDENCY_BUCKETS]);
+        for (total, n) in buckets.iter_mut().zip(&stack.residency) {
+            *total += n;
+        }
         match entry.types.iter_mut().find(|t| t.0 == stack.type_name) {
             Some(t) => {
                 t.1 += stack.objects;
@@ -181,6 +295,9 @@ pub fn build(
     boxing.sort_by_key(|b| Reverse(b.bytes));
     let mut sites: Vec<SiteAllocs> = by_site.into_values().collect();
     for site in &mut sites {
+        site.residency = site_buckets
+            .get(&site.site)
+            .and_then(|b| Residency::from_buckets(b));
         site.types.sort_by_key(|t| Reverse(t.2));
     }
     sites.sort_by_key(|s| Reverse(s.bytes));
@@ -202,4 +319,23 @@ pub fn build(
 /// The runtime and its internal packages allocate on behalf of the code that called them.
 fn is_runtime(function: &str) -> bool {
     function.starts_with("runtime.") || function.starts_with("internal/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn residency_quantiles_are_bucket_bounds() {
+        let mut buckets = vec![0; RESIDENCY_BUCKETS];
+        buckets[10] = 5; // lifetimes in [512, 1024) ns
+        buckets[20] = 4;
+        buckets[30] = 1;
+        let r = Residency::from_buckets(&buckets).unwrap();
+        assert_eq!(
+            (r.median_ns, r.p90_ns, r.max_ns),
+            (1 << 10, 1 << 20, 1 << 30)
+        );
+        assert!(Residency::from_buckets(&vec![0; RESIDENCY_BUCKETS]).is_none());
+    }
 }

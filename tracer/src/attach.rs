@@ -5,13 +5,13 @@ use std::num::NonZeroU32;
 use std::path::Path;
 
 use anyhow::Context as _;
-use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap};
 use aya::programs::UProbe;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
 use aya::{Ebpf, EbpfLoader};
-use probe_common::{AllocKey, AllocStats, COUNTERS, GoOffsets, MAX_PROBES, ProbeConfig};
-
-use crate::gobin::dwarf::GLayout;
+use probe_common::{
+    AllocKey, AllocStats, COUNTERS, GoOffsets, LiveObject, MAX_PROBES, ProbeConfig,
+};
 
 static PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe-ebpf"));
 
@@ -28,6 +28,10 @@ pub enum ProbeKind {
     Newproc,
     /// `runtime.gcMarkTermination`'s entry: completed GC cycles.
     GcCycle,
+    /// `runtime.mProf_Malloc`'s entry: an object the heap profiler sampled.
+    SampledMalloc,
+    /// `runtime.freeSpecial`'s entry: a sampled object freed.
+    FreeSpecial,
 }
 
 /// One uprobe to attach.
@@ -55,6 +59,7 @@ pub struct Attached {
     counters: PerCpuArray<MapData, u64>,
     alloc_sites: PerCpuHashMap<MapData, AllocKey, AllocStats>,
     alloc_stacks: StackTraceMap<MapData>,
+    sampled_live: HashMap<MapData, u64, LiveObject>,
 }
 
 impl Attached {
@@ -94,6 +99,15 @@ impl Attached {
         Ok(sites)
     }
 
+    /// Sampled objects allocated while escapade watched and not freed yet, by address.
+    pub fn sampled_live(&self) -> anyhow::Result<Vec<LiveObject>> {
+        let mut live = Vec::new();
+        for entry in self.sampled_live.iter() {
+            live.push(entry?.1);
+        }
+        Ok(live)
+    }
+
     /// The return addresses of a stack the malloc probe recorded, innermost first.
     pub fn alloc_stack(&self, stack_id: u32) -> anyhow::Result<Vec<u64>> {
         let stack = self.alloc_stacks.get(&stack_id, 0)?;
@@ -124,7 +138,7 @@ pub enum Programs {
 pub fn attach(
     pid: u32,
     exe: &Path,
-    layout: GLayout,
+    offsets: GoOffsets,
     points: &[ProbePoint],
     programs: Programs,
 ) -> anyhow::Result<Attached> {
@@ -139,11 +153,6 @@ pub fn attach(
         .load(PROBES)
         .context("loading the eBPF programs")?;
 
-    let offsets = GoOffsets {
-        g_goid: layout.goid,
-        g_stack_lo: layout.stack_lo,
-        g_stack_hi: layout.stack_hi,
-    };
     {
         let mut go_offsets: Array<_, GoOffsets> =
             Array::try_from(ebpf.map_mut("GO_OFFSETS").context("map GO_OFFSETS")?)?;
@@ -165,6 +174,8 @@ pub fn attach(
         (Programs::Tracing, ProbeKind::Malloc) => "go_malloc",
         (Programs::Tracing, ProbeKind::Newproc) => "go_newproc",
         (Programs::Tracing, ProbeKind::GcCycle) => "go_gc",
+        (Programs::Tracing, ProbeKind::SampledMalloc) => "go_mprof_malloc",
+        (Programs::Tracing, ProbeKind::FreeSpecial) => "go_free_special",
     };
     // Load every program before attaching any, so the returns-then-entries gap stays short.
     let mut loaded: Vec<&str> = Vec::new();
@@ -189,6 +200,9 @@ pub fn attach(
         ProbeKind::Malloc,
         ProbeKind::Newproc,
         ProbeKind::GcCycle,
+        // Frees before samples: a sample taken between the two would show as never freed.
+        ProbeKind::FreeSpecial,
+        ProbeKind::SampledMalloc,
     ]
     .into_iter()
     .flat_map(|kind| {
@@ -230,7 +244,10 @@ pub fn attach(
         PerCpuHashMap::try_from(ebpf.take_map("ALLOC_SITES").context("map ALLOC_SITES")?)?;
     let alloc_stacks =
         StackTraceMap::try_from(ebpf.take_map("ALLOC_STACKS").context("map ALLOC_STACKS")?)?;
+    let sampled_live =
+        HashMap::try_from(ebpf.take_map("SAMPLED_LIVE").context("map SAMPLED_LIVE")?)?;
     Ok(Attached {
+        sampled_live,
         ebpf,
         entry_links,
         events: Some(events),

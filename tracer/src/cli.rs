@@ -76,10 +76,16 @@ pub struct TraceArgs {
 pub struct AllocsArgs {
     #[command(flatten)]
     pub target: TargetArgs,
-    /// Count every allocation (a probe on runtime.mallocgc, aggregated in the kernel). The
-    /// sampled production mode is not implemented yet, so this flag is required.
-    #[arg(long, required = true)]
+    /// Count every allocation (a probe on runtime.mallocgc, aggregated in the kernel), at a
+    /// higher cost. By default escapade rides on the runtime's own heap-profile sampling
+    /// (one object per runtime.MemProfileRate bytes) and follows each sampled object until the
+    /// GC frees it.
+    #[arg(long)]
     pub exact: bool,
+    /// Set runtime.MemProfileRate in the running process to N (bytes between samples; 1
+    /// samples every allocation) for the session, and restore it when escapade detaches.
+    #[arg(long, value_name = "N", conflicts_with = "exact")]
+    pub mem_profile_rate: Option<u64>,
     /// Print the report as one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,

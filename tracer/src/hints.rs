@@ -30,6 +30,14 @@ pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
         {
             return Some(PRIVILEGES);
         }
+        // The verifier rejecting a program is escapade's bug, whatever errno it comes with.
+        if let Some(aya::programs::ProgramError::LoadError { .. }) =
+            cause.downcast_ref::<aya::programs::ProgramError>()
+        {
+            return Some(
+                "this is a bug in escapade's probes: please report it with the output above",
+            );
+        }
         if let Some(aya::programs::ProgramError::SyscallError(e)) =
             cause.downcast_ref::<aya::programs::ProgramError>()
             && e.io_error.kind() == std::io::ErrorKind::PermissionDenied

@@ -90,7 +90,7 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     let mut attached = attach(
         target.process.pid,
         &target.process.exe,
-        target.binary.g_layout,
+        target.binary.go_offsets(),
         &plan.points,
         programs,
     )?;
@@ -119,36 +119,57 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
 
 async fn allocs(args: AllocsArgs) -> anyhow::Result<()> {
     let target = Target::open(args.target.pid)?;
-    let probes = session::counting_probes(&target.binary, PlacementMode::Fast)?;
+    let rate = if args.exact {
+        None
+    } else {
+        Some(MemProfileRate::prepare(&target, args.mem_profile_rate)?)
+    };
+    let probes = session::counting_probes(&target.binary, PlacementMode::Fast, args.exact)?;
     for (function, entry) in &probes.placed {
         tracing::debug!("{function}: entry {entry}");
     }
     let mut attached = attach(
         target.process.pid,
         &target.process.exe,
-        target.binary.g_layout,
+        target.binary.go_offsets(),
         &probes.points,
         Programs::Tracing,
     )?;
+    let what = match &rate {
+        None => "every allocation".to_string(),
+        Some(rate) => format!(
+            "the heap profiler's samples (MemProfileRate {})",
+            rate.in_effect
+        ),
+    };
     eprintln!(
-        "escapade: attached to PID {} ({}, {}): counting every allocation and goroutine creation; Ctrl-C to stop",
+        "escapade: attached to PID {} ({}, {}): counting {what}, goroutine creations and GC \
+         cycles; Ctrl-C to stop",
         target.process.pid,
         target.process.exe_target.display(),
         target.binary.build.go_version,
     );
     let started = std::time::Instant::now();
-    let (ended, _) =
-        session::run(&target, &mut attached, args.target.duration, &mut Discard).await?;
+    let run = session::run(&target, &mut attached, args.target.duration, &mut Discard).await;
+    if let Some(rate) = &rate {
+        rate.restore(&target)?;
+    }
+    let (ended, _) = run?;
     let elapsed = started.elapsed();
     let mut decoder = Decoder::new(&target.binary, &target.process, target.bias);
-    let sites = attached.alloc_sites()?;
-    let report = escapade::allocs::build(sites, |id| attached.alloc_stack(id), &mut decoder)?;
+    let report = escapade::allocs::build(
+        attached.alloc_sites()?,
+        attached.sampled_live()?,
+        |id| attached.alloc_stack(id),
+        &mut decoder,
+    )?;
     let stdout = std::io::stdout().lock();
     write_allocs(
         &report,
         &AllocsMeta {
             ended,
             elapsed,
+            mem_profile_rate: rate.map(|r| r.in_effect),
             probes: &probes.placed,
             counters: attached.counters(),
         },
@@ -157,6 +178,73 @@ async fn allocs(args: AllocsArgs) -> anyhow::Result<()> {
         std::io::BufWriter::new(stdout),
     )?;
     Ok(())
+}
+
+/// `runtime.MemProfileRate` in the target, checked before sampled mode relies on it, and set for
+/// the session when the user asked.
+struct MemProfileRate {
+    /// Link-time address of the variable.
+    addr: u64,
+    /// The value before escapade changed it, if it did.
+    saved: Option<u64>,
+    in_effect: u64,
+}
+
+impl MemProfileRate {
+    fn prepare(target: &Target, requested: Option<u64>) -> anyhow::Result<MemProfileRate> {
+        let binary = &target.binary;
+        let (Some(addr), Some(disabled)) =
+            (binary.mem_profile_rate, binary.disable_memory_profiling)
+        else {
+            anyhow::bail!(
+                "{} has no symbol table, so escapade cannot check the heap profiler's sampling: \
+                 use --exact",
+                target.process.exe_target.display()
+            );
+        };
+        let read = |a: u64| target.process.read_u64(a + target.bias);
+        if read(disabled).is_some_and(|v| v & 0xff != 0) {
+            anyhow::bail!(
+                "the program never uses runtime.MemProfile (nor runtime/pprof), so the linker \
+                 turned heap-profile sampling off and there are no samples to follow: use --exact"
+            );
+        }
+        let current = read(addr).context("reading runtime.MemProfileRate")?;
+        match requested {
+            Some(rate) => {
+                target
+                    .process
+                    .write_u64(addr + target.bias, rate)
+                    .context("setting runtime.MemProfileRate (--mem-profile-rate)")?;
+                Ok(MemProfileRate {
+                    addr,
+                    saved: Some(current),
+                    in_effect: rate,
+                })
+            }
+            None if current == 0 => anyhow::bail!(
+                "runtime.MemProfileRate is 0 in PID {}: the program turned heap profiling off; \
+                 pass --mem-profile-rate N to turn it on for this session, or use --exact",
+                target.process.pid
+            ),
+            None => Ok(MemProfileRate {
+                addr,
+                saved: None,
+                in_effect: current,
+            }),
+        }
+    }
+
+    /// Puts back the rate escapade replaced; nothing to do if the process is gone.
+    fn restore(&self, target: &Target) -> anyhow::Result<()> {
+        match self.saved {
+            Some(saved) if target.process.alive() => target
+                .process
+                .write_u64(self.addr + target.bias, saved)
+                .context("restoring runtime.MemProfileRate"),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The allocs command has no per-event output: everything is counted in the kernel.

@@ -114,6 +114,14 @@ impl Process {
         Some(buf)
     }
 
+    /// Writes a word into the target's memory (used only where the user asked for it).
+    pub fn write_u64(&self, addr: u64, value: u64) -> std::io::Result<()> {
+        let mem = std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/proc/{}/mem", self.pid))?;
+        mem.write_all_at(&value.to_le_bytes(), addr)
+    }
+
     pub fn read_u64(&self, addr: u64) -> Option<u64> {
         self.read(addr, 8)
             .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))

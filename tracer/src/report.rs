@@ -401,6 +401,8 @@ pub fn value_text(v: &Value) -> String {
 pub struct AllocsMeta<'a> {
     pub ended: Ended,
     pub elapsed: std::time::Duration,
+    /// The heap profiler's sampling interval in sampled mode; None in exact mode.
+    pub mem_profile_rate: Option<u64>,
     /// Where each runtime function's probe sits.
     pub probes: &'a [(String, EntrySite)],
     pub counters: [u64; COUNTERS as usize],
@@ -419,7 +421,8 @@ pub fn write_allocs(
     if json {
         let line = json!({
             "type": "allocs",
-            "mode": "exact",
+            "mode": if meta.mem_profile_rate.is_some() { "sampled" } else { "exact" },
+            "mem_profile_rate": meta.mem_profile_rate,
             "ended": meta.ended,
             "seconds": secs,
             "probes": meta.probes.iter().map(|(f, e)| json!({"function": f, "entry_probe": e.to_string()})).collect::<Vec<_>>(),
@@ -437,26 +440,53 @@ pub fn write_allocs(
         )?;
         writeln!(
             out,
-            "  {:>10}  {:>12}  {:<50}  types",
-            "objects", "bytes", "site"
+            "  {:>10}  {:>12}  {:<50}  {}",
+            if meta.mem_profile_rate.is_some() {
+                "sampled"
+            } else {
+                "objects"
+            },
+            "bytes",
+            "site",
+            if meta.mem_profile_rate.is_some() {
+                "freed / still live / residency median, p90, max"
+            } else {
+                "types"
+            }
         )?;
         for site in report.sites.iter().take(top) {
             let name = site
                 .site
                 .as_ref()
                 .map_or_else(|| "(runtime only)".into(), frame_text);
-            let types: Vec<String> = site
-                .types
-                .iter()
-                .take(3)
-                .map(|(t, objects, _)| format!("{} x{objects}", t.as_deref().unwrap_or("?")))
-                .collect();
+            let detail = if meta.mem_profile_rate.is_some() {
+                let residency = site.residency.map_or_else(
+                    || "-".to_string(),
+                    |r| {
+                        format!(
+                            "<{}, <{}, <{}",
+                            duration_text(r.median_ns),
+                            duration_text(r.p90_ns),
+                            duration_text(r.max_ns)
+                        )
+                    },
+                );
+                format!(
+                    "{} / {} / {residency}",
+                    site.freed_objects, site.live_objects
+                )
+            } else {
+                site.types
+                    .iter()
+                    .take(3)
+                    .map(|(t, objects, _)| format!("{} x{objects}", t.as_deref().unwrap_or("?")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             writeln!(
                 out,
-                "  {:>10}  {:>12}  {name:<50}  {}",
-                site.objects,
-                site.bytes,
-                types.join(", ")
+                "  {:>10}  {:>12}  {name:<50}  {detail}",
+                site.objects, site.bytes
             )?;
         }
         if report.sites.len() > top {

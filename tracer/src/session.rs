@@ -234,16 +234,30 @@ pub struct CountingProbes {
     pub points: Vec<ProbePoint>,
 }
 
-/// The entries of `runtime.mallocgc` (allocations), `runtime.newproc1` (goroutine creations)
-/// and `runtime.gcMarkTermination` (GC cycles), placed like a traced function's.
-pub fn counting_probes(binary: &GoBinary, mode: PlacementMode) -> anyhow::Result<CountingProbes> {
+/// The probes of `escapade allocs`, placed like a traced function's entry: every allocation
+/// (`runtime.mallocgc`) when `exact`, else the objects the runtime's heap profiler samples
+/// (`runtime.mProf_Malloc`) and their frees (`runtime.freeSpecial`); and in both modes,
+/// goroutine creations (`runtime.newproc1`) and GC cycles (`runtime.gcMarkTermination`).
+pub fn counting_probes(
+    binary: &GoBinary,
+    mode: PlacementMode,
+    exact: bool,
+) -> anyhow::Result<CountingProbes> {
     let mut sites = Vec::new();
     let mut points = Vec::new();
-    for (name, kind) in [
-        ("runtime.mallocgc", ProbeKind::Malloc),
+    let allocations: &[(&str, ProbeKind)] = if exact {
+        &[("runtime.mallocgc", ProbeKind::Malloc)]
+    } else {
+        &[
+            ("runtime.mProf_Malloc", ProbeKind::SampledMalloc),
+            ("runtime.freeSpecial", ProbeKind::FreeSpecial),
+        ]
+    };
+    let others = [
         ("runtime.newproc1", ProbeKind::Newproc),
         ("runtime.gcMarkTermination", ProbeKind::GcCycle),
-    ] {
+    ];
+    for &(name, kind) in allocations.iter().chain(&others) {
         let function = binary.resolve(&[name.to_string()])?.remove(0);
         let code = binary
             .code(&function)

@@ -145,3 +145,89 @@ fn check(bin: &std::path::Path) {
         report["boxing"]
     );
 }
+
+/// Sampled mode against the runtime's own heap profile: with `--mem-profile-rate 1` every
+/// object is sampled, so per site the objects escapade saw allocated and freed must equal
+/// `runtime.MemProfile`'s counts; the objects still referenced are reported live, the freed
+/// ones with a residency; and the rate is restored when escapade detaches.
+#[test]
+fn sampled_mode_matches_the_runtimes_memprofile() {
+    for go in common::toolchains() {
+        eprintln!("== {}", go.version);
+        let bin = common::build(&go, "profile", &[]);
+        let mut target = Target::start(&bin, &[]);
+        let pid = target.pid.to_string();
+        let escapade = Escapade::attach(&[
+            "allocs",
+            "--pid",
+            &pid,
+            "--json",
+            "--mem-profile-rate",
+            "1",
+            "--duration",
+            "6s",
+        ]);
+        target.go();
+        let mut runtime_says = std::collections::HashMap::<String, (u64, u64)>::new();
+        loop {
+            let line = target.read_lines(1).concat();
+            let line = line.trim();
+            if line == "done" {
+                break;
+            }
+            let f: Vec<&str> = line.split(' ').collect();
+            assert!(
+                f.len() == 6 && f[0] == "site",
+                "the program printed {line:?}"
+            );
+            let counts = runtime_says.entry(f[1].to_string()).or_default();
+            counts.0 += f[3].parse::<u64>().unwrap();
+            counts.1 += f[5].parse::<u64>().unwrap();
+        }
+        let (status, out) = escapade.finish();
+        assert!(status.success(), "escapade failed: {status}");
+        target.go();
+        assert_eq!(
+            target.read_lines(1).concat().trim(),
+            "rate 524288",
+            "MemProfileRate restored on detach"
+        );
+        target.go();
+        target.finish();
+
+        let result = common::json_lines(&out).pop().expect("one JSON report");
+        assert_eq!(result["mode"], "sampled");
+        assert_eq!(result["mem_profile_rate"], 1);
+        assert_eq!(result["lost"], 0);
+        let sites = result["report"]["sites"].as_array().unwrap();
+        for (function, (allocated, freed)) in &runtime_says {
+            let site = sites
+                .iter()
+                .find(|s| s["site"]["function"] == *function)
+                .unwrap_or_else(|| panic!("no site {function} in {sites:?}"));
+            assert_eq!(
+                site["objects"], *allocated,
+                "{function}: allocated, vs MemProfile"
+            );
+            assert_eq!(
+                site["freed_objects"], *freed,
+                "{function}: freed, vs MemProfile"
+            );
+            assert_eq!(
+                site["live_objects"],
+                allocated - freed,
+                "{function}: still live"
+            );
+        }
+        assert_eq!(runtime_says["main.keepNodes"], (700, 0));
+        assert_eq!(runtime_says["main.makeGarbage"].0, 900);
+        let garbage = sites
+            .iter()
+            .find(|s| s["site"]["function"] == "main.makeGarbage")
+            .unwrap();
+        assert!(
+            garbage["residency"]["median_ns"].as_u64().unwrap() > 0,
+            "{garbage}"
+        );
+    }
+}

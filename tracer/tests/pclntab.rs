@@ -325,3 +325,80 @@ fn module_build() {
         assert_eq!(info.main_module_version.as_deref(), Some("(devel)"));
     }
 }
+
+/// Inlined calls expand into one frame per function, innermost first, exactly as the runtime's
+/// `CallersFrames` reports them: `tests/go/inlines.go` prints its view of a return address in
+/// `main.outer`, where `main.mid` and `main.leaf` are inlined. Non-PIE builds run at their
+/// link-time addresses, so the runtime pc is the pclntab pc.
+#[test]
+fn inlined_frames() {
+    for go in common::toolchains() {
+        for flags in [&[][..], &["-ldflags=-s -w"][..]] {
+            let what = format!("{} {flags:?}", go.version);
+            let path = common::build(&go, "inlines", flags);
+            let out = Command::new(&path).output().unwrap();
+            assert!(out.status.success(), "{what}: inlines failed: {out:?}");
+            let stdout = String::from_utf8(out.stdout).unwrap();
+            let mut expected = Vec::new();
+            let mut pc = None;
+            for line in stdout.lines() {
+                let words: Vec<&str> = line.split(' ').collect();
+                match words[..] {
+                    ["frame", function, line, file] => expected.push((
+                        function.to_string(),
+                        file.to_string(),
+                        line.parse::<u32>().unwrap(),
+                    )),
+                    ["pc", hex] => {
+                        pc = Some(u64::from_str_radix(hex.trim_start_matches("0x"), 16).unwrap())
+                    }
+                    _ => panic!("{what}: unexpected output line {line:?}"),
+                }
+            }
+            let pc = pc.unwrap_or_else(|| panic!("{what}: no pc in {stdout:?}"));
+            let names: Vec<&str> = expected.iter().map(|(f, _, _)| f.as_str()).collect();
+            assert_eq!(
+                names,
+                ["main.leaf", "main.mid", "main.outer"],
+                "{what}: the runtime's frames (were leaf and mid not inlined?)"
+            );
+
+            let data = read(&path);
+            let table = Pclntab::from_object(&object::File::parse(&*data).unwrap())
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let frames: Vec<(String, String, u32)> = table
+                .frames(pc - 1)
+                .into_iter()
+                .map(|(function, position)| {
+                    let (file, line) =
+                        position.unwrap_or_else(|| panic!("{what}: no position in {function}"));
+                    (function, file, line)
+                })
+                .collect();
+            assert_eq!(frames, expected, "{what}: frames at {:#x}", pc - 1);
+            // The physical function is still the outermost frame.
+            assert_eq!(
+                table.func_for_pc(pc - 1).map(|f| f.name).as_deref(),
+                Some("main.outer"),
+                "{what}"
+            );
+
+            let binary =
+                escapade::gobin::GoBinary::open(&path).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let symbolized = binary.symbolize_inlined(pc - 1);
+            assert_eq!(
+                symbolized
+                    .iter()
+                    .map(|f| (f.function.clone(), f.file.clone().unwrap(), f.line.unwrap()))
+                    .collect::<Vec<_>>(),
+                expected,
+                "{what}: symbolize_inlined"
+            );
+            assert_eq!(
+                binary.symbolize(pc - 1).as_ref(),
+                symbolized.first(),
+                "{what}: symbolize"
+            );
+        }
+    }
+}

@@ -28,3 +28,33 @@ pub fn types_section(sections: &[Section]) -> Option<&Section> {
         .iter()
         .find_map(|name| sections.iter().find(|s| s.name == *name))
 }
+
+/// Where the heap profiler's hooks keep what escapade reads, per Go version (from the runtime
+/// sources: `mProf_Malloc` in mprof.go, `special` and `_KindSpecialProfile` in mheap.go).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProfileLayout {
+    /// Argument registers (0 = RAX, 1 = RBX, ...) of `mProf_Malloc`'s address and size:
+    /// Go 1.23 added an `mp *m` first.
+    pub mprof_malloc_addr_reg: u64,
+    pub mprof_malloc_size_reg: u64,
+    /// `special.offset` became a uintptr in Go 1.24, moving `kind`.
+    pub special_kind_offset: u64,
+    /// New special kinds were numbered ahead of the profile's in 1.23 and 1.25.
+    pub special_kind_profile: u64,
+}
+
+pub fn profile_layout((major, minor, _): (u32, u32, u32)) -> Option<ProfileLayout> {
+    let (regs, offset, kind) = match (major, minor) {
+        (1, 21 | 22) => ((0, 1), 10, 2),
+        (1, 23) => ((1, 2), 10, 3),
+        (1, 24) => ((1, 2), 16, 3),
+        (1, 25..=27) => ((1, 2), 16, 4),
+        _ => return None,
+    };
+    Some(ProfileLayout {
+        mprof_malloc_addr_reg: regs.0,
+        mprof_malloc_size_reg: regs.1,
+        special_kind_offset: offset,
+        special_kind_profile: kind,
+    })
+}

@@ -333,15 +333,27 @@ impl GoBinary {
             .find(|s| s.addr <= addr && addr < s.addr + s.size)
     }
 
-    /// Function and source line of a code address (link-time).
+    /// Function and source line of a code address (link-time): the innermost frame of
+    /// [`GoBinary::symbolize_inlined`], so a pc in an inlined call names the inlined function.
     pub fn symbolize(&self, pc: u64) -> Option<Frame> {
-        let func = self.pclntab.func_for_pc(pc)?;
-        let (file, line) = self.pclntab.file_line(pc).unzip();
-        Some(Frame {
-            function: func.name,
-            file,
-            line,
-        })
+        self.symbolize_inlined(pc).into_iter().next()
+    }
+
+    /// The frames at a code address (link-time), innermost first: the functions inlined at
+    /// `pc`, then the physical function holding it. Empty when no Go function holds `pc`.
+    pub fn symbolize_inlined(&self, pc: u64) -> Vec<Frame> {
+        self.pclntab
+            .frames(pc)
+            .into_iter()
+            .map(|(function, position)| {
+                let (file, line) = position.unzip();
+                Frame {
+                    function,
+                    file,
+                    line,
+                }
+            })
+            .collect()
     }
 
     /// Bytes of the file at a link-time address, for data the runtime never changes.

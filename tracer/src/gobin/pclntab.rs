@@ -7,6 +7,11 @@
 //! array of (entry offset, `_func` offset) pairs, one extra pair holding the end pc, followed by
 //! the `_func` records). See runtime/symtab.go, `_func` in runtime/runtime2.go and
 //! cmd/link/internal/ld/pcln.go. Only the Go 1.20+ layout on amd64 is supported.
+//!
+//! Inlining is recorded per function: pc-value table `PCDATA_InlTreeIndex` says which inlined
+//! call a pc is in, an index into the function's inline tree, `FUNCDATA_InlTree`. Funcdata lives
+//! outside the pclntab, at offsets from `runtime.moduledata.gofunc` (the `go:func.*` symbol),
+//! which is found through the moduledata. See runtime/symtabinl.go.
 
 use std::ops::Range;
 
@@ -30,12 +35,26 @@ const HDR_FUNCNAME: usize = 32;
 const FUNC_NAME_OFF: usize = 4;
 const FUNC_PCFILE: usize = 20;
 const FUNC_PCLN: usize = 24;
+const FUNC_NPCDATA: usize = 28;
 const FUNC_CU_OFFSET: usize = 32;
+const FUNC_NFUNCDATA: usize = 43;
+/// The fixed part of `_func`; `npcdata` u32 pc-value table offsets follow, then `nfuncdata` u32
+/// funcdata offsets.
 const FUNC_SIZE: usize = 44;
+/// `abi.PCDATA_InlTreeIndex` and `abi.FUNCDATA_InlTree`.
+const PCDATA_INL_TREE_INDEX: usize = 2;
+const FUNCDATA_INL_TREE: usize = 3;
+/// `runtime.inlinedCall`: funcID u8, 3 pad bytes, nameOff i32, parentPc i32, startLine i32.
+const INLINED_CALL_SIZE: usize = 16;
+const INL_NAME_OFF: usize = 4;
+const INL_PARENT_PC: usize = 8;
+/// Deeper inlining than this is taken for a malformed (cyclic) tree.
+const MAX_INLINE_DEPTH: usize = 1000;
 /// Field offsets in `runtime.moduledata`, unchanged since Go 1.16.
 const MD_FUNCNAMETAB: usize = 8;
 const MD_MINPC: usize = 160;
 const MD_TEXT: usize = 176;
+const MD_GOFUNC: usize = 320;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PclntabError {
@@ -81,6 +100,9 @@ pub struct Pclntab {
     /// The function table proper: `nfunc + 1` (entry offset, `_func` offset) pairs, then the
     /// `_func` records the second halves point at.
     pclntable: Range<usize>,
+    /// The funcdata area, from `moduledata.gofunc` to the end of its section; empty when the
+    /// moduledata was not found, and then inlined calls are not expanded.
+    gofunc: Vec<u8>,
 }
 
 impl Pclntab {
@@ -89,13 +111,17 @@ impl Pclntab {
             return Err(PclntabError::UnsupportedArch(file.architecture()));
         }
         let (addr, mut table) = locate(file)?;
+        let moduledata = find_moduledata(file, addr, &table);
         table.text_start = match read_u64(&table.data, HDR_TEXT_START) {
             Some(text) if text != 0 => text,
             // Go 1.26 stopped writing it (the runtime reads moduledata.text instead). The
             // address of .text is no substitute: external linking puts C code before
             // runtime.text.
-            _ => moduledata_text(file, addr, &table).ok_or(PclntabError::NoTextStart)?,
+            _ => moduledata.ok_or(PclntabError::NoTextStart)?.0,
         };
+        if let Some((_, gofunc)) = moduledata {
+            table.gofunc = section_bytes_from(file, gofunc).unwrap_or_default();
+        }
         // Entries are text_start plus a u32 offset; this keeps that sum from overflowing.
         if table.text_start.checked_add(u64::from(u32::MAX)).is_none() {
             return Err(PclntabError::Malformed("text address out of range"));
@@ -115,7 +141,55 @@ impl Pclntab {
     /// The source position of the instruction at `pc` (not a return address: callers looking
     /// up a call site pass the return address minus one).
     pub fn file_line(&self, pc: u64) -> Option<(String, u32)> {
-        let i = self.index_for_pc(pc)?;
+        self.file_line_in(self.index_for_pc(pc)?, pc)
+    }
+
+    /// The frames at `pc`, innermost (the inlined callee) first, outermost (the physical
+    /// function) last; each with function name, file and line. For a pc not inside any inlined
+    /// call: one frame, same as [`Pclntab::func_for_pc`] + [`Pclntab::file_line`]. Like
+    /// `file_line`, `pc` is an instruction's address, not a return address. Empty when no
+    /// function holds `pc`.
+    pub fn frames(&self, pc: u64) -> Vec<(String, Option<(String, u32)>)> {
+        let Some(i) = self.index_for_pc(pc) else {
+            return Vec::new();
+        };
+        let Some(func) = self.func(i) else {
+            return Vec::new();
+        };
+        let tree = self.inline_tree(i);
+        let mut frames = Vec::new();
+        let mut pc = pc;
+        // As the runtime's inlineUnwinder: the inline tree index at pc names the inlined call
+        // pc is in; its parentPc is a pc in the caller whose own index and position give the
+        // next frame out, until index -1, the physical function.
+        while let Some(tree) = tree {
+            let index = self.pcdata(i, PCDATA_INL_TREE_INDEX, pc).unwrap_or(-1);
+            let Ok(index) = usize::try_from(index) else {
+                break;
+            };
+            let Some(call) = index
+                .checked_mul(INLINED_CALL_SIZE)
+                .and_then(|off| tree.get(off..off.checked_add(INLINED_CALL_SIZE)?))
+            else {
+                break;
+            };
+            if frames.len() >= MAX_INLINE_DEPTH {
+                break;
+            }
+            let name = read_u32(call, INL_NAME_OFF)
+                .and_then(|off| self.name_at(off))
+                .unwrap_or("?");
+            frames.push((name.to_string(), self.file_line_in(i, pc)));
+            let parent_pc = read_u32(call, INL_PARENT_PC).expect("record length checked");
+            pc = func.entry + u64::from(parent_pc);
+        }
+        let position = self.file_line_in(i, pc);
+        frames.push((func.name, position));
+        frames
+    }
+
+    /// The position at `pc` in function `i`.
+    fn file_line_in(&self, i: usize, pc: u64) -> Option<(String, u32)> {
         let f = self.func_record(i)?;
         let entry = self.text_start + u64::from(self.entry_off(i));
         let file_index = u32::try_from(self.pcvalue(read_u32(f, FUNC_PCFILE)?, entry, pc)?).ok()?;
@@ -145,9 +219,48 @@ impl Pclntab {
         self.data[self.pclntable.clone()].get(off..off.checked_add(FUNC_SIZE)?)
     }
 
+    /// The `_func` record of function `i` with the pcdata and funcdata offsets that follow it.
+    fn func_record_full(&self, i: usize) -> Option<&[u8]> {
+        let f = self.func_record(i)?;
+        let npcdata = read_u32(f, FUNC_NPCDATA)? as usize;
+        let nfuncdata = usize::from(f[FUNC_NFUNCDATA]);
+        let len = FUNC_SIZE + 4 * npcdata.checked_add(nfuncdata)?;
+        let off = read_u32(&self.data, self.pclntable.start + 8 * i + 4)? as usize;
+        self.data[self.pclntable.clone()].get(off..off.checked_add(len)?)
+    }
+
+    /// The value of pc-value table `table` of function `i` at `pc`, as `pcdatavalue`.
+    fn pcdata(&self, i: usize, table: usize, pc: u64) -> Option<i32> {
+        let f = self.func_record_full(i)?;
+        if table >= read_u32(f, FUNC_NPCDATA)? as usize {
+            return None;
+        }
+        let off = read_u32(f, FUNC_SIZE + 4 * table)?;
+        let entry = self.text_start + u64::from(self.entry_off(i));
+        self.pcvalue(off, entry, pc)
+    }
+
+    /// Function `i`'s inline tree, running to the end of the funcdata area (its length is not
+    /// recorded), as `funcdata(f, FUNCDATA_InlTree)`.
+    fn inline_tree(&self, i: usize) -> Option<&[u8]> {
+        let f = self.func_record_full(i)?;
+        let npcdata = read_u32(f, FUNC_NPCDATA)? as usize;
+        if FUNCDATA_INL_TREE >= usize::from(f[FUNC_NFUNCDATA]) {
+            return None;
+        }
+        let off = read_u32(f, FUNC_SIZE + 4 * (npcdata + FUNCDATA_INL_TREE))?;
+        if off == u32::MAX {
+            return None;
+        }
+        self.gofunc.get(off as usize..)
+    }
+
+    fn name_at(&self, off: u32) -> Option<&str> {
+        c_string(self.data[self.funcnametab.clone()].get(off as usize..)?)
+    }
+
     fn func(&self, i: usize) -> Option<Func> {
-        let name_off = read_u32(self.func_record(i)?, FUNC_NAME_OFF)? as usize;
-        let name = c_string(self.data[self.funcnametab.clone()].get(name_off..)?)?;
+        let name = self.name_at(read_u32(self.func_record(i)?, FUNC_NAME_OFF)?)?;
         Some(Func {
             name: name.to_string(),
             entry: self.text_start + u64::from(self.entry_off(i)),
@@ -277,12 +390,14 @@ fn parse(data: &[u8]) -> Result<Pclntab, PclntabError> {
         pctab: range(3),
         pclntable: range(4),
         data: data.to_vec(),
+        gofunc: Vec::new(),
     })
 }
 
-/// `runtime.text` as recorded in the runtime's moduledata, found by scanning writable data for
-/// the moduledata whose first fields point at the pclntab header and its function name table.
-fn moduledata_text(file: &object::File, pclntab_addr: u64, table: &Pclntab) -> Option<u64> {
+/// `runtime.text` and `gofunc` as recorded in the runtime's moduledata, found by scanning
+/// writable data for the moduledata whose first fields point at the pclntab header and its
+/// function name table.
+fn find_moduledata(file: &object::File, pclntab_addr: u64, table: &Pclntab) -> Option<(u64, u64)> {
     let funcnametab_addr = pclntab_addr + table.funcnametab.start as u64;
     let first_entry_off = u64::from(table.entry_off(0));
     for section in file.sections() {
@@ -301,16 +416,33 @@ fn moduledata_text(file: &object::File, pclntab_addr: u64, table: &Pclntab) -> O
             {
                 continue;
             }
-            let (Some(text), Some(minpc)) = (read_u64(md, MD_TEXT), read_u64(md, MD_MINPC)) else {
+            let (Some(text), Some(minpc), Some(gofunc)) = (
+                read_u64(md, MD_TEXT),
+                read_u64(md, MD_MINPC),
+                read_u64(md, MD_GOFUNC),
+            ) else {
                 continue;
             };
             // minpc is the first function's entry: a cheap check that this is moduledata.
             if text.checked_add(first_entry_off) == Some(minpc) {
-                return Some(text);
+                return Some((text, gofunc));
             }
         }
     }
     None
+}
+
+/// The bytes of the loaded, file-backed section holding `addr`, from `addr` to its end.
+fn section_bytes_from(file: &object::File, addr: u64) -> Option<Vec<u8>> {
+    let section = file.sections().find(|s| {
+        let alloc = matches!(s.flags(), SectionFlags::Elf { sh_flags } if sh_flags & u64::from(SHF_ALLOC) != 0);
+        alloc && s.address() <= addr && addr < s.address() + s.size()
+    })?;
+    let data = section.data().ok()?;
+    Some(
+        data.get(usize::try_from(addr - section.address()).ok()?..)?
+            .to_vec(),
+    )
 }
 
 fn section_data<'d>(section: &object::Section<'d, '_>) -> Result<&'d [u8], PclntabError> {
