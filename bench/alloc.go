@@ -6,6 +6,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"time"
 )
 
@@ -26,6 +27,9 @@ func alloc(i int) *item {
 }
 
 func main() {
+	// Like any program that serves pprof, this one links the heap profiler, so its
+	// allocations are sampled (every MemProfileRate bytes) and escapade's sampled mode works.
+	runtime.MemProfile(nil, false)
 	fmt.Printf("ready %d\n", os.Getpid())
 	for {
 		start := time.Now()

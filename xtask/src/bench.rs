@@ -1,9 +1,9 @@
 //! `cargo xtask bench`: what tracing costs, measured side by side on one running process per
 //! suite: a hot Go function (`bench/hot.go`) untraced, under escapade, under an empty BPF
 //! program at the same uprobes, with both entry-probe placements and under bpftrace; and an
-//! allocation loop (`bench/alloc.go`) untraced, under `escapade allocs --exact` and under
-//! bpftrace counting `runtime.mallocgc` by user stack. Each suite ends untraced again, to show
-//! drift.
+//! allocation loop (`bench/alloc.go`) untraced, under `escapade allocs` sampled and exact, and
+//! under bpftrace counting `runtime.mallocgc` by user stack. Each suite ends untraced again, to
+//! show drift.
 
 use std::{
     io::{BufRead, BufReader, Read},
@@ -167,6 +167,11 @@ const ALLOC: Suite = Suite {
             tracer: Tool::None,
         },
         Phase {
+            id: "sampled",
+            name: "escapade allocs (sampled at the default MemProfileRate, 512 KiB)",
+            tracer: Tool::Escapade(&["allocs"]),
+        },
+        Phase {
             id: "exact",
             name: "escapade allocs --exact (mallocgc JBE, counted in the kernel)",
             tracer: Tool::Escapade(&["allocs", "--exact"]),
@@ -181,7 +186,10 @@ const ALLOC: Suite = Suite {
         },
         DRIFT,
     ],
-    ratios: &[("escapade allocs --exact / bpftrace", "exact", "bpftrace")],
+    ratios: &[
+        ("escapade allocs --exact / bpftrace", "exact", "bpftrace"),
+        ("escapade allocs (sampled) / --exact", "sampled", "exact"),
+    ],
 };
 
 pub fn run(options: Options) -> Result<()> {
