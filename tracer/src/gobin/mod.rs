@@ -116,6 +116,10 @@ pub struct GoBinary {
     pub g_layout_source: &'static str,
     /// Link-time address the runtime's type names are relative to (`runtime.types`).
     pub types_base: Option<u64>,
+    /// Link-time addresses of the runtime variables escapade reads or sets, when the binary
+    /// has a symbol table.
+    pub mem_profile_rate: Option<u64>,
+    pub disable_memory_profiling: Option<u64>,
     pclntab: Pclntab,
     funcs: Vec<pclntab::Func>,
     dwarf: Option<DwarfInfo>,
@@ -172,11 +176,15 @@ impl GoBinary {
                 file_offset: s.file_range().map(|(offset, _)| offset),
             })
             .collect::<Vec<_>>();
-        let types_base = file
-            .symbols()
-            .find(|s| s.name() == Ok("runtime.types"))
-            .map(|s| s.address())
-            .or_else(|| layouts::types_section(&sections).map(|s| s.addr));
+        let symbol = |name: &str| {
+            file.symbols()
+                .find(|s| s.name() == Ok(name))
+                .map(|s| s.address())
+        };
+        let types_base =
+            symbol("runtime.types").or_else(|| layouts::types_section(&sections).map(|s| s.addr));
+        let mem_profile_rate = symbol("runtime.MemProfileRate");
+        let disable_memory_profiling = symbol("runtime.disableMemoryProfiling");
         let is_pie = matches!(file.kind(), object::ObjectKind::Dynamic);
         let first_load_vaddr = file
             .segments()
@@ -194,11 +202,29 @@ impl GoBinary {
             g_layout,
             g_layout_source,
             types_base,
+            mem_profile_rate,
+            disable_memory_profiling,
             pclntab,
             funcs,
             dwarf,
             data,
         })
+    }
+
+    /// What the probes need to know about the runtime's layout.
+    pub fn go_offsets(&self) -> probe_common::GoOffsets {
+        // Versions without a profile layout have no table entry yet; zeros there make the
+        // heap-profile probes read nothing useful.
+        let profile = layouts::profile_layout(self.version);
+        probe_common::GoOffsets {
+            g_goid: self.g_layout.goid,
+            g_stack_lo: self.g_layout.stack_lo,
+            g_stack_hi: self.g_layout.stack_hi,
+            mprof_malloc_addr_reg: profile.map_or(0, |p| p.mprof_malloc_addr_reg),
+            mprof_malloc_size_reg: profile.map_or(0, |p| p.mprof_malloc_size_reg),
+            special_kind_offset: profile.map_or(0, |p| p.special_kind_offset),
+            special_kind_profile: profile.map_or(0, |p| p.special_kind_profile),
+        }
     }
 
     pub fn has_dwarf(&self) -> bool {
