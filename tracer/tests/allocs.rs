@@ -24,22 +24,12 @@ fn check(bin: &std::path::Path) {
     let pid = target.pid.to_string();
     let escapade = Escapade::attach(&["allocs", "--pid", &pid, "--exact", "--json"]);
     target.go();
-    let line = target.read_lines(1).concat();
-    let mallocs: u64 = line
-        .strip_prefix("mallocs ")
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("the program printed {line:?}"));
+    let mallocs = target.read_count("mallocs");
     assert_eq!(target.read_lines(1).concat().trim(), "goroutines 37");
-    let line = target.read_lines(1).concat();
-    let gcs: u64 = line
-        .strip_prefix("gcs ")
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("the program printed {line:?}"));
+    let gcs = target.read_count("gcs");
     target.go();
     target.finish();
-    let (status, out) = escapade.finish();
-    assert!(status.success(), "escapade failed: {status}");
-    let result = common::json_lines(&out).pop().expect("one JSON report");
+    let result = escapade.finish().pop().expect("one JSON report");
     assert_eq!(result["type"], "allocs");
     assert_eq!(result["lost"], 0);
     for probe in result["probes"].as_array().unwrap() {
@@ -184,8 +174,7 @@ fn sampled_mode_matches_the_runtimes_memprofile() {
             counts.0 += f[3].parse::<u64>().unwrap();
             counts.1 += f[5].parse::<u64>().unwrap();
         }
-        let (status, out) = escapade.finish();
-        assert!(status.success(), "escapade failed: {status}");
+        let lines = escapade.finish();
         target.go();
         assert_eq!(
             target.read_lines(1).concat().trim(),
@@ -195,7 +184,7 @@ fn sampled_mode_matches_the_runtimes_memprofile() {
         target.go();
         target.finish();
 
-        let result = common::json_lines(&out).pop().expect("one JSON report");
+        let result = lines.last().expect("one JSON report");
         assert_eq!(result["mode"], "sampled");
         assert_eq!(result["mem_profile_rate"], 1);
         assert_eq!(result["lost"], 0);

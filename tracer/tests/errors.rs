@@ -127,9 +127,7 @@ fn a_stripped_binary_still_resolves_functions_and_callers() {
         escapade.wait_for(2, |l| l.contains(r#""function":"main.TracedMany""#));
         target.go();
         target.finish();
-        let (status, out) = escapade.finish();
-        assert!(status.success());
-        let events = common::json_lines(&out);
+        let events = escapade.finish();
         let entry = events.iter().find(|e| e["type"] == "entry").unwrap();
         assert_eq!(entry["caller"]["function"], "main.main", "{entry}");
         assert!(entry["caller"]["line"].as_u64().unwrap() > 0);

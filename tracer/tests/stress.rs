@@ -21,19 +21,13 @@ fn deep_recursion_with_stack_growth_and_gc_pairs_every_call() {
         let escapade =
             Escapade::attach(&["trace", "--pid", &pid, "--json", "--quiet", "main.recurse"]);
         target.go();
-        let line = target.read_lines(1).concat();
-        let calls: u64 = line
-            .strip_prefix("calls ")
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or_else(|| panic!("the program printed {line:?}"));
+        let calls = target.read_count("calls");
         assert!(calls > 100_000, "only {calls} calls: the load did not run");
         // Give escapade a moment to drain the last events, then let the program exit.
         std::thread::sleep(std::time::Duration::from_millis(500));
         target.go();
         target.finish();
-        let (status, out) = escapade.finish();
-        assert!(status.success(), "escapade failed: {status}");
-        let summary = common::json_lines(&out).pop().expect("a summary");
+        let summary = escapade.finish().pop().expect("a summary");
         assert_eq!(summary["type"], "summary");
         let f = &summary["functions"][0];
         assert_eq!(f["function"], "main.recurse");
@@ -73,9 +67,7 @@ fn attaching_mid_call_leaves_no_entry_unpaired() {
         "3s",
         "main.recurse",
     ]);
-    let (status, out) = escapade.finish();
-    assert!(status.success(), "escapade failed: {status}");
-    let summary = common::json_lines(&out).pop().expect("a summary");
+    let summary = escapade.finish().pop().expect("a summary");
     let f = &summary["functions"][0];
     assert!(f["entries"].as_u64().unwrap() > 10_000, "{summary}");
     assert_eq!(summary["unwound"], 0, "{summary}");
@@ -111,16 +103,10 @@ fn preemption_signals_do_not_duplicate_calls() {
             "main.hot",
         ]);
         target.go();
-        let line = target.read_lines(1).concat();
-        let calls: u64 = line
-            .strip_prefix("calls ")
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or_else(|| panic!("the program printed {line:?}"));
+        let calls = target.read_count("calls");
         target.go();
         target.finish();
-        let (status, out) = escapade.finish();
-        assert!(status.success(), "escapade failed: {status}");
-        let summary = common::json_lines(&out).pop().expect("a summary");
+        let summary = escapade.finish().pop().expect("a summary");
         let f = &summary["functions"][0];
         assert_eq!(summary["dropped"], 0, "{summary}");
         assert_eq!(f["entries"], calls, "{placement}: {summary}");

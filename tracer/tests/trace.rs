@@ -42,9 +42,7 @@ fn check_args_program(bin: &std::path::Path) {
     });
     target.go();
     target.finish();
-    let (status, out) = escapade.finish();
-    assert!(status.success(), "escapade failed: {status}");
-    let events = common::json_lines(&out);
+    let events = escapade.finish();
 
     assert_eq!(expected.len(), CALLS);
     for call in &expected {
@@ -182,9 +180,7 @@ fn entries_only_decodes_arguments_without_return_probes() {
     escapade.wait_for(1, |l| l.contains(r#""type":"entry""#));
     target.go();
     target.finish();
-    let (status, out) = escapade.finish();
-    assert!(status.success(), "escapade failed: {status}");
-    let events = common::json_lines(&out);
+    let events = escapade.finish();
     assert!(
         events.iter().all(|e| e["type"] != "return"),
         "no return events"
@@ -244,9 +240,7 @@ fn check_shapes(bin: &std::path::Path, placement: &str) {
     });
     target.go();
     target.finish();
-    let (status, out) = escapade.finish();
-    assert!(status.success(), "escapade failed: {status}");
-    let events = common::json_lines(&out);
+    let events = escapade.finish();
 
     for function in functions {
         let calls: Vec<&Value> = printed

@@ -152,6 +152,15 @@ impl Target {
             .collect()
     }
 
+    /// Reads the next line, which must be `<word> <count>`, and returns the count.
+    pub fn read_count(&mut self, word: &str) -> u64 {
+        let line = self.read_lines(1).concat();
+        line.strip_prefix(word)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("the program printed {line:?}, not `{word} <count>`"))
+    }
+
     /// Waits for the program to exit successfully and returns the rest of its stdout.
     pub fn finish(mut self) -> String {
         use std::io::Read as _;
@@ -216,11 +225,13 @@ impl Escapade {
         }
     }
 
-    /// Waits for escapade to exit (it does when the target exits) and returns all its stdout.
-    pub fn finish(mut self) -> (std::process::ExitStatus, String) {
+    /// Waits for escapade to exit (it does when the target exits), checks that it succeeded,
+    /// and returns its stdout as JSON lines.
+    pub fn finish(mut self) -> Vec<serde_json::Value> {
         let status = self.child.wait().unwrap();
         self.seen.extend(self.stdout_lines.iter());
-        (status, self.seen.join("\n"))
+        assert!(status.success(), "escapade failed: {status}");
+        json_lines(&self.seen.join("\n"))
     }
 }
 
