@@ -175,8 +175,8 @@ pub const MAX_LIVE_SAMPLES: u32 = 262_144;
 pub struct AllocKey {
     /// `COUNTED_ALLOCATION` or `COUNTED_GOROUTINE`.
     pub counted: u64,
-    /// Id in `ALLOC_STACKS` of the user stack above the allocator's caller, or -1 when the
-    /// stack could not be taken.
+    /// Key in `ALLOC_STACKS` of the user stack above the allocator's caller (a hash of its
+    /// return addresses), or -1 when the stack could not be taken.
     pub stack_id: i64,
     /// Return address into the allocator's direct caller (a probe at the allocator's
     /// stack-check branch runs before its frame exists, so the frame-pointer walk that
@@ -200,6 +200,16 @@ pub struct AllocStats {
 pub const MAX_ALLOC_SITES: u32 = 65_536;
 /// Distinct user stacks the kernel keeps.
 pub const MAX_ALLOC_STACKS: u32 = 16_384;
+/// Frames kept per stack; deeper stacks lose their outermost frames.
+pub const MAX_STACK_FRAMES: usize = 64;
+
+/// A user stack as the probe took it: return addresses, innermost first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct StackRecord {
+    pub frames: u64,
+    pub pcs: [u64; MAX_STACK_FRAMES],
+}
 
 #[cfg(feature = "user")]
 mod pod {
@@ -210,4 +220,5 @@ mod pod {
     unsafe impl aya::Pod for super::AllocKey {}
     unsafe impl aya::Pod for super::AllocStats {}
     unsafe impl aya::Pod for super::LiveObject {}
+    unsafe impl aya::Pod for super::StackRecord {}
 }

@@ -12,20 +12,20 @@ use aya_ebpf::{
         BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, pt_regs,
     },
     helpers::{
-        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
-        bpf_probe_read_user_buf,
+        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns,
+        bpf_probe_read_user, bpf_probe_read_user_buf,
     },
     macros::{map, uprobe},
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
-    programs::{ProbeContext, tracing::StackIdContext},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::ProbeContext,
 };
 use probe_common::{
     AllocKey, AllocStats, COOKIE_AT_CALL_SITE, COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTED_ALLOCATION,
     COUNTED_GC_CYCLE, COUNTED_GOROUTINE, COUNTED_RESIDENCY, COUNTED_SAMPLED, COUNTED_SAMPLED_FREED,
     COUNTER_ALLOCS_LOST, COUNTER_DROPPED, COUNTER_EVENTS, COUNTER_MORESTACK, COUNTER_READ_ERRORS,
     COUNTERS, CallEvent, EFLAGS_CF, EFLAGS_ZF, EventKind, GoOffsets, LiveObject, MAX_ALLOC_SITES,
-    MAX_ALLOC_STACKS, MAX_LIVE_SAMPLES, MAX_PROBES, MAX_STACK_WORDS, MAX_STRING_CAPTURES,
-    ProbeConfig, STRING_CAPTURE_BYTES,
+    MAX_ALLOC_STACKS, MAX_LIVE_SAMPLES, MAX_PROBES, MAX_STACK_FRAMES, MAX_STACK_WORDS,
+    MAX_STRING_CAPTURES, ProbeConfig, STRING_CAPTURE_BYTES, StackRecord,
 };
 
 /// Ring buffer size in bytes: about 25,000 events, enough to ride out a slow drain (the
@@ -75,8 +75,53 @@ pub fn go_empty(_ctx: ProbeContext) -> u32 {
 static ALLOC_SITES: PerCpuHashMap<AllocKey, AllocStats> =
     PerCpuHashMap::with_max_entries(MAX_ALLOC_SITES, 0);
 
+/// User stacks by a hash of their return addresses. Not a kernel stack-trace map: that one
+/// keeps one stack per hash bucket and refuses (-EEXIST) a colliding stack, which with a few
+/// hundred stacks in 16,384 buckets happens within seconds.
 #[map]
-static ALLOC_STACKS: StackTrace = StackTrace::with_max_entries(MAX_ALLOC_STACKS, 0);
+static ALLOC_STACKS: HashMap<u64, StackRecord> = HashMap::with_max_entries(MAX_ALLOC_STACKS, 0);
+
+/// Where the probe takes a stack before it knows whether the stack is new.
+#[map]
+static STACK_SCRATCH: PerCpuArray<StackRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// Takes the user stack and returns its key in `ALLOC_STACKS`, storing it if it is new.
+fn user_stack(ctx: &ProbeContext) -> Option<i64> {
+    let record = STACK_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: `record` is this CPU's scratch slot; the helper writes at most `size` bytes.
+    let bytes = unsafe {
+        bpf_get_stack(
+            ctx.as_ptr(),
+            (*record).pcs.as_mut_ptr() as *mut core::ffi::c_void,
+            (MAX_STACK_FRAMES * 8) as u32,
+            BPF_F_USER_STACK as u64,
+        )
+    };
+    if bytes <= 0 {
+        return None;
+    }
+    let frames = (bytes as usize / 8).min(MAX_STACK_FRAMES);
+    // FNV-1a over the return addresses.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for i in 0..MAX_STACK_FRAMES {
+        if i >= frames {
+            break;
+        }
+        // SAFETY: i < MAX_STACK_FRAMES.
+        hash = (hash ^ unsafe { (*record).pcs[i] }).wrapping_mul(0x0100_0000_01b3);
+    }
+    // -1 means "no stack".
+    let key = (hash >> 1) as i64;
+    // SAFETY: plain field write in this CPU's slot.
+    unsafe { (*record).frames = frames as u64 };
+    let hash = key as u64;
+    // SAFETY: lookup only tests presence.
+    if unsafe { ALLOC_STACKS.get(&hash) }.is_none() {
+        // SAFETY: `record` points at a whole StackRecord in map memory.
+        let _ = ALLOC_STACKS.insert(&hash, unsafe { &*record }, 0);
+    }
+    Some(key)
+}
 
 /// `runtime.mallocgc(size uintptr, typ *_type, needzero bool)`, probed like a traced function's
 /// entry: RAX is the size, RBX the type.
@@ -120,9 +165,7 @@ fn try_mprof_malloc(ctx: &ProbeContext) -> Result<(), ()> {
     };
     let key = AllocKey {
         counted: COUNTED_SAMPLED,
-        stack_id: ctx
-            .get_stackid(&ALLOC_STACKS, BPF_F_USER_STACK as u64)
-            .unwrap_or(-1),
+        stack_id: user_stack(ctx).unwrap_or(-1),
         caller: read_u64(regs.rsp).unwrap_or(0),
         type_addr: 0,
     };
@@ -260,9 +303,7 @@ fn try_count(ctx: &ProbeContext, counted: u64) -> Result<(), ()> {
         }
         let key = AllocKey {
             counted,
-            stack_id: ctx
-                .get_stackid(&ALLOC_STACKS, BPF_F_USER_STACK as u64)
-                .unwrap_or(-1),
+            stack_id: user_stack(ctx).unwrap_or(-1),
             caller: read_u64(regs.rsp).unwrap_or(0),
             type_addr: regs.rbx,
         };

@@ -142,7 +142,7 @@ struct Fate {
 pub fn build(
     sites: Vec<(AllocKey, AllocStats)>,
     live: Vec<LiveObject>,
-    mut stack_of: impl FnMut(u32) -> anyhow::Result<Vec<u64>>,
+    mut stack_of: impl FnMut(i64) -> anyhow::Result<Vec<u64>>,
     decoder: &mut Decoder,
 ) -> anyhow::Result<AllocReport> {
     // Frees, lifetimes and survivors of sampled objects, by where they were allocated.
@@ -205,7 +205,7 @@ pub fn build(
         // mallocgc's caller: put it back from the return address the probe read.
         let mut pcs = vec![key.caller];
         if key.stack_id >= 0 {
-            pcs.extend(stack_of(key.stack_id as u32)?.into_iter().skip(1));
+            pcs.extend(stack_of(key.stack_id)?.into_iter().skip(1));
         } else {
             without_stack += stats.objects;
         }

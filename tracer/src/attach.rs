@@ -5,12 +5,12 @@ use std::num::NonZeroU32;
 use std::path::Path;
 
 use anyhow::Context as _;
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::UProbe;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
 use aya::{Ebpf, EbpfLoader};
 use probe_common::{
-    AllocKey, AllocStats, COUNTERS, GoOffsets, LiveObject, MAX_PROBES, ProbeConfig,
+    AllocKey, AllocStats, COUNTERS, GoOffsets, LiveObject, MAX_PROBES, ProbeConfig, StackRecord,
 };
 
 static PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe-ebpf"));
@@ -58,7 +58,7 @@ pub struct Attached {
     events: Option<RingBuf<MapData>>,
     counters: PerCpuArray<MapData, u64>,
     alloc_sites: PerCpuHashMap<MapData, AllocKey, AllocStats>,
-    alloc_stacks: StackTraceMap<MapData>,
+    alloc_stacks: HashMap<MapData, u64, StackRecord>,
     sampled_live: HashMap<MapData, u64, LiveObject>,
 }
 
@@ -108,10 +108,11 @@ impl Attached {
         Ok(live)
     }
 
-    /// The return addresses of a stack the malloc probe recorded, innermost first.
-    pub fn alloc_stack(&self, stack_id: u32) -> anyhow::Result<Vec<u64>> {
-        let stack = self.alloc_stacks.get(&stack_id, 0)?;
-        Ok(stack.frames().iter().map(|f| f.ip).collect())
+    /// The return addresses of a stack a counting probe recorded, innermost first.
+    pub fn alloc_stack(&self, key: i64) -> anyhow::Result<Vec<u64>> {
+        let record = self.alloc_stacks.get(&(key as u64), 0)?;
+        let frames = (record.frames as usize).min(record.pcs.len());
+        Ok(record.pcs[..frames].to_vec())
     }
 
     /// The probes' counters summed over CPUs, indexed by `probe_common::COUNTER_*`.
@@ -243,7 +244,7 @@ pub fn attach(
     let alloc_sites =
         PerCpuHashMap::try_from(ebpf.take_map("ALLOC_SITES").context("map ALLOC_SITES")?)?;
     let alloc_stacks =
-        StackTraceMap::try_from(ebpf.take_map("ALLOC_STACKS").context("map ALLOC_STACKS")?)?;
+        HashMap::try_from(ebpf.take_map("ALLOC_STACKS").context("map ALLOC_STACKS")?)?;
     let sampled_live =
         HashMap::try_from(ebpf.take_map("SAMPLED_LIVE").context("map SAMPLED_LIVE")?)?;
     Ok(Attached {
