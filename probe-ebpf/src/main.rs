@@ -116,9 +116,13 @@ fn user_stack(ctx: &ProbeContext) -> Option<i64> {
     unsafe { (*record).frames = frames as u64 };
     let hash = key as u64;
     // SAFETY: lookup only tests presence.
-    if unsafe { ALLOC_STACKS.get(&hash) }.is_none() {
+    if unsafe { ALLOC_STACKS.get(hash) }.is_none() {
         // SAFETY: `record` points at a whole StackRecord in map memory.
-        let _ = ALLOC_STACKS.insert(&hash, unsafe { &*record }, 0);
+        #[expect(
+            clippy::needless_borrows_for_generic_args,
+            reason = "by value, the 520-byte record would not fit the 512-byte BPF stack"
+        )]
+        let _ = ALLOC_STACKS.insert(hash, unsafe { &*record }, 0);
     }
     Some(key)
 }
@@ -178,7 +182,7 @@ fn try_mprof_malloc(ctx: &ProbeContext) -> Result<(), ()> {
         caller: key.caller,
         size,
     };
-    if SAMPLED_LIVE.insert(&addr, &live, 0).is_err() {
+    if SAMPLED_LIVE.insert(addr, live, 0).is_err() {
         count(COUNTER_ALLOCS_LOST);
     }
     Ok(())
@@ -206,11 +210,11 @@ fn try_free_special(ctx: &ProbeContext) -> Result<(), ()> {
     }
     let addr = regs.rbx;
     // SAFETY: the value is copied before the entry is removed.
-    let Some(live) = (unsafe { SAMPLED_LIVE.get(&addr) }).copied() else {
+    let Some(live) = (unsafe { SAMPLED_LIVE.get(addr) }).copied() else {
         // Sampled before escapade attached.
         return Ok(());
     };
-    let _ = SAMPLED_LIVE.remove(&addr);
+    let _ = SAMPLED_LIVE.remove(addr);
     count(COUNTER_EVENTS);
     let freed = AllocKey {
         counted: COUNTED_SAMPLED_FREED,
@@ -276,7 +280,7 @@ fn add_to_site(key: &AllocKey, bytes: u64) {
         },
         None => {
             let stats = AllocStats { objects: 1, bytes };
-            if ALLOC_SITES.insert(key, &stats, 0).is_err() {
+            if ALLOC_SITES.insert(key, stats, 0).is_err() {
                 count(COUNTER_ALLOCS_LOST);
             }
         }
