@@ -90,7 +90,54 @@ pub struct GoOffsets {
     /// Where `runtime.special.kind` sits, and its value for a heap-profile record.
     pub special_kind_offset: u64,
     pub special_kind_profile: u64,
+    /// Offsets of `gopc` (the `go` statement's return address) and `startpc` (the function
+    /// it started) in `runtime.g`, to attribute a stack growth to its `go` statement; 0 when
+    /// unknown (no DWARF), and the stack-growth probe is not attached.
+    pub g_gopc: u64,
+    pub g_startpc: u64,
+    /// Run-time address of `runtime.startingStackSize` (a uint32), 0 when unknown.
+    pub starting_stack_size: u64,
+    /// Run-time addresses of the runtime variables a GC cycle's record is read from, indexed
+    /// by `GC_*`; 0 where unknown (no DWARF).
+    pub gc_fields: [u64; GC_FIELDS],
+    /// Run-time code range of `runtime.mallocgc`. Since Go 1.27 the compiler calls
+    /// size-specialized allocators (`runtime.mallocgcSmallScanNoHeaderSC3`, ...) directly, and
+    /// mallocgc calls them too: a call from within mallocgc is already counted there.
+    pub mallocgc_start: u64,
+    pub mallocgc_end: u64,
 }
+
+/// What `runtime.gcMarkTermination` leaves behind when it returns, read into a
+/// [`GcCycleRecord`]: `memstats.numgc`, then `work`'s phase start times (`nanotime`, the
+/// probes' clock), the cycle's total stop-the-world pause, and the heap sizes gctrace prints.
+pub const GC_NUMGC: usize = 0;
+pub const GC_T_SWEEP_TERM: usize = 1;
+pub const GC_T_MARK: usize = 2;
+pub const GC_T_MARK_TERM: usize = 3;
+pub const GC_T_END: usize = 4;
+pub const GC_PAUSE_NS: usize = 5;
+/// `work.heap0`: the heap when the cycle started.
+pub const GC_HEAP_START: usize = 6;
+/// `work.heap1`: the heap when marking ended.
+pub const GC_HEAP_MARK_END: usize = 7;
+/// `work.heap2`: the bytes marked live.
+pub const GC_HEAP_MARKED: usize = 8;
+/// `gcController.lastHeapGoal`.
+pub const GC_HEAP_GOAL: usize = 9;
+pub const GC_FIELDS: usize = 10;
+
+/// One completed GC cycle (`GC_CYCLES`, keyed by its number, or by `ktime_ns` when the number
+/// is unknown).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GcCycleRecord {
+    pub ktime_ns: u64,
+    /// Indexed by `GC_*`.
+    pub fields: [u64; GC_FIELDS],
+}
+
+/// GC cycles whose record the kernel keeps: the most recent ones.
+pub const MAX_GC_CYCLES: u32 = 4096;
 
 /// Counters the probes keep in a per-CPU array, indexed by these constants.
 pub const COUNTER_EVENTS: u32 = 0;
@@ -142,7 +189,7 @@ impl CallEvent {
 }
 
 /// What a counting probe counts: heap allocations (`runtime.mallocgc`), goroutine creations
-/// (`runtime.newproc1`) or GC cycles.
+/// (`runtime.newproc1`, with the starting stack size as their bytes) or GC cycles.
 pub const COUNTED_ALLOCATION: u64 = 1;
 pub const COUNTED_GOROUTINE: u64 = 2;
 /// Completed garbage-collection cycles (`runtime.gcMarkTermination`).
@@ -155,6 +202,9 @@ pub const COUNTED_SAMPLED_FREED: u64 = 5;
 /// Sampled objects' lifetimes: `type_addr` is the log2 bucket of the lifetime in ns
 /// (bucket b holds lifetimes in [2^(b-1), 2^b)), keyed by where they were allocated.
 pub const COUNTED_RESIDENCY: u64 = 6;
+/// Goroutine stacks grown (`runtime.copystack` to a larger size), keyed like a goroutine
+/// creation by the `go` statement and function; `bytes` is the largest stack reached.
+pub const COUNTED_STACK_GROWTH: u64 = 7;
 
 /// A sampled object still live, by address (`SAMPLED_LIVE`).
 #[repr(C)]
@@ -221,4 +271,5 @@ mod pod {
     unsafe impl aya::Pod for super::AllocStats {}
     unsafe impl aya::Pod for super::LiveObject {}
     unsafe impl aya::Pod for super::StackRecord {}
+    unsafe impl aya::Pod for super::GcCycleRecord {}
 }

@@ -16,16 +16,17 @@ use aya_ebpf::{
         bpf_probe_read_user, bpf_probe_read_user_buf,
     },
     macros::{map, uprobe},
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::ProbeContext,
 };
 use probe_common::{
     AllocKey, AllocStats, COOKIE_AT_CALL_SITE, COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTED_ALLOCATION,
     COUNTED_GC_CYCLE, COUNTED_GOROUTINE, COUNTED_RESIDENCY, COUNTED_SAMPLED, COUNTED_SAMPLED_FREED,
-    COUNTER_ALLOCS_LOST, COUNTER_DROPPED, COUNTER_EVENTS, COUNTER_MORESTACK, COUNTER_READ_ERRORS,
-    COUNTERS, CallEvent, EFLAGS_CF, EFLAGS_ZF, EventKind, GoOffsets, LiveObject, MAX_ALLOC_SITES,
-    MAX_ALLOC_STACKS, MAX_LIVE_SAMPLES, MAX_PROBES, MAX_STACK_FRAMES, MAX_STACK_WORDS,
-    MAX_STRING_CAPTURES, ProbeConfig, STRING_CAPTURE_BYTES, StackRecord,
+    COUNTED_STACK_GROWTH, COUNTER_ALLOCS_LOST, COUNTER_DROPPED, COUNTER_EVENTS, COUNTER_MORESTACK,
+    COUNTER_READ_ERRORS, COUNTERS, CallEvent, EFLAGS_CF, EFLAGS_ZF, EventKind, GC_FIELDS, GC_NUMGC,
+    GcCycleRecord, GoOffsets, LiveObject, MAX_ALLOC_SITES, MAX_ALLOC_STACKS, MAX_GC_CYCLES,
+    MAX_LIVE_SAMPLES, MAX_PROBES, MAX_STACK_FRAMES, MAX_STACK_WORDS, MAX_STRING_CAPTURES,
+    ProbeConfig, STRING_CAPTURE_BYTES, StackRecord,
 };
 
 /// Ring buffer size in bytes: about 25,000 events, enough to ride out a slow drain (the
@@ -127,8 +128,9 @@ fn user_stack(ctx: &ProbeContext) -> Option<i64> {
     Some(key)
 }
 
-/// `runtime.mallocgc(size uintptr, typ *_type, needzero bool)`, probed like a traced function's
-/// entry: RAX is the size, RBX the type.
+/// `runtime.mallocgc(size uintptr, typ *_type, needzero bool)`, and the size-specialized
+/// allocators of the same signature, probed like a traced function's entry: RAX is the size,
+/// RBX the type.
 #[uprobe]
 pub fn go_malloc(ctx: ProbeContext) -> u32 {
     let _ = try_count(&ctx, COUNTED_ALLOCATION);
@@ -272,11 +274,25 @@ fn arg_reg(regs: &pt_regs, index: u64) -> Option<u64> {
 
 /// Adds one object of `bytes` to `key`'s totals.
 fn add_to_site(key: &AllocKey, bytes: u64) {
+    tally(key, bytes, Bytes::Sum);
+}
+
+/// What a site's `bytes` holds.
+enum Bytes {
+    Sum,
+    /// The largest seen (a stack size, not an amount).
+    Max,
+}
+
+fn tally(key: &AllocKey, bytes: u64, how: Bytes) {
     match ALLOC_SITES.get_ptr_mut(key) {
         // SAFETY: a per-CPU value, written by no one else while the program runs on this CPU.
         Some(stats) => unsafe {
             (*stats).objects += 1;
-            (*stats).bytes += bytes;
+            (*stats).bytes = match how {
+                Bytes::Sum => (*stats).bytes + bytes,
+                Bytes::Max => (*stats).bytes.max(bytes),
+            };
         },
         None => {
             let stats = AllocStats { objects: 1, bytes };
@@ -287,12 +303,82 @@ fn add_to_site(key: &AllocKey, bytes: u64) {
     }
 }
 
-/// `runtime.gcMarkTermination`: the end of a GC cycle, once per cycle (where the runtime
-/// increments `MemStats.NumGC`).
+/// The most recent GC cycles, by number.
+#[map]
+static GC_CYCLES: LruHashMap<u64, GcCycleRecord> = LruHashMap::with_max_entries(MAX_GC_CYCLES, 0);
+
+/// `runtime.gcMarkTermination`'s `RET`s: a GC cycle has ended (once per cycle, where the
+/// runtime increments `MemStats.NumGC`), and the runtime's record of it is complete. The
+/// kernel single-steps a `RET`, which once per cycle costs nothing that matters.
 #[uprobe]
 pub fn go_gc(ctx: ProbeContext) -> u32 {
-    let _ = try_count(&ctx, COUNTED_GC_CYCLE);
+    let _ = try_gc(&ctx);
     0
+}
+
+fn try_gc(ctx: &ProbeContext) -> Result<(), ()> {
+    if runtime_probe_regs(ctx).is_none() {
+        return Ok(());
+    }
+    let offsets = GO_OFFSETS.get(0).ok_or(())?;
+    count(COUNTER_EVENTS);
+    let cycle = AllocKey {
+        counted: COUNTED_GC_CYCLE,
+        stack_id: -1,
+        caller: 0,
+        type_addr: 0,
+    };
+    add_to_site(&cycle, 0);
+    let mut record = GcCycleRecord {
+        // SAFETY: no preconditions.
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        fields: [0; GC_FIELDS],
+    };
+    for i in 0..GC_FIELDS {
+        let addr = offsets.gc_fields[i];
+        if addr != 0 {
+            record.fields[i] = read_u64(addr).unwrap_or(0);
+        }
+    }
+    // numgc is a uint32.
+    record.fields[GC_NUMGC] &= 0xffff_ffff;
+    let key = match record.fields[GC_NUMGC] {
+        0 => record.ktime_ns,
+        n => n,
+    };
+    let _ = GC_CYCLES.insert(key, record, 0);
+    Ok(())
+}
+
+/// `runtime.copystack(gp *g, newsize uintptr)`: a goroutine's stack is copied to a new size,
+/// to grow it (from `newstack`) or to shrink it (during GC). Growths are counted per `go`
+/// statement, with the largest stack reached.
+#[uprobe]
+pub fn go_copystack(ctx: ProbeContext) -> u32 {
+    let _ = try_copystack(&ctx);
+    0
+}
+
+fn try_copystack(ctx: &ProbeContext) -> Result<(), ()> {
+    let Some(regs) = runtime_probe_regs(ctx) else {
+        return Ok(());
+    };
+    let offsets = GO_OFFSETS.get(0).ok_or(())?;
+    let (gp, new_size) = (regs.rax, regs.rbx);
+    let lo = read_u64(gp + offsets.g_stack_lo).ok_or(())?;
+    let hi = read_u64(gp + offsets.g_stack_hi).ok_or(())?;
+    if new_size <= hi.wrapping_sub(lo) {
+        return Ok(());
+    }
+    let key = AllocKey {
+        counted: COUNTED_STACK_GROWTH,
+        stack_id: -1,
+        caller: read_u64(gp + offsets.g_gopc).unwrap_or(0),
+        type_addr: read_u64(gp + offsets.g_startpc).unwrap_or(0),
+    };
+    count(COUNTER_EVENTS);
+    tally(&key, new_size, Bytes::Max);
+    Ok(())
 }
 
 fn try_count(ctx: &ProbeContext, counted: u64) -> Result<(), ()> {
@@ -305,14 +391,19 @@ fn try_count(ctx: &ProbeContext, counted: u64) -> Result<(), ()> {
         if size == 0 {
             return Ok(());
         }
+        let caller = read_u64(regs.rsp).unwrap_or(0);
+        let offsets = GO_OFFSETS.get(0).ok_or(())?;
+        if caller >= offsets.mallocgc_start && caller < offsets.mallocgc_end {
+            return Ok(());
+        }
         let key = AllocKey {
             counted,
             stack_id: user_stack(ctx).unwrap_or(-1),
-            caller: read_u64(regs.rsp).unwrap_or(0),
+            caller,
             type_addr: regs.rbx,
         };
         (key, size)
-    } else if counted == COUNTED_GOROUTINE {
+    } else {
         let key = AllocKey {
             counted,
             stack_id: -1,
@@ -320,15 +411,13 @@ fn try_count(ctx: &ProbeContext, counted: u64) -> Result<(), ()> {
             // A funcval's first word is the code pointer.
             type_addr: read_u64(regs.rax).unwrap_or(0),
         };
-        (key, 0)
-    } else {
-        let key = AllocKey {
-            counted,
-            stack_id: -1,
-            caller: 0,
-            type_addr: 0,
+        // The stack the new goroutine starts with (a uint32).
+        let offsets = GO_OFFSETS.get(0).ok_or(())?;
+        let stack = match offsets.starting_stack_size {
+            0 => 0,
+            addr => read_u64(addr).unwrap_or(0) & 0xffff_ffff,
         };
-        (key, 0)
+        (key, stack)
     };
     count(COUNTER_EVENTS);
     add_to_site(&key, bytes);

@@ -1,17 +1,20 @@
 //! The `allocs` view: allocations the kernel counted per (user stack, caller, type), turned into
 //! symbolized stacks and totals per allocation site, and goroutine creations per `go`
-//! statement. A site is the nearest frame outside the runtime, which is where a Go programmer
-//! can change something.
+//! statement with their stacks, and the GC cycles on the same timeline. A site is the nearest
+//! frame outside the runtime, which is where a Go programmer can change something.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
 
 use probe_common::{
     AllocKey, AllocStats, COUNTED_GC_CYCLE, COUNTED_GOROUTINE, COUNTED_RESIDENCY,
-    COUNTED_SAMPLED_FREED, LiveObject,
+    COUNTED_SAMPLED_FREED, COUNTED_STACK_GROWTH, GC_HEAP_GOAL, GC_HEAP_MARK_END, GC_HEAP_MARKED,
+    GC_HEAP_START, GC_NUMGC, GC_PAUSE_NS, GC_T_END, GC_T_MARK, GC_T_MARK_TERM, GC_T_SWEEP_TERM,
+    GcCycleRecord, LiveObject,
 };
 use serde::Serialize;
 
+use crate::clock::WallClock;
 use crate::decode::Decoder;
 use crate::gobin::Frame;
 
@@ -97,14 +100,66 @@ pub struct BoxingSite {
     pub bytes: u64,
 }
 
-/// Goroutines created by one `go` statement running one function.
+/// Goroutines created by one `go` statement running one function, and how their stacks grew.
 #[derive(Clone, Debug, Serialize)]
 pub struct GoroutineSite {
     /// The `go` statement.
     pub site: Option<Frame>,
     /// The function the goroutines run.
     pub function: Option<String>,
+    /// Created while escapade watched.
     pub count: u64,
+    /// The stack each started with (`runtime.startingStackSize` when it was created); None
+    /// when none was created while escapade watched, or the binary has no symbol table.
+    pub initial_stack_bytes: Option<u64>,
+    /// Times the runtime grew a stack of these goroutines (including goroutines created
+    /// before escapade attached), and the largest stack reached.
+    pub stack_growths: u64,
+    pub max_stack_bytes: Option<u64>,
+}
+
+/// One completed GC cycle, as the runtime itself recorded it (what `GODEBUG=gctrace=1`
+/// prints). Times are Unix nanoseconds. Only `end_ns` is known for a binary without DWARF.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GcCycle {
+    /// `runtime.MemStats.NumGC` once this cycle completed.
+    pub number: Option<u64>,
+    /// Sweep termination began (the first stop-the-world).
+    pub start_ns: Option<u64>,
+    /// Concurrent marking began.
+    pub mark_ns: Option<u64>,
+    /// Mark termination began (the second stop-the-world).
+    pub mark_termination_ns: Option<u64>,
+    pub end_ns: u64,
+    /// Both stop-the-world pauses together (`MemStats.PauseNs` of this cycle).
+    pub pause_ns: Option<u64>,
+    /// The heap when the cycle started, when marking ended, and what was marked live
+    /// (gctrace's `4->5->2 MB`), and the goal for the next cycle.
+    pub heap_start_bytes: Option<u64>,
+    pub heap_mark_end_bytes: Option<u64>,
+    pub heap_marked_bytes: Option<u64>,
+    pub heap_goal_bytes: Option<u64>,
+}
+
+impl GcCycle {
+    fn from_record(record: &GcCycleRecord, clock: &WallClock) -> GcCycle {
+        let f = &record.fields;
+        let known = f[GC_NUMGC] != 0;
+        let value = |i: usize| known.then_some(f[i]);
+        let time = |i: usize| value(i).map(|t| clock.wall_ns(t));
+        GcCycle {
+            number: value(GC_NUMGC),
+            start_ns: time(GC_T_SWEEP_TERM),
+            mark_ns: time(GC_T_MARK),
+            mark_termination_ns: time(GC_T_MARK_TERM),
+            end_ns: time(GC_T_END).unwrap_or_else(|| clock.wall_ns(record.ktime_ns)),
+            pause_ns: value(GC_PAUSE_NS),
+            heap_start_bytes: value(GC_HEAP_START),
+            heap_mark_end_bytes: value(GC_HEAP_MARK_END),
+            heap_marked_bytes: value(GC_HEAP_MARKED),
+            heap_goal_bytes: value(GC_HEAP_GOAL),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -120,6 +175,8 @@ pub struct AllocReport {
     pub goroutines_created: u64,
     /// Garbage-collection cycles completed while escapade watched.
     pub gc_cycles: u64,
+    /// The most recent of them (up to `probe_common::MAX_GC_CYCLES`), oldest first.
+    pub gc: Vec<GcCycle>,
     /// Allocations made to box values into interfaces, most bytes first.
     pub boxing: Vec<BoxingSite>,
     /// Most goroutines first.
@@ -142,6 +199,8 @@ struct Fate {
 pub fn build(
     sites: Vec<(AllocKey, AllocStats)>,
     live: Vec<LiveObject>,
+    gc: &[GcCycleRecord],
+    clock: &WallClock,
     mut stack_of: impl FnMut(i64) -> anyhow::Result<Vec<u64>>,
     decoder: &mut Decoder,
 ) -> anyhow::Result<AllocReport> {
@@ -179,7 +238,9 @@ pub fn build(
             .live += 1;
     }
     let mut stacks = Vec::new();
-    let mut goroutines = Vec::new();
+    // By (`go` statement, function): created, stack bytes they started with, growths, and
+    // the largest stack.
+    let mut goroutines: BTreeMap<(u64, u64), [u64; 4]> = BTreeMap::new();
     let mut without_stack = 0;
     let mut gc_cycles = 0;
     let symbolize =
@@ -193,12 +254,15 @@ pub fn build(
             continue;
         }
         if key.counted == COUNTED_GOROUTINE {
-            goroutines.push(GoroutineSite {
-                // A return address: the call is the instruction before it.
-                site: symbolize(decoder, key.caller.wrapping_sub(1)),
-                function: symbolize(decoder, key.type_addr).map(|f| f.function),
-                count: stats.objects,
-            });
+            let g = goroutines.entry((key.caller, key.type_addr)).or_default();
+            g[0] += stats.objects;
+            g[1] += stats.bytes;
+            continue;
+        }
+        if key.counted == COUNTED_STACK_GROWTH {
+            let g = goroutines.entry((key.caller, key.type_addr)).or_default();
+            g[2] += stats.objects;
+            g[3] = g[3].max(stats.bytes);
             continue;
         }
         // The probe runs before mallocgc builds its frame, so the frame-pointer walk misses
@@ -262,14 +326,33 @@ pub fn build(
                 .push((stack.type_name.clone(), stack.objects, stack.bytes)),
         }
     }
+    let mut goroutines: Vec<GoroutineSite> = goroutines
+        .into_iter()
+        .map(
+            |((caller, function), [count, stack_bytes, growths, max])| GoroutineSite {
+                // A return address: the call is the instruction before it.
+                site: symbolize(decoder, caller.wrapping_sub(1)),
+                function: symbolize(decoder, function).map(|f| f.function),
+                count,
+                initial_stack_bytes: (count > 0 && stack_bytes > 0).then(|| stack_bytes / count),
+                stack_growths: growths,
+                max_stack_bytes: (growths > 0).then_some(max),
+            },
+        )
+        .collect();
     let mut boxing: Vec<BoxingSite> = Vec::new();
     for stack in &stacks {
-        let Some(via) = stack.frames.first().map(|f| &f.function) else {
+        // The conversion helper calls mallocgc directly; a sampled stack also has the
+        // profiler's own frames below it.
+        let Some(via) = stack
+            .frames
+            .iter()
+            .take_while(|f| is_runtime(&f.function))
+            .map(|f| &f.function)
+            .find(|f| f.starts_with("runtime.convT"))
+        else {
             continue;
         };
-        if !via.starts_with("runtime.convT") {
-            continue;
-        }
         let site = stack
             .frames
             .iter()
@@ -302,10 +385,11 @@ pub fn build(
     }
     sites.sort_by_key(|s| Reverse(s.bytes));
     stacks.sort_by_key(|s| Reverse(s.bytes));
-    goroutines.sort_by_key(|g| Reverse(g.count));
+    goroutines.sort_by_key(|g| Reverse((g.count, g.stack_growths)));
     Ok(AllocReport {
         goroutines_created: goroutines.iter().map(|g| g.count).sum(),
         gc_cycles,
+        gc: gc.iter().map(|r| GcCycle::from_record(r, clock)).collect(),
         boxing,
         goroutines,
         objects: stacks.iter().map(|s| s.objects).sum(),

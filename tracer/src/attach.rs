@@ -10,7 +10,8 @@ use aya::programs::UProbe;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
 use aya::{Ebpf, EbpfLoader};
 use probe_common::{
-    AllocKey, AllocStats, COUNTERS, GoOffsets, LiveObject, MAX_PROBES, ProbeConfig, StackRecord,
+    AllocKey, AllocStats, COUNTED_STACK_GROWTH, COUNTERS, GcCycleRecord, GoOffsets, LiveObject,
+    MAX_PROBES, ProbeConfig, StackRecord,
 };
 
 static PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe-ebpf"));
@@ -26,8 +27,11 @@ pub enum ProbeKind {
     Malloc,
     /// `runtime.newproc1`'s entry: goroutine creations, counted per `go` statement.
     Newproc,
-    /// `runtime.gcMarkTermination`'s entry: completed GC cycles.
+    /// `runtime.gcMarkTermination`'s `RET`s: completed GC cycles and the runtime's record of
+    /// each.
     GcCycle,
+    /// `runtime.copystack`'s entry: goroutine stacks grown.
+    StackGrowth,
     /// `runtime.mProf_Malloc`'s entry: an object the heap profiler sampled.
     SampledMalloc,
     /// `runtime.freeSpecial`'s entry: a sampled object freed.
@@ -60,6 +64,7 @@ pub struct Attached {
     alloc_sites: PerCpuHashMap<MapData, AllocKey, AllocStats>,
     alloc_stacks: HashMap<MapData, u64, StackRecord>,
     sampled_live: HashMap<MapData, u64, LiveObject>,
+    gc_cycles: HashMap<MapData, u64, GcCycleRecord>,
 }
 
 impl Attached {
@@ -83,7 +88,7 @@ impl Attached {
         Ok(())
     }
 
-    /// What the malloc probes counted, per (stack, caller, type), summed over CPUs.
+    /// What the counting probes counted, per (stack, caller, type), summed over CPUs.
     pub fn alloc_sites(&self) -> anyhow::Result<Vec<(AllocKey, AllocStats)>> {
         let mut sites = Vec::new();
         for entry in self.alloc_sites.iter() {
@@ -92,7 +97,11 @@ impl Attached {
                 .iter()
                 .fold(AllocStats::default(), |t, s| AllocStats {
                     objects: t.objects + s.objects,
-                    bytes: t.bytes + s.bytes,
+                    bytes: if key.counted == COUNTED_STACK_GROWTH {
+                        t.bytes.max(s.bytes)
+                    } else {
+                        t.bytes + s.bytes
+                    },
                 });
             sites.push((key, total));
         }
@@ -106,6 +115,16 @@ impl Attached {
             live.push(entry?.1);
         }
         Ok(live)
+    }
+
+    /// The most recent GC cycles completed while escapade watched, oldest first.
+    pub fn gc_cycles(&self) -> anyhow::Result<Vec<GcCycleRecord>> {
+        let mut cycles = Vec::new();
+        for entry in self.gc_cycles.iter() {
+            cycles.push(entry?.1);
+        }
+        cycles.sort_by_key(|c| c.ktime_ns);
+        Ok(cycles)
     }
 
     /// The return addresses of a stack a counting probe recorded, innermost first.
@@ -175,6 +194,7 @@ pub fn attach(
         (Programs::Tracing, ProbeKind::Malloc) => "go_malloc",
         (Programs::Tracing, ProbeKind::Newproc) => "go_newproc",
         (Programs::Tracing, ProbeKind::GcCycle) => "go_gc",
+        (Programs::Tracing, ProbeKind::StackGrowth) => "go_copystack",
         (Programs::Tracing, ProbeKind::SampledMalloc) => "go_mprof_malloc",
         (Programs::Tracing, ProbeKind::FreeSpecial) => "go_free_special",
     };
@@ -201,6 +221,7 @@ pub fn attach(
         ProbeKind::Malloc,
         ProbeKind::Newproc,
         ProbeKind::GcCycle,
+        ProbeKind::StackGrowth,
         // Frees before samples: a sample taken between the two would show as never freed.
         ProbeKind::FreeSpecial,
         ProbeKind::SampledMalloc,
@@ -247,7 +268,9 @@ pub fn attach(
         HashMap::try_from(ebpf.take_map("ALLOC_STACKS").context("map ALLOC_STACKS")?)?;
     let sampled_live =
         HashMap::try_from(ebpf.take_map("SAMPLED_LIVE").context("map SAMPLED_LIVE")?)?;
+    let gc_cycles = HashMap::try_from(ebpf.take_map("GC_CYCLES").context("map GC_CYCLES")?)?;
     Ok(Attached {
+        gc_cycles,
         sampled_live,
         ebpf,
         entry_links,

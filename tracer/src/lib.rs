@@ -9,6 +9,7 @@ pub mod allocs;
 pub mod attach;
 pub mod calls;
 pub mod cli;
+pub mod clock;
 pub mod decode;
 pub mod gobin;
 pub mod hints;

@@ -8,6 +8,7 @@ use clap::Parser as _;
 
 use escapade::attach::{Programs, attach};
 use escapade::cli::{AllocsArgs, Cli, Command, TraceArgs};
+use escapade::clock::WallClock;
 use escapade::decode::Decoder;
 use escapade::hints::hint;
 use escapade::report::{AllocsMeta, TracePrinter, write_allocs};
@@ -90,7 +91,7 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     let mut attached = attach(
         target.process.pid,
         &target.process.exe,
-        target.binary.go_offsets(),
+        target.binary.go_offsets(target.bias),
         &plan.points,
         programs,
     )?;
@@ -131,7 +132,7 @@ async fn allocs(args: AllocsArgs) -> anyhow::Result<()> {
     let mut attached = attach(
         target.process.pid,
         &target.process.exe,
-        target.binary.go_offsets(),
+        target.binary.go_offsets(target.bias),
         &probes.points,
         Programs::Tracing,
     )?;
@@ -160,6 +161,8 @@ async fn allocs(args: AllocsArgs) -> anyhow::Result<()> {
     let report = escapade::allocs::build(
         attached.alloc_sites()?,
         attached.sampled_live()?,
+        &attached.gc_cycles()?,
+        &WallClock::now(),
         |id| attached.alloc_stack(id),
         &mut decoder,
     )?;

@@ -13,9 +13,10 @@ use serde_json::json;
 use crate::allocs::AllocReport;
 use crate::attach::ProbePoint;
 use crate::calls::{Calls, Entered, Hit, Left};
+use crate::clock::WallClock;
 use crate::decode::{Arg, Decoder, Value};
 use crate::gobin::Frame;
-use crate::session::{Ended, EntrySite, EventSink, Plan, Traced};
+use crate::session::{Ended, EventSink, Plan, RuntimeProbe, Traced};
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 struct FunctionStats {
@@ -36,8 +37,7 @@ pub struct TracePrinter<'a, W: Write> {
     /// Count calls but print only the summary.
     quiet: bool,
     out: W,
-    /// CLOCK_REALTIME minus CLOCK_MONOTONIC (the probes' clock), to print wall time.
-    wall_offset_ns: i128,
+    clock: WallClock,
 }
 
 impl<'a, W: Write> TracePrinter<'a, W> {
@@ -52,8 +52,7 @@ impl<'a, W: Write> TracePrinter<'a, W> {
             json,
             quiet,
             out,
-            wall_offset_ns: clock_ns(libc::CLOCK_REALTIME) as i128
-                - clock_ns(libc::CLOCK_MONOTONIC) as i128,
+            clock: WallClock::now(),
         }
     }
 
@@ -71,7 +70,7 @@ impl<'a, W: Write> TracePrinter<'a, W> {
             ktime_ns: e.ktime_ns,
             fingerprint: fingerprint(e),
         };
-        let wall_ns = (e.ktime_ns as i128 + self.wall_offset_ns) as u64;
+        let wall_ns = self.clock.wall_ns(e.ktime_ns);
         let Some(kind) = EventKind::from_u32(e.kind) else {
             self.unknown_probe += 1;
             return Ok(());
@@ -284,16 +283,6 @@ fn fingerprint(e: &CallEvent) -> u64 {
     h.finish()
 }
 
-fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// HH:MM:SS.micros in UTC.
 fn wall_time(ns: u64) -> String {
     let secs = ns / 1_000_000_000;
@@ -397,6 +386,136 @@ pub fn value_text(v: &Value) -> String {
     }
 }
 
+fn site_text(site: &Option<Frame>) -> String {
+    site.as_ref()
+        .map_or_else(|| "(runtime only)".into(), frame_text)
+}
+
+fn write_boxing(report: &AllocReport, top: usize, out: &mut impl Write) -> std::io::Result<()> {
+    if report.boxing.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "\n  values boxed into interfaces")?;
+    writeln!(
+        out,
+        "  {:>10}  {:>12}  {:<50}  via",
+        "objects", "bytes", "site"
+    )?;
+    for b in report.boxing.iter().take(top) {
+        let what = match &b.type_name {
+            Some(t) => format!("{} ({t})", b.via),
+            None => b.via.clone(),
+        };
+        writeln!(
+            out,
+            "  {:>10}  {:>12}  {:<50}  {what}",
+            b.objects,
+            b.bytes,
+            site_text(&b.site)
+        )?;
+    }
+    Ok(())
+}
+
+fn write_goroutines(
+    report: &AllocReport,
+    meta: &AllocsMeta,
+    top: usize,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    writeln!(out, "\n  goroutines: {} created", report.goroutines_created)?;
+    if !meta.probes.iter().any(|(f, _)| f == "runtime.copystack") {
+        writeln!(
+            out,
+            "  (stack growth not measured: the binary has no DWARF to say where a goroutine \
+             keeps its go statement)"
+        )?;
+    }
+    if report.goroutines.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "  {:>10}  {:>9}  {:>8}  {:>9}  {:<50}  runs",
+        "created", "starts at", "growths", "max stack", "go statement"
+    )?;
+    let size = |b: Option<u64>| b.map_or_else(|| "-".into(), bytes_text);
+    for g in report.goroutines.iter().take(top) {
+        writeln!(
+            out,
+            "  {:>10}  {:>9}  {:>8}  {:>9}  {:<50}  {}",
+            g.count,
+            size(g.initial_stack_bytes),
+            g.stack_growths,
+            size(g.max_stack_bytes),
+            site_text(&g.site),
+            g.function.as_deref().unwrap_or("?"),
+        )?;
+    }
+    Ok(())
+}
+
+/// The GC cycles in the style of `GODEBUG=gctrace=1`, most recent last.
+fn write_gc(report: &AllocReport, out: &mut impl Write) -> std::io::Result<()> {
+    /// Enough to see the recent rhythm; --json has them all.
+    const SHOWN: usize = 10;
+    let pauses: Vec<u64> = report.gc.iter().filter_map(|c| c.pause_ns).collect();
+    write!(out, "\n  GC: {} cycles", report.gc_cycles)?;
+    if let Some(max) = pauses.iter().max() {
+        write!(
+            out,
+            ", stop-the-world pauses {} in all, at most {}",
+            duration_text(pauses.iter().sum()),
+            duration_text(*max)
+        )?;
+    }
+    writeln!(out)?;
+    let skipped = report.gc.len().saturating_sub(SHOWN);
+    if skipped > 0 {
+        writeln!(out, "  ... {skipped} earlier cycles (--json)")?;
+    }
+    for c in &report.gc[skipped..] {
+        let number = c.number.map_or_else(|| "?".into(), |n| n.to_string());
+        let cycle = c
+            .start_ns
+            .map(|s| format!("  took {}", duration_text(c.end_ns.saturating_sub(s))))
+            .unwrap_or_default();
+        let pause = c
+            .pause_ns
+            .map(|p| format!("  paused {}", duration_text(p)))
+            .unwrap_or_default();
+        let heap = match (
+            c.heap_start_bytes,
+            c.heap_mark_end_bytes,
+            c.heap_marked_bytes,
+            c.heap_goal_bytes,
+        ) {
+            (Some(start), Some(end), Some(marked), Some(goal)) => format!(
+                "  heap {} -> {} -> {} live, next goal {}",
+                bytes_text(start),
+                bytes_text(end),
+                bytes_text(marked),
+                bytes_text(goal)
+            ),
+            _ => String::new(),
+        };
+        writeln!(
+            out,
+            "  gc {number:<6} ended {}{cycle}{pause}{heap}",
+            wall_time(c.end_ns)
+        )?;
+    }
+    Ok(())
+}
+
+fn bytes_text(b: u64) -> String {
+    match b {
+        0..1024 => format!("{b} B"),
+        1024..1_048_576 => format!("{:.1} KiB", b as f64 / 1024.0),
+        _ => format!("{:.1} MiB", b as f64 / 1_048_576.0),
+    }
+}
+
 /// What the allocs view says about the session besides the counts.
 pub struct AllocsMeta<'a> {
     pub ended: Ended,
@@ -404,7 +523,7 @@ pub struct AllocsMeta<'a> {
     /// The heap profiler's sampling interval in sampled mode; None in exact mode.
     pub mem_profile_rate: Option<u64>,
     /// Where each runtime function's probe sits.
-    pub probes: &'a [(String, EntrySite)],
+    pub probes: &'a [(String, RuntimeProbe)],
     pub counters: [u64; COUNTERS as usize],
 }
 
@@ -425,7 +544,7 @@ pub fn write_allocs(
             "mem_profile_rate": meta.mem_profile_rate,
             "ended": meta.ended,
             "seconds": secs,
-            "probes": meta.probes.iter().map(|(f, e)| json!({"function": f, "entry_probe": e.to_string()})).collect::<Vec<_>>(),
+            "probes": meta.probes.iter().map(|(f, e)| json!({"function": f, "probe": e.to_string()})).collect::<Vec<_>>(),
             "lost": lost,
             "report": report,
         });
@@ -455,10 +574,7 @@ pub fn write_allocs(
             }
         )?;
         for site in report.sites.iter().take(top) {
-            let name = site
-                .site
-                .as_ref()
-                .map_or_else(|| "(runtime only)".into(), frame_text);
+            let name = site_text(&site.site);
             let detail = if meta.mem_profile_rate.is_some() {
                 let residency = site.residency.map_or_else(
                     || "-".to_string(),
@@ -496,6 +612,9 @@ pub fn write_allocs(
                 report.sites.len() - top
             )?;
         }
+        write_boxing(report, top, &mut out)?;
+        write_goroutines(report, meta, top, &mut out)?;
+        write_gc(report, &mut out)?;
     }
     out.flush()?;
     if lost > 0 {

@@ -227,17 +227,40 @@ impl Plan {
     }
 }
 
-/// The probes of `escapade allocs --exact`.
+/// Allocators the Go 1.27 compiler calls instead of `runtime.mallocgc` for small objects of a
+/// known size class.
+const SIZE_SPECIALIZED_MALLOCS: &str = "runtime.mallocgc*SC*";
+
+/// Where a runtime function's probes sit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuntimeProbe {
+    Entry(EntrySite),
+    /// On each of its `RET` instructions (single-stepped: for functions that run rarely).
+    Returns(usize),
+}
+
+impl std::fmt::Display for RuntimeProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RuntimeProbe::Entry(site) => site.fmt(f),
+            RuntimeProbe::Returns(n) => write!(f, "slow: on its {n} RET instructions"),
+        }
+    }
+}
+
+/// The probes of `escapade allocs`.
 pub struct CountingProbes {
-    /// Each probed runtime function and where its entry probe sits.
-    pub placed: Vec<(String, EntrySite)>,
+    /// Each probed runtime function and where its probes sit.
+    pub placed: Vec<(String, RuntimeProbe)>,
     pub points: Vec<ProbePoint>,
 }
 
-/// The probes of `escapade allocs`, placed like a traced function's entry: every allocation
+/// The probes of `escapade allocs`, entries placed like a traced function's: every allocation
 /// (`runtime.mallocgc`) when `exact`, else the objects the runtime's heap profiler samples
 /// (`runtime.mProf_Malloc`) and their frees (`runtime.freeSpecial`); and in both modes,
-/// goroutine creations (`runtime.newproc1`) and GC cycles (`runtime.gcMarkTermination`).
+/// goroutine creations (`runtime.newproc1`), stack growths (`runtime.copystack`, when DWARF
+/// says where a goroutine keeps its `go` statement) and GC cycles (the returns of
+/// `runtime.gcMarkTermination`, once per cycle).
 pub fn counting_probes(
     binary: &GoBinary,
     mode: PlacementMode,
@@ -245,27 +268,44 @@ pub fn counting_probes(
 ) -> anyhow::Result<CountingProbes> {
     let mut sites = Vec::new();
     let mut points = Vec::new();
-    let allocations: &[(&str, ProbeKind)] = if exact {
-        &[("runtime.mallocgc", ProbeKind::Malloc)]
+    let allocations: Vec<(String, ProbeKind)> = if exact {
+        let mut functions = vec!["runtime.mallocgc".to_string()];
+        functions.extend(binary.functions_named(SIZE_SPECIALIZED_MALLOCS));
+        functions
+            .into_iter()
+            .map(|f| (f, ProbeKind::Malloc))
+            .collect()
     } else {
-        &[
-            ("runtime.mProf_Malloc", ProbeKind::SampledMalloc),
-            ("runtime.freeSpecial", ProbeKind::FreeSpecial),
+        vec![
+            ("runtime.mProf_Malloc".into(), ProbeKind::SampledMalloc),
+            ("runtime.freeSpecial".into(), ProbeKind::FreeSpecial),
         ]
     };
+    let vars = &binary.runtime_vars;
+    let stack_growth = match (vars.g_gopc, vars.g_startpc) {
+        (Some(_), Some(_)) => Some(("runtime.copystack".to_string(), ProbeKind::StackGrowth)),
+        _ => None,
+    };
     let others = [
-        ("runtime.newproc1", ProbeKind::Newproc),
-        ("runtime.gcMarkTermination", ProbeKind::GcCycle),
+        ("runtime.newproc1".to_string(), ProbeKind::Newproc),
+        ("runtime.gcMarkTermination".to_string(), ProbeKind::GcCycle),
     ];
-    for &(name, kind) in allocations.iter().chain(&others) {
-        let function = binary.resolve(&[name.to_string()])?.remove(0);
+    for (name, kind) in allocations.into_iter().chain(others).chain(stack_growth) {
+        let function = binary.resolve(std::slice::from_ref(&name))?.remove(0);
         let code = binary
             .code(&function)
             .with_context(|| format!("{name}: code not found in the file"))?;
         let placed = placement::place(code, function.entry)
             .with_context(|| format!("disassembling {name}"))?;
-        let entry = EntrySite::choose(binary, &function, placed.entry, mode)?;
-        for (addr, flags) in entry.points() {
+        let (probe, at) = if kind == ProbeKind::GcCycle {
+            let at = placed.returns.iter().map(|&a| (a, 0)).collect();
+            (RuntimeProbe::Returns(placed.returns.len()), at)
+        } else {
+            let entry = EntrySite::choose(binary, &function, placed.entry, mode)?;
+            let at = entry.points();
+            (RuntimeProbe::Entry(entry), at)
+        };
+        for (addr, flags) in at {
             points.push(ProbePoint {
                 function: sites.len(),
                 kind,
@@ -277,7 +317,7 @@ pub fn counting_probes(
                 config: ProbeConfig::default(),
             });
         }
-        sites.push((name.to_string(), entry));
+        sites.push((name, probe));
     }
     Ok(CountingProbes {
         placed: sites,

@@ -1,7 +1,8 @@
 //! `escapade allocs --exact` against the Go runtime's own count: the objects escapade counted
 //! under `main.phase` must equal the `runtime.MemStats.Mallocs` delta the program measured
-//! around that phase, each site must carry its type, and the goroutines a `go` statement
-//! started must be counted at that statement.
+//! around that phase, each site must carry its type, the goroutines a `go` statement
+//! started must be counted at that statement with their stacks, and each GC cycle must carry
+//! the pause and live heap the runtime reports for it.
 
 mod common;
 
@@ -26,6 +27,19 @@ fn check(bin: &std::path::Path) {
     target.go();
     let mallocs = target.read_count("mallocs");
     assert_eq!(target.read_lines(1).concat().trim(), "goroutines 37");
+    let starting_stack = target.read_count("starting-stack");
+    assert_eq!(target.read_count("deep"), 5);
+    // (NumGC, PauseNs, /gc/heap/live:bytes) after each forced collection.
+    let forced: Vec<(u64, u64, u64)> = target
+        .read_lines(3)
+        .iter()
+        .map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            assert!(f.len() == 6 && f[0] == "gc", "the program printed {line:?}");
+            let n = |i: usize| f[i].parse::<u64>().unwrap();
+            (n(1), n(3), n(5))
+        })
+        .collect();
     let gcs = target.read_count("gcs");
     target.go();
     target.finish();
@@ -33,10 +47,13 @@ fn check(bin: &std::path::Path) {
     assert_eq!(result["type"], "allocs");
     assert_eq!(result["lost"], 0);
     for probe in result["probes"].as_array().unwrap() {
-        assert!(
-            probe["entry_probe"].as_str().unwrap().starts_with("fast"),
-            "{probe}"
-        );
+        // Mark termination's returns are single-stepped, once per GC cycle.
+        if probe["function"] != "runtime.gcMarkTermination" {
+            assert!(
+                probe["probe"].as_str().unwrap().starts_with("fast"),
+                "{probe}"
+            );
+        }
     }
     let report = &result["report"];
     assert!(gcs >= 3);
@@ -44,6 +61,29 @@ fn check(bin: &std::path::Path) {
         report["gc_cycles"], gcs,
         "GC cycles vs MemStats.NumGC delta"
     );
+    let timeline = report["gc"].as_array().unwrap();
+    assert_eq!(timeline.len() as u64, gcs, "{timeline:?}");
+    for (number, pause, live) in forced {
+        let cycle = timeline
+            .iter()
+            .find(|c| c["number"] == number)
+            .unwrap_or_else(|| panic!("no GC cycle {number} in {timeline:?}"));
+        assert_eq!(
+            cycle["pause_ns"], pause,
+            "cycle {number}: pause vs MemStats.PauseNs"
+        );
+        assert_eq!(
+            cycle["heap_marked_bytes"], live,
+            "cycle {number}: marked vs /gc/heap/live:bytes"
+        );
+        let time = |k: &str| cycle[k].as_u64().unwrap();
+        assert!(
+            time("start_ns") <= time("mark_ns")
+                && time("mark_ns") <= time("mark_termination_ns")
+                && time("mark_termination_ns") <= time("end_ns"),
+            "{cycle}"
+        );
+    }
     assert_eq!(report["without_stack"], 0, "every allocation has its stack");
 
     let stacks = report["stacks"].as_array().unwrap();
@@ -105,6 +145,21 @@ fn check(bin: &std::path::Path) {
     );
     assert_eq!(spawned[0]["count"], 37);
     assert_eq!(spawned[0]["site"]["function"], "main.spawn");
+    assert_eq!(
+        spawned[0]["initial_stack_bytes"], starting_stack,
+        "vs /gc/stack/starting-size:bytes"
+    );
+    let deep = report["goroutines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["site"]["function"] == "main.spawnDeep")
+        .unwrap_or_else(|| panic!("no go statement in main.spawnDeep: {report}"));
+    assert_eq!(deep["count"], 5);
+    // 64 frames of 1 KiB: from 2 KiB, at least five doublings to pass 64 KiB.
+    assert!(deep["stack_growths"].as_u64().unwrap() >= 5 * 5, "{deep}");
+    let max = deep["max_stack_bytes"].as_u64().unwrap();
+    assert!(max > 64 << 10 && max.is_power_of_two(), "{deep}");
     assert!(
         spawned[0]["site"]["file"]
             .as_str()
@@ -159,6 +214,7 @@ fn sampled_mode_matches_the_runtimes_memprofile() {
         ]);
         target.go();
         let mut runtime_says = std::collections::HashMap::<String, (u64, u64)>::new();
+        let mut boxed = None;
         loop {
             let line = target.read_lines(1).concat();
             let line = line.trim();
@@ -166,6 +222,10 @@ fn sampled_mode_matches_the_runtimes_memprofile() {
                 break;
             }
             let f: Vec<&str> = line.split(' ').collect();
+            if f[0] == "boxed" {
+                boxed = Some(f[2].parse::<u64>().unwrap());
+                continue;
+            }
             assert!(
                 f.len() == 6 && f[0] == "site",
                 "the program printed {line:?}"
@@ -209,6 +269,16 @@ fn sampled_mode_matches_the_runtimes_memprofile() {
             );
         }
         assert_eq!(runtime_says["main.keepNodes"], (700, 0));
+        // Every object is sampled, so every string boxed is seen boxed.
+        let boxing = result["report"]["boxing"].as_array().unwrap();
+        let seen: u64 = boxing
+            .iter()
+            .filter(|b| {
+                b["site"]["function"] == "main.boxStrings" && b["via"] == "runtime.convTstring"
+            })
+            .map(|b| b["objects"].as_u64().unwrap())
+            .sum();
+        assert_eq!(Some(seen), boxed, "strings boxed: {boxing:?}");
         assert_eq!(runtime_says["main.makeGarbage"].0, 900);
         let garbage = sites
             .iter()

@@ -1,6 +1,6 @@
 //! What the Go compiler wrote into DWARF: each function's parameters and results with their
 //! types, where it says they are at entry (to cross-check our ABI assignment), functions that
-//! only exist inlined, and the layout of `runtime.g`.
+//! only exist inlined, and the layout of the runtime structures the probes read.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -16,6 +16,14 @@ type R = EndianArcSlice<LittleEndian>;
 const DW_AT_GO_KIND: gimli::DwAt = gimli::DwAt(0x2900);
 const GO_KIND_SLICE: u64 = 23;
 const GO_KIND_STRING: u64 = 24;
+
+/// Runtime structures whose layout the probes need, which changes between Go releases.
+const RUNTIME_STRUCTS: &[&str] = &[
+    "runtime.g",
+    "runtime.workType",
+    "runtime.mstats",
+    "runtime.gcControllerState",
+];
 
 /// Deeper than any real Go type; a guard against malformed DWARF.
 const MAX_TYPE_DEPTH: usize = 64;
@@ -55,7 +63,8 @@ pub struct DwarfInfo {
     units: Vec<gimli::UnitHeader<R>>,
     functions: HashMap<String, FuncDie>,
     inlined_only: HashSet<String>,
-    g_layout: Option<GLayout>,
+    /// Where each of `RUNTIME_STRUCTS` is described.
+    structs: HashMap<String, (gimli::DebugInfoOffset, UnitOffset)>,
 }
 
 impl DwarfInfo {
@@ -82,7 +91,7 @@ impl DwarfInfo {
             units,
             functions: HashMap::new(),
             inlined_only: HashSet::new(),
-            g_layout: None,
+            structs: HashMap::new(),
         };
         info.index()?;
         Ok(Some(info))
@@ -118,11 +127,14 @@ impl DwarfInfo {
                             );
                         }
                     }
-                    gimli::DW_TAG_structure_type
-                        if self.g_layout.is_none()
-                            && self.name(&unit, entry)?.as_deref() == Some("runtime.g") =>
-                    {
-                        self.g_layout = self.read_g_layout(&unit, entry.offset())?;
+                    gimli::DW_TAG_structure_type => {
+                        if let Some(name) = self.name(&unit, entry)?
+                            && RUNTIME_STRUCTS.contains(&name.as_str())
+                        {
+                            self.structs
+                                .entry(name)
+                                .or_insert((unit_offset, entry.offset()));
+                        }
                     }
                     _ => {}
                 }
@@ -135,8 +147,44 @@ impl DwarfInfo {
         Ok(())
     }
 
-    pub fn g_layout(&self) -> Option<GLayout> {
-        self.g_layout
+    pub fn g_layout(&self) -> Result<Option<GLayout>, DwarfError> {
+        let field = |path: &[&str]| self.field_offset("runtime.g", path);
+        Ok(
+            match (
+                field(&["goid"])?,
+                field(&["stack", "lo"])?,
+                field(&["stack", "hi"])?,
+            ) {
+                (Some(goid), Some(stack_lo), Some(stack_hi)) => Some(GLayout {
+                    goid,
+                    stack_lo,
+                    stack_hi,
+                }),
+                _ => None,
+            },
+        )
+    }
+
+    /// The offset of `path` (a field, a field of that field, ...) in one of
+    /// `RUNTIME_STRUCTS`; None when DWARF does not describe it.
+    pub fn field_offset(&self, structure: &str, path: &[&str]) -> Result<Option<u64>, DwarfError> {
+        let Some(&(unit, entry)) = self.structs.get(structure) else {
+            return Ok(None);
+        };
+        let unit = self.unit_at(unit)?;
+        let mut ty = self.build_type(&unit, entry, &mut TypeCache::default(), 0)?;
+        let mut offset = 0;
+        for name in path {
+            let TypeKind::Struct(fields) = ty.kind else {
+                return Ok(None);
+            };
+            let Some(field) = fields.into_iter().find(|f| f.name == *name) else {
+                return Ok(None);
+            };
+            offset += field.offset;
+            ty = field.ty;
+        }
+        Ok(Some(offset))
     }
 
     /// True for a function the compiler inlined at every call site, so no code of its own exists.
@@ -391,39 +439,6 @@ impl DwarfInfo {
         };
         let Some(expr) = expr else { return Ok(None) };
         Ok(describe_location(expr, unit.encoding()))
-    }
-
-    fn read_g_layout(
-        &self,
-        unit: &gimli::Unit<R>,
-        offset: UnitOffset,
-    ) -> Result<Option<GLayout>, DwarfError> {
-        let mut cache = TypeCache::default();
-        let g = self.build_type(unit, offset, &mut cache, 0)?;
-        let TypeKind::Struct(fields) = &g.kind else {
-            return Ok(None);
-        };
-        let field = |name: &str| fields.iter().find(|f| f.name == name);
-        let (Some(goid), Some(stack)) = (field("goid"), field("stack")) else {
-            return Ok(None);
-        };
-        let TypeKind::Struct(stack_fields) = &stack.ty.kind else {
-            return Ok(None);
-        };
-        let sub = |name: &str| {
-            stack_fields
-                .iter()
-                .find(|f| f.name == name)
-                .map(|f| f.offset)
-        };
-        let (Some(lo), Some(hi)) = (sub("lo"), sub("hi")) else {
-            return Ok(None);
-        };
-        Ok(Some(GLayout {
-            goid: goid.offset,
-            stack_lo: stack.offset + lo,
-            stack_hi: stack.offset + hi,
-        }))
     }
 }
 

@@ -15,7 +15,7 @@ use object::{Object as _, ObjectSection as _, ObjectSegment as _, ObjectSymbol a
 
 use self::abi::Location;
 use self::buildinfo::BuildInfo;
-use self::dwarf::{DwarfInfo, GLayout};
+use self::dwarf::{DwarfError, DwarfInfo, GLayout};
 use self::pclntab::Pclntab;
 use self::types::{GoType, TypeKind};
 
@@ -102,6 +102,81 @@ pub struct Frame {
     pub line: Option<u32>,
 }
 
+/// Runtime variables and fields whose layout escapade reads from DWARF; None where the binary
+/// does not describe them.
+#[derive(Clone, Debug, Default)]
+pub struct RuntimeVars {
+    /// Link-time addresses of the fields a GC cycle's record holds, indexed by
+    /// `probe_common::GC_*`.
+    pub gc_fields: Option<[u64; probe_common::GC_FIELDS]>,
+    /// `runtime.startingStackSize`.
+    pub starting_stack_size: Option<u64>,
+    /// Offsets in `runtime.g` of `gopc` and `startpc`.
+    pub g_gopc: Option<u64>,
+    pub g_startpc: Option<u64>,
+}
+
+impl RuntimeVars {
+    fn find(
+        dwarf: &DwarfInfo,
+        symbol: impl Fn(&str) -> Option<u64>,
+    ) -> Result<RuntimeVars, DwarfError> {
+        use probe_common::{
+            GC_FIELDS, GC_HEAP_GOAL, GC_HEAP_MARK_END, GC_HEAP_MARKED, GC_HEAP_START, GC_NUMGC,
+            GC_PAUSE_NS, GC_T_END, GC_T_MARK, GC_T_MARK_TERM, GC_T_SWEEP_TERM,
+        };
+        let fields = [
+            (GC_NUMGC, "runtime.memstats", "runtime.mstats", "numgc"),
+            (
+                GC_T_SWEEP_TERM,
+                "runtime.work",
+                "runtime.workType",
+                "tSweepTerm",
+            ),
+            (GC_T_MARK, "runtime.work", "runtime.workType", "tMark"),
+            (
+                GC_T_MARK_TERM,
+                "runtime.work",
+                "runtime.workType",
+                "tMarkTerm",
+            ),
+            (GC_T_END, "runtime.work", "runtime.workType", "tEnd"),
+            (GC_PAUSE_NS, "runtime.work", "runtime.workType", "pauseNS"),
+            (GC_HEAP_START, "runtime.work", "runtime.workType", "heap0"),
+            (
+                GC_HEAP_MARK_END,
+                "runtime.work",
+                "runtime.workType",
+                "heap1",
+            ),
+            (GC_HEAP_MARKED, "runtime.work", "runtime.workType", "heap2"),
+            (
+                GC_HEAP_GOAL,
+                "runtime.gcController",
+                "runtime.gcControllerState",
+                "lastHeapGoal",
+            ),
+        ];
+        let mut gc_fields = Some([0; GC_FIELDS]);
+        for (index, var, ty, field) in fields {
+            match (
+                symbol(var),
+                dwarf.field_offset(ty, &[field])?,
+                &mut gc_fields,
+            ) {
+                (Some(base), Some(offset), Some(addrs)) => addrs[index] = base + offset,
+                _ => gc_fields = None,
+            }
+        }
+        Ok(RuntimeVars {
+            gc_fields,
+            starting_stack_size: symbol("runtime.startingStackSize"),
+            g_gopc: dwarf.field_offset("runtime.g", &["gopc"])?,
+            g_startpc: dwarf.field_offset("runtime.g", &["startpc"])?,
+        })
+    }
+}
+
 pub struct GoBinary {
     pub path: PathBuf,
     pub build: BuildInfo,
@@ -120,6 +195,9 @@ pub struct GoBinary {
     /// has a symbol table.
     pub mem_profile_rate: Option<u64>,
     pub disable_memory_profiling: Option<u64>,
+    /// What GC cycles and goroutine stacks are read from: link-time addresses and `runtime.g`
+    /// offsets, known from DWARF and the symbol table.
+    pub runtime_vars: RuntimeVars,
     pclntab: Pclntab,
     funcs: Vec<pclntab::Func>,
     dwarf: Option<DwarfInfo>,
@@ -156,7 +234,11 @@ impl GoBinary {
         let pclntab = Pclntab::from_object(&file).map_err(|e| not_go(e.to_string()))?;
         let funcs = pclntab.funcs();
         let dwarf = DwarfInfo::load(&file)?;
-        let (g_layout, g_layout_source) = match dwarf.as_ref().and_then(|d| d.g_layout()) {
+        let dwarf_g_layout = match &dwarf {
+            Some(d) => d.g_layout()?,
+            None => None,
+        };
+        let (g_layout, g_layout_source) = match dwarf_g_layout {
             Some(layout) => (layout, "DWARF"),
             None => (
                 layouts::g_layout(version).ok_or_else(|| GoBinError::NoGLayout {
@@ -185,6 +267,10 @@ impl GoBinary {
             symbol("runtime.types").or_else(|| layouts::types_section(&sections).map(|s| s.addr));
         let mem_profile_rate = symbol("runtime.MemProfileRate");
         let disable_memory_profiling = symbol("runtime.disableMemoryProfiling");
+        let runtime_vars = match &dwarf {
+            Some(d) => RuntimeVars::find(d, symbol)?,
+            None => RuntimeVars::default(),
+        };
         let is_pie = matches!(file.kind(), object::ObjectKind::Dynamic);
         let first_load_vaddr = file
             .segments()
@@ -204,6 +290,7 @@ impl GoBinary {
             types_base,
             mem_profile_rate,
             disable_memory_profiling,
+            runtime_vars,
             pclntab,
             funcs,
             dwarf,
@@ -211,8 +298,11 @@ impl GoBinary {
         })
     }
 
-    /// What the probes need to know about the runtime's layout.
-    pub fn go_offsets(&self) -> probe_common::GoOffsets {
+    /// What the probes need to know about the runtime's layout, in a process loaded at `bias`.
+    pub fn go_offsets(&self, bias: u64) -> probe_common::GoOffsets {
+        let vars = &self.runtime_vars;
+        let at = |addr: u64| if addr == 0 { 0 } else { addr + bias };
+        let mallocgc = self.funcs.iter().find(|f| f.name == "runtime.mallocgc");
         // Versions without a profile layout have no table entry yet; zeros there make the
         // heap-profile probes read nothing useful.
         let profile = layouts::profile_layout(self.version);
@@ -224,11 +314,27 @@ impl GoBinary {
             mprof_malloc_size_reg: profile.map_or(0, |p| p.mprof_malloc_size_reg),
             special_kind_offset: profile.map_or(0, |p| p.special_kind_offset),
             special_kind_profile: profile.map_or(0, |p| p.special_kind_profile),
+            g_gopc: vars.g_gopc.unwrap_or(0),
+            g_startpc: vars.g_startpc.unwrap_or(0),
+            starting_stack_size: vars.starting_stack_size.map_or(0, at),
+            gc_fields: vars.gc_fields.unwrap_or_default().map(at),
+            mallocgc_start: mallocgc.map_or(0, |f| f.entry + bias),
+            mallocgc_end: mallocgc.map_or(0, |f| f.end + bias),
         }
     }
 
     pub fn has_dwarf(&self) -> bool {
         self.dwarf.is_some()
+    }
+
+    /// Names of the functions that match `pattern` (`*` and `?` wildcards), perhaps none.
+    pub fn functions_named(&self, pattern: &str) -> Vec<String> {
+        let matcher = wildmatch::WildMatch::new(pattern);
+        self.funcs
+            .iter()
+            .filter(|f| matcher.matches(&f.name))
+            .map(|f| f.name.clone())
+            .collect()
     }
 
     /// Every function whose name matches one of `patterns` (`*` and `?` wildcards), or an error

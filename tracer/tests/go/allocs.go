@@ -3,9 +3,12 @@
 // escapade's exact count with it.
 //
 // It prints "ready <pid>", waits for a line on stdin, runs the phase, prints "mallocs <n>",
-// starts 37 goroutines running main.worker from main.spawn and prints "goroutines 37", forces
-// 3 collections and prints "gcs <n>", the GC cycles completed since it began, then waits for
-// another line before exiting.
+// starts 37 goroutines running main.worker from main.spawn and prints "goroutines 37" and
+// "starting-stack <bytes>" (runtime/metrics' /gc/stack/starting-size:bytes), starts 5
+// goroutines of main.deep whose recursion grows their stacks past 64 KiB and prints "deep 5";
+// forces 3 collections, printing after each "gc <NumGC> pause <PauseNs> live <bytes>" (live
+// from runtime/metrics' /gc/heap/live:bytes), and prints "gcs <n>", the GC cycles completed
+// since it began, then waits for another line before exiting.
 package main
 
 import (
@@ -13,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/metrics"
 	"strconv"
 	"sync"
 )
@@ -79,6 +83,36 @@ func spawn(n int) {
 	workers.Wait()
 }
 
+// Each frame holds 1 KiB, so 64 levels need more than 64 KiB of stack.
+//
+//go:noinline
+func deep(n int) byte {
+	var frame [1024]byte
+	frame[n%1024] = byte(n)
+	if n == 0 {
+		return frame[0]
+	}
+	return deep(n-1) + frame[n%1024]
+}
+
+//go:noinline
+func spawnDeep(n int) {
+	for i := 0; i < n; i++ {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			deep(64)
+		}()
+	}
+	workers.Wait()
+}
+
+func metric(name string) uint64 {
+	s := []metrics.Sample{{Name: name}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
 func main() {
 	fmt.Printf("ready %d\n", os.Getpid())
 	stdin := bufio.NewReader(os.Stdin)
@@ -95,8 +129,14 @@ func main() {
 	fmt.Printf("mallocs %d\n", after.Mallocs-before.Mallocs)
 	spawn(37)
 	fmt.Println("goroutines 37")
+	fmt.Printf("starting-stack %d\n", metric("/gc/stack/starting-size:bytes"))
+	spawnDeep(5)
+	fmt.Println("deep 5")
 	for i := 0; i < 3; i++ {
 		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		fmt.Printf("gc %d pause %d live %d\n", m.NumGC, m.PauseNs[(m.NumGC+255)%256], metric("/gc/heap/live:bytes"))
 	}
 	var end runtime.MemStats
 	runtime.ReadMemStats(&end)

@@ -4,8 +4,12 @@
 // with it. It imports nothing that samples on its own; the test sets MemProfileRate to 1
 // through escapade.
 //
+// main.boxStrings boxes strings into interfaces (runtime.convTstring). The runtime's own
+// profile cannot say which allocations were the boxing: it drops the convTstring frame (it
+// skips a fixed number of frames, and profilealloc is inlined into mallocgc).
+//
 // It prints "ready <pid>" and waits for a line; then "site <function> alloc <n> free <n>" for
-// each site and "done", and waits for a line; then "rate <MemProfileRate>" and waits for a
+// each site, "boxed main.boxStrings <n>" and "done", and waits for a line; then "rate <MemProfileRate>" and waits for a
 // line before exiting.
 package main
 
@@ -14,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 )
 
@@ -40,6 +45,15 @@ func makeGarbage(n int) {
 	}
 }
 
+var boxed []any
+
+//go:noinline
+func boxStrings(n int) {
+	for i := 0; i < n; i++ {
+		boxed = append(boxed, strconv.Itoa(1000+i))
+	}
+}
+
 func main() {
 	fmt.Printf("ready %d\n", os.Getpid())
 	stdin := bufio.NewReader(os.Stdin)
@@ -49,6 +63,8 @@ func main() {
 	kept = make([]*node, 0, 1000)
 	keepNodes(700)
 	makeGarbage(900)
+	boxed = make([]any, 0, 1000)
+	boxStrings(400)
 	sink = nil
 	for i := 0; i < 3; i++ {
 		runtime.GC()
@@ -73,6 +89,7 @@ func main() {
 			}
 		}
 	}
+	fmt.Println("boxed main.boxStrings 400")
 	fmt.Println("done")
 	if _, err := stdin.ReadString('\n'); err != nil {
 		panic(err)
@@ -82,4 +99,5 @@ func main() {
 		panic(err)
 	}
 	runtime.KeepAlive(kept)
+	runtime.KeepAlive(boxed)
 }
