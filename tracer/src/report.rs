@@ -559,13 +559,18 @@ pub fn write_allocs(
         )?;
         writeln!(
             out,
-            "  {:>10}  {:>12}  {:<50}  {}",
+            "  {:>10}  {:>12}  {:>10}  {:<50}  {}",
             if meta.mem_profile_rate.is_some() {
                 "sampled"
             } else {
                 "objects"
             },
             "bytes",
+            if meta.mem_profile_rate.is_some() {
+                "samples/s"
+            } else {
+                "objects/s"
+            },
             "site",
             if meta.mem_profile_rate.is_some() {
                 "freed / still live / residency median, p90, max"
@@ -601,8 +606,10 @@ pub fn write_allocs(
             };
             writeln!(
                 out,
-                "  {:>10}  {:>12}  {name:<50}  {detail}",
-                site.objects, site.bytes
+                "  {:>10}  {:>12}  {:>10.0}  {name:<50}  {detail}",
+                site.objects,
+                site.bytes,
+                site.objects as f64 / secs.max(1e-9)
             )?;
         }
         if report.sites.len() > top {

@@ -50,11 +50,14 @@ const INL_NAME_OFF: usize = 4;
 const INL_PARENT_PC: usize = 8;
 /// Deeper inlining than this is taken for a malformed (cyclic) tree.
 const MAX_INLINE_DEPTH: usize = 1000;
-/// Field offsets in `runtime.moduledata`, unchanged since Go 1.16.
+/// Field offsets in `runtime.moduledata`, unchanged from Go 1.16 to 1.26.
 const MD_FUNCNAMETAB: usize = 8;
 const MD_MINPC: usize = 160;
 const MD_TEXT: usize = 176;
+const MD_TYPES: usize = 296;
 const MD_GOFUNC: usize = 320;
+/// Go 1.27 put `typedesclen` after `types`, and `itaboffset` and `itabsize` before `rodata`.
+const MD_GOFUNC_SINCE_1_27: usize = 344;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PclntabError {
@@ -416,10 +419,22 @@ fn find_moduledata(file: &object::File, pclntab_addr: u64, table: &Pclntab) -> O
             {
                 continue;
             }
+            // Where 1.27 has typedesclen, a length, older releases have etypes, an address
+            // past types.
+            let (Some(types), Some(after_types)) =
+                (read_u64(md, MD_TYPES), read_u64(md, MD_TYPES + 8))
+            else {
+                continue;
+            };
+            let gofunc_at = if after_types < types {
+                MD_GOFUNC_SINCE_1_27
+            } else {
+                MD_GOFUNC
+            };
             let (Some(text), Some(minpc), Some(gofunc)) = (
                 read_u64(md, MD_TEXT),
                 read_u64(md, MD_MINPC),
-                read_u64(md, MD_GOFUNC),
+                read_u64(md, gofunc_at),
             ) else {
                 continue;
             };
