@@ -39,6 +39,11 @@ pub enum EventKind {
     Entry = 1,
     /// A traced function is about to return: registers hold its results.
     Return = 2,
+    /// The runtime's allocator was entered (`runtime.newobject`, `runtime.mallocgc`) by a
+    /// goroutine inside a traced function: registers hold the allocator's arguments.
+    Allocating = 3,
+    /// A traced function's own `CALL runtime.newobject` just returned: RAX is the new object.
+    Allocated = 4,
 }
 
 impl EventKind {
@@ -46,10 +51,15 @@ impl EventKind {
         match v {
             1 => Some(Self::Entry),
             2 => Some(Self::Return),
+            3 => Some(Self::Allocating),
+            4 => Some(Self::Allocated),
             _ => None,
         }
     }
 }
+
+/// Goroutines the kernel tracks as being inside a traced function at once (`ACTIVE_CALLS`).
+pub const MAX_ACTIVE_GOROUTINES: u32 = 65_536;
 
 /// Where a string to capture sits, as indices into the event's word array:
 /// `0..INT_ARG_REGS` are the integer registers, `INT_ARG_REGS..` the stack words.

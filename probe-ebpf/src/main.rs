@@ -24,9 +24,9 @@ use probe_common::{
     COUNTED_GC_CYCLE, COUNTED_GOROUTINE, COUNTED_RESIDENCY, COUNTED_SAMPLED, COUNTED_SAMPLED_FREED,
     COUNTED_STACK_GROWTH, COUNTER_ALLOCS_LOST, COUNTER_DROPPED, COUNTER_EVENTS, COUNTER_MORESTACK,
     COUNTER_READ_ERRORS, COUNTERS, CallEvent, EFLAGS_CF, EFLAGS_ZF, EventKind, GC_FIELDS, GC_NUMGC,
-    GcCycleRecord, GoOffsets, LiveObject, MAX_ALLOC_SITES, MAX_ALLOC_STACKS, MAX_GC_CYCLES,
-    MAX_LIVE_SAMPLES, MAX_PROBES, MAX_STACK_FRAMES, MAX_STACK_WORDS, MAX_STRING_CAPTURES,
-    ProbeConfig, STRING_CAPTURE_BYTES, StackRecord,
+    GcCycleRecord, GoOffsets, LiveObject, MAX_ACTIVE_GOROUTINES, MAX_ALLOC_SITES, MAX_ALLOC_STACKS,
+    MAX_GC_CYCLES, MAX_LIVE_SAMPLES, MAX_PROBES, MAX_STACK_FRAMES, MAX_STACK_WORDS,
+    MAX_STRING_CAPTURES, ProbeConfig, STRING_CAPTURE_BYTES, StackRecord,
 };
 
 /// Ring buffer size in bytes: about 25,000 events, enough to ride out a slow drain (the
@@ -52,6 +52,16 @@ static PROBE_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS
 #[unsafe(no_mangle)]
 static TARGET_TGID: u32 = 0;
 
+/// Non-zero when entries and returns keep `ACTIVE_CALLS`, so that the allocator's probes
+/// report only allocations made inside traced functions (`escapade params`).
+#[unsafe(no_mangle)]
+static TRACK_CALLS: u32 = 0;
+
+/// Per goroutine id, how many traced calls it is inside. Entries of calls unwound without a
+/// RET (panics) stay counted; userspace pairs calls exactly and drops what does not belong.
+#[map]
+static ACTIVE_CALLS: HashMap<u64, u64> = HashMap::with_max_entries(MAX_ACTIVE_GOROUTINES, 0);
+
 #[uprobe]
 pub fn go_entry(ctx: ProbeContext) -> u32 {
     let _ = try_record(&ctx, EventKind::Entry);
@@ -61,6 +71,21 @@ pub fn go_entry(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn go_return(ctx: ProbeContext) -> u32 {
     let _ = try_record(&ctx, EventKind::Return);
+    0
+}
+
+/// `runtime.newobject` and `runtime.mallocgc` entries: reported only from goroutines inside a
+/// traced function, so the rest of the program pays just the (emulated) probe.
+#[uprobe]
+pub fn go_allocating(ctx: ProbeContext) -> u32 {
+    let _ = try_record(&ctx, EventKind::Allocating);
+    0
+}
+
+/// The instruction after a traced function's `CALL runtime.newobject`.
+#[uprobe]
+pub fn go_allocated(ctx: ProbeContext) -> u32 {
+    let _ = try_record(&ctx, EventKind::Allocated);
     0
 }
 
@@ -449,6 +474,21 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
     let probe_id = cookie as u32;
     let config = PROBE_CONFIGS.get(probe_id).ok_or(())?;
     let offsets = GO_OFFSETS.get(0).ok_or(())?;
+    // R14 holds the current g in Go's register ABI.
+    let g = regs.r14;
+    let goid = read_u64(g + offsets.g_goid);
+    // SAFETY: a read of a constant the loader patched.
+    if unsafe { core::ptr::read_volatile(&TRACK_CALLS) } != 0
+        && let Some(goid) = goid
+    {
+        track_calls(goid, kind);
+    }
+    // SAFETY: lookup only tests presence.
+    if kind == EventKind::Allocating
+        && goid.is_none_or(|goid| unsafe { ACTIVE_CALLS.get(&goid) }.is_none())
+    {
+        return Ok(());
+    }
 
     let Some(mut entry) = EVENTS.reserve::<CallEvent>(0) else {
         count(COUNTER_DROPPED);
@@ -478,9 +518,7 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
             0
         })
     };
-    // R14 holds the current g in Go's register ABI.
-    let g = regs.r14;
-    e.goid = read_u64(g + offsets.g_goid).unwrap_or_else(|| {
+    e.goid = goid.unwrap_or_else(|| {
         read_failed = true;
         0
     });
@@ -546,6 +584,24 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
     };
     entry.submit(flags as u64);
     Ok(())
+}
+
+/// Counts `goid` into a traced call on entry and out of it on return.
+fn track_calls(goid: u64, kind: EventKind) {
+    // SAFETY: the value is copied out.
+    let inside = unsafe { ACTIVE_CALLS.get(&goid) }.copied().unwrap_or(0);
+    match kind {
+        EventKind::Entry => {
+            let _ = ACTIVE_CALLS.insert(&goid, &(inside + 1), 0);
+        }
+        EventKind::Return if inside > 1 => {
+            let _ = ACTIVE_CALLS.insert(&goid, &(inside - 1), 0);
+        }
+        EventKind::Return => {
+            let _ = ACTIVE_CALLS.remove(&goid);
+        }
+        _ => {}
+    }
 }
 
 fn read_u64(addr: u64) -> Option<u64> {

@@ -32,6 +32,10 @@ pub enum ProbeKind {
     GcCycle,
     /// `runtime.copystack`'s entry: goroutine stacks grown.
     StackGrowth,
+    /// The allocator's entry, reported from goroutines inside a traced function only.
+    Allocating,
+    /// The instruction after a traced function's own call to the allocator.
+    Allocated,
     /// `runtime.mProf_Malloc`'s entry: an object the heap profiler sampled.
     SampledMalloc,
     /// `runtime.freeSpecial`'s entry: a sampled object freed.
@@ -168,8 +172,12 @@ pub fn attach(
         points.len()
     );
     raise_memlock_limit();
+    // The allocator's probes report only goroutines inside traced calls, which entries and
+    // returns then keep track of.
+    let track_calls = u32::from(points.iter().any(|p| p.kind == ProbeKind::Allocating));
     let mut ebpf = EbpfLoader::new()
         .override_global("TARGET_TGID", &pid, true)
+        .override_global("TRACK_CALLS", &track_calls, true)
         .load(PROBES)
         .context("loading the eBPF programs")?;
 
@@ -195,6 +203,8 @@ pub fn attach(
         (Programs::Tracing, ProbeKind::Newproc) => "go_newproc",
         (Programs::Tracing, ProbeKind::GcCycle) => "go_gc",
         (Programs::Tracing, ProbeKind::StackGrowth) => "go_copystack",
+        (Programs::Tracing, ProbeKind::Allocating) => "go_allocating",
+        (Programs::Tracing, ProbeKind::Allocated) => "go_allocated",
         (Programs::Tracing, ProbeKind::SampledMalloc) => "go_mprof_malloc",
         (Programs::Tracing, ProbeKind::FreeSpecial) => "go_free_special",
     };
@@ -217,6 +227,8 @@ pub fn attach(
     // never returns; this way it shows as a return without entry, like any call in flight.
     let in_attach_order = [
         ProbeKind::Return,
+        ProbeKind::Allocated,
+        ProbeKind::Allocating,
         ProbeKind::Entry,
         ProbeKind::Malloc,
         ProbeKind::Newproc,

@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use probe_common::CallEvent;
+
 /// One probe hit, as pairing sees it.
 #[derive(Clone, Copy, Debug)]
 pub struct Hit {
@@ -14,6 +16,29 @@ pub struct Hit {
     pub ktime_ns: u64,
     /// Equal for two hits of the same call (see `report::fingerprint`).
     pub fingerprint: u64,
+}
+
+impl Hit {
+    /// `event` as a hit of the traced function `function`.
+    pub fn of(event: &CallEvent, function: usize) -> Hit {
+        Hit {
+            goid: event.goid,
+            depth: event.stack_hi.wrapping_sub(event.sp),
+            function,
+            ktime_ns: event.ktime_ns,
+            fingerprint: fingerprint(event),
+        }
+    }
+}
+
+/// What stays the same when the kernel restarts a probed instruction: the frame (SP) and the
+/// return address. Registers do not qualify: the signal that interrupted the single step may
+/// leave scratch registers changed.
+fn fingerprint(e: &CallEvent) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (e.sp, e.return_addr).hash(&mut h);
+    h.finish()
 }
 
 /// An entry waiting for its return.
@@ -110,6 +135,15 @@ impl Calls {
                 Left::Unmatched
             }
         }
+    }
+
+    /// The innermost call still running on `goid` whose frame is at `depth` or above (a hit
+    /// inside that call, or in something it called), with its depth.
+    pub fn innermost(&self, goid: u64, depth: u64) -> Option<(u64, Open)> {
+        self.open
+            .range((goid, 0)..=(goid, depth))
+            .next_back()
+            .map(|(&(_, d), open)| (d, *open))
     }
 
     /// Calls still running.

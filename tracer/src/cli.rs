@@ -27,6 +27,9 @@ pub enum Command {
     Trace(TraceArgs),
     /// Count heap allocations by call stack and type, and report the top allocation sites.
     Allocs(AllocsArgs),
+    /// For each parameter of the named functions: how it arrives, where its pointer points
+    /// (stack, heap, globals), and whether the function moves it to the heap.
+    Params(ParamsArgs),
 }
 
 /// Which process to attach to and for how long; shared by every command that attaches.
@@ -92,4 +95,23 @@ pub struct AllocsArgs {
     /// How many allocation sites the table shows.
     #[arg(long, default_value_t = 20)]
     pub top: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ParamsArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Functions whose parameters to follow, by full Go name, with `*` and `?` wildcards.
+    #[arg(required = true, value_name = "FUNCTION")]
+    pub functions: Vec<String>,
+    /// Print one JSON object per parameter, then a summary, instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also stream each call's evidence as a JSON line while tracing.
+    #[arg(long)]
+    pub events: bool,
+    /// Skip the allocator probes: no run-time moved-to-heap check and no heap cost per call,
+    /// for the cheapest tracing (the static moved-to-heap check stays).
+    #[arg(long)]
+    pub no_allocs: bool,
 }

@@ -31,6 +31,22 @@ pub enum Region {
     Unknown,
 }
 
+impl Value {
+    /// Where the value's first pointer word points, in layout order; None for a value without
+    /// pointers, or one escapade could not read.
+    pub fn pointee(&self) -> Option<Region> {
+        match self {
+            Value::Pointer { region, .. }
+            | Value::String { region, .. }
+            | Value::Slice { region, .. }
+            | Value::Interface { region, .. } => Some(*region),
+            Value::Struct { fields } => fields.iter().find_map(|(_, v)| v.pointee()),
+            Value::Array { elems } => elems.iter().find_map(Value::pointee),
+            _ => None,
+        }
+    }
+}
+
 impl std::fmt::Display for Region {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The same spelling as in JSON.
@@ -216,6 +232,12 @@ impl<'a> Decoder<'a> {
                 }
             })
             .collect()
+    }
+
+    /// The bytes of `param` in `event`, if the probe saw all of them.
+    pub fn param_bytes(event: &CallEvent, param: &Param) -> Option<Vec<u8>> {
+        let b = Bytes::gather(event, &param.ty, &param.location);
+        b.known.iter().all(|k| *k).then_some(b.data)
     }
 
     fn value(&mut self, ctx: &Ctx, ty: &GoType, b: &Bytes, at: u64) -> Value {

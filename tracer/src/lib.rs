@@ -13,6 +13,7 @@ pub mod clock;
 pub mod decode;
 pub mod gobin;
 pub mod hints;
+pub mod params;
 pub mod placement;
 pub mod process;
 pub mod report;

@@ -7,11 +7,12 @@ use anyhow::Context as _;
 use clap::Parser as _;
 
 use escapade::attach::{Programs, attach};
-use escapade::cli::{AllocsArgs, Cli, Command, TraceArgs};
+use escapade::cli::{AllocsArgs, Cli, Command, ParamsArgs, TraceArgs};
 use escapade::clock::WallClock;
 use escapade::decode::Decoder;
 use escapade::hints::hint;
-use escapade::report::{AllocsMeta, TracePrinter, write_allocs};
+use escapade::params::{AllocationProbes, ParamTracker};
+use escapade::report::{AllocsMeta, ParamsMeta, TracePrinter, write_allocs, write_params};
 use escapade::session::{self, EventSink, PlacementMode, Plan, PlanOptions, Target};
 
 fn main() -> ExitCode {
@@ -51,6 +52,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Trace(args) => trace(args).await,
         Command::Allocs(args) => allocs(args).await,
+        Command::Params(args) => params(args).await,
     }
 }
 
@@ -179,6 +181,65 @@ async fn allocs(args: AllocsArgs) -> anyhow::Result<()> {
         args.json,
         args.top,
         std::io::BufWriter::new(stdout),
+    )?;
+    Ok(())
+}
+
+async fn params(args: ParamsArgs) -> anyhow::Result<()> {
+    let target = Target::open(args.target.pid)?;
+    anyhow::ensure!(
+        target.binary.has_dwarf(),
+        "{} has no DWARF (built with -ldflags=-w), so its parameters have no names or types: \
+         rebuild without -w",
+        target.process.exe_target.display()
+    );
+    let functions = target.binary.resolve(&args.functions)?;
+    let options = PlanOptions {
+        capture_strings: 0,
+        placement: PlacementMode::Fast,
+        entries_only: false,
+    };
+    let mut plan = Plan::new(&target.binary, functions, &options)?;
+    let mut decoder = Decoder::new(&target.binary, &target.process, target.bias);
+    let probes = AllocationProbes::plan(&target.binary, &mut decoder, &mut plan, !args.no_allocs)?;
+    let mut attached = attach(
+        target.process.pid,
+        &target.process.exe,
+        target.binary.go_offsets(target.bias),
+        &plan.points,
+        Programs::Tracing,
+    )?;
+    eprintln!(
+        "escapade: attached to PID {} ({}, {}): {} functions, {} probes; Ctrl-C to stop",
+        target.process.pid,
+        target.process.exe_target.display(),
+        target.binary.build.go_version,
+        plan.traced.len(),
+        plan.points.len()
+    );
+    let events = args.events.then(std::io::stdout);
+    let mut tracker = ParamTracker::new(decoder, &plan, &probes, events);
+    let (ended, malformed) =
+        session::run(&target, &mut attached, args.target.duration, &mut tracker).await?;
+    let (in_flight, unmatched_returns) = tracker.in_flight();
+    let unverified_moves = tracker.unverified_moves;
+    let (rows, heap) = tracker.finish();
+    let stdout = std::io::stdout();
+    write_params(
+        &rows,
+        &heap,
+        &ParamsMeta {
+            ended,
+            counters: attached.counters(),
+            malformed,
+            in_flight,
+            unmatched_returns,
+            unverified_moves,
+            allocator_probes: &probes.placed,
+        },
+        args.json,
+        stdout.is_terminal(),
+        std::io::BufWriter::new(stdout.lock()),
     )?;
     Ok(())
 }

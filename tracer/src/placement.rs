@@ -166,6 +166,60 @@ pub fn call_sites(text: &[u8], text_addr: u64, target: u64) -> Vec<u64> {
     sites
 }
 
+/// A function of the runtime's allocator and where its type argument is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Allocator {
+    pub entry: u64,
+    /// The integer argument register holding the `*_type`: 0 (RAX) for `newobject(typ)`, 1
+    /// (RBX) for `mallocgc(size, typ, needzero)` and its size-specialized variants.
+    pub type_arg: usize,
+}
+
+/// A function's own call to the allocator: how the compiler heap-allocates a variable that
+/// escapes, such as a parameter whose address outlives the call ("moved to heap").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AllocationCall {
+    pub call: u64,
+    /// The instruction after the call, where RAX holds the new object.
+    pub after: u64,
+    /// The type descriptor loaded for the call (`LEAQ type:T(SB), AX`), when the instructions
+    /// just before it say.
+    pub type_addr: Option<u64>,
+}
+
+/// How far before an allocator call to look for the `LEA` of its type.
+const TYPE_LOAD_WINDOW: usize = 4;
+
+/// Every direct call to one of `allocators` in `code` (a function at `entry`).
+pub fn allocation_calls(code: &[u8], entry: u64, allocators: &[Allocator]) -> Vec<AllocationCall> {
+    let mut insns = Linear::new(code, entry);
+    let all: Vec<Instruction> = insns.by_ref().collect();
+    insns.log_skipped("allocation_calls");
+    all.iter()
+        .enumerate()
+        .filter(|(_, i)| i.code() == Code::Call_rel32_64)
+        .filter_map(|(n, call)| {
+            let allocator = allocators
+                .iter()
+                .find(|a| a.entry == call.near_branch_target())?;
+            let reg = [Register::RAX, Register::RBX].get(allocator.type_arg)?;
+            let before = &all[n.saturating_sub(TYPE_LOAD_WINDOW)..n];
+            // The last write to the register before the call decides the argument.
+            let type_addr = before
+                .iter()
+                .rev()
+                .find(|i| i.op0_kind() == OpKind::Register && i.op0_register() == *reg)
+                .filter(|i| i.code() == Code::Lea_r64_m && i.is_ip_rel_memory_operand())
+                .map(|i| i.ip_rel_memory_address());
+            Some(AllocationCall {
+                call: call.ip(),
+                after: call.next_ip(),
+                type_addr,
+            })
+        })
+        .collect()
+}
+
 /// The `JBE` of the stack-bound check, if `prologue` (the first instructions) opens with one
 /// that leaves the entry state intact up to the `JBE`.
 fn stack_check_branch(prologue: &[Instruction]) -> Option<u64> {

@@ -1,5 +1,9 @@
 //! The `trace` view: one line per entry and return, as text or JSON lines, then a summary.
 
+mod params;
+
+pub use params::{ParamsMeta, write_params};
+
 use std::fmt::Write as _;
 use std::io::Write;
 
@@ -63,13 +67,7 @@ impl<'a, W: Write> TracePrinter<'a, W> {
         };
         let index = point.function;
         let traced = &self.traced[index];
-        let hit = Hit {
-            goid: e.goid,
-            depth: e.stack_hi.wrapping_sub(e.sp),
-            function: index,
-            ktime_ns: e.ktime_ns,
-            fingerprint: fingerprint(e),
-        };
+        let hit = Hit::of(e, index);
         let wall_ns = self.clock.wall_ns(e.ktime_ns);
         let Some(kind) = EventKind::from_u32(e.kind) else {
             self.unknown_probe += 1;
@@ -77,6 +75,11 @@ impl<'a, W: Write> TracePrinter<'a, W> {
         };
         let sig = traced.function.signature.as_ref();
         match kind {
+            // Only `params` probes the allocator.
+            EventKind::Allocating | EventKind::Allocated => {
+                self.unknown_probe += 1;
+                Ok(())
+            }
             EventKind::Entry => {
                 // Without return probes there is nothing to pair, nor a return to tell a
                 // repeated hit from a new call.
@@ -210,12 +213,7 @@ impl<'a, W: Write> TracePrinter<'a, W> {
             });
             writeln!(self.out, "{line}")?;
         } else {
-            let why = match ended {
-                Ended::Interrupted => "interrupted",
-                Ended::Deadline => "duration reached",
-                Ended::TargetExited => "target exited",
-            };
-            writeln!(self.out, "\nescapade: detached ({why})")?;
+            writeln!(self.out, "\nescapade: detached ({})", ended_text(ended))?;
             let width = self
                 .traced
                 .iter()
@@ -273,14 +271,12 @@ impl<W: Write> EventSink for TracePrinter<'_, W> {
     }
 }
 
-/// What stays the same when the kernel restarts a probed instruction: the frame (SP) and the
-/// return address. Registers do not qualify: the signal that interrupted the single step may
-/// leave scratch registers changed.
-fn fingerprint(e: &CallEvent) -> u64 {
-    use std::hash::{Hash as _, Hasher as _};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (e.sp, e.return_addr).hash(&mut h);
-    h.finish()
+fn ended_text(ended: Ended) -> &'static str {
+    match ended {
+        Ended::Interrupted => "interrupted",
+        Ended::Deadline => "duration reached",
+        Ended::TargetExited => "target exited",
+    }
 }
 
 /// HH:MM:SS.micros in UTC.

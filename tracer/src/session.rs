@@ -62,7 +62,7 @@ pub enum EntrySite {
 
 impl EntrySite {
     /// Where `function`'s entry probe goes under `mode`, given where `placement` would put it.
-    fn choose(
+    pub fn choose(
         binary: &GoBinary,
         function: &Function,
         placed: EntryProbe,
@@ -93,7 +93,7 @@ impl EntrySite {
     }
 
     /// The probed addresses and the cookie flags that tell the probe how it is placed.
-    fn points(&self) -> Vec<(u64, u64)> {
+    pub fn points(&self) -> Vec<(u64, u64)> {
         match self {
             EntrySite::Function(probe @ EntryProbe::StackCheckBranch { .. }) => {
                 vec![(probe.addr(), COOKIE_SKIP_IF_BELOW_OR_EQUAL)]
@@ -229,7 +229,7 @@ impl Plan {
 
 /// Allocators the Go 1.27 compiler calls instead of `runtime.mallocgc` for small objects of a
 /// known size class.
-const SIZE_SPECIALIZED_MALLOCS: &str = "runtime.mallocgc*SC*";
+pub const SIZE_SPECIALIZED_MALLOCS: &str = "runtime.mallocgc*SC*";
 
 /// Where a runtime function's probes sit.
 #[derive(Clone, Debug, PartialEq, Eq)]

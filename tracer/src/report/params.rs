@@ -1,0 +1,158 @@
+//! The `params` view: an aligned table with coloured verdicts on a terminal, or JSON lines.
+
+use std::io::Write;
+
+use anstyle::{AnsiColor, Style};
+use probe_common::{
+    COUNTER_DROPPED, COUNTER_EVENTS, COUNTER_MORESTACK, COUNTER_READ_ERRORS, COUNTERS,
+};
+use serde_json::json;
+
+use crate::params::{FunctionHeap, ParamRow, Verdict};
+use crate::session::{Ended, EntrySite};
+
+/// What the params view says about the session besides the rows.
+pub struct ParamsMeta<'a> {
+    pub ended: Ended,
+    pub counters: [u64; COUNTERS as usize],
+    pub malformed: u64,
+    pub in_flight: usize,
+    pub unmatched_returns: u64,
+    pub unverified_moves: u64,
+    /// Where each allocator probe sits; empty with `--no-allocs`.
+    pub allocator_probes: &'a [(String, EntrySite)],
+}
+
+pub fn write_params(
+    rows: &[ParamRow],
+    heap: &[FunctionHeap],
+    meta: &ParamsMeta,
+    json: bool,
+    colour: bool,
+    mut out: impl Write,
+) -> std::io::Result<()> {
+    let dropped = meta.counters[COUNTER_DROPPED as usize];
+    if json {
+        for row in rows {
+            let mut line = serde_json::to_value(row)?;
+            line["type"] = "param".into();
+            writeln!(out, "{line}")?;
+        }
+        let line = json!({
+            "type": "summary",
+            "ended": meta.ended,
+            "functions": heap,
+            "allocator_probes": meta.allocator_probes.iter().map(|(f, e)| json!({"function": f, "probe": e.to_string()})).collect::<Vec<_>>(),
+            "events": meta.counters[COUNTER_EVENTS as usize],
+            "dropped": dropped,
+            "morestack_retries": meta.counters[COUNTER_MORESTACK as usize],
+            "read_errors": meta.counters[COUNTER_READ_ERRORS as usize],
+            "malformed": meta.malformed,
+            "in_flight": meta.in_flight,
+            "unmatched_returns": meta.unmatched_returns,
+            "unverified_moves": meta.unverified_moves,
+        });
+        writeln!(out, "{line}")?;
+    } else {
+        write_table(rows, heap, meta, colour, &mut out)?;
+    }
+    out.flush()?;
+    if dropped > 0 {
+        eprintln!(
+            "escapade: warning: {dropped} events were lost because the ring buffer was full; \
+             the counts above miss them: trace fewer functions"
+        );
+    }
+    Ok(())
+}
+
+fn write_table(
+    rows: &[ParamRow],
+    heap: &[FunctionHeap],
+    meta: &ParamsMeta,
+    colour: bool,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    let width = |f: fn(&ParamRow) -> usize, header: &str| {
+        rows.iter().map(f).max().unwrap_or(0).max(header.len())
+    };
+    let wf = width(|r| r.function.len(), "function");
+    let wp = width(|r| r.param.len(), "param");
+    let wt = width(|r| r.go_type.len(), "type");
+    let wl = width(|r| r.location.len(), "arrives");
+    writeln!(
+        out,
+        "{:wf$}  {:wp$}  {:wt$}  {:wl$}  {:>6}  {:>18}  {:>12}  verdict",
+        "function", "param", "type", "arrives", "calls", "nil/stack/heap/glb", "moved/call"
+    )?;
+    for r in rows {
+        let pointee = r.pointee.map_or_else(
+            || "-".to_string(),
+            |p| format!("{}/{}/{}/{}", p.nil, p.stack, p.heap, p.global),
+        );
+        let moved = match r.moved_to_heap.calls {
+            0 if r.static_moved_to_heap => "code only".to_string(),
+            0 => "-".to_string(),
+            calls => format!(
+                "{:.1} obj {}B",
+                r.moved_to_heap.objects as f64 / calls as f64,
+                r.moved_to_heap.bytes / calls
+            ),
+        };
+        let style = if colour {
+            verdict_style(r.verdict)
+        } else {
+            Style::new()
+        };
+        writeln!(
+            out,
+            "{:wf$}  {:wp$}  {:wt$}  {:wl$}  {:>6}  {pointee:>18}  {moved:>12}  {style}{}{style:#}",
+            r.function,
+            r.param,
+            r.go_type,
+            r.location,
+            r.calls,
+            r.verdict.text()
+        )?;
+    }
+    if !meta.allocator_probes.is_empty() {
+        writeln!(
+            out,
+            "\nheap allocated per call, inside each function and its callees:"
+        )?;
+        for f in heap.iter().filter(|f| f.calls > 0) {
+            writeln!(
+                out,
+                "  {:wf$}  {:>6} calls  {:>8.1} objects  {:>10.0} bytes  ({:.1} objects by its own code)",
+                f.function,
+                f.calls,
+                f.objects as f64 / f.calls as f64,
+                f.bytes as f64 / f.calls as f64,
+                f.own_objects as f64 / f.calls as f64,
+            )?;
+        }
+    }
+    writeln!(
+        out,
+        "\nescapade: detached ({}): events {}, dropped {}, calls still running {}, returns \
+         without entry {}, new objects not holding an argument {}",
+        super::ended_text(meta.ended),
+        meta.counters[COUNTER_EVENTS as usize],
+        meta.counters[COUNTER_DROPPED as usize],
+        meta.in_flight,
+        meta.unmatched_returns,
+        meta.unverified_moves,
+    )
+}
+
+/// Heap-bound verdicts stand out; the ones that cost nothing recede.
+fn verdict_style(v: Verdict) -> Style {
+    let colour = match v {
+        Verdict::MovedToHeap => AnsiColor::Red,
+        Verdict::PointeeHeap => AnsiColor::Yellow,
+        Verdict::PointeeStack | Verdict::Registers | Verdict::Stack => AnsiColor::Green,
+        Verdict::PointeeGlobal | Verdict::Nil => AnsiColor::Cyan,
+        Verdict::Unknown | Verdict::NotCalled => AnsiColor::BrightBlack,
+    };
+    colour.on_default()
+}
