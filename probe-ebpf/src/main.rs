@@ -485,7 +485,7 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
     }
     // SAFETY: lookup only tests presence.
     if kind == EventKind::Allocating
-        && goid.is_none_or(|goid| unsafe { ACTIVE_CALLS.get(&goid) }.is_none())
+        && goid.is_none_or(|goid| unsafe { ACTIVE_CALLS.get(goid) }.is_none())
     {
         return Ok(());
     }
@@ -589,16 +589,16 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
 /// Counts `goid` into a traced call on entry and out of it on return.
 fn track_calls(goid: u64, kind: EventKind) {
     // SAFETY: the value is copied out.
-    let inside = unsafe { ACTIVE_CALLS.get(&goid) }.copied().unwrap_or(0);
+    let inside = unsafe { ACTIVE_CALLS.get(goid) }.copied().unwrap_or(0);
     match kind {
         EventKind::Entry => {
-            let _ = ACTIVE_CALLS.insert(&goid, &(inside + 1), 0);
+            let _ = ACTIVE_CALLS.insert(goid, inside + 1, 0);
         }
         EventKind::Return if inside > 1 => {
-            let _ = ACTIVE_CALLS.insert(&goid, &(inside - 1), 0);
+            let _ = ACTIVE_CALLS.insert(goid, inside - 1, 0);
         }
         EventKind::Return => {
-            let _ = ACTIVE_CALLS.remove(&goid);
+            let _ = ACTIVE_CALLS.remove(goid);
         }
         _ => {}
     }
