@@ -2,8 +2,8 @@
 //! suite: a hot Go function (`bench/hot.go`) untraced, under escapade, under an empty BPF
 //! program at the same uprobes, with both entry-probe placements and under bpftrace; and an
 //! allocation loop (`bench/alloc.go`) untraced, under `escapade allocs` sampled and exact, and
-//! under bpftrace counting `runtime.mallocgc` by user stack. Each suite ends untraced again, to
-//! show drift.
+//! under bpftrace counting `runtime.mallocgc` by user stack; and that loop under `escapade
+//! params` with and without its allocator probes. Each suite ends untraced again, to show drift.
 
 use std::{
     io::{BufRead, BufReader, Read},
@@ -192,6 +192,36 @@ const ALLOC: Suite = Suite {
     ],
 };
 
+/// `escapade params` on the allocating function: its entry and RET probes alone, then with the
+/// allocator probes that report from goroutines inside it.
+const PARAMS: Suite = Suite {
+    source: "alloc.go",
+    function: "main.alloc",
+    phases: &[
+        Phase {
+            id: "untraced",
+            name: "untraced",
+            tracer: Tool::None,
+        },
+        Phase {
+            id: "no-allocs",
+            name: "escapade params --no-allocs main.alloc (entry + RET)",
+            tracer: Tool::Escapade(&["params", "--no-allocs", "main.alloc"]),
+        },
+        Phase {
+            id: "allocs",
+            name: "escapade params main.alloc (+ newobject/mallocgc inside it)",
+            tracer: Tool::Escapade(&["params", "main.alloc"]),
+        },
+        DRIFT,
+    ],
+    ratios: &[(
+        "escapade params with / without allocation correlation",
+        "allocs",
+        "no-allocs",
+    )],
+};
+
 pub fn run(options: Options) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -205,7 +235,7 @@ pub fn run(options: Options) -> Result<()> {
     let tools = setup::run()?;
     setup::bpftrace()?;
     let escapade = setup::build_escapade()?;
-    for suite in [HOT, ALLOC] {
+    for suite in [HOT, ALLOC, PARAMS] {
         let binary = tools.build_go_program("bench", suite.source)?;
         let results = run_suite(&suite, &binary, &escapade, seconds)?;
         print_report(&suite, &results);
