@@ -394,8 +394,9 @@ impl GoBinary {
         // The compiler lists a result twice in functions with a defer; a result name is unique.
         let mut seen = std::collections::HashSet::new();
         results.retain(|r| seen.insert(r.name.clone()));
-        // A shaped generic instantiation takes its dictionary first, and DWARF leaves it out.
-        if name.contains("[go.shape.") {
+        // A shaped generic instantiation takes its dictionary first; DWARF leaves it out
+        // before Go 1.27.
+        if name.contains("[go.shape.") && !params.iter().any(|p| p.name == ".dict") {
             params.insert(
                 0,
                 dwarf::DwarfParam {
