@@ -1,5 +1,5 @@
 //! `cargo xtask demo`: builds escapade and the bundled Go demo (`demo/main.go`), starts the demo
-//! and traces it live.
+//! and shows escapade's three views of it live: `trace`, `params` and `allocs --exact`.
 
 use std::{
     io::{BufRead, BufReader},
@@ -25,8 +25,8 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(clap::Args)]
 pub struct Options {
-    /// How long to trace (passed to `escapade trace --duration`).
-    #[arg(long, default_value = "10s")]
+    /// How long each view runs (passed to escapade's `--duration`).
+    #[arg(long, default_value = "5s")]
     duration: String,
 }
 
@@ -45,22 +45,38 @@ pub fn run(options: Options) -> Result<()> {
 
     // Outlive Ctrl-C: escapade gets it (and may print its summary), then the demo is reaped here.
     catch_sigint();
-    let mut trace = Command::new(&escapade);
-    trace
-        .args([
-            "trace",
-            "--pid",
-            &pid.to_string(),
-            "--duration",
-            &options.duration,
-            // The demo's strings are synthetic orders, safe to show.
-            "--capture-strings",
-            "32",
-        ])
-        .args(FUNCTIONS);
-    let status = cmd::status(&mut trace);
+    let pid = pid.to_string();
+    let common = [
+        "--pid",
+        pid.as_str(),
+        "--duration",
+        options.duration.as_str(),
+    ];
+    let views: [(&str, &[&str]); 3] = [
+        ("trace", &["--capture-strings", "32"]),
+        ("params", &[]),
+        // The demo does not link the heap profiler, so sampled mode has nothing to follow.
+        ("allocs", &["--exact", "--top", "8"]),
+    ];
+    let mut result = Ok(());
+    for (view, flags) in views {
+        let mut command = Command::new(&escapade);
+        command.arg(view).args(common).args(flags);
+        if view != "allocs" {
+            command.args(FUNCTIONS);
+        }
+        say!("`{}`", cmd::display(&command));
+        let status = cmd::status(&mut command);
+        result = check(&command, status);
+        if result.is_err() {
+            break;
+        }
+    }
     demo.stop();
+    result
+}
 
+fn check(command: &Command, status: Result<std::process::ExitStatus>) -> Result<()> {
     let status = status?;
     if status.success() {
         Ok(())
@@ -72,13 +88,12 @@ pub fn run(options: Options) -> Result<()> {
     } else {
         bail!(
             "`{}` failed with {}",
-            cmd::display(&trace),
+            cmd::display(command),
             cmd::describe(status)
         )
     }
 }
 
-/// The running demo program; killed and reaped when dropped.
 struct Demo {
     child: Child,
 }
