@@ -526,6 +526,10 @@ impl<'a, W: std::io::Write> ParamTracker<'a, W> {
         for (index, traced) in self.plan.traced.iter().enumerate() {
             let params = self.params_of(index);
             for (i, (param, stats)) in params.iter().zip(&self.params[index]).enumerate() {
+                // A shape function's dictionary is the compiler's, not the source's.
+                if param.name == ".dict" {
+                    continue;
+                }
                 let verdict = if stats.calls == 0 {
                     Verdict::NotCalled
                 } else if stats.moved.calls > 0 {
