@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use crate::{cmd, paths};
 
 /// The Go versions the tests run against; the demo uses the newest.
-pub const GO_VERSIONS: &[&str] = &["1.22.10", "1.26.6"];
+pub const GO_VERSIONS: &[&str] = &["1.21.13", "1.22.10", "1.26.6", "1.27.3"];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
