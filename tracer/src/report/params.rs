@@ -115,12 +115,15 @@ fn write_table(
             r.verdict.text()
         )?;
     }
-    if !meta.allocator_probes.is_empty() {
+    let allocating: Vec<&FunctionHeap> = heap.iter().filter(|f| f.objects > 0).collect();
+    if !meta.allocator_probes.is_empty() && allocating.is_empty() {
+        writeln!(out, "\nno heap allocations inside the traced functions")?;
+    } else if !meta.allocator_probes.is_empty() {
         writeln!(
             out,
             "\nheap allocated per call, inside each function and its callees:"
         )?;
-        for f in heap.iter().filter(|f| f.calls > 0) {
+        for f in allocating {
             writeln!(
                 out,
                 "  {:wf$}  {:>6} calls  {:>8.1} objects  {:>10.0} bytes  ({:.1} objects by its own code)",
