@@ -125,40 +125,24 @@ impl RuntimeVars {
             GC_FIELDS, GC_HEAP_GOAL, GC_HEAP_MARK_END, GC_HEAP_MARKED, GC_HEAP_START, GC_NUMGC,
             GC_PAUSE_NS, GC_T_END, GC_T_MARK, GC_T_MARK_TERM, GC_T_SWEEP_TERM,
         };
+        // (variable, its type) for each field.
+        let memstats = ("runtime.memstats", "runtime.mstats");
+        let work = ("runtime.work", "runtime.workType");
+        let controller = ("runtime.gcController", "runtime.gcControllerState");
         let fields = [
-            (GC_NUMGC, "runtime.memstats", "runtime.mstats", "numgc"),
-            (
-                GC_T_SWEEP_TERM,
-                "runtime.work",
-                "runtime.workType",
-                "tSweepTerm",
-            ),
-            (GC_T_MARK, "runtime.work", "runtime.workType", "tMark"),
-            (
-                GC_T_MARK_TERM,
-                "runtime.work",
-                "runtime.workType",
-                "tMarkTerm",
-            ),
-            (GC_T_END, "runtime.work", "runtime.workType", "tEnd"),
-            (GC_PAUSE_NS, "runtime.work", "runtime.workType", "pauseNS"),
-            (GC_HEAP_START, "runtime.work", "runtime.workType", "heap0"),
-            (
-                GC_HEAP_MARK_END,
-                "runtime.work",
-                "runtime.workType",
-                "heap1",
-            ),
-            (GC_HEAP_MARKED, "runtime.work", "runtime.workType", "heap2"),
-            (
-                GC_HEAP_GOAL,
-                "runtime.gcController",
-                "runtime.gcControllerState",
-                "lastHeapGoal",
-            ),
+            (GC_NUMGC, memstats, "numgc"),
+            (GC_T_SWEEP_TERM, work, "tSweepTerm"),
+            (GC_T_MARK, work, "tMark"),
+            (GC_T_MARK_TERM, work, "tMarkTerm"),
+            (GC_T_END, work, "tEnd"),
+            (GC_PAUSE_NS, work, "pauseNS"),
+            (GC_HEAP_START, work, "heap0"),
+            (GC_HEAP_MARK_END, work, "heap1"),
+            (GC_HEAP_MARKED, work, "heap2"),
+            (GC_HEAP_GOAL, controller, "lastHeapGoal"),
         ];
         let mut gc_fields = Some([0; GC_FIELDS]);
-        for (index, var, ty, field) in fields {
+        for (index, (var, ty), field) in fields {
             match (
                 symbol(var),
                 dwarf.field_offset(ty, &[field])?,
