@@ -381,8 +381,10 @@ impl GoBinary {
         // A shaped generic instantiation takes its dictionary first; DWARF leaves it out
         // before Go 1.27.
         if name.contains("[go.shape.") && !params.iter().any(|p| p.name == ".dict") {
+            // A method's receiver comes before the dictionary: `pkg.(*T[go.shape.int]).M`.
+            let method = name.rsplit_once(']').is_some_and(|(_, rest)| !rest.is_empty());
             params.insert(
-                0,
+                usize::from(method && !params.is_empty()),
                 dwarf::DwarfParam {
                     name: ".dict".into(),
                     ty: GoType::word("*uint8", TypeKind::Pointer),
