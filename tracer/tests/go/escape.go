@@ -144,8 +144,10 @@ func isNil(p *T) bool { return p == nil }
 //go:noinline
 func readGlobal(p *Node) int { return p.val }
 
+// An unnamed parameter has no DWARF location, so it has a pointer: its pointee is still known.
+//
 //go:noinline
-func unnamed(int, *T) {}
+func unnamed(*T) {}
 
 func constOne() int { return 1 }
 
@@ -328,7 +330,7 @@ func run(i int) {
 	isNil(nil)
 	readGlobal(&globalN)
 	var unnamedArg T
-	unnamed(n, &unnamedArg)
+	unnamed(&unnamedArg)
 
 	leaked := T{n, 2}
 	leakToGlobal(&leaked)
