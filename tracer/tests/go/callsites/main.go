@@ -38,9 +38,14 @@ type origin struct {
 }
 
 type param struct {
-	Name   string `json:"name"`
-	Line   int    `json:"line"`
-	Col    int    `json:"col"`
+	Name     string `json:"name"`
+	Line     int    `json:"line"`
+	Col      int    `json:"col"`
+	Receiver bool   `json:"receiver"`
+	// The callee appends to it (a slice that may grow).
+	Appended bool `json:"appended"`
+	// A string converted to []byte: by the caller to make the argument, or by the callee.
+	Bytes  bool   `json:"bytes"`
 	Origin origin `json:"origin"`
 }
 
@@ -122,12 +127,16 @@ func main() {
 				names = []*ast.Ident{{Name: fmt.Sprintf("~p%d", i), NamePos: f.Type.Pos()}}
 			}
 			for _, id := range names {
-				p := param{Name: id.Name, Line: c.line(id.Pos()), Col: c.col(id.Pos())}
-				if decl.Recv != nil && i == 0 {
+				p := param{Name: id.Name, Line: c.line(id.Pos()), Col: c.col(id.Pos()),
+					Receiver: decl.Recv != nil && i == 0}
+				if p.Receiver {
 					p.Origin = c.receiver(args[0], isPointer(f.Type))
 				} else {
 					p.Origin = c.origin(args[i])
 				}
+				p.Appended = callsWith(decl.Body, id.Name, func(f ast.Expr) bool { return exprString(f) == "append" })
+				p.Bytes = p.Origin.Source != nil ||
+					callsWith(decl.Body, id.Name, func(f ast.Expr) bool { return exprString(f) == "[]byte" })
 				cl.Params = append(cl.Params, p)
 				i++
 			}
@@ -140,6 +149,18 @@ func main() {
 			fail(fmt.Sprintf("corpus function %s (line %d) is never called from run", d.Name.Name, c.line(d.Pos())))
 		}
 	}
+}
+
+// callsWith tells whether body calls a function matching fun with name as first argument.
+func callsWith(body *ast.BlockStmt, name string, fun func(ast.Expr) bool) bool {
+	found := false
+	ast.Inspect(body, func(n ast.Node) bool {
+		if ce, ok := n.(*ast.CallExpr); ok && fun(ce.Fun) && len(ce.Args) > 0 && exprString(ce.Args[0]) == name {
+			found = true
+		}
+		return !found
+	})
+	return found
 }
 
 // callee resolves a call to a corpus function: its declaration, its name as the runtime
