@@ -50,8 +50,10 @@ struct Said {
 
 type Diagnostics = BTreeMap<(u32, u32), Said>;
 
-pub fn ground_truth(go: &Go) -> GroundTruth {
-    let dir = out_dir(go);
+/// Builds the corpus and its helpers with `go` under a directory of their own for `test`:
+/// tests run in parallel, and a build must not overwrite a binary another test is running.
+pub fn ground_truth(go: &Go, test: &str) -> GroundTruth {
+    let dir = out_dir(go, test);
     let binary = dir.join("escape");
     let out = go_command(go)
         .args(["build", "-gcflags=-m=2", "-o"])
@@ -72,8 +74,8 @@ pub fn ground_truth(go: &Go) -> GroundTruth {
         go.version
     );
 
-    let dwarflocs = build_helper(go, "dwarflocs");
-    let callsites = build_helper(go, "callsites");
+    let dwarflocs = build_helper(go, &dir, "dwarflocs");
+    let callsites = build_helper(go, &dir, "callsites");
     let params = dwarf_params(&run_helper(&dwarflocs, &binary));
     let calls = common::json_lines(&run_helper(&callsites, &common::go_programs().join(CORPUS)));
     assert!(!calls.is_empty(), "callsites found no corpus calls");
@@ -111,12 +113,12 @@ pub fn ground_truth(go: &Go) -> GroundTruth {
     }
 }
 
-/// Where this toolchain's corpus build and helpers go.
-fn out_dir(go: &Go) -> PathBuf {
+fn out_dir(go: &Go, test: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("go")
         .join(&go.version)
-        .join("params");
+        .join("params")
+        .join(test);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -132,8 +134,8 @@ fn go_command(go: &Go) -> Command {
 
 /// Builds `tests/go/<name>/main.go` with the same toolchain as the corpus, whose DWARF and
 /// syntax it must read.
-fn build_helper(go: &Go, name: &str) -> PathBuf {
-    let out = out_dir(go).join(name);
+fn build_helper(go: &Go, dir: &Path, name: &str) -> PathBuf {
+    let out = dir.join(name);
     let status = go_command(go)
         .args(["build", "-o"])
         .arg(&out)
