@@ -43,6 +43,12 @@ type Nine struct{ a, b, c, d, e, f, g, h, i int }
 // Too many words for the registers: passed on the stack.
 type Big struct{ w [10]int }
 
+// Passed on the stack too, with a pointer word first.
+type BigP struct {
+	p *T
+	w [10]int
+}
+
 type Box[E any] struct{ v E }
 
 type ordered interface{ ~int | ~string }
@@ -59,8 +65,10 @@ var (
 	sinkIP   *int
 	sinkSP   *string
 	sinkTP   *T
+	sinkMap  map[string]int
 	globalT  T
 	globalN  = Node{val: 7}
+	globalA  [4]int
 	input    = 1000 // read at run time so that the values derived from it are not constants
 	word     = "ab"
 )
@@ -104,6 +112,20 @@ func arrayParam(a [4]int) int { return a[0] + a[3] }
 //go:noinline
 func bigStruct(b Big) int { return b.w[0] + b.w[9] }
 
+// A string and an interface after pre go to the stack; their data words still have pointees.
+//
+//go:noinline
+func stringAfterNine(pre Nine, s string) int { return pre.c + len(s) }
+
+//go:noinline
+func ifaceAfterNine(pre Nine, v any) bool { return pre.d == 0 && v != nil }
+
+//go:noinline
+func bigWithPointer(b BigP) int { return b.p.a + b.w[9] }
+
+//go:noinline
+func pointerArray(a [2]*T) int { return a[0].a + a[1].b }
+
 // Pointers to objects that stay on the caller's stack: the callee keeps nothing.
 
 //go:noinline
@@ -125,6 +147,12 @@ func sumInts(s []int) int {
 //
 //go:noinline
 func sumVariable(s []int) int { return len(s) + s[0] }
+
+//go:noinline
+func sliceOfArray(s []int) int { return s[0] + len(s) }
+
+//go:noinline
+func sliceOfGlobal(s []int) int { return s[1] + cap(s) }
 
 //go:noinline
 func mapLen(m map[int]int) int { return len(m) }
@@ -176,6 +204,12 @@ func passThrough(n *Node) *Node { return n }
 //
 //go:noinline
 func firstOf(s []*T) *T { return s[0] }
+
+//go:noinline
+func keepMap(m map[string]int) { sinkMap = m }
+
+//go:noinline
+func keepFunc(f func() int) { sinkF = f }
 
 //go:noinline
 func sendPtr(c chan *T, p *T) { c <- p }
@@ -311,6 +345,14 @@ func run(i int) {
 	pointerAfterNine(Nine{n, 1, 2, 3, 4, 5, 6, 7, 8}, &pt)
 	arrayParam([4]int{n, 1, 2, 3})
 	bigStruct(Big{[10]int{n}})
+	stringAfterNine(Nine{n, 1, 2, 3, 4, 5, 6, 7, 8}, "on the stack")
+	stackBoxed := any(n)
+	ifaceAfterNine(Nine{n, 1, 2, 3, 4, 5, 6, 7, 8}, stackBoxed)
+	var bigTarget T
+	bigArg := BigP{p: &bigTarget}
+	bigWithPointer(bigArg)
+	first, second := T{n, 1}, T{n, 2}
+	pointerArray([2]*T{&first, &second})
 
 	var onStack T
 	readT(&onStack)
@@ -320,6 +362,9 @@ func run(i int) {
 	sumInts(ints)
 	variable := make([]int, i+1)
 	sumVariable(variable)
+	var arr [4]int
+	sliceOfArray(arr[:])
+	sliceOfGlobal(globalA[:])
 	m := make(map[int]int)
 	mapLen(m)
 	built := word + "x"
@@ -343,6 +388,10 @@ func run(i int) {
 	pointee := T{n, 3}
 	ptrs := []*T{&pointee}
 	firstOf(ptrs)
+	literalMap := map[string]int{"k": n}
+	keepMap(literalMap)
+	escapingClosure := func() int { return n + 1 }
+	keepFunc(escapingClosure)
 	ch := make(chan *T, 1)
 	sent := T{n, 4}
 	sendPtr(ch, &sent)

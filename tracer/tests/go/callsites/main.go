@@ -318,6 +318,11 @@ func (c *corpus) origin(e ast.Expr) origin {
 			if !c.hasPointer(t) {
 				return at("value")
 			}
+			// An array's first pointer word is its first element's.
+			if len(e.Elts) > 0 {
+				return c.origin(e.Elts[0])
+			}
+			return origin{Kind: "nil", Line: c.line(e.Pos()), Text: text + " leaves its elements nil"}
 		case *ast.MapType:
 			return at("alloc")
 		case *ast.Ident:
@@ -340,6 +345,12 @@ func (c *corpus) origin(e ast.Expr) origin {
 		return at("unsupported")
 	case *ast.FuncLit:
 		return at("alloc")
+	case *ast.SliceExpr:
+		// Slicing an array points into it: a local's address, or a global's.
+		if id, ok := e.X.(*ast.Ident); ok {
+			return c.addressOf(id)
+		}
+		return at("unsupported")
 	case *ast.BinaryExpr:
 		if e.Op == token.ADD && c.isString(e) {
 			return at("alloc")

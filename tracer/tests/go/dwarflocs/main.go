@@ -121,9 +121,12 @@ func hasPointer(d *dwarf.Data, off dwarf.Offset) bool {
 	case pointerKinds[kind]:
 		return true
 	case kind == kindArray:
-		n, _ := e.Val(dwarf.AttrCount).(int64)
-		elem, ok := e.Val(dwarf.AttrType).(dwarf.Offset)
-		return n > 0 && ok && hasPointer(d, elem)
+		// The length sits in a subrange child, which debug/dwarf's ArrayType has read.
+		t, err := d.Type(off)
+		check(err)
+		a, ok := t.(*dwarf.ArrayType)
+		elem, hasElem := e.Val(dwarf.AttrType).(dwarf.Offset)
+		return ok && a.Count > 0 && hasElem && hasPointer(d, elem)
 	case kind == kindStruct:
 		r := d.Reader()
 		r.Seek(off)
