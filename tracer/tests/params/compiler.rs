@@ -16,7 +16,6 @@ use crate::common::{self, Go};
 const CORPUS: &str = "escape.go";
 
 /// One parameter's expected verdict.
-#[derive(Clone, Debug)]
 pub struct Expected {
     pub function: String,
     pub param: String,
@@ -40,7 +39,7 @@ pub struct GroundTruth {
 }
 
 /// The `./escape.go:L:C:` lines of the compiler's output at one position.
-#[derive(Default, Debug)]
+#[derive(Default)]
 struct Said {
     /// Conclusions (`moved to heap: x`, `leaking param: p`, `make(...) does not escape`).
     finals: Vec<String>,
