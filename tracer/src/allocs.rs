@@ -12,16 +12,19 @@ use probe_common::{
     GC_HEAP_START, GC_NUMGC, GC_PAUSE_NS, GC_T_END, GC_T_MARK, GC_T_MARK_TERM, GC_T_SWEEP_TERM,
     GcCycleRecord, LiveObject,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::WallClock;
 use crate::decode::Decoder;
 use crate::gobin::Frame;
 
 /// One distinct stack, innermost frame first, and what was allocated there.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StackAllocs {
     pub frames: Vec<Frame>,
+    /// Link-time addresses of the calls in the stack, innermost first: exports group inlined
+    /// frames by address.
+    pub pcs: Vec<u64>,
     /// Sampled mode: of these objects, how many the sweeper freed, and how many are still
     /// live when escapade detached.
     pub freed_objects: u64,
@@ -36,7 +39,7 @@ pub struct StackAllocs {
 }
 
 /// Allocations under one site, by type.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SiteAllocs {
     pub site: Option<Frame>,
     pub objects: u64,
@@ -52,7 +55,7 @@ pub struct SiteAllocs {
 
 /// How long objects stayed live before the GC freed them, from log2 buckets: each figure is
 /// the upper bound of its bucket, so it is within a factor of two.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct Residency {
     pub median_ns: u64,
     pub p90_ns: u64,
@@ -87,7 +90,7 @@ impl Residency {
 }
 
 /// Values boxed into interfaces at one site, through one `runtime.convT*` helper.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BoxingSite {
     /// The conversion in user code.
     pub site: Option<Frame>,
@@ -101,7 +104,7 @@ pub struct BoxingSite {
 }
 
 /// Goroutines created by one `go` statement running one function, and how their stacks grew.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GoroutineSite {
     /// The `go` statement.
     pub site: Option<Frame>,
@@ -120,7 +123,7 @@ pub struct GoroutineSite {
 
 /// One completed GC cycle, as the runtime itself recorded it (what `GODEBUG=gctrace=1`
 /// prints). Times are Unix nanoseconds. Only `end_ns` is known for a binary without DWARF.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct GcCycle {
     /// `runtime.MemStats.NumGC` once this cycle completed.
     pub number: Option<u64>,
@@ -162,7 +165,7 @@ impl GcCycle {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AllocReport {
     pub objects: u64,
     pub bytes: u64,
@@ -273,16 +276,22 @@ pub fn build(
         } else {
             without_stack += stats.objects;
         }
-        let frames = pcs
+        // Return addresses: each call is the instruction before.
+        let pcs: Vec<u64> = pcs
             .into_iter()
             .filter(|&pc| pc != 0)
-            .filter_map(|pc| symbolize(decoder, pc - 1))
+            .map(|pc| (pc - 1).wrapping_sub(decoder.bias))
+            .collect();
+        let frames = pcs
+            .iter()
+            .filter_map(|&pc| decoder.binary.symbolize(pc))
             .collect();
         let fate = fates
             .remove(&(key.stack_id, key.caller))
             .unwrap_or_default();
         stacks.push(StackAllocs {
             frames,
+            pcs,
             freed_objects: fate.freed,
             live_objects: fate.live,
             residency: fate.residency,

@@ -1,10 +1,12 @@
 //! Command-line arguments. Only parsing and validation live here; `main.rs` turns them into a
 //! session.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::export::Weight;
 use crate::session::PlacementMode;
 
 #[derive(Debug, Parser)]
@@ -30,6 +32,12 @@ pub enum Command {
     /// For each parameter of the named functions: how it arrives, where its pointer points
     /// (stack, heap, globals), and whether the function moves it to the heap.
     Params(ParamsArgs),
+    /// Record calls and allocations to a file, to report on or export later without the target.
+    Record(RecordArgs),
+    /// Print a recording's views offline, as `trace` and `allocs` print them live (no root).
+    Report(ReportArgs),
+    /// Convert a recording for other tools: pprof, Perfetto, a flame graph (no root).
+    Export(ExportArgs),
 }
 
 /// Which process to attach to and for how long; shared by every command that attaches.
@@ -51,12 +59,22 @@ pub struct TraceArgs {
     /// 'main.(*Server).handle'.
     #[arg(required = true, value_name = "FUNCTION")]
     pub functions: Vec<String>,
+    #[command(flatten)]
+    pub calls: CallArgs,
     /// Print one JSON object per line instead of text.
     #[arg(long)]
     pub json: bool,
     /// Print only the end-of-run summary, not a line per call.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Attach an empty BPF program at the same places instead (for benchmarks).
+    #[arg(long, hide = true)]
+    pub empty_probes: bool,
+}
+
+/// How traced functions are probed; shared by `trace` and `record`.
+#[derive(Debug, Args)]
+pub struct CallArgs {
     /// Copy the first N bytes of string arguments (at most 64); off by default because
     /// arguments may hold secrets.
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
@@ -70,15 +88,25 @@ pub struct TraceArgs {
     /// return probe, which the kernel single-steps (~10 us a call).
     #[arg(long)]
     pub entries_only: bool,
-    /// Attach an empty BPF program at the same places instead (for benchmarks).
-    #[arg(long, hide = true)]
-    pub empty_probes: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct AllocsArgs {
     #[command(flatten)]
     pub target: TargetArgs,
+    #[command(flatten)]
+    pub mode: AllocModeArgs,
+    /// Print the report as one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// How many allocation sites the table shows.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+}
+
+/// How allocations are counted; shared by `allocs` and `record --allocs`.
+#[derive(Debug, Args)]
+pub struct AllocModeArgs {
     /// Count every allocation (a probe on runtime.mallocgc, aggregated in the kernel), at a
     /// higher cost. By default escapade rides on the runtime's own heap-profile sampling
     /// (one object per runtime.MemProfileRate bytes) and follows each sampled object until the
@@ -89,7 +117,36 @@ pub struct AllocsArgs {
     /// samples every allocation) for the session, and restore it when escapade detaches.
     #[arg(long, value_name = "N", conflicts_with = "exact")]
     pub mem_profile_rate: Option<u64>,
-    /// Print the report as one JSON object instead of a table.
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The recording to write (mode 0600; replaced if it exists).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Functions to trace, as for `trace`; none to record allocations only.
+    #[arg(value_name = "FUNCTION", required_unless_present = "allocs")]
+    pub functions: Vec<String>,
+    #[command(flatten)]
+    pub calls: CallArgs,
+    /// Also count heap allocations, goroutine creations and GC cycles, as `allocs` does.
+    #[arg(long)]
+    pub allocs: bool,
+    #[command(flatten)]
+    pub mode: AllocModeArgs,
+    /// Start a new file (FILE.1, FILE.2, ...) once one reaches this size, e.g. 100M or 2GiB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_size: Option<u64>,
+    #[command(flatten)]
+    pub view: SummaryArgs,
+}
+
+/// How the end-of-run summaries print; `record` and `report` print the same ones.
+#[derive(Debug, Args)]
+pub struct SummaryArgs {
+    /// Print JSON lines instead of text.
     #[arg(long)]
     pub json: bool,
     /// How many allocation sites the table shows.
@@ -114,4 +171,42 @@ pub struct ParamsArgs {
     /// for the cheapest tracing (the static moved-to-heap check stays).
     #[arg(long)]
     pub no_allocs: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A recording made by `escapade record`.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Print only the summaries, not a line per call.
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub view: SummaryArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("format").required(true).multiple(true)))]
+pub struct ExportArgs {
+    /// A recording made by `escapade record`.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Write a gzipped profile.proto for `go tool pprof`: calls, call time and, when recorded,
+    /// allocations (and in-use objects in sampled mode).
+    #[arg(long, value_name = "OUT", group = "format")]
+    pub pprof: Option<PathBuf>,
+    /// Write Chrome trace-event JSON for Perfetto or chrome://tracing: one track per goroutine.
+    #[arg(long, value_name = "OUT", group = "format")]
+    pub perfetto: Option<PathBuf>,
+    /// Write an SVG flame graph.
+    #[arg(long, value_name = "OUT", group = "format")]
+    pub flamegraph: Option<PathBuf>,
+    /// What the flame graph's widths count; default: allocated bytes when the recording has
+    /// allocations, else calls.
+    #[arg(long, value_enum, requires = "flamegraph")]
+    pub weight: Option<Weight>,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    parse_size::parse_size(s).map_err(|e| e.to_string())
 }

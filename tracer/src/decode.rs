@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use probe_common::{CallEvent, MAX_STACK_WORDS, MAX_STRING_CAPTURES, StringCapture};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::gobin::abi::{Location, Reg};
 use crate::gobin::types::{GoType, TypeKind};
@@ -13,7 +13,7 @@ use crate::gobin::{GoBinary, Param};
 use crate::process::Process;
 
 /// Where a pointer points.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Region {
     Nil,

@@ -7,13 +7,25 @@ use anyhow::Context as _;
 use clap::Parser as _;
 
 use escapade::attach::{Programs, attach};
-use escapade::cli::{AllocsArgs, Cli, Command, ParamsArgs, TraceArgs};
+use escapade::cli::{
+    AllocModeArgs, AllocsArgs, CallArgs, Cli, Command, ExportArgs, ParamsArgs, RecordArgs,
+    ReportArgs, TraceArgs,
+};
 use escapade::clock::WallClock;
 use escapade::decode::Decoder;
 use escapade::hints::hint;
+use escapade::model::{CallModel, FunctionInfo};
 use escapade::params::{AllocationProbes, ParamTracker};
-use escapade::report::{AllocsMeta, ParamsMeta, TracePrinter, write_allocs, write_params};
-use escapade::session::{self, EventSink, PlacementMode, Plan, PlanOptions, Target};
+use escapade::record::live::RecordSink;
+use escapade::record::reader::Replay;
+use escapade::record::writer::Writer;
+use escapade::record::{AllocSettings, FORMAT_VERSION, Header, write_summaries};
+use escapade::report::{
+    AllocsMeta, ParamsMeta, TracePrinter, TraceView, write_allocs, write_params,
+};
+use escapade::session::{
+    self, CountingProbes, EventSink, PlacementMode, Plan, PlanOptions, Target,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -53,38 +65,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Trace(args) => trace(args).await,
         Command::Allocs(args) => allocs(args).await,
         Command::Params(args) => params(args).await,
+        Command::Record(args) => record(args).await,
+        Command::Report(args) => report(args),
+        Command::Export(args) => export(args),
     }
 }
 
 async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     let target = Target::open(args.target.pid)?;
-    let functions = target.binary.resolve(&args.functions)?;
-    if !target.binary.has_dwarf() {
-        eprintln!(
-            "escapade: {} has no DWARF (built with -ldflags=-w): functions and callers resolve, \
-             but parameters cannot be named or decoded",
-            target.process.exe_target.display()
-        );
-    }
-    let options = PlanOptions {
-        capture_strings: args.capture_strings,
-        placement: args.placement,
-        entries_only: args.entries_only,
-    };
-    let plan = Plan::new(&target.binary, functions, &options)?;
-    for t in &plan.traced {
-        tracing::debug!(
-            "{}: entry {}, {} return probes",
-            t.function.name,
-            t.entry,
-            t.returns
-        );
-        if let Some(sig) = &t.function.signature {
-            for m in &sig.abi_mismatches {
-                tracing::warn!("{}: {m}", t.function.name);
-            }
-        }
-    }
+    let plan = plan_calls(&target, &args.functions, &args.calls)?;
     let programs = if args.empty_probes {
         Programs::Empty
     } else {
@@ -122,15 +111,7 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
 
 async fn allocs(args: AllocsArgs) -> anyhow::Result<()> {
     let target = Target::open(args.target.pid)?;
-    let rate = if args.exact {
-        None
-    } else {
-        Some(MemProfileRate::prepare(&target, args.mem_profile_rate)?)
-    };
-    let probes = session::counting_probes(&target.binary, PlacementMode::Fast, args.exact)?;
-    for (function, entry) in &probes.placed {
-        tracing::debug!("{function}: entry {entry}");
-    }
+    let (rate, probes) = plan_allocs(&target, &args.mode)?;
     let mut attached = attach(
         target.process.pid,
         &target.process.exe,
@@ -172,10 +153,10 @@ async fn allocs(args: AllocsArgs) -> anyhow::Result<()> {
     write_allocs(
         &report,
         &AllocsMeta {
-            ended,
+            ended: Some(ended),
             elapsed,
             mem_profile_rate: rate.map(|r| r.in_effect),
-            probes: &probes.placed,
+            probes: &placed(&probes),
             counters: attached.counters(),
         },
         args.json,
@@ -241,6 +222,234 @@ async fn params(args: ParamsArgs) -> anyhow::Result<()> {
         stdout.is_terminal(),
         std::io::BufWriter::new(stdout.lock()),
     )?;
+    Ok(())
+}
+
+/// Resolves and places the probes of traced functions; logs where they sit.
+fn plan_calls(target: &Target, patterns: &[String], args: &CallArgs) -> anyhow::Result<Plan> {
+    let functions = target.binary.resolve(patterns)?;
+    if !target.binary.has_dwarf() {
+        eprintln!(
+            "escapade: {} has no DWARF (built with -ldflags=-w): functions and callers resolve, \
+             but parameters cannot be named or decoded",
+            target.process.exe_target.display()
+        );
+    }
+    let options = PlanOptions {
+        capture_strings: args.capture_strings,
+        placement: args.placement,
+        entries_only: args.entries_only,
+    };
+    let plan = Plan::new(&target.binary, functions, &options)?;
+    for t in &plan.traced {
+        tracing::debug!(
+            "{}: entry {}, {} return probes",
+            t.function.name,
+            t.entry,
+            t.returns
+        );
+        if let Some(sig) = &t.function.signature {
+            for m in &sig.abi_mismatches {
+                tracing::warn!("{}: {m}", t.function.name);
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// The allocation probes, and in sampled mode the heap profiler's rate, checked (and set when
+/// asked) in the target.
+fn plan_allocs(
+    target: &Target,
+    mode: &AllocModeArgs,
+) -> anyhow::Result<(Option<MemProfileRate>, CountingProbes)> {
+    let rate = if mode.exact {
+        None
+    } else {
+        Some(MemProfileRate::prepare(target, mode.mem_profile_rate)?)
+    };
+    let probes = session::counting_probes(&target.binary, PlacementMode::Fast, mode.exact)?;
+    for (function, entry) in &probes.placed {
+        tracing::debug!("{function}: entry {entry}");
+    }
+    Ok((rate, probes))
+}
+
+/// Each probed runtime function and where its probe sits, as the views print it.
+fn placed(probes: &CountingProbes) -> Vec<(String, String)> {
+    probes
+        .placed
+        .iter()
+        .map(|(f, e)| (f.clone(), e.to_string()))
+        .collect()
+}
+
+async fn record(args: RecordArgs) -> anyhow::Result<()> {
+    let target = Target::open(args.target.pid)?;
+    let plan = if args.functions.is_empty() {
+        Plan {
+            traced: Vec::new(),
+            points: Vec::new(),
+        }
+    } else {
+        plan_calls(&target, &args.functions, &args.calls)?
+    };
+    let allocs = if args.allocs {
+        Some(plan_allocs(&target, &args.mode)?)
+    } else {
+        None
+    };
+    // Call probes first: events carry their index, which the plan's points keep.
+    let mut points = plan.points.clone();
+    if let Some((_, probes)) = &allocs {
+        points.extend(probes.points.iter().cloned());
+    }
+    let functions: Vec<FunctionInfo> = plan.traced.iter().map(FunctionInfo::of).collect();
+    let header = Header {
+        format: FORMAT_VERSION,
+        escapade: env!("CARGO_PKG_VERSION").to_string(),
+        go_version: target.binary.build.go_version.clone(),
+        build_id: target.binary.build.build_id.clone(),
+        binary: target.process.exe_target.display().to_string(),
+        pid: target.process.pid,
+        started_ns: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+        part: 0,
+        functions: functions.clone(),
+        capture_strings: args.calls.capture_strings,
+        entries_only: args.calls.entries_only,
+        placement: format!("{:?}", args.calls.placement).to_lowercase(),
+        allocs: allocs.as_ref().map(|(rate, probes)| AllocSettings {
+            mem_profile_rate: rate.as_ref().map(|r| r.in_effect),
+            probes: placed(probes),
+        }),
+    };
+    let writer = Writer::create(&args.output, header.clone(), args.max_size)?;
+    let mut attached = attach(
+        target.process.pid,
+        &target.process.exe,
+        target.binary.go_offsets(target.bias),
+        &points,
+        Programs::Tracing,
+    )?;
+    eprintln!(
+        "escapade: attached to PID {} ({}, {}): recording {} functions{} to {}; Ctrl-C to stop",
+        target.process.pid,
+        target.process.exe_target.display(),
+        target.binary.build.go_version,
+        plan.traced.len(),
+        if allocs.is_some() {
+            " and allocations"
+        } else {
+            ""
+        },
+        args.output.display(),
+    );
+    let decoder = || Decoder::new(&target.binary, &target.process, target.bias);
+    let stdout = std::io::stdout();
+    let view = TraceView::new(
+        functions,
+        args.view.json,
+        true,
+        std::io::BufWriter::new(stdout.lock()),
+    );
+    let mut sink = RecordSink::new(
+        (!plan.traced.is_empty()).then(|| CallModel::new(decoder(), &plan, true)),
+        view,
+        writer,
+        allocs.is_some().then(decoder),
+    );
+    let run = session::run(&target, &mut attached, args.target.duration, &mut sink).await;
+    if let Some((Some(rate), _)) = &allocs {
+        rate.restore(&target)?;
+    }
+    let (ended, malformed) = run?;
+    let finished = sink.finish(&attached, ended, malformed)?;
+    write_summaries(
+        finished.view,
+        &header,
+        Some(finished.last.totals),
+        finished.last.allocs.as_ref(),
+        args.view.json,
+        args.view.top,
+        std::io::BufWriter::new(stdout.lock()),
+    )?;
+    let files: Vec<String> = finished
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
+    eprintln!(
+        "escapade: recorded to {}; view with `escapade report {}`",
+        files.join(", "),
+        files[0]
+    );
+    Ok(())
+}
+
+fn report(args: ReportArgs) -> anyhow::Result<()> {
+    let mut replay = open_recording(&args.file)?;
+    let header = replay.reader.header.clone();
+    let stdout = std::io::stdout();
+    let mut view = TraceView::new(
+        header.functions.clone(),
+        args.view.json,
+        args.quiet,
+        std::io::BufWriter::new(stdout.lock()),
+    );
+    let damage = replay.run(&mut view)?;
+    write_summaries(
+        view,
+        &header,
+        replay.totals,
+        replay.allocs.as_ref(),
+        args.view.json,
+        args.view.top,
+        std::io::BufWriter::new(stdout.lock()),
+    )?;
+    finish_replay(&args.file, &replay, damage)
+}
+
+fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let mut replay = open_recording(&args.file)?;
+    let request = escapade::export::Request {
+        pprof: args.pprof,
+        perfetto: args.perfetto,
+        flamegraph: args.flamegraph.map(|path| (path, args.weight)),
+    };
+    let mut exports = escapade::export::Exports::new(&replay.reader.header, &request)?;
+    let damage = replay.run(&mut exports)?;
+    exports.finish(&replay)?;
+    finish_replay(&args.file, &replay, damage)
+}
+
+fn open_recording(
+    path: &std::path::Path,
+) -> anyhow::Result<Replay<std::io::BufReader<std::fs::File>>> {
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("opening the recording {}", path.display()))?;
+    Replay::new(std::io::BufReader::new(file)).with_context(|| path.display().to_string())
+}
+
+/// After a replay: a damaged file fails, after what was readable; a recording that stops
+/// short (escapade was killed) is said so.
+fn finish_replay<R: std::io::Read>(
+    path: &std::path::Path,
+    replay: &Replay<R>,
+    damage: Option<escapade::record::reader::ChunkError>,
+) -> anyhow::Result<()> {
+    if let Some(damage) = damage {
+        anyhow::bail!("{}: {damage}; {}", path.display(), replay.readable());
+    }
+    if replay.totals.is_none_or(|(_, t)| t.ended.is_none()) {
+        eprintln!(
+            "escapade: warning: {} stops short (escapade was killed while recording): it covers \
+             the first {:.1}s",
+            path.display(),
+            replay.totals.map_or(0.0, |(ns, _)| ns as f64 / 1e9)
+        );
+    }
     Ok(())
 }
 

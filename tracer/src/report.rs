@@ -1,4 +1,5 @@
-//! The `trace` view: one line per entry and return, as text or JSON lines, then a summary.
+//! The views: `trace` (one line per entry and return, as text or JSON lines, then a summary)
+//! and `allocs` (the top allocation sites), live or from a recording.
 
 mod params;
 
@@ -9,18 +10,16 @@ use std::io::Write;
 
 use probe_common::{
     COUNTER_ALLOCS_LOST, COUNTER_DROPPED, COUNTER_EVENTS, COUNTER_MORESTACK, COUNTER_READ_ERRORS,
-    COUNTERS, CallEvent, EventKind,
+    COUNTERS, CallEvent,
 };
 use serde::Serialize;
 use serde_json::json;
 
 use crate::allocs::AllocReport;
-use crate::attach::ProbePoint;
-use crate::calls::{Calls, Entered, Hit, Left};
-use crate::clock::WallClock;
-use crate::decode::{Arg, Decoder, Value};
+use crate::decode::{Decoder, Value};
 use crate::gobin::Frame;
-use crate::session::{Ended, EventSink, Plan, RuntimeProbe, Traced};
+use crate::model::{CallModel, CallRecord, FunctionInfo, ParamInfo, Symbols, TraceTotals};
+use crate::session::{Ended, EventSink, Plan};
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 struct FunctionStats {
@@ -30,127 +29,158 @@ struct FunctionStats {
     total_ns: u64,
 }
 
+/// The live `trace` view: probe events modelled into records, rendered as they come.
 pub struct TracePrinter<'a, W: Write> {
-    decoder: Decoder<'a>,
-    traced: &'a [Traced],
-    points: &'a [ProbePoint],
-    calls: Calls,
-    stats: Vec<FunctionStats>,
-    unknown_probe: u64,
-    json: bool,
-    /// Count calls but print only the summary.
-    quiet: bool,
-    out: W,
-    clock: WallClock,
+    model: CallModel<'a>,
+    symbols: Symbols,
+    view: TraceView<W>,
 }
 
 impl<'a, W: Write> TracePrinter<'a, W> {
     pub fn new(decoder: Decoder<'a>, plan: &'a Plan, json: bool, quiet: bool, out: W) -> Self {
+        let functions = plan.traced.iter().map(FunctionInfo::of).collect();
         TracePrinter {
-            decoder,
-            traced: &plan.traced,
-            points: &plan.points,
-            calls: Calls::default(),
-            stats: vec![FunctionStats::default(); plan.traced.len()],
-            unknown_probe: 0,
-            json,
-            quiet,
-            out,
-            clock: WallClock::now(),
+            model: CallModel::new(decoder, plan, !quiet),
+            symbols: Symbols::default(),
+            view: TraceView::new(functions, json, quiet, out),
         }
     }
 
-    fn write_event(&mut self, e: &CallEvent) -> std::io::Result<()> {
-        let Some(point) = self.points.get(e.probe_id as usize) else {
-            self.unknown_probe += 1;
+    /// The end-of-run summary: calls per function, where each probe sits, events and losses.
+    pub fn summary(
+        self,
+        ended: Ended,
+        counters: [u64; COUNTERS as usize],
+        malformed: u64,
+    ) -> std::io::Result<()> {
+        self.view.summary(&TraceTotals {
+            ended: Some(ended),
+            counters,
+            malformed,
+            pairing: self.model.pairing(),
+        })
+    }
+}
+
+impl<W: Write> EventSink for TracePrinter<'_, W> {
+    fn event(&mut self, event: &CallEvent) -> anyhow::Result<()> {
+        if let Some(record) = self.model.record(event, &mut self.symbols) {
+            self.view.call(&record, &self.symbols)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        Ok(self.view.out.flush()?)
+    }
+}
+
+/// Renders [`CallRecord`]s, live or read back from a recording: a line per entry and return
+/// (text or JSON), then a summary.
+pub struct TraceView<W: Write> {
+    functions: Vec<FunctionInfo>,
+    stats: Vec<FunctionStats>,
+    json: bool,
+    /// Count calls but print only the summary.
+    quiet: bool,
+    out: W,
+}
+
+/// A parameter with its value, as a JSON line shows it.
+#[derive(Serialize)]
+struct ArgView<'a> {
+    #[serde(flatten)]
+    param: &'a ParamInfo,
+    value: &'a Value,
+}
+
+impl<W: Write> TraceView<W> {
+    pub fn new(functions: Vec<FunctionInfo>, json: bool, quiet: bool, out: W) -> Self {
+        TraceView {
+            stats: vec![FunctionStats::default(); functions.len()],
+            functions,
+            json,
+            quiet,
+            out,
+        }
+    }
+
+    /// Counts `record` and prints its line.
+    pub fn call(&mut self, record: &CallRecord, symbols: &Symbols) -> std::io::Result<()> {
+        let index = record.function();
+        let (Some(function), Some(stats)) = (self.functions.get(index), self.stats.get_mut(index))
+        else {
             return Ok(());
         };
-        let index = point.function;
-        let traced = &self.traced[index];
-        let hit = Hit::of(e, index);
-        let wall_ns = self.clock.wall_ns(e.ktime_ns);
-        let Some(kind) = EventKind::from_u32(e.kind) else {
-            self.unknown_probe += 1;
-            return Ok(());
-        };
-        let sig = traced.function.signature.as_ref();
-        match kind {
-            // Only `params` probes the allocator.
-            EventKind::Allocating | EventKind::Allocated => {
-                self.unknown_probe += 1;
-                Ok(())
+        match record {
+            CallRecord::Entry { .. } => stats.entries += 1,
+            CallRecord::Return { duration_ns, .. } => {
+                stats.returns += 1;
+                if let Some(d) = duration_ns {
+                    stats.paired += 1;
+                    stats.total_ns += d;
+                }
             }
-            EventKind::Entry => {
-                // Without return probes there is nothing to pair, nor a return to tell a
-                // repeated hit from a new call.
-                if traced.returns > 0 && self.calls.enter(hit) == Entered::Repeat {
-                    return Ok(());
-                }
-                self.stats[index].entries += 1;
-                if self.quiet {
-                    return Ok(());
-                }
-                let args = sig
-                    .map(|s| self.decoder.args(e, &s.params, &traced.captures))
-                    .unwrap_or_default();
-                let caller = self.decoder.binary.symbolize(
-                    e.return_addr
-                        .wrapping_sub(self.decoder.bias)
-                        .wrapping_sub(1),
-                );
+        }
+        if self.quiet {
+            return Ok(());
+        }
+        match record {
+            CallRecord::Entry {
+                wall_ns,
+                goid,
+                tid,
+                args: values,
+                caller_pc,
+                return_addr,
+                sp,
+                ..
+            } => {
+                let args: Vec<_> = function.params.iter().zip(values).collect();
+                let caller = symbols.frame(*caller_pc);
                 if self.json {
                     let line = json!({
                         "type": "entry",
                         "time_ns": wall_ns,
-                        "goid": e.goid,
-                        "tid": e.tid,
-                        "function": traced.function.name,
-                        "args": args,
+                        "goid": goid,
+                        "tid": tid,
+                        "function": function.name,
+                        "args": args_json(&args),
                         "caller": caller,
-                        "return_addr": format!("{:#x}", e.return_addr),
-                        "sp": format!("{:#x}", e.sp),
+                        "return_addr": format!("{return_addr:#x}"),
+                        "sp": format!("{sp:#x}"),
                     });
                     writeln!(self.out, "{line}")
                 } else {
                     let caller = caller
-                        .map(|f| format!(" from {}", frame_text(&f)))
+                        .map(|f| format!(" from {}", frame_text(f)))
                         .unwrap_or_default();
                     writeln!(
                         self.out,
-                        "{} g{:<5} -> {}({}){caller}",
-                        wall_time(wall_ns),
-                        e.goid,
-                        traced.function.name,
+                        "{} g{goid:<5} -> {}({}){caller}",
+                        wall_time(*wall_ns),
+                        function.name,
                         args_text(&args),
                     )
                 }
             }
-            EventKind::Return => {
-                let duration_ns = match self.calls.leave(hit) {
-                    Left::Repeat => return Ok(()),
-                    Left::Unmatched => None,
-                    Left::Paired(open) => {
-                        let d = e.ktime_ns.saturating_sub(open.ktime_ns);
-                        self.stats[index].paired += 1;
-                        self.stats[index].total_ns += d;
-                        Some(d)
-                    }
-                };
-                self.stats[index].returns += 1;
-                if self.quiet {
-                    return Ok(());
-                }
-                let results = sig
-                    .map(|s| self.decoder.args(e, &s.results, &Default::default()))
-                    .unwrap_or_default();
+            CallRecord::Return {
+                wall_ns,
+                goid,
+                tid,
+                results,
+                duration_ns,
+                ..
+            } => {
+                let results: Vec<_> = function.results.iter().zip(results).collect();
                 if self.json {
                     let line = json!({
                         "type": "return",
                         "time_ns": wall_ns,
-                        "goid": e.goid,
-                        "tid": e.tid,
-                        "function": traced.function.name,
-                        "results": results,
+                        "goid": goid,
+                        "tid": tid,
+                        "function": function.name,
+                        "results": args_json(&results),
                         "duration_ns": duration_ns,
                     });
                     writeln!(self.out, "{line}")
@@ -160,10 +190,9 @@ impl<'a, W: Write> TracePrinter<'a, W> {
                         .unwrap_or_default();
                     writeln!(
                         self.out,
-                        "{} g{:<5} <- {}{took} = ({})",
-                        wall_time(wall_ns),
-                        e.goid,
-                        traced.function.name,
+                        "{} g{goid:<5} <- {}{took} = ({})",
+                        wall_time(*wall_ns),
+                        function.name,
                         args_text(&results),
                     )
                 }
@@ -171,53 +200,57 @@ impl<'a, W: Write> TracePrinter<'a, W> {
         }
     }
 
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+
     /// The end-of-run summary: calls per function, where each probe sits, events and losses.
-    pub fn summary(
-        mut self,
-        ended: Ended,
-        counters: [u64; COUNTERS as usize],
-        malformed: u64,
-    ) -> std::io::Result<()> {
+    pub fn summary(mut self, totals: &TraceTotals) -> std::io::Result<()> {
+        let counters = &totals.counters;
+        let pairing = &totals.pairing;
         let dropped = counters[COUNTER_DROPPED as usize];
         if self.json {
             let functions: Vec<_> = self
-                .traced
+                .functions
                 .iter()
                 .zip(&self.stats)
-                .map(|(t, s)| {
+                .map(|(f, s)| {
                     json!({
-                        "function": t.function.name,
+                        "function": f.name,
                         "entries": s.entries,
                         "returns": s.returns,
                         "paired": s.paired,
                         "total_ns": s.total_ns,
-                        "entry_probe": t.entry.to_string(),
-                        "fast": t.entry.is_fast(),
-                        "return_probes": t.returns,
+                        "entry_probe": f.entry_probe,
+                        "fast": f.fast,
+                        "return_probes": f.return_probes,
                     })
                 })
                 .collect();
             let line = json!({
                 "type": "summary",
-                "ended": ended,
+                "ended": totals.ended,
                 "functions": functions,
                 "events": counters[COUNTER_EVENTS as usize],
                 "dropped": dropped,
                 "morestack_retries": counters[COUNTER_MORESTACK as usize],
                 "read_errors": counters[COUNTER_READ_ERRORS as usize],
-                "malformed": malformed + self.unknown_probe,
-                "unmatched_returns": self.calls.unmatched_returns,
-                "unwound": self.calls.unwound,
-                "repeated_hits": self.calls.repeats,
-                "in_flight": self.calls.in_flight(),
+                "malformed": totals.malformed + pairing.unknown_probe,
+                "unmatched_returns": pairing.unmatched_returns,
+                "unwound": pairing.unwound,
+                "repeated_hits": pairing.repeated_hits,
+                "in_flight": pairing.in_flight,
             });
             writeln!(self.out, "{line}")?;
         } else {
-            writeln!(self.out, "\nescapade: detached ({})", ended_text(ended))?;
+            let why = totals
+                .ended
+                .map_or("the recording stops short: escapade was killed", ended_text);
+            writeln!(self.out, "\nescapade: detached ({why})")?;
             let width = self
-                .traced
+                .functions
                 .iter()
-                .map(|t| t.function.name.len())
+                .map(|f| f.name.len())
                 .max()
                 .unwrap_or(8)
                 .max(8);
@@ -226,7 +259,7 @@ impl<'a, W: Write> TracePrinter<'a, W> {
                 "  {:width$}  {:>9}  {:>9}  {:>10}  entry probe",
                 "function", "calls", "returns", "mean"
             )?;
-            for (t, s) in self.traced.iter().zip(&self.stats) {
+            for (f, s) in self.functions.iter().zip(&self.stats) {
                 let mean = s
                     .total_ns
                     .checked_div(s.paired)
@@ -234,7 +267,7 @@ impl<'a, W: Write> TracePrinter<'a, W> {
                 writeln!(
                     self.out,
                     "  {:width$}  {:>9}  {:>9}  {:>10}  {}",
-                    t.function.name, s.entries, s.returns, mean, t.entry
+                    f.name, s.entries, s.returns, mean, f.entry_probe
                 )?;
             }
             writeln!(
@@ -244,10 +277,10 @@ impl<'a, W: Write> TracePrinter<'a, W> {
                 counters[COUNTER_EVENTS as usize],
                 counters[COUNTER_MORESTACK as usize],
                 counters[COUNTER_READ_ERRORS as usize],
-                self.calls.unmatched_returns,
-                self.calls.unwound,
-                self.calls.repeats,
-                self.calls.in_flight(),
+                pairing.unmatched_returns,
+                pairing.unwound,
+                pairing.repeated_hits,
+                pairing.in_flight,
             )?;
         }
         self.out.flush()?;
@@ -261,22 +294,20 @@ impl<'a, W: Write> TracePrinter<'a, W> {
     }
 }
 
-impl<W: Write> EventSink for TracePrinter<'_, W> {
-    fn event(&mut self, event: &CallEvent) -> anyhow::Result<()> {
-        Ok(self.write_event(event)?)
-    }
-
-    fn flush(&mut self) -> anyhow::Result<()> {
-        Ok(self.out.flush()?)
-    }
-}
-
 fn ended_text(ended: Ended) -> &'static str {
     match ended {
         Ended::Interrupted => "interrupted",
         Ended::Deadline => "duration reached",
         Ended::TargetExited => "target exited",
     }
+}
+
+fn args_json(args: &[(&ParamInfo, &Value)]) -> serde_json::Value {
+    serde_json::Value::Array(
+        args.iter()
+            .map(|(param, value)| json!(ArgView { param, value }))
+            .collect(),
+    )
 }
 
 /// HH:MM:SS.micros in UTC.
@@ -311,19 +342,19 @@ fn frame_text(f: &Frame) -> String {
     }
 }
 
-fn args_text(args: &[Arg]) -> String {
+fn args_text(args: &[(&ParamInfo, &Value)]) -> String {
     let mut s = String::new();
-    for (i, a) in args.iter().enumerate() {
+    for (i, (p, value)) in args.iter().enumerate() {
         if i > 0 {
             s.push_str(", ");
         }
         let _ = write!(
             s,
             "{} {} [{}] = {}",
-            a.name,
-            a.type_name,
-            a.location,
-            value_text(&a.value)
+            p.name,
+            p.type_name,
+            p.location,
+            value_text(value)
         );
     }
     s
@@ -514,12 +545,13 @@ fn bytes_text(b: u64) -> String {
 
 /// What the allocs view says about the session besides the counts.
 pub struct AllocsMeta<'a> {
-    pub ended: Ended,
+    /// None when a recording stops short (escapade was killed).
+    pub ended: Option<Ended>,
     pub elapsed: std::time::Duration,
     /// The heap profiler's sampling interval in sampled mode; None in exact mode.
     pub mem_profile_rate: Option<u64>,
-    /// Where each runtime function's probe sits.
-    pub probes: &'a [(String, RuntimeProbe)],
+    /// Each probed runtime function and where its probe sits.
+    pub probes: &'a [(String, String)],
     pub counters: [u64; COUNTERS as usize],
 }
 
@@ -540,7 +572,7 @@ pub fn write_allocs(
             "mem_profile_rate": meta.mem_profile_rate,
             "ended": meta.ended,
             "seconds": secs,
-            "probes": meta.probes.iter().map(|(f, e)| json!({"function": f, "probe": e.to_string()})).collect::<Vec<_>>(),
+            "probes": meta.probes.iter().map(|(f, e)| json!({"function": f, "probe": e})).collect::<Vec<_>>(),
             "lost": lost,
             "report": report,
         });

@@ -326,7 +326,7 @@ pub fn counting_probes(
 }
 
 /// Why a session stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Ended {
     Interrupted,
@@ -339,6 +339,11 @@ pub trait EventSink {
     fn event(&mut self, event: &CallEvent) -> anyhow::Result<()>;
     /// Called after each drain of the ring buffer, so output reaches readers promptly.
     fn flush(&mut self) -> anyhow::Result<()>;
+    /// Called on every poll tick ([`POLL_INTERVAL`]), for sinks that also read what the probes
+    /// count in kernel maps.
+    fn checkpoint(&mut self, _attached: &Attached) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// Pumps events into `sink` until Ctrl-C, `duration`, or the target's exit.
@@ -366,6 +371,7 @@ pub async fn run(
             _ = &mut deadline => break Ended::Deadline,
             _ = tick.tick() => {
                 reader.drain(sink)?;
+                sink.checkpoint(attached)?;
                 if !target.process.alive() {
                     break Ended::TargetExited;
                 }

@@ -22,6 +22,9 @@ pub struct BuildInfo {
     pub main_module: Option<String>,
     /// The main module's version, e.g. "(devel)" for a build inside its own checkout.
     pub main_module_version: Option<String>,
+    /// The toolchain's build ID (`go tool buildid`), from the `.note.go.buildid` note; it names
+    /// the exact binary a recording came from.
+    pub build_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +75,19 @@ pub fn read(file: &object::File) -> Result<BuildInfo, BuildInfoError> {
         go_version,
         main_module,
         main_module_version,
+        build_id: build_id(file),
     })
+}
+
+/// The ELF note `.note.go.buildid`: name size, descriptor size, type (4), name "Go\0\0",
+/// then the ID.
+fn build_id(file: &object::File) -> Option<String> {
+    let data = file.section_by_name(".note.go.buildid")?.data().ok()?;
+    let word = |at: usize| Some(u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?));
+    let (name_size, desc_size) = (word(0)? as usize, word(4)? as usize);
+    let desc = 12 + name_size.div_ceil(4) * 4;
+    let id = data.get(desc..desc.checked_add(desc_size)?)?;
+    Some(String::from_utf8_lossy(id).into_owned())
 }
 
 /// "go1.22.10" -> (1, 22, 10); "go1.26rc1" -> (1, 26, 0); suffixes such as " X:nodwarf5" or

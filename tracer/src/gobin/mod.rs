@@ -95,7 +95,7 @@ pub struct Signature {
 }
 
 /// A code address resolved to function and source line.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Frame {
     pub function: String,
     pub file: Option<String>,

@@ -1,0 +1,160 @@
+//! `escapade record`'s side of a session: call records as they come, and at least every second
+//! a chunk with the counts so far and, when allocations are counted, the allocation view.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use probe_common::CallEvent;
+
+use super::Record;
+use super::writer::{FLUSH_INTERVAL, Writer};
+use crate::allocs::{self, AllocReport};
+use crate::attach::Attached;
+use crate::clock::WallClock;
+use crate::decode::Decoder;
+use crate::model::{CallModel, Symbols, TraceTotals};
+use crate::report::TraceView;
+use crate::session::{Ended, EventSink};
+
+pub struct RecordSink<'a, W: Write> {
+    /// None when no function is traced.
+    model: Option<CallModel<'a>>,
+    /// Counts calls for the summary `record` prints.
+    pub view: TraceView<W>,
+    symbols: Symbols,
+    writer: Writer,
+    /// Symbolizes allocation stacks, when allocations are counted.
+    allocs: Option<Decoder<'a>>,
+    started: Instant,
+    clock: WallClock,
+    last_allocs: Option<Instant>,
+    /// Building the allocation view reads and symbolizes every stack: when that is slow, it is
+    /// done less often than every chunk.
+    allocs_every: Duration,
+}
+
+impl<'a, W: Write> RecordSink<'a, W> {
+    pub fn new(
+        model: Option<CallModel<'a>>,
+        view: TraceView<W>,
+        writer: Writer,
+        allocs: Option<Decoder<'a>>,
+    ) -> Self {
+        RecordSink {
+            model,
+            view,
+            symbols: Symbols::default(),
+            writer,
+            allocs,
+            started: Instant::now(),
+            clock: WallClock::now(),
+            last_allocs: None,
+            allocs_every: FLUSH_INTERVAL,
+        }
+    }
+
+    /// Writes a chunk: the calls queued, the totals and, when due or `ended`, the allocations.
+    fn checkpoint_now(
+        &mut self,
+        attached: &Attached,
+        ended: Option<Ended>,
+        malformed: u64,
+    ) -> anyhow::Result<Checkpoint> {
+        let allocs_due = self
+            .last_allocs
+            .is_none_or(|at| at.elapsed() >= self.allocs_every);
+        let mut report = None;
+        if let Some(decoder) = self.allocs.as_mut()
+            && (allocs_due || ended.is_some())
+        {
+            let began = Instant::now();
+            let built = allocs::build(
+                attached.alloc_sites()?,
+                attached.sampled_live()?,
+                &attached.gc_cycles()?,
+                &self.clock,
+                |id| attached.alloc_stack(id),
+                decoder,
+            )?;
+            for pc in built.stacks.iter().flat_map(|s| &s.pcs) {
+                self.symbols.learn(decoder.binary, *pc);
+            }
+            self.allocs_every = FLUSH_INTERVAL.max(began.elapsed() * 10);
+            self.last_allocs = Some(Instant::now());
+            self.writer.push(Record::Allocs {
+                elapsed_ns: self.started.elapsed().as_nanos() as u64,
+                report: built.clone(),
+            });
+            report = Some(built);
+        }
+        let elapsed_ns = self.started.elapsed().as_nanos() as u64;
+        let totals = TraceTotals {
+            ended,
+            counters: attached.counters(),
+            malformed,
+            pairing: self
+                .model
+                .as_ref()
+                .map(CallModel::pairing)
+                .unwrap_or_default(),
+        };
+        self.writer.push(Record::Totals { elapsed_ns, totals });
+        self.writer.write_chunk(&mut self.symbols)?;
+        Ok(Checkpoint {
+            totals: (elapsed_ns, totals),
+            allocs: report,
+        })
+    }
+
+    /// Writes the last chunk, with how the session ended; returns the final allocation view.
+    pub fn finish(
+        mut self,
+        attached: &Attached,
+        ended: Ended,
+        malformed: u64,
+    ) -> anyhow::Result<Finished<W>> {
+        let last = self.checkpoint_now(attached, Some(ended), malformed)?;
+        Ok(Finished {
+            files: self.writer.finish(&mut self.symbols)?,
+            view: self.view,
+            last,
+        })
+    }
+}
+
+/// What one chunk's totals and allocation view were.
+pub struct Checkpoint {
+    /// Nanoseconds since the start, and the counts.
+    pub totals: (u64, TraceTotals),
+    pub allocs: Option<AllocReport>,
+}
+
+/// What a finished recording holds, for the summary `record` prints.
+pub struct Finished<W: Write> {
+    pub files: Vec<std::path::PathBuf>,
+    pub view: TraceView<W>,
+    pub last: Checkpoint,
+}
+
+impl<W: Write> EventSink for RecordSink<'_, W> {
+    fn event(&mut self, event: &CallEvent) -> anyhow::Result<()> {
+        if let Some(model) = self.model.as_mut()
+            && let Some(record) = model.record(event, &mut self.symbols)
+        {
+            self.view.call(&record, &self.symbols)?;
+            self.writer.push(Record::Call(record));
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, attached: &Attached) -> anyhow::Result<()> {
+        if self.writer.due() {
+            self.checkpoint_now(attached, None, 0)?;
+        }
+        Ok(())
+    }
+}

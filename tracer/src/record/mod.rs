@@ -1,0 +1,130 @@
+//! Recordings: what a session observed, written to a file that `report` and `export` read
+//! later without the target, its binary, or root.
+//!
+//! The format, version [`FORMAT_VERSION`]:
+//!
+//! ```text
+//! "ESCAPADE" (8 bytes) | format version (u32 LE)
+//! frame 0:    length (u32 LE) | CRC-32 of the payload (u32 LE) | Header as JSON
+//! frame 1...: length (u32 LE) | CRC-32 of the payload (u32 LE) | LZ4 block (size-prepended)
+//!             of a postcard-encoded list of Records
+//! ```
+//!
+//! The header says what was recorded and how (it is JSON so that it can be read by anything);
+//! each later frame, a chunk, holds the records of at most about a second and is written whole
+//! with one `write`, so a recording cut short by `kill -9` ends at the last whole chunk. Records
+//! refer to code by link-time address; a chunk carries the frames of every address it is the
+//! first to use, and each file of a rotated recording starts with all of them.
+
+pub mod live;
+pub mod reader;
+pub mod writer;
+
+use std::io::Write;
+
+use serde::{Deserialize, Serialize};
+
+use crate::allocs::AllocReport;
+use crate::gobin::Frame;
+use crate::model::{CallRecord, FunctionInfo, Symbols, TraceTotals};
+use crate::report::{AllocsMeta, TraceView, write_allocs};
+
+pub const MAGIC: &[u8; 8] = b"ESCAPADE";
+/// Bumped on any change a reader of the previous version would misread.
+pub const FORMAT_VERSION: u32 = 1;
+/// Frames longer than this are taken for corruption rather than allocated.
+pub const MAX_FRAME_BYTES: u32 = 256 << 20;
+
+/// What a recording is of, and how it was made.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    pub format: u32,
+    /// The escapade version that wrote the file.
+    pub escapade: String,
+    pub go_version: String,
+    /// The traced binary's Go build ID.
+    pub build_id: Option<String>,
+    pub binary: String,
+    pub pid: u32,
+    /// Wall-clock start of the session, in nanoseconds since the Unix epoch.
+    pub started_ns: u64,
+    /// 0 for the first file; rotation (`--max-size`) numbers the next ones.
+    pub part: u32,
+    /// The traced functions; call records index this list.
+    pub functions: Vec<FunctionInfo>,
+    /// Bytes of string arguments copied (`--capture-strings`).
+    pub capture_strings: u32,
+    pub entries_only: bool,
+    /// Entry-probe placement (`--placement`).
+    pub placement: String,
+    /// Present when allocations were counted (`--allocs`).
+    pub allocs: Option<AllocSettings>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AllocSettings {
+    /// The heap profiler's sampling interval in sampled mode; None in exact mode.
+    pub mem_profile_rate: Option<u64>,
+    /// Each probed runtime function and where its probe sits.
+    pub probes: Vec<(String, String)>,
+}
+
+/// One entry of a chunk.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Record {
+    /// Frames at link-time code addresses, innermost first, for the records that follow.
+    Symbols(Vec<(u64, Vec<Frame>)>),
+    Call(CallRecord),
+    /// The allocation view so far: each one replaces the previous one.
+    Allocs {
+        /// Since the session started.
+        elapsed_ns: u64,
+        report: AllocReport,
+    },
+    /// The summary's counts so far, in every chunk; `ended` is set in the last one.
+    Totals {
+        /// Since the session started.
+        elapsed_ns: u64,
+        totals: TraceTotals,
+    },
+}
+
+/// The summaries that end a recording, the same views as live: the trace summary when
+/// functions were traced, then the allocation table when allocations were counted. `record`
+/// prints them from what it wrote, `report` from what it read.
+pub fn write_summaries<W: Write>(
+    view: TraceView<W>,
+    header: &Header,
+    totals: Option<(u64, TraceTotals)>,
+    allocs: Option<&AllocReport>,
+    json: bool,
+    top: usize,
+    out: impl Write,
+) -> std::io::Result<()> {
+    let (elapsed_ns, totals) = totals.unwrap_or_default();
+    if !header.functions.is_empty() {
+        view.summary(&totals)?;
+    }
+    if let (Some(settings), Some(report)) = (&header.allocs, allocs) {
+        write_allocs(
+            report,
+            &AllocsMeta {
+                ended: totals.ended,
+                elapsed: std::time::Duration::from_nanos(elapsed_ns),
+                mem_profile_rate: settings.mem_profile_rate,
+                probes: &settings.probes,
+                counters: totals.counters,
+            },
+            json,
+            top,
+            out,
+        )?;
+    }
+    Ok(())
+}
+
+impl<W: Write> reader::Visitor for TraceView<W> {
+    fn call(&mut self, record: &CallRecord, symbols: &Symbols) -> std::io::Result<()> {
+        TraceView::call(self, record, symbols)
+    }
+}

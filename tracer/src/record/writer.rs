@@ -1,0 +1,159 @@
+//! Writes a recording: the header, then a chunk at least every [`FLUSH_INTERVAL`], each with
+//! one `write` so that a killed escapade leaves whole chunks; files are created mode 0600
+//! (arguments can hold secrets) and rotate at `--max-size`.
+
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use super::{FORMAT_VERSION, Header, MAGIC, Record};
+use crate::model::Symbols;
+
+/// The most a crash of escapade loses.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Chunks are written sooner when this much is waiting, to bound memory and chunk size.
+const CHUNK_BYTES: usize = 4 << 20;
+
+pub struct Writer {
+    /// The first file's path; later parts add `.1`, `.2`, ...
+    path: PathBuf,
+    header: Header,
+    file: std::fs::File,
+    /// Bytes written to the current file.
+    size: u64,
+    max_size: Option<u64>,
+    /// Whether the current file has no chunk yet, so its first one carries every symbol.
+    fresh: bool,
+    pending: Vec<Record>,
+    /// A rough size of `pending`, to cut chunks before they grow large.
+    pending_bytes: usize,
+    last_chunk: Instant,
+    /// Every file written, in order.
+    files: Vec<PathBuf>,
+}
+
+impl Writer {
+    /// Creates `path` (replacing it) and writes the header.
+    pub fn create(path: &Path, header: Header, max_size: Option<u64>) -> anyhow::Result<Writer> {
+        let file = create_private(path)?;
+        let mut writer = Writer {
+            path: path.to_path_buf(),
+            header,
+            file,
+            size: 0,
+            max_size,
+            fresh: true,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            last_chunk: Instant::now(),
+            files: vec![path.to_path_buf()],
+        };
+        writer.write_header()?;
+        Ok(writer)
+    }
+
+    fn write_header(&mut self) -> anyhow::Result<()> {
+        let json = serde_json::to_vec(&self.header).context("encoding the recording header")?;
+        let mut bytes = Vec::with_capacity(MAGIC.len() + 4 + 8 + json.len());
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        frame(&mut bytes, &json);
+        self.write(&bytes)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.file
+            .write_all(bytes)
+            .with_context(|| format!("writing {}", self.current().display()))?;
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn current(&self) -> &Path {
+        self.files.last().expect("the first file is always there")
+    }
+
+    /// Queues a record for the next chunk.
+    pub fn push(&mut self, record: Record) {
+        self.pending_bytes += match &record {
+            Record::Call(_) => 64,
+            _ => 4096,
+        };
+        self.pending.push(record);
+    }
+
+    /// Whether a chunk should be written now.
+    pub fn due(&self) -> bool {
+        self.last_chunk.elapsed() >= FLUSH_INTERVAL || self.pending_bytes >= CHUNK_BYTES
+    }
+
+    /// Writes what is queued as one chunk, preceded by the symbols it is the first to use, then
+    /// starts a new file if this one reached the size limit.
+    pub fn write_chunk(&mut self, symbols: &mut Symbols) -> anyhow::Result<()> {
+        self.last_chunk = Instant::now();
+        let learned = symbols.take_pending();
+        let known = if self.fresh { symbols.all() } else { learned };
+        let mut records = Vec::with_capacity(self.pending.len() + 1);
+        if !known.is_empty() {
+            records.push(Record::Symbols(known));
+        }
+        records.append(&mut self.pending);
+        self.pending_bytes = 0;
+        if records.is_empty() {
+            return Ok(());
+        }
+        let encoded = postcard::to_allocvec(&records).context("encoding a recording chunk")?;
+        let compressed = lz4_flex::compress_prepend_size(&encoded);
+        let mut bytes = Vec::with_capacity(compressed.len() + 8);
+        frame(&mut bytes, &compressed);
+        self.write(&bytes)?;
+        self.fresh = false;
+        if self.max_size.is_some_and(|max| self.size >= max) {
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> anyhow::Result<()> {
+        self.header.part += 1;
+        let mut name = self.path.clone().into_os_string();
+        name.push(format!(".{}", self.header.part));
+        let path = PathBuf::from(name);
+        self.file = create_private(&path)?;
+        self.files.push(path);
+        self.size = 0;
+        self.fresh = true;
+        self.write_header()
+    }
+
+    /// Writes what is left; returns the files written, in order.
+    pub fn finish(mut self, symbols: &mut Symbols) -> anyhow::Result<Vec<PathBuf>> {
+        self.write_chunk(symbols)?;
+        Ok(self.files)
+    }
+}
+
+/// Appends one frame: length, CRC-32, payload.
+fn frame(out: &mut Vec<u8>, payload: &[u8]) {
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Creates (or truncates) `path` readable and writable by its owner only.
+fn create_private(path: &Path) -> anyhow::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating the recording {} (-o)", path.display()))?;
+    // An existing file keeps its mode through `open`.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("making {} private (mode 0600)", path.display()))?;
+    Ok(file)
+}
