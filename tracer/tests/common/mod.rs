@@ -270,3 +270,21 @@ pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
         .collect()
 }
+
+/// Runs `go tool <args>` from the toolchain `go` (e.g. `pprof -top FILE`), checks that it
+/// succeeded, and returns its stdout.
+pub fn go_tool(go: &Go, args: &[&str]) -> String {
+    let out = Command::new(&go.bin)
+        .arg("tool")
+        .args(args)
+        .env("GOCACHE", cache_dir().join("gocache"))
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "go tool {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

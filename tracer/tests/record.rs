@@ -1,0 +1,299 @@
+//! `escapade record` against a real Go program, then `report` and `export` on the file alone:
+//! the report must equal what `record` printed live, both must agree with what the program
+//! itself counted, and each export must open in its tool (`go tool pprof` for pprof).
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use common::{Escapade, Target};
+
+/// Calls and goroutines `tests/go/record.go` makes, and its buffers.
+const ADDS: u64 = 300;
+const WORKERS: u64 = 25;
+const BUFFERS: u64 = 400;
+
+fn scratch(go: &common::Go, name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("record")
+        .join(&go.version);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// Runs `escapade <args>`, expects success, returns stdout.
+fn run(args: &[&str]) -> String {
+    let out = common::escapade(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "escapade {args:?}: {stderr}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn record_report_and_export() {
+    for go in common::toolchains() {
+        eprintln!("== {}", go.version);
+        let bin = common::build(&go, "record", &[]);
+        let file = scratch(&go, "run.esc");
+        let path = file.to_str().unwrap();
+        let mut target = Target::start(&bin, &[]);
+        let pid = target.pid.to_string();
+        let escapade = Escapade::attach(&[
+            "record",
+            "--pid",
+            &pid,
+            "-o",
+            path,
+            "--allocs",
+            "--exact",
+            "--json",
+            "main.add",
+            "main.worker",
+            "main.fill",
+        ]);
+        target.go();
+        let sum = target.read_count("sum");
+        let gcs = target.read_count("gcs");
+        target.go();
+        target.finish();
+        let live = escapade.finish();
+
+        // What record printed agrees with the program.
+        let summary = live.iter().find(|l| l["type"] == "summary").unwrap();
+        let calls = |function: &str| {
+            summary["functions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["function"] == function)
+                .unwrap_or_else(|| panic!("no {function} in {summary}"))
+                .clone()
+        };
+        assert_eq!(calls("main.add")["entries"], ADDS, "{summary}");
+        assert_eq!(calls("main.add")["paired"], ADDS, "{summary}");
+        assert_eq!(calls("main.worker")["entries"], WORKERS, "{summary}");
+        assert_eq!(calls("main.fill")["returns"], 1, "{summary}");
+        let allocs = &live.iter().find(|l| l["type"] == "allocs").unwrap()["report"];
+        assert_eq!(
+            allocs["gc_cycles"], gcs,
+            "GC cycles vs MemStats.NumGC delta"
+        );
+        let buffers = allocs["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["site"]["function"] == "main.buffer")
+            .unwrap_or_else(|| panic!("no site main.buffer in {allocs}"));
+        assert_eq!(buffers["objects"], BUFFERS, "{buffers}");
+
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "recordings may hold argument values");
+
+        // The offline report prints exactly what record printed live.
+        let offline = common::json_lines(&run(&["report", path, "--quiet", "--json"]));
+        assert_eq!(offline, live, "report vs record's live summary");
+        // And every call, with its decoded values: the results of add sum up as the program did.
+        let lines = common::json_lines(&run(&["report", path, "--json"]));
+        let adds: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l["type"] == "return" && l["function"] == "main.add")
+            .collect();
+        assert_eq!(adds.len() as u64, ADDS);
+        assert_eq!(
+            adds.last().unwrap()["results"][0]["value"]["value"],
+            sum,
+            "the last add returns the program's sum"
+        );
+        let entry = lines
+            .iter()
+            .find(|l| l["type"] == "entry" && l["function"] == "main.add")
+            .unwrap();
+        assert_eq!(entry["caller"]["function"], "main.main", "{entry}");
+        assert_eq!(entry["args"][0]["name"], "a", "{entry}");
+
+        check_pprof(&go, path, allocs);
+        check_perfetto(&go, path, target_pid(&pid), gcs, allocs);
+        check_flamegraph(&go, path);
+    }
+}
+
+fn target_pid(pid: &str) -> u64 {
+    pid.parse().unwrap()
+}
+
+/// `go tool pprof -top` rows as (function, flat, cum), and the total it reports.
+fn top(go: &common::Go, sample_index: &str, profile: &str) -> (Vec<(String, f64, f64)>, f64) {
+    let out = common::go_tool(
+        go,
+        &[
+            "pprof",
+            "-top",
+            "-nodecount=1000",
+            &format!("-sample_index={sample_index}"),
+            profile,
+        ],
+    );
+    let total = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Showing nodes accounting for "))
+        .and_then(|l| l.strip_suffix(" total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no total in {out}"));
+    let rows = out
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("flat"))
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 6).then(|| {
+                (
+                    f[5..].join(" "),
+                    f[0].parse().unwrap_or(f64::NAN),
+                    f[3].parse().unwrap_or(f64::NAN),
+                )
+            })
+        })
+        .collect();
+    (rows, total)
+}
+
+fn check_pprof(go: &common::Go, recording: &str, allocs: &Value) {
+    let profile = scratch(go, "run.pb.gz");
+    let profile = profile.to_str().unwrap();
+    run(&["export", recording, "--pprof", profile]);
+    let row = |rows: &[(String, f64, f64)], function: &str| {
+        rows.iter()
+            .find(|r| r.0 == function)
+            .unwrap_or_else(|| panic!("pprof -top has no {function}: {rows:?}"))
+            .clone()
+    };
+    let (calls, _) = top(go, "calls", profile);
+    assert_eq!(row(&calls, "main.add").1, ADDS as f64);
+    assert_eq!(row(&calls, "main.worker").1, WORKERS as f64);
+    let (objects, total) = top(go, "alloc_objects", profile);
+    // The buffers' allocations, under main.buffer, which pprof knows was inlined, then
+    // main.fill.
+    assert_eq!(
+        row(&objects, "main.buffer (inline)").2,
+        BUFFERS as f64,
+        "{objects:?}"
+    );
+    assert_eq!(row(&objects, "main.fill").2, BUFFERS as f64, "{objects:?}");
+    assert_eq!(total, allocs["objects"].as_f64().unwrap(), "every object");
+
+    // Inlined frames share their address's Location, innermost line first.
+    let raw = common::go_tool(go, &["pprof", "-raw", profile]);
+    let locations: Vec<&str> = raw
+        .lines()
+        .skip_while(|l| !l.starts_with("Locations"))
+        .collect();
+    let inlined = locations.windows(2).any(|w| {
+        w[0].contains(": 0x") && w[0].contains(" main.buffer ") && {
+            let next = w[1].trim_start();
+            next.starts_with("main.fill ")
+        }
+    });
+    assert!(
+        inlined,
+        "no Location with main.buffer inlined into main.fill: {raw}"
+    );
+}
+
+fn check_perfetto(go: &common::Go, recording: &str, pid: u64, gcs: u64, allocs: &Value) {
+    let out = scratch(go, "run.json");
+    run(&["export", recording, "--perfetto", out.to_str().unwrap()]);
+    let trace: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let events = trace["traceEvents"].as_array().expect("traceEvents");
+    let mut tracks = std::collections::HashMap::new();
+    for e in events {
+        let ph = e["ph"].as_str().unwrap_or_else(|| panic!("no ph: {e}"));
+        assert_eq!(e["pid"], pid, "{e}");
+        match ph {
+            "X" => {
+                assert!(
+                    e["ts"].as_f64().is_some() && e["dur"].as_f64().unwrap() >= 0.0,
+                    "{e}"
+                );
+                assert!(e["tid"].as_u64().is_some() && e["name"].is_string(), "{e}");
+            }
+            "i" => assert!(
+                e["ts"].as_f64().is_some() && e["tid"].as_u64().is_some(),
+                "{e}"
+            ),
+            "C" => assert!(e["args"].is_object(), "{e}"),
+            "M" => {
+                if e["name"] == "thread_name" {
+                    tracks.insert(
+                        e["args"]["name"].as_str().unwrap().to_string(),
+                        e["tid"].as_u64().unwrap(),
+                    );
+                }
+            }
+            _ => panic!("unexpected phase {ph}: {e}"),
+        }
+    }
+    let spans = |name: &str| -> Vec<&Value> {
+        events
+            .iter()
+            .filter(|e| e["ph"] == "X" && e["name"] == name)
+            .collect()
+    };
+    let adds = spans("main.add");
+    assert_eq!(adds.len() as u64, ADDS);
+    assert!(
+        adds.iter().all(|e| e["tid"] == 1),
+        "add runs on goroutine 1"
+    );
+    assert_eq!(tracks["goroutine 1"], 1);
+    let workers: HashSet<u64> = spans("main.worker")
+        .iter()
+        .map(|e| e["tid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        workers.len() as u64,
+        WORKERS,
+        "one track per worker goroutine"
+    );
+    assert!(!workers.contains(&1));
+    let on = |track: &str| -> Vec<&Value> {
+        events
+            .iter()
+            .filter(|e| e["ph"] == "i" && e["tid"] == tracks[track])
+            .collect()
+    };
+    assert_eq!(
+        on("GC cycles").len() as u64,
+        gcs,
+        "one instant per GC cycle"
+    );
+    let created: u64 = on("goroutine creations")
+        .iter()
+        .map(|e| e["args"]["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(created, allocs["goroutines_created"].as_u64().unwrap());
+    assert!(created >= WORKERS);
+}
+
+fn check_flamegraph(go: &common::Go, recording: &str) {
+    for (weight, want) in [("bytes", "main.buffer"), ("calls", "main.add")] {
+        let out = scratch(go, &format!("{weight}.svg"));
+        run(&[
+            "export",
+            recording,
+            "--flamegraph",
+            out.to_str().unwrap(),
+            "--weight",
+            weight,
+        ]);
+        let svg = std::fs::read_to_string(&out).unwrap();
+        assert!(
+            svg.contains("<svg") && svg.contains(want),
+            "{weight}: {svg}"
+        );
+    }
+}
