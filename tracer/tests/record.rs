@@ -297,3 +297,95 @@ fn check_flamegraph(go: &common::Go, recording: &str) {
         );
     }
 }
+
+/// A recording cut short by `kill -9` reads up to its last chunk, at most a second before the
+/// kill; damaged files (truncated, a flipped byte, another format version, empty, not a
+/// recording) fail with one line saying what was readable, after reporting it.
+#[test]
+fn killed_and_damaged_recordings() {
+    let go = &common::toolchains()[0];
+    let bin = common::build(go, "busy", &[]);
+    let file = scratch(go, "killed.esc");
+    let path = file.to_str().unwrap();
+    let mut target = Target::start(&bin, &["4"]);
+    let pid = target.pid.to_string();
+    let escapade = Escapade::attach(&["record", "--pid", &pid, "-o", path, "main.hot"]);
+    target.go();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    escapade.kill9();
+    target.read_count("calls");
+    target.go();
+    target.finish();
+
+    let out = common::escapade(&["report", path, "--quiet", "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let covered: f64 = stderr
+        .split("covers the first ")
+        .nth(1)
+        .and_then(|s| s.split('s').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no coverage in {stderr:?}"));
+    assert!(covered >= 1.0, "at most the last second is lost: {stderr}");
+    let summary = common::json_lines(&String::from_utf8_lossy(&out.stdout)).remove(0);
+    assert_eq!(summary["ended"], Value::Null, "{summary}");
+    assert!(
+        summary["functions"][0]["entries"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+
+    let good = std::fs::read(&file).unwrap();
+    let header_len = u32::from_le_bytes(good[12..16].try_into().unwrap()) as usize;
+    let first_chunk = 12 + 8 + header_len;
+    let mut version = good.clone();
+    version[8..12].copy_from_slice(&99u32.to_le_bytes());
+    let mut flipped = good.clone();
+    flipped[first_chunk + 8 + 1] ^= 0x40;
+    let cases: [(&str, Vec<u8>, &str); 6] = [
+        ("empty", Vec::new(), "the file is empty"),
+        (
+            "text",
+            b"hello, world\n".to_vec(),
+            "not an escapade recording",
+        ),
+        ("version", version, "recorded in format version 99"),
+        (
+            "header",
+            good[..first_chunk - 5].to_vec(),
+            "the header is cut short (the file is truncated): nothing in the file can be read",
+        ),
+        ("flipped", flipped, "chunk 1 at byte"),
+        (
+            "truncated",
+            good[..good.len() - 5].to_vec(),
+            "is cut short (the file is truncated); the report covers the",
+        ),
+    ];
+    for (name, bytes, want) in cases {
+        let damaged = scratch(go, &format!("{name}.esc"));
+        std::fs::write(&damaged, bytes).unwrap();
+        let damaged = damaged.to_str().unwrap();
+        for command in [
+            &["report", damaged][..],
+            &["export", damaged, "--perfetto", "/dev/null"][..],
+        ] {
+            let out = common::escapade(command);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{name}: {command:?}: {stderr}");
+            assert_eq!(stderr.lines().count(), 1, "{name}: one line: {stderr}");
+            assert!(
+                stderr.starts_with(&format!("escapade: {damaged}: ")) && stderr.contains(want),
+                "{name}: {stderr}"
+            );
+        }
+    }
+    // What was readable before the damage is reported.
+    let out = common::escapade(&["report", scratch(go, "flipped.esc").to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("checksum mismatch"));
+    let out = common::escapade(&[
+        "report",
+        "--quiet",
+        scratch(go, "truncated.esc").to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("main.hot"));
+}

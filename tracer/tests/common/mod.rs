@@ -235,6 +235,14 @@ impl Escapade {
     }
 }
 
+impl Escapade {
+    /// Kills escapade with SIGKILL, as a crash would end it, and waits for it.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
 /// Forwards the lines of `pipe` through a channel, echoing them to stderr when `echo` is set.
 fn lines_of(
     pipe: impl std::io::Read + Send + 'static,
