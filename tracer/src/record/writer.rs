@@ -90,11 +90,17 @@ impl Writer {
         self.last_chunk.elapsed() >= FLUSH_INTERVAL || self.pending_bytes >= CHUNK_BYTES
     }
 
-    /// Writes what is queued as one chunk, preceded by the symbols it is the first to use, then
-    /// starts a new file if this one reached the size limit.
+    /// Writes what is queued as one chunk, preceded by the symbols it is the first to use; in
+    /// a new file when this one reached the size limit.
     pub fn write_chunk(&mut self, symbols: &mut Symbols) -> anyhow::Result<()> {
         self.last_chunk = Instant::now();
         let learned = symbols.take_pending();
+        if self.pending.is_empty() && learned.is_empty() {
+            return Ok(());
+        }
+        if !self.fresh && self.max_size.is_some_and(|max| self.size >= max) {
+            self.rotate()?;
+        }
         let known = if self.fresh { symbols.all() } else { learned };
         let mut records = Vec::with_capacity(self.pending.len() + 1);
         if !known.is_empty() {
@@ -102,18 +108,12 @@ impl Writer {
         }
         records.append(&mut self.pending);
         self.pending_bytes = 0;
-        if records.is_empty() {
-            return Ok(());
-        }
         let encoded = postcard::to_allocvec(&records).context("encoding a recording chunk")?;
         let compressed = lz4_flex::compress_prepend_size(&encoded);
         let mut bytes = Vec::with_capacity(compressed.len() + 8);
         frame(&mut bytes, &compressed);
         self.write(&bytes)?;
         self.fresh = false;
-        if self.max_size.is_some_and(|max| self.size >= max) {
-            self.rotate()?;
-        }
         Ok(())
     }
 

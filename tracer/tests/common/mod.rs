@@ -2,6 +2,8 @@
 //! and build the Go programs under `tests/go/`.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod synthetic;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
