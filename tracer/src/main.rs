@@ -285,6 +285,11 @@ fn placed(probes: &CountingProbes) -> Vec<(String, String)> {
 }
 
 async fn record(args: RecordArgs) -> anyhow::Result<()> {
+    if !args.allocs && (args.mode.exact || args.mode.mem_profile_rate.is_some()) {
+        anyhow::bail!(
+            "--exact and --mem-profile-rate choose how allocations are counted: add --allocs"
+        );
+    }
     let target = Target::open(args.target.pid)?;
     let plan = if args.functions.is_empty() {
         Plan {

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 use super::{CallSites, Export, Recorded};
-use crate::allocs::AllocReport;
 use crate::model::{CallRecord, Symbols};
 use crate::record::Header;
 
@@ -64,10 +63,6 @@ fn folded(pcs: &[u64], symbols: &Symbols) -> Vec<String> {
 impl Export for FlameGraph {
     fn call(&mut self, record: &CallRecord, _symbols: &Symbols) -> std::io::Result<()> {
         self.calls.add(record);
-        Ok(())
-    }
-
-    fn allocs(&mut self, _elapsed_ns: u64, _report: &AllocReport) -> std::io::Result<()> {
         Ok(())
     }
 

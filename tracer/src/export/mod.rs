@@ -17,8 +17,11 @@ pub use flamegraph::Weight;
 /// One output format.
 pub trait Export {
     fn call(&mut self, record: &CallRecord, symbols: &Symbols) -> std::io::Result<()>;
-    /// An allocation view, `elapsed_ns` after the session started.
-    fn allocs(&mut self, elapsed_ns: u64, report: &AllocReport) -> std::io::Result<()>;
+    /// An allocation view, `elapsed_ns` after the session started; most exports need only the
+    /// last one, which [`Recorded`] holds.
+    fn allocs(&mut self, _elapsed_ns: u64, _report: &AllocReport) -> std::io::Result<()> {
+        Ok(())
+    }
     /// Writes the output once the recording was read.
     fn finish(self: Box<Self>, recording: &Recorded) -> anyhow::Result<()>;
 }

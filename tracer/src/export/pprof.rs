@@ -12,7 +12,6 @@ use anyhow::Context as _;
 use prost::Message as _;
 
 use super::{CallSites, Export, Recorded};
-use crate::allocs::AllocReport;
 use crate::gobin::Frame;
 use crate::model::{CallRecord, Symbols};
 use crate::record::Header;
@@ -145,10 +144,6 @@ impl Pprof {
 impl Export for Pprof {
     fn call(&mut self, record: &CallRecord, _symbols: &Symbols) -> std::io::Result<()> {
         self.calls.add(record);
-        Ok(())
-    }
-
-    fn allocs(&mut self, _elapsed_ns: u64, _report: &AllocReport) -> std::io::Result<()> {
         Ok(())
     }
 

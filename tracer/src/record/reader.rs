@@ -106,9 +106,9 @@ impl<R: Read> Reader<R> {
             Err(e) => return Err(fail(self, e)),
         };
         // LZ4 expands at most 255 times: a larger stated size is damage, not worth allocating.
-        let stated = compressed
-            .get(..4)
-            .map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
+        let stated = compressed.get(..4).map_or(0, |b| {
+            u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize
+        });
         if stated > 255 * compressed.len() + 16 {
             let reason = format!("a stated size of {stated} bytes");
             return Err(fail(self, FrameError::Undecodable(reason)));
