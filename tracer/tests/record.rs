@@ -389,3 +389,68 @@ fn killed_and_damaged_recordings() {
     ]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("main.hot"));
 }
+
+/// Sampled mode recorded, at `MemProfileRate` 1: the pprof export's in-use and allocated
+/// objects per site equal what `runtime.MemProfile` said, and the offline report equals the
+/// live one.
+#[test]
+fn sampled_allocations_export_inuse() {
+    for go in common::toolchains() {
+        eprintln!("== {}", go.version);
+        let bin = common::build(&go, "profile", &[]);
+        let file = scratch(&go, "sampled.esc");
+        let path = file.to_str().unwrap();
+        let mut target = Target::start(&bin, &[]);
+        let pid = target.pid.to_string();
+        let escapade = Escapade::attach(&[
+            "record",
+            "--pid",
+            &pid,
+            "-o",
+            path,
+            "--allocs",
+            "--mem-profile-rate",
+            "1",
+            "--duration",
+            "6s",
+            "--json",
+        ]);
+        target.go();
+        let mut runtime_says = std::collections::HashMap::<String, (f64, f64)>::new();
+        loop {
+            let line = target.read_lines(1).concat();
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f == ["done"] {
+                break;
+            }
+            assert!(
+                f.len() == 6 && f[0] == "site",
+                "the program printed {line:?}"
+            );
+            let counts = runtime_says.entry(f[1].to_string()).or_default();
+            counts.0 += f[3].parse::<f64>().unwrap();
+            counts.1 += f[5].parse::<f64>().unwrap();
+        }
+        let live = escapade.finish();
+        target.go();
+        target.read_lines(1);
+        target.go();
+        target.finish();
+
+        let offline = common::json_lines(&run(&["report", path, "--quiet", "--json"]));
+        assert_eq!(offline, live, "report vs record's live summary");
+        let profile = scratch(&go, "sampled.pb.gz");
+        let profile = profile.to_str().unwrap();
+        run(&["export", path, "--pprof", profile]);
+        let (allocated, _) = top(&go, "alloc_objects", profile);
+        let (inuse, _) = top(&go, "inuse_objects", profile);
+        let cum = |rows: &[(String, f64, f64)], function: &str| {
+            rows.iter().find(|r| r.0 == function).map_or(0.0, |r| r.2)
+        };
+        for (function, (objects, freed)) in &runtime_says {
+            assert_eq!(cum(&allocated, function), *objects, "{function}: allocated");
+            assert_eq!(cum(&inuse, function), objects - freed, "{function}: in use");
+        }
+        assert_eq!(runtime_says["main.keepNodes"], (700.0, 0.0));
+    }
+}
