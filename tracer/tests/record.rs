@@ -266,11 +266,31 @@ fn check_perfetto(go: &common::Go, recording: &str, pid: u64, gcs: u64, allocs: 
             .filter(|e| e["ph"] == "i" && e["tid"] == tracks[track])
             .collect()
     };
+    // A span per cycle, with a span per phase inside it.
+    let gc_track = &tracks["GC cycles"];
+    let on_gc = |e: &&Value| e["ph"] == "X" && e["tid"] == *gc_track;
+    let cycles: Vec<&Value> = events
+        .iter()
+        .filter(on_gc)
+        .filter(|e| e["name"].as_str().unwrap().starts_with("GC "))
+        .collect();
     assert_eq!(
-        on("GC cycles").len() as u64,
+        cycles.len() as u64,
         gcs,
-        "one instant per GC cycle"
+        "one span per GC cycle: {cycles:?}"
     );
+    let span = |e: &Value| {
+        let ts = e["ts"].as_f64().unwrap();
+        (ts, ts + e["dur"].as_f64().unwrap())
+    };
+    for cycle in &cycles {
+        let (start, end) = span(cycle);
+        let inside = events.iter().filter(on_gc).filter(|e| {
+            let (s, e) = span(e);
+            s >= start && e <= end + 0.001
+        });
+        assert_eq!(inside.count(), 4, "{cycle} and its three phases");
+    }
     let created: u64 = on("goroutine creations")
         .iter()
         .map(|e| e["args"]["count"].as_u64().unwrap())

@@ -1,7 +1,8 @@
 //! `export --perfetto`: Chrome trace-event JSON, which Perfetto and chrome://tracing open. One
-//! track (thread) per goroutine with a span per traced call; allocation, goroutine-creation
-//! and GC tracks with instants at each allocation view the recording took (at most a second
-//! apart: the kernel counts these, it does not time each one).
+//! track (thread) per goroutine with a span per traced call; a GC track with a span per cycle
+//! and its phases, as the runtime timed them; allocation and goroutine-creation tracks with
+//! instants at each allocation view the recording took (at most a second apart: the kernel
+//! counts these, it does not time each one).
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use anyhow::Context as _;
 use serde_json::{Value as Json, json};
 
 use super::{Export, Recorded};
-use crate::allocs::AllocReport;
+use crate::allocs::{AllocReport, GcCycle};
 use crate::model::{CallRecord, FunctionInfo, ParamInfo, Symbols};
 use crate::record::Header;
 use crate::report::value_text;
@@ -32,6 +33,8 @@ pub struct Perfetto {
     open: std::collections::HashMap<u64, Vec<(usize, Json)>>,
     /// Allocation totals at the previous view: objects, bytes, goroutines, GC cycles.
     previous: (u64, u64, u64, u64),
+    /// When the last GC cycle drawn ended.
+    last_gc_end_ns: u64,
     first: bool,
 }
 
@@ -48,6 +51,7 @@ impl Perfetto {
             named: Default::default(),
             open: Default::default(),
             previous: (0, 0, 0, 0),
+            last_gc_end_ns: 0,
             first: true,
         };
         p.out
@@ -101,6 +105,48 @@ impl Perfetto {
     fn goroutine(&mut self, goid: u64) -> std::io::Result<()> {
         if self.named.insert(goid) {
             self.thread_name(goid, &format!("goroutine {goid}"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Perfetto {
+    /// One GC cycle: a span from sweep termination to its end, and inside it a span per phase
+    /// (the two stop-the-world phases and concurrent marking).
+    fn gc_cycle(&mut self, c: &GcCycle) -> std::io::Result<()> {
+        let pid = self.pid;
+        let end = self.ts(c.end_ns);
+        let name = c
+            .number
+            .map_or_else(|| "GC".to_string(), |n| format!("GC {n}"));
+        let args = json!({"pause_ns": c.pause_ns, "heap_start_bytes": c.heap_start_bytes,
+            "heap_marked_bytes": c.heap_marked_bytes, "heap_goal_bytes": c.heap_goal_bytes});
+        let Some(start) = c.start_ns else {
+            return self.event(json!({"ph": "i", "s": "t", "name": name, "pid": pid,
+                "tid": GC_TRACK, "ts": end, "args": args}));
+        };
+        let start = self.ts(start);
+        self.event(
+            json!({"ph": "X", "name": name, "pid": pid, "tid": GC_TRACK, "ts": start,
+            "dur": end - start, "args": args}),
+        )?;
+        let phases = [
+            ("sweep termination (stop the world)", c.start_ns, c.mark_ns),
+            ("mark", c.mark_ns, c.mark_termination_ns),
+            (
+                "mark termination (stop the world)",
+                c.mark_termination_ns,
+                Some(c.end_ns),
+            ),
+        ];
+        for (phase, from, to) in phases {
+            if let (Some(from), Some(to)) = (from, to) {
+                let (from, to) = (self.ts(from), self.ts(to));
+                self.event(
+                    json!({"ph": "X", "name": phase, "pid": pid, "tid": GC_TRACK,
+                    "ts": from, "dur": (to - from).max(0.0)}),
+                )?;
+            }
         }
         Ok(())
     }
@@ -214,9 +260,22 @@ impl Export for Perfetto {
                 "tid": GOROUTINES_TRACK, "ts": ts, "args": {"count": goroutines}}),
             )?;
         }
-        for cycle in now.3 - gcs..now.3 {
-            self.event(json!({"ph": "i", "s": "t", "name": "GC cycle", "pid": pid,
-                "tid": GC_TRACK, "ts": ts, "args": {"cycle": cycle + 1}}))?;
+        // Cycles the runtime's own record times, as spans with their phases; any the view no
+        // longer lists (it keeps the most recent) as instants at the view.
+        let mut timed = 0;
+        for cycle in &report.gc {
+            if cycle.end_ns <= self.last_gc_end_ns {
+                continue;
+            }
+            self.last_gc_end_ns = cycle.end_ns;
+            self.gc_cycle(cycle)?;
+            timed += 1;
+        }
+        for _ in timed..gcs {
+            self.event(
+                json!({"ph": "i", "s": "t", "name": "GC cycle (not timed)", "pid": pid,
+                "tid": GC_TRACK, "ts": ts}),
+            )?;
         }
         Ok(())
     }
