@@ -14,7 +14,7 @@ use escapade::cli::{
 use escapade::clock::WallClock;
 use escapade::decode::Decoder;
 use escapade::hints::hint;
-use escapade::model::{CallModel, FunctionInfo};
+use escapade::model::{CallModel, FunctionInfo, Symbols};
 use escapade::params::{AllocationProbes, ParamTracker};
 use escapade::record::live::RecordSink;
 use escapade::record::reader::Replay;
@@ -359,11 +359,17 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
         true,
         std::io::BufWriter::new(stdout.lock()),
     );
+    // Where each traced function starts, for exports that show its source.
+    let mut symbols = Symbols::default();
+    for t in &plan.traced {
+        symbols.learn(&target.binary, t.function.entry);
+    }
     let mut sink = RecordSink::new(
         (!plan.traced.is_empty()).then(|| CallModel::new(decoder(), &plan, true)),
         view,
         writer,
         allocs.is_some().then(decoder),
+        symbols,
     );
     let run = session::run(&target, &mut attached, args.target.duration, &mut sink).await;
     if let Some((Some(rate), _)) = &allocs {

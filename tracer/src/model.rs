@@ -29,6 +29,8 @@ pub struct ParamInfo {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FunctionInfo {
     pub name: String,
+    /// Link-time address of its first instruction (see [`Symbols`]).
+    pub entry: u64,
     pub params: Vec<ParamInfo>,
     pub results: Vec<ParamInfo>,
     /// Where the entry probe sits, as the summary says it.
@@ -53,6 +55,7 @@ impl FunctionInfo {
         let sig = traced.function.signature.as_ref();
         FunctionInfo {
             name: traced.function.name.clone(),
+            entry: traced.function.entry,
             params: sig.map(|s| infos(&s.params)).unwrap_or_default(),
             results: sig.map(|s| infos(&s.results)).unwrap_or_default(),
             entry_probe: traced.entry.to_string(),

@@ -96,6 +96,13 @@ fn record_report_and_export() {
         // The offline report prints exactly what record printed live.
         let offline = common::json_lines(&run(&["report", path, "--quiet", "--json"]));
         assert_eq!(offline, live, "report vs record's live summary");
+        let text = run(&["report", path, "--quiet"]);
+        let row = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("main.add "))
+            .unwrap_or_else(|| panic!("no main.add row in {text}"));
+        let counts: Vec<&str> = row.split_whitespace().skip(1).take(2).collect();
+        assert_eq!(counts, ["300", "300"], "calls and returns: {row}");
         // And every call, with its decoded values: the results of add sum up as the program did.
         let lines = common::json_lines(&run(&["report", path, "--json"]));
         let adds: Vec<&Value> = lines
@@ -198,6 +205,11 @@ fn check_pprof(go: &common::Go, recording: &str, allocs: &Value) {
             next.starts_with("main.fill ")
         }
     });
+    let add_at = |l: &&str| l.contains(" main.add ") && l.contains("record.go:");
+    assert!(
+        locations.iter().any(add_at),
+        "a traced function has its own source position: {raw}"
+    );
     assert!(
         inlined,
         "no Location with main.buffer inlined into main.fill: {raw}"

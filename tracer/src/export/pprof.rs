@@ -166,8 +166,8 @@ struct Tables {
     functions: Vec<proto::Function>,
     function_ids: HashMap<(String, Option<String>), u64>,
     locations: Vec<proto::Location>,
-    /// By code address, or for a traced function's own frame (which has none) by its name.
-    location_ids: HashMap<(u64, String), u64>,
+    /// By code address.
+    location_ids: HashMap<u64, u64>,
 }
 
 impl Tables {
@@ -203,17 +203,9 @@ impl Tables {
         id
     }
 
-    /// The location of `frames` at `pc` (0 for a traced function's entry, named by `name`).
-    fn location(&mut self, pc: u64, name: &str, frames: &[Frame]) -> u64 {
-        let key = (
-            pc,
-            if pc == 0 {
-                name.to_string()
-            } else {
-                String::new()
-            },
-        );
-        if let Some(&id) = self.location_ids.get(&key) {
+    /// The location of code address `pc`, whose frames are `frames`.
+    fn location(&mut self, pc: u64, frames: &[Frame]) -> u64 {
+        if let Some(&id) = self.location_ids.get(&pc) {
             return id;
         }
         let line = frames
@@ -230,21 +222,29 @@ impl Tables {
             address: pc,
             line,
         });
-        self.location_ids.insert(key, id);
+        self.location_ids.insert(pc, id);
         id
     }
 
-    /// Locations of a stack of code addresses, innermost first.
-    fn stack(&mut self, pcs: &[u64], symbols: &Symbols) -> Vec<u64> {
+    /// Locations of a stack of code addresses, innermost first; `fallback` names the frame of
+    /// an address the recording has no symbols for.
+    fn stack(
+        &mut self,
+        pcs: &[u64],
+        symbols: &Symbols,
+        fallback: impl Fn(u64) -> String,
+    ) -> Vec<u64> {
         pcs.iter()
-            .map(|&pc| {
-                let frames = symbols.frames(pc);
-                let unknown = [Frame {
-                    function: format!("{pc:#x}"),
-                    file: None,
-                    line: None,
-                }];
-                self.location(pc, "", if frames.is_empty() { &unknown } else { frames })
+            .map(|&pc| match symbols.frames(pc) {
+                [] => {
+                    let unknown = Frame {
+                        function: fallback(pc),
+                        file: None,
+                        line: None,
+                    };
+                    self.location(pc, &[unknown])
+                }
+                frames => self.location(pc, frames),
             })
             .collect()
     }
@@ -280,14 +280,10 @@ fn build(calls: &CallSites, recording: &Recorded) -> proto::Profile {
         let Some(info) = header.functions.get(function) else {
             continue;
         };
-        let own = Frame {
-            function: info.name.clone(),
-            file: None,
-            line: None,
-        };
-        let mut location_id = vec![t.location(0, &info.name, &[own])];
+        // The traced function at its first instruction, then its caller.
+        let mut location_id = t.stack(&[info.entry], recording.symbols, |_| info.name.clone());
         if caller_pc != 0 {
-            location_id.extend(t.stack(&[caller_pc], recording.symbols));
+            location_id.extend(t.stack(&[caller_pc], recording.symbols, |pc| format!("{pc:#x}")));
         }
         let mut value = vec![0; width];
         value[0] = count as i64;
@@ -323,7 +319,7 @@ fn build(calls: &CallSites, recording: &Recorded) -> proto::Profile {
                 .into_iter()
                 .collect();
             samples.push(proto::Sample {
-                location_id: t.stack(&stack.pcs, recording.symbols),
+                location_id: t.stack(&stack.pcs, recording.symbols, |pc| format!("{pc:#x}")),
                 value,
                 label,
             });

@@ -39,11 +39,12 @@ impl<'a, W: Write> RecordSink<'a, W> {
         view: TraceView<W>,
         writer: Writer,
         allocs: Option<Decoder<'a>>,
+        symbols: Symbols,
     ) -> Self {
         RecordSink {
             model,
             view,
-            symbols: Symbols::default(),
+            symbols,
             writer,
             allocs,
             started: Instant::now(),

@@ -29,6 +29,7 @@ pub fn header() -> Header {
         part: 0,
         functions: vec![FunctionInfo {
             name: "main.handle".into(),
+            entry: 0x4a2540,
             params: vec![param("id", "int", "RAX"), param("p", "*main.T", "RBX")],
             results: vec![param("~r0", "int", "RAX")],
             entry_probe: "fast: stack-check JBE at 0x4a2544".into(),
