@@ -121,7 +121,9 @@ impl Perfetto {
             .map_or_else(|| "GC".to_string(), |n| format!("GC {n}"));
         let args = json!({"pause_ns": c.pause_ns, "heap_start_bytes": c.heap_start_bytes,
             "heap_marked_bytes": c.heap_marked_bytes, "heap_goal_bytes": c.heap_goal_bytes});
-        let Some(start) = c.start_ns else {
+        // A start after the end is a record the runtime overwrote for the next cycle before
+        // the probe read it: the end alone is trustworthy.
+        let Some(start) = c.start_ns.filter(|&s| s <= c.end_ns) else {
             return self.event(json!({"ph": "i", "s": "t", "name": name, "pid": pid,
                 "tid": GC_TRACK, "ts": end, "args": args}));
         };
@@ -140,7 +142,9 @@ impl Perfetto {
             ),
         ];
         for (phase, from, to) in phases {
-            if let (Some(from), Some(to)) = (from, to) {
+            if let (Some(from), Some(to)) = (from, to)
+                && from <= to
+            {
                 let (from, to) = (self.ts(from), self.ts(to));
                 self.event(
                     json!({"ph": "X", "name": phase, "pid": pid, "tid": GC_TRACK,
