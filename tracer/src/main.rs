@@ -432,14 +432,38 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
     let mut exports = escapade::export::Exports::new(&replay.reader.header, &request)?;
     let damage = replay.run(&mut exports)?;
     exports.finish(&replay)?;
-    finish_replay(&args.file, &replay, damage)
+    finish_replay(&args.file, &replay, damage)?;
+    let wrote = |path: Option<std::path::PathBuf>, view: &dyn Fn(String) -> String| {
+        if let Some(path) = path {
+            let path = path.display().to_string();
+            eprintln!("escapade: wrote {path}; {}", view(path.clone()));
+        }
+    };
+    wrote(request.pprof, &|p| {
+        format!("view it with `go tool pprof -http=: {p}` (calls: -sample_index=calls)")
+    });
+    wrote(request.perfetto, &|_| {
+        "view it in ui.perfetto.dev or chrome://tracing".into()
+    });
+    wrote(request.flamegraph.map(|(path, _)| path), &|_| {
+        "view it in a browser".into()
+    });
+    Ok(())
 }
 
 fn open_recording(
     path: &std::path::Path,
 ) -> anyhow::Result<Replay<std::io::BufReader<std::fs::File>>> {
-    let file = std::fs::File::open(path)
-        .with_context(|| format!("opening the recording {}", path.display()))?;
+    let file = match std::fs::File::open(path) {
+        // Not a matter of privileges for the probes, which the generic hint would suggest.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => anyhow::bail!(
+            "{} is readable by its owner only (recordings are created mode 0600, since they can \
+             hold argument values): `sudo chown $USER {}`, or run escapade as its owner",
+            path.display(),
+            path.display()
+        ),
+        opened => opened.with_context(|| format!("opening the recording {}", path.display()))?,
+    };
     Replay::new(std::io::BufReader::new(file)).with_context(|| path.display().to_string())
 }
 
