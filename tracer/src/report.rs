@@ -71,7 +71,7 @@ impl<W: Write> EventSink for TracePrinter<'_, W> {
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {
-        Ok(self.view.out.flush()?)
+        Ok(self.view.flush()?)
     }
 }
 
@@ -200,6 +200,7 @@ impl<W: Write> TraceView<W> {
         }
     }
 
+    /// Lets the lines printed so far reach their reader.
     pub fn flush(&mut self) -> std::io::Result<()> {
         self.out.flush()
     }

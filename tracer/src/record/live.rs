@@ -20,7 +20,7 @@ pub struct RecordSink<'a, W: Write> {
     /// None when no function is traced.
     model: Option<CallModel<'a>>,
     /// Counts calls for the summary `record` prints.
-    pub view: TraceView<W>,
+    view: TraceView<W>,
     symbols: Symbols,
     writer: Writer,
     /// Symbolizes allocation stacks, when allocations are counted.
