@@ -3,6 +3,7 @@
 //! `pt_regs` has no XMM state. Pointers are classified by what they point into.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use probe_common::{CallEvent, MAX_STACK_WORDS, MAX_STRING_CAPTURES, StringCapture};
 use serde::{Deserialize, Serialize};
@@ -10,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::gobin::abi::{Location, Reg};
 use crate::gobin::types::{GoType, TypeKind};
 use crate::gobin::{GoBinary, Param};
-use crate::process::Process;
+use crate::process::{Mapping, Process};
 
 /// Where a pointer points.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,7 +202,14 @@ pub struct Decoder<'a> {
     /// Added to link-time addresses to get runtime ones (PIE).
     pub bias: u64,
     type_names: HashMap<u64, Option<String>>,
+    /// The process's mappings as last re-read, and when: the heap grows after escapade
+    /// attaches, into memory the maps read at open do not show as writable.
+    fresh_maps: Vec<Mapping>,
+    maps_read_at: Option<Instant>,
 }
+
+/// How often the mappings are re-read at most, for pointers into none of them.
+const MAPS_REREAD: Duration = Duration::from_millis(50);
 
 impl<'a> Decoder<'a> {
     pub fn new(binary: &'a GoBinary, process: &'a Process, bias: u64) -> Self {
@@ -210,6 +218,8 @@ impl<'a> Decoder<'a> {
             process,
             bias,
             type_names: HashMap::new(),
+            fresh_maps: Vec::new(),
+            maps_read_at: None,
         }
     }
 
@@ -325,7 +335,7 @@ impl<'a> Decoder<'a> {
     }
 
     /// Names what `addr` points into: the goroutine's stack, the binary's sections, or the heap.
-    pub fn region(&self, event: &CallEvent, addr: u64) -> Region {
+    pub fn region(&mut self, event: &CallEvent, addr: u64) -> Region {
         if addr == 0 {
             return Region::Nil;
         }
@@ -340,9 +350,24 @@ impl<'a> Decoder<'a> {
                 _ => Region::Rodata,
             };
         }
-        match self.process.mapping_at(addr) {
-            Some(m) if m.path.is_empty() && m.writable => Region::Heap,
-            _ => Region::Unknown,
+        let heap = |m: Option<&Mapping>| m.is_some_and(|m| m.path.is_empty() && m.writable);
+        if heap(self.process.mapping_at(addr)) {
+            return Region::Heap;
+        }
+        if !heap(Mapping::find(&self.fresh_maps, addr))
+            && self
+                .maps_read_at
+                .is_none_or(|at| at.elapsed() >= MAPS_REREAD)
+        {
+            self.maps_read_at = Some(Instant::now());
+            if let Ok(maps) = self.process.current_maps() {
+                self.fresh_maps = maps;
+            }
+        }
+        if heap(Mapping::find(&self.fresh_maps, addr)) {
+            Region::Heap
+        } else {
+            Region::Unknown
         }
     }
 

@@ -31,6 +31,13 @@ pub struct Mapping {
     pub path: String,
 }
 
+impl Mapping {
+    /// The mapping of `maps` holding `addr`.
+    pub fn find(maps: &[Mapping], addr: u64) -> Option<&Mapping> {
+        maps.iter().find(|m| m.start <= addr && addr < m.end)
+    }
+}
+
 pub struct Process {
     pub pid: u32,
     /// `/proc/PID/exe`: opening it works even if the file was replaced or deleted on disk.
@@ -93,18 +100,17 @@ impl Process {
         Ok(base.start - (first_load_vaddr & !0xfff))
     }
 
-    pub fn refresh_maps(&mut self) -> Result<(), ProcessError> {
-        let pid = self.pid;
-        self.maps = read_maps(pid).map_err(|source| ProcessError::Io {
-            pid,
+    /// The mappings now (`maps` is as they were at open).
+    pub fn current_maps(&self) -> Result<Vec<Mapping>, ProcessError> {
+        read_maps(self.pid).map_err(|source| ProcessError::Io {
+            pid: self.pid,
             what: "maps",
             source,
-        })?;
-        Ok(())
+        })
     }
 
     pub fn mapping_at(&self, addr: u64) -> Option<&Mapping> {
-        self.maps.iter().find(|m| m.start <= addr && addr < m.end)
+        Mapping::find(&self.maps, addr)
     }
 
     /// Reads target memory; None if the range is not mapped (or the process is gone).

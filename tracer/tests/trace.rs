@@ -393,3 +393,26 @@ fn compare(at: &str, want: &Value, got: &Value) {
         Value::Null => panic!("{at}: the program printed null"),
     }
 }
+
+/// A pointer into heap memory the runtime mapped after escapade attached is still `heap`:
+/// the process's mappings as read at attach do not have it.
+#[test]
+fn heap_grown_after_attach_is_heap() {
+    for go in common::toolchains() {
+        eprintln!("== {}", go.version);
+        let bin = common::build(&go, "grow", &[]);
+        let mut target = Target::start(&bin, &[]);
+        let pid = target.pid.to_string();
+        let mut escapade = Escapade::attach(&["trace", "--pid", &pid, "--json", "main.touch"]);
+        target.go();
+        let addr = target.read_count("addr");
+        escapade.wait_for(1, |l| l.contains(r#""type":"entry""#));
+        target.go();
+        target.finish();
+        let events = escapade.finish();
+        let entry = events.iter().find(|e| e["type"] == "entry").unwrap();
+        let value = &entry["args"][0]["value"];
+        assert_eq!(value["addr"], addr, "{entry}");
+        assert_eq!(value["region"], "heap", "{entry}");
+    }
+}
