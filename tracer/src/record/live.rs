@@ -28,6 +28,8 @@ pub struct RecordSink<'a, W: Write> {
     started: Instant,
     clock: WallClock,
     last_allocs: Option<Instant>,
+    /// The last allocation view written, encoded.
+    last_allocs_written: Vec<u8>,
     /// Building the allocation view reads and symbolizes every stack: when that is slow, it is
     /// done less often than every chunk.
     allocs_every: Duration,
@@ -50,6 +52,7 @@ impl<'a, W: Write> RecordSink<'a, W> {
             started: Instant::now(),
             clock: WallClock::now(),
             last_allocs: None,
+            last_allocs_written: Vec::new(),
             allocs_every: FLUSH_INTERVAL,
         }
     }
@@ -82,10 +85,15 @@ impl<'a, W: Write> RecordSink<'a, W> {
             }
             self.allocs_every = FLUSH_INTERVAL.max(began.elapsed() * 10);
             self.last_allocs = Some(Instant::now());
-            self.writer.push(Record::Allocs {
-                elapsed_ns: self.started.elapsed().as_nanos() as u64,
-                report: built.clone(),
-            });
+            // An idle target's view does not change: the previous one stands for it.
+            let encoded = postcard::to_allocvec(&built)?;
+            if encoded != self.last_allocs_written {
+                self.last_allocs_written = encoded;
+                self.writer.push(Record::Allocs {
+                    elapsed_ns: self.started.elapsed().as_nanos() as u64,
+                    report: built.clone(),
+                });
+            }
             report = Some(built);
         }
         let elapsed_ns = self.started.elapsed().as_nanos() as u64;
