@@ -18,7 +18,7 @@ use escapade::model::{CallModel, FunctionInfo, Symbols};
 use escapade::params::{AllocationProbes, ParamTracker};
 use escapade::record::live::RecordSink;
 use escapade::record::reader::Replay;
-use escapade::record::writer::Writer;
+use escapade::record::writer::{Writer, part_path};
 use escapade::record::{AllocSettings, FORMAT_VERSION, Header, write_summaries};
 use escapade::report::{
     AllocsMeta, ParamsMeta, TracePrinter, TraceView, write_allocs, write_params,
@@ -477,7 +477,35 @@ fn finish_replay<R: std::io::Read>(
     if let Some(damage) = damage {
         anyhow::bail!("{}: {damage}; {}", path.display(), replay.readable());
     }
-    if replay.totals.is_none_or(|(_, t)| t.ended.is_none()) {
+    let part = replay.reader.header.part;
+    let first = match part {
+        0 => Some(path.to_path_buf()),
+        n => path
+            .to_str()
+            .and_then(|p| p.strip_suffix(&format!(".{n}")))
+            .map(std::path::PathBuf::from),
+    };
+    // The next file of the same session, not one left from an earlier recording.
+    let continued = |next: &std::path::Path| {
+        let header = std::fs::File::open(next)
+            .ok()
+            .and_then(|f| Replay::new(std::io::BufReader::new(f)).ok())
+            .map(|r| r.reader.header);
+        header.is_some_and(|h| {
+            h.part == part + 1
+                && h.started_ns == replay.reader.header.started_ns
+                && h.pid == replay.reader.header.pid
+        })
+    };
+    if let Some(next) = first.map(|f| part_path(&f, part + 1))
+        && continued(&next)
+    {
+        eprintln!(
+            "escapade: {} reached --max-size; the recording goes on in {}",
+            path.display(),
+            next.display()
+        );
+    } else if replay.totals.is_none_or(|(_, t)| t.ended.is_none()) {
         eprintln!(
             "escapade: warning: {} stops short (escapade was killed while recording): it covers \
              the first {:.1}s",

@@ -503,3 +503,58 @@ fn sampled_allocations_export_inuse() {
         assert_eq!(runtime_says["main.keepNodes"], (700.0, 0.0));
     }
 }
+
+/// `--max-size` splits a recording into files that each read alone; their calls add up to
+/// what the program made, and each but the last says where the recording goes on.
+#[test]
+fn rotated_files_add_up_to_the_programs_calls() {
+    let go = &common::toolchains()[0];
+    let dir = scratch(go, "rotated.esc").parent().unwrap().to_path_buf();
+    for old in std::fs::read_dir(&dir).unwrap().flatten() {
+        if old.file_name().to_string_lossy().starts_with("rotated.esc") {
+            std::fs::remove_file(old.path()).unwrap();
+        }
+    }
+    let (mut target, escapade, file) = start_recording(
+        go,
+        "record",
+        &[],
+        "rotated.esc",
+        &["--max-size", "2K", "--json", "main.add", "main.worker"],
+    );
+    target.go();
+    target.read_count("sum");
+    target.read_count("gcs");
+    target.go();
+    target.finish();
+    escapade.finish();
+    let mut entries = 0;
+    let mut part = 0;
+    loop {
+        let path = if part == 0 {
+            file.clone()
+        } else {
+            PathBuf::from(format!("{}.{part}", file.display()))
+        };
+        if !path.exists() {
+            break;
+        }
+        let out = common::escapade(&["report", path.to_str().unwrap(), "--quiet", "--json"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let next = format!("{}.{}", file.display(), part + 1);
+        assert_eq!(
+            stderr.contains(&format!("goes on in {next}")),
+            Path::new(&next).exists(),
+            "{}: {stderr}",
+            path.display()
+        );
+        let summary = common::json_lines(&String::from_utf8_lossy(&out.stdout)).remove(0);
+        for f in summary["functions"].as_array().unwrap() {
+            entries += f["entries"].as_u64().unwrap();
+        }
+        part += 1;
+    }
+    assert!(part > 2, "only {part} files");
+    assert_eq!(entries, ADDS + WORKERS, "calls over {part} files");
+}

@@ -152,6 +152,11 @@ impl<W: Write> EventSink for RecordSink<'_, W> {
         {
             self.view.call(&record, &self.symbols)?;
             self.writer.push(Record::Call(record));
+            // Under sustained load one drain of the ring buffer can outlast a second, and the
+            // calls must still reach the file: the totals follow at the next checkpoint.
+            if self.writer.due() {
+                self.writer.write_chunk(&mut self.symbols)?;
+            }
         }
         Ok(())
     }

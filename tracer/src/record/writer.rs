@@ -87,7 +87,11 @@ impl Writer {
 
     /// Whether a chunk should be written now.
     pub fn due(&self) -> bool {
-        self.last_chunk.elapsed() >= FLUSH_INTERVAL || self.pending_bytes >= CHUNK_BYTES
+        // With a size limit, chunks stay well under it, so that a file passes it by little.
+        let limit = self
+            .max_size
+            .map_or(CHUNK_BYTES, |max| CHUNK_BYTES.min(max as usize));
+        self.last_chunk.elapsed() >= FLUSH_INTERVAL || self.pending_bytes >= limit
     }
 
     /// Writes what is queued as one chunk, preceded by the symbols it is the first to use; in
@@ -119,9 +123,7 @@ impl Writer {
 
     fn rotate(&mut self) -> anyhow::Result<()> {
         self.header.part += 1;
-        let mut name = self.path.clone().into_os_string();
-        name.push(format!(".{}", self.header.part));
-        let path = PathBuf::from(name);
+        let path = part_path(&self.path, self.header.part);
         self.file = create_private(&path)?;
         self.files.push(path);
         self.size = 0;
@@ -134,6 +136,15 @@ impl Writer {
         self.write_chunk(symbols)?;
         Ok(self.files)
     }
+}
+
+/// The file of part `part` of a recording whose first file is `first`: `FILE`, `FILE.1`, ...
+pub fn part_path(first: &Path, part: u32) -> PathBuf {
+    let mut name = first.as_os_str().to_os_string();
+    if part > 0 {
+        name.push(format!(".{part}"));
+    }
+    PathBuf::from(name)
 }
 
 /// Appends one frame: length, CRC-32, payload.
