@@ -3,7 +3,10 @@
 //! Data flows one way, and each module is one stage of it:
 //! `gobin` and `process` model the target before anything attaches; `placement` decides where
 //! each uprobe sits; `attach` loads the probes; `ringbuf` drains raw events; `decode` turns them
-//! into typed values; `calls` pairs entries with returns; `report` prints them.
+//! into typed values; `calls` pairs entries with returns; `model` makes each entry or return a
+//! record that outlives the target; `report` prints records; `record` writes them (and the
+//! allocation view) to a file and reads them back; `export` turns a read-back recording into
+//! other tools' formats.
 
 pub mod allocs;
 pub mod attach;
