@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use probe_common::CallEvent;
+use probe_common::{COUNTERS, CallEvent};
 
 use super::Record;
 use super::writer::{FLUSH_INTERVAL, Writer};
@@ -28,6 +28,8 @@ pub struct RecordSink<'a, W: Write> {
     started: Instant,
     clock: WallClock,
     last_allocs: Option<Instant>,
+    /// The probes' counters as last read, by `probe_common::COUNTER_*`.
+    counters: [u64; COUNTERS as usize],
     /// The last allocation view written, encoded.
     last_allocs_written: Vec<u8>,
     /// Building the allocation view reads and symbolizes every stack: when that is slow, it is
@@ -52,6 +54,7 @@ impl<'a, W: Write> RecordSink<'a, W> {
             started: Instant::now(),
             clock: WallClock::now(),
             last_allocs: None,
+            counters: [0; COUNTERS as usize],
             last_allocs_written: Vec::new(),
             allocs_every: FLUSH_INTERVAL,
         }
@@ -96,10 +99,25 @@ impl<'a, W: Write> RecordSink<'a, W> {
             }
             report = Some(built);
         }
+        self.counters = attached.counters();
+        let totals = self.write_chunk(ended, malformed)?;
+        Ok(Checkpoint {
+            totals,
+            allocs: report,
+        })
+    }
+
+    /// Writes what is queued as a chunk, ending with the totals so far (the probes' counters as
+    /// last read); returns those totals and when they were taken.
+    fn write_chunk(
+        &mut self,
+        ended: Option<Ended>,
+        malformed: u64,
+    ) -> anyhow::Result<(u64, TraceTotals)> {
         let elapsed_ns = self.started.elapsed().as_nanos() as u64;
         let totals = TraceTotals {
             ended,
-            counters: attached.counters(),
+            counters: self.counters,
             malformed,
             pairing: self
                 .model
@@ -109,10 +127,7 @@ impl<'a, W: Write> RecordSink<'a, W> {
         };
         self.writer.push(Record::Totals { elapsed_ns, totals });
         self.writer.write_chunk(&mut self.symbols)?;
-        Ok(Checkpoint {
-            totals: (elapsed_ns, totals),
-            allocs: report,
-        })
+        Ok((elapsed_ns, totals))
     }
 
     /// Writes the last chunk, with how the session ended; returns the final allocation view.
@@ -153,9 +168,9 @@ impl<W: Write> EventSink for RecordSink<'_, W> {
             self.view.call(&record, &self.symbols)?;
             self.writer.push(Record::Call(record));
             // Under sustained load one drain of the ring buffer can outlast a second, and the
-            // calls must still reach the file: the totals follow at the next checkpoint.
+            // calls must still reach the file, without the maps the checkpoint reads.
             if self.writer.due() {
-                self.writer.write_chunk(&mut self.symbols)?;
+                self.write_chunk(None, 0)?;
             }
         }
         Ok(())
