@@ -382,7 +382,9 @@ impl GoBinary {
         // before Go 1.27.
         if name.contains("[go.shape.") && !params.iter().any(|p| p.name == ".dict") {
             // A method's receiver comes before the dictionary: `pkg.(*T[go.shape.int]).M`.
-            let method = name.rsplit_once(']').is_some_and(|(_, rest)| !rest.is_empty());
+            let method = name
+                .rsplit_once(']')
+                .is_some_and(|(_, rest)| !rest.is_empty());
             params.insert(
                 usize::from(method && !params.is_empty()),
                 dwarf::DwarfParam {
