@@ -9,7 +9,8 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::{
-        BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, pt_regs,
+        BPF_F_USER_STACK, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
+        pt_regs,
     },
     helpers::{
         bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns,
@@ -346,14 +347,6 @@ fn try_gc(ctx: &ProbeContext) -> Result<(), ()> {
         return Ok(());
     }
     let offsets = GO_OFFSETS.get(0).ok_or(())?;
-    count(COUNTER_EVENTS);
-    let cycle = AllocKey {
-        counted: COUNTED_GC_CYCLE,
-        stack_id: -1,
-        caller: 0,
-        type_addr: 0,
-    };
-    add_to_site(&cycle, 0);
     let mut record = GcCycleRecord {
         // SAFETY: no preconditions.
         ktime_ns: unsafe { bpf_ktime_get_ns() },
@@ -371,7 +364,20 @@ fn try_gc(ctx: &ProbeContext) -> Result<(), ()> {
         0 => record.ktime_ns,
         n => n,
     };
-    let _ = GC_CYCLES.insert(key, record, 0);
+    // The kernel single-steps a RET; a preemption signal during the step makes the goroutine
+    // run the RET, and so this probe, again once it is rescheduled, possibly in the next
+    // cycle. The first hit of a cycle holds its record and counts it.
+    if GC_CYCLES.insert(key, record, BPF_NOEXIST as u64).is_err() {
+        return Ok(());
+    }
+    count(COUNTER_EVENTS);
+    let cycle = AllocKey {
+        counted: COUNTED_GC_CYCLE,
+        stack_id: -1,
+        caller: 0,
+        type_addr: 0,
+    };
+    add_to_site(&cycle, 0);
     Ok(())
 }
 

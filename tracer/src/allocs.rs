@@ -282,9 +282,10 @@ pub fn build(
             .filter(|&pc| pc != 0)
             .map(|pc| (pc - 1).wrapping_sub(decoder.bias))
             .collect();
+        // Inlined calls expanded into their own frames, innermost first.
         let frames = pcs
             .iter()
-            .filter_map(|&pc| decoder.binary.symbolize(pc))
+            .flat_map(|&pc| decoder.binary.symbolize_inlined(pc))
             .collect();
         let fate = fates
             .remove(&(key.stack_id, key.caller))

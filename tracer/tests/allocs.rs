@@ -117,6 +117,23 @@ fn check(bin: &std::path::Path) {
             .unwrap_or_else(|| panic!("no site {function} in {report}"))
             .clone()
     };
+    // An allocation in an inlined function: its own frame, then its caller's.
+    let inlined = site("main.buffer");
+    assert_eq!(inlined["objects"], 30, "{inlined}");
+    assert!(
+        stacks.iter().any(|s| {
+            let names: Vec<&str> = s["frames"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["function"].as_str().unwrap())
+                .collect();
+            names
+                .windows(2)
+                .any(|w| w == ["main.buffer", "main.inlinedBuffers"])
+        }),
+        "main.buffer inlined into main.inlinedBuffers"
+    );
     let nodes = site("main.newNodes");
     assert_eq!(nodes["objects"], 1000);
     assert_eq!(nodes["types"][0][0], "main.node", "{nodes}");

@@ -58,8 +58,19 @@ func strs(n int) {
 	}
 }
 
+// buffer is small enough to be inlined into its caller: its allocation has no frame of its own.
+func buffer(n int) []byte { return make([]byte, n) }
+
+//go:noinline
+func inlinedBuffers(n int) {
+	for i := 0; i < n; i++ {
+		sink = append(sink, buffer(48+i%8))
+	}
+}
+
 //go:noinline
 func phase() {
+	inlinedBuffers(30)
 	newNodes(1000)
 	tinyBuffers(2000)
 	bigBuffers(50)
