@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 
-use escapade::attach::{Programs, attach};
+use escapade::attach::{Attached, ProbePoint, Programs, attach};
 use escapade::cli::{
     AllocModeArgs, AllocsArgs, CallArgs, Cli, Command, ExportArgs, ParamsArgs, RecordArgs,
     ReportArgs, TraceArgs,
@@ -79,21 +79,12 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     } else {
         Programs::Tracing
     };
-    let mut attached = attach(
-        target.process.pid,
-        &target.process.exe,
-        target.binary.go_offsets(target.bias),
-        &plan.points,
-        programs,
-    )?;
-    eprintln!(
-        "escapade: attached to PID {} ({}, {}): {} functions, {} probes; Ctrl-C to stop",
-        target.process.pid,
-        target.process.exe_target.display(),
-        target.binary.build.go_version,
+    let doing = format!(
+        "{} functions, {} probes",
         plan.traced.len(),
         plan.points.len()
     );
+    let mut attached = attach_to(&target, &plan.points, programs, &doing)?;
     let decoder = Decoder::new(&target.binary, &target.process, target.bias);
     let stdout = std::io::stdout().lock();
     let mut printer = TracePrinter::new(
@@ -112,13 +103,6 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
 async fn allocs(args: AllocsArgs) -> anyhow::Result<()> {
     let target = Target::open(args.target.pid)?;
     let (rate, probes) = plan_allocs(&target, &args.mode)?;
-    let mut attached = attach(
-        target.process.pid,
-        &target.process.exe,
-        target.binary.go_offsets(target.bias),
-        &probes.points,
-        Programs::Tracing,
-    )?;
     let what = match &rate {
         None => "every allocation".to_string(),
         Some(rate) => format!(
@@ -126,13 +110,8 @@ async fn allocs(args: AllocsArgs) -> anyhow::Result<()> {
             rate.in_effect
         ),
     };
-    eprintln!(
-        "escapade: attached to PID {} ({}, {}): counting {what}, goroutine creations and GC \
-         cycles; Ctrl-C to stop",
-        target.process.pid,
-        target.process.exe_target.display(),
-        target.binary.build.go_version,
-    );
+    let doing = format!("counting {what}, goroutine creations and GC cycles");
+    let mut attached = attach_to(&target, &probes.points, Programs::Tracing, &doing)?;
     let started = std::time::Instant::now();
     let run = session::run(&target, &mut attached, args.target.duration, &mut Discard).await;
     if let Some(rate) = &rate {
@@ -183,21 +162,12 @@ async fn params(args: ParamsArgs) -> anyhow::Result<()> {
     let mut plan = Plan::new(&target.binary, functions, &options)?;
     let mut decoder = Decoder::new(&target.binary, &target.process, target.bias);
     let probes = AllocationProbes::plan(&target.binary, &mut decoder, &mut plan, !args.no_allocs)?;
-    let mut attached = attach(
-        target.process.pid,
-        &target.process.exe,
-        target.binary.go_offsets(target.bias),
-        &plan.points,
-        Programs::Tracing,
-    )?;
-    eprintln!(
-        "escapade: attached to PID {} ({}, {}): {} functions, {} probes; Ctrl-C to stop",
-        target.process.pid,
-        target.process.exe_target.display(),
-        target.binary.build.go_version,
+    let doing = format!(
+        "{} functions, {} probes",
         plan.traced.len(),
         plan.points.len()
     );
+    let mut attached = attach_to(&target, &plan.points, Programs::Tracing, &doing)?;
     let events = args.events.then(std::io::stdout);
     let mut tracker = ParamTracker::new(decoder, &plan, &probes, events);
     let (ended, malformed) =
@@ -331,18 +301,8 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
         }),
     };
     let writer = Writer::create(&args.output, header.clone(), args.max_size)?;
-    let mut attached = attach(
-        target.process.pid,
-        &target.process.exe,
-        target.binary.go_offsets(target.bias),
-        &points,
-        Programs::Tracing,
-    )?;
-    eprintln!(
-        "escapade: attached to PID {} ({}, {}): recording {} functions{} to {}; Ctrl-C to stop",
-        target.process.pid,
-        target.process.exe_target.display(),
-        target.binary.build.go_version,
+    let doing = format!(
+        "recording {} functions{} to {}",
         plan.traced.len(),
         if allocs.is_some() {
             " and allocations"
@@ -351,6 +311,7 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
         },
         args.output.display(),
     );
+    let mut attached = attach_to(&target, &points, Programs::Tracing, &doing)?;
     let decoder = || Decoder::new(&target.binary, &target.process, target.bias);
     let stdout = std::io::stdout();
     let view = TraceView::new(
@@ -594,6 +555,29 @@ impl EventSink for Discard {
     fn flush(&mut self) -> anyhow::Result<()> {
         Ok(())
     }
+}
+
+/// Attaches the probes at `points` and tells the user what they are doing there.
+fn attach_to(
+    target: &Target,
+    points: &[ProbePoint],
+    programs: Programs,
+    doing: &str,
+) -> anyhow::Result<Attached> {
+    let attached = attach(
+        target.process.pid,
+        &target.process.exe,
+        target.binary.go_offsets(target.bias),
+        points,
+        programs,
+    )?;
+    eprintln!(
+        "escapade: attached to PID {} ({}, {}): {doing}; Ctrl-C to stop",
+        target.process.pid,
+        target.process.exe_target.display(),
+        target.binary.build.go_version,
+    );
+    Ok(attached)
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
