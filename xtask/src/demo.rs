@@ -33,7 +33,7 @@ pub struct Options {
 pub fn run(options: Options) -> Result<()> {
     let tools = setup::run()?;
     let escapade = setup::build_escapade()?;
-    let demo_bin = tools.build_go_program("demo", ".")?;
+    let demo_bin = tools.build_go_program(tools.newest_go(), "demo", ".")?;
 
     let mut demo = Demo::start(&demo_bin)?;
     let pid = demo.child.id();

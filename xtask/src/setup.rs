@@ -28,6 +28,15 @@ pub struct Tools {
 }
 
 impl Tools {
+    /// The go binary of `version`, one of [`GO_VERSIONS`].
+    pub fn go_version(&self, version: &str) -> Result<&Path> {
+        self.go
+            .iter()
+            .find(|(v, _)| *v == version)
+            .map(|(_, go)| go.as_path())
+            .with_context(|| format!("Go {version} is not in GO_VERSIONS"))
+    }
+
     /// The go binary of the newest version of the matrix.
     pub fn newest_go(&self) -> &Path {
         let newest = self
@@ -37,10 +46,10 @@ impl Tools {
         &newest.expect("GO_VERSIONS is not empty").1
     }
 
-    /// Builds the Go program in `<workspace>/<dir>` (a file, or `.` for the package) with the
-    /// newest Go of the matrix into `<target>/<dir>/<name>`, named after the file or the
-    /// directory, and returns that path.
-    pub fn build_go_program(&self, dir: &str, source: &str) -> Result<PathBuf> {
+    /// Builds the Go program in `<workspace>/<dir>` (a file, or `.` for the package) with `go`
+    /// into `<target>/<dir>/<name>`, named after the file or the directory, and returns that
+    /// path.
+    pub fn build_go_program(&self, go: &Path, dir: &str, source: &str) -> Result<PathBuf> {
         let out_dir = paths::target_dir()?.join(dir);
         fs::create_dir_all(&out_dir)?;
         let name = Path::new(source)
@@ -48,7 +57,6 @@ impl Tools {
             .filter(|_| source != ".")
             .map_or_else(|| dir.into(), |stem| stem.to_string_lossy());
         let binary = out_dir.join(&*name);
-        let go = self.newest_go();
         say!("building {dir}/{source} with {}", go.display());
         cmd::run(
             Command::new(go)
