@@ -131,6 +131,10 @@ pub struct RecordArgs {
     pub functions: Vec<String>,
     #[command(flatten)]
     pub calls: CallArgs,
+    /// Also follow the traced functions' parameters, as `params` does (needs their return
+    /// probes: not with --entries-only).
+    #[arg(long, requires = "functions", conflicts_with = "entries_only")]
+    pub params: bool,
     /// Also count heap allocations, goroutine creations and GC cycles, as `allocs` does.
     #[arg(long)]
     pub allocs: bool,

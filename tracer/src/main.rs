@@ -19,7 +19,7 @@ use escapade::params::{AllocationProbes, ParamTracker};
 use escapade::record::live::RecordSink;
 use escapade::record::reader::Replay;
 use escapade::record::writer::{Writer, part_path};
-use escapade::record::{AllocSettings, FORMAT_VERSION, Header, write_summaries};
+use escapade::record::{AllocSettings, FORMAT_VERSION, Header, Latest, write_summaries};
 use escapade::report::{
     AllocsMeta, ParamsMeta, TracePrinter, TraceView, write_allocs, write_params,
 };
@@ -147,12 +147,7 @@ async fn allocs(args: AllocsArgs) -> anyhow::Result<()> {
 
 async fn params(args: ParamsArgs) -> anyhow::Result<()> {
     let target = Target::open(args.target.pid)?;
-    anyhow::ensure!(
-        target.binary.has_dwarf(),
-        "{} has no DWARF (built with -ldflags=-w), so its parameters have no names or types: \
-         rebuild without -w",
-        target.process.exe_target.display()
-    );
+    ensure_dwarf(&target)?;
     let functions = target.binary.resolve(&args.functions)?;
     let options = PlanOptions {
         capture_strings: 0,
@@ -172,21 +167,14 @@ async fn params(args: ParamsArgs) -> anyhow::Result<()> {
     let mut tracker = ParamTracker::new(decoder, &plan, &probes, events);
     let (ended, malformed) =
         session::run(&target, &mut attached, args.target.duration, &mut tracker).await?;
-    let (in_flight, unmatched_returns) = tracker.in_flight();
-    let unverified_moves = tracker.unverified_moves;
-    let (rows, heap) = tracker.finish();
+    let view = tracker.view();
     let stdout = std::io::stdout();
     write_params(
-        &rows,
-        &heap,
+        &view,
         &ParamsMeta {
-            ended,
+            ended: Some(ended),
             counters: attached.counters(),
             malformed,
-            in_flight,
-            unmatched_returns,
-            unverified_moves,
-            allocator_probes: &probes.placed,
         },
         args.json,
         stdout.is_terminal(),
@@ -261,13 +249,27 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
         );
     }
     let target = Target::open(args.target.pid)?;
-    let plan = if args.functions.is_empty() {
+    if args.params {
+        ensure_dwarf(&target)?;
+    }
+    let mut plan = if args.functions.is_empty() {
         Plan {
             traced: Vec::new(),
             points: Vec::new(),
         }
     } else {
         plan_calls(&target, &args.functions, &args.calls)?
+    };
+    let params = if args.params {
+        let mut decoder = Decoder::new(&target.binary, &target.process, target.bias);
+        Some(AllocationProbes::plan(
+            &target.binary,
+            &mut decoder,
+            &mut plan,
+            true,
+        )?)
+    } else {
+        None
     };
     let allocs = if args.allocs {
         Some(plan_allocs(&target, &args.mode)?)
@@ -299,11 +301,13 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
             mem_profile_rate: rate.as_ref().map(|r| r.in_effect),
             probes: placed(probes),
         }),
+        params: args.params,
     };
     let writer = Writer::create(&args.output, header.clone(), args.max_size)?;
     let doing = format!(
-        "recording {} functions{} to {}",
+        "recording {} functions{}{} to {}",
         plan.traced.len(),
+        if args.params { " with parameters" } else { "" },
         if allocs.is_some() {
             " and allocations"
         } else {
@@ -330,6 +334,9 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
         view,
         writer,
         allocs.is_some().then(decoder),
+        params
+            .as_ref()
+            .map(|probes| ParamTracker::new(decoder(), &plan, probes, None)),
         symbols,
     );
     let run = session::run(&target, &mut attached, args.target.duration, &mut sink).await;
@@ -341,8 +348,11 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
     write_summaries(
         finished.view,
         &header,
-        Some(finished.last.totals),
-        finished.last.allocs.as_ref(),
+        Latest {
+            totals: Some(finished.last.totals),
+            params: finished.last.params.as_ref(),
+            allocs: finished.last.allocs.as_ref(),
+        },
         args.view.json,
         args.view.top,
         std::io::BufWriter::new(stdout.lock()),
@@ -374,8 +384,11 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
     write_summaries(
         view,
         &header,
-        replay.totals,
-        replay.allocs.as_ref(),
+        Latest {
+            totals: replay.totals,
+            params: replay.params.as_ref(),
+            allocs: replay.allocs.as_ref(),
+        },
         args.view.json,
         args.view.top,
         std::io::BufWriter::new(stdout.lock()),
@@ -555,6 +568,17 @@ impl EventSink for Discard {
     fn flush(&mut self) -> anyhow::Result<()> {
         Ok(())
     }
+}
+
+/// Following parameters needs their names and types.
+fn ensure_dwarf(target: &Target) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        target.binary.has_dwarf(),
+        "{} has no DWARF (built with -ldflags=-w), so its parameters have no names or types: \
+         rebuild without -w",
+        target.process.exe_target.display()
+    );
+    Ok(())
 }
 
 /// Attaches the probes at `points` and tells the user what they are doing there.

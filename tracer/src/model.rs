@@ -214,11 +214,8 @@ impl<'a> CallModel<'a> {
         let wall_ns = self.clock.wall_ns(e.ktime_ns);
         let sig = traced.function.signature.as_ref().filter(|_| self.decode);
         match kind {
-            // Only `params` probes the allocator.
-            EventKind::Allocating | EventKind::Allocated => {
-                self.unknown_probe += 1;
-                None
-            }
+            // The allocator's events are the params view's (`record --params`).
+            EventKind::Allocating | EventKind::Allocated => None,
             EventKind::Entry => {
                 // Without return probes there is nothing to pair, nor a return to tell a
                 // repeated hit from a new call.

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use anyhow::Context as _;
 use probe_common::{CallEvent, EventKind, ProbeConfig};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::attach::{ProbeKind, ProbePoint};
 use crate::calls::{Calls, Entered, Hit, Left};
@@ -23,7 +23,7 @@ use crate::session::{EntrySite, EventSink, PlacementMode, Plan};
 const ALLOCATORS: &[(&str, usize)] = &[("runtime.newobject", 0), ("runtime.mallocgc", 1)];
 
 /// What escapade concluded about one parameter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// No pointer inside; arrived in registers.
@@ -62,7 +62,7 @@ impl Verdict {
 }
 
 /// Calls seen with the parameter's pointer in each region.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct Pointees {
     pub nil: u64,
     pub stack: u64,
@@ -103,7 +103,7 @@ impl Pointees {
 }
 
 /// Heap objects the function made for the parameter itself.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct Moved {
     /// Calls in which a new object held the argument's value.
     pub calls: u64,
@@ -112,7 +112,7 @@ pub struct Moved {
 }
 
 /// One row of the view.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ParamRow {
     pub function: String,
     pub param: String,
@@ -128,8 +128,24 @@ pub struct ParamRow {
     pub verdict: Verdict,
 }
 
+/// Everything the params view shows, as of when it was taken.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ParamsView {
+    pub rows: Vec<ParamRow>,
+    pub heap: Vec<FunctionHeap>,
+    /// Calls still running.
+    pub in_flight: usize,
+    /// Returns seen without their entry (calls already running at attach).
+    pub unmatched_returns: u64,
+    /// Objects a function made with a parameter's type that held none of the arguments' values
+    /// when it returned (a new variable of that type, or a parameter changed before return).
+    pub unverified_moves: u64,
+    /// Where each allocator probe sits; empty without the allocator probes.
+    pub allocator_probes: Vec<(String, String)>,
+}
+
 /// Heap allocations made while inside a traced function (by it or anything it called).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FunctionHeap {
     pub function: String,
     pub calls: u64,
@@ -336,9 +352,7 @@ pub struct ParamTracker<'a, W: std::io::Write> {
     pending: HashMap<(u64, u64), Pending>,
     params: Vec<Vec<ParamStats>>,
     functions: Vec<FunctionStats>,
-    /// Objects a function made with a parameter's type that held none of the arguments' values
-    /// when it returned (a new variable of that type, or a parameter changed before return).
-    pub unverified_moves: u64,
+    unverified_moves: u64,
     events: Option<W>,
 }
 
@@ -520,8 +534,9 @@ impl<'a, W: std::io::Write> ParamTracker<'a, W> {
         Ok(())
     }
 
-    /// The rows, one per parameter of each traced function, and the heap cost per function.
-    pub fn finish(self) -> (Vec<ParamRow>, Vec<FunctionHeap>) {
+    /// The view so far: a row per parameter of each traced function, the heap cost per
+    /// function, and what could not be paired or verified.
+    pub fn view(&self) -> ParamsView {
         let mut rows = Vec::new();
         for (index, traced) in self.plan.traced.iter().enumerate() {
             let params = self.params_of(index);
@@ -568,12 +583,19 @@ impl<'a, W: std::io::Write> ParamTracker<'a, W> {
                 own_objects: f.own_objects,
             })
             .collect();
-        (rows, heap)
-    }
-
-    /// Calls still running, and returns seen without their entry.
-    pub fn in_flight(&self) -> (usize, u64) {
-        (self.calls.in_flight(), self.calls.unmatched_returns)
+        ParamsView {
+            rows,
+            heap,
+            in_flight: self.calls.in_flight(),
+            unmatched_returns: self.calls.unmatched_returns,
+            unverified_moves: self.unverified_moves,
+            allocator_probes: self
+                .probes
+                .placed
+                .iter()
+                .map(|(f, e)| (f.clone(), e.to_string()))
+                .collect(),
+        }
     }
 }
 

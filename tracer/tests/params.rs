@@ -119,7 +119,7 @@ fn params_agree_with_escape_analysis() {
     let mut failures = Vec::new();
     for go in common::toolchains() {
         let truth = checked_ground_truth(&go, "agreement");
-        let rows = run_params(&truth.binary);
+        let rows = run_params(&truth.binary, &["params"]);
         if let Err(why) = compare(&go.version, &truth.expected, &rows) {
             failures.push(why);
         }
@@ -127,11 +127,37 @@ fn params_agree_with_escape_analysis() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// Runs the corpus under `escapade params --json` and returns its parameter rows.
-fn run_params(binary: &std::path::Path) -> Vec<Value> {
+/// The same check on a recording: `record --params` prints the rows it wrote, and `report`
+/// must read back the same ones.
+#[test]
+fn recorded_params_agree_and_read_back() {
+    let mut failures = Vec::new();
+    for go in common::toolchains() {
+        let truth = checked_ground_truth(&go, "recorded");
+        let file = truth.binary.with_extension("esc");
+        let file = file.to_str().unwrap();
+        let rows = run_params(&truth.binary, &["record", "--params", "-o", file]);
+        if let Err(why) = compare(&go.version, &truth.expected, &rows) {
+            failures.push(why);
+        }
+        let out = common::escapade(&["report", file, "--json", "--quiet"]);
+        assert!(out.status.success(), "report {file}: {out:?}");
+        let read_back: Vec<Value> = common::json_lines(&String::from_utf8(out.stdout).unwrap())
+            .into_iter()
+            .filter(|l| l["type"] == "param")
+            .collect();
+        assert_eq!(read_back, rows, "{}: report vs record", go.version);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Runs the corpus under `escapade <command> --pid PID --json main.*` (`params`, or `record`
+/// with its options) and returns the parameter rows it printed.
+fn run_params(binary: &std::path::Path, command: &[&str]) -> Vec<Value> {
     let mut target = Target::start(binary, &[]);
     let pid = target.pid.to_string();
-    let escapade = Escapade::attach(&["params", "--pid", &pid, "--json", "main.*"]);
+    let args = [command, &["--pid", &pid, "--json", "main.*"]].concat();
+    let escapade = Escapade::attach(&args);
     target.go();
     let done = target.read_lines(1).concat();
     assert_eq!(done.trim(), "done", "the corpus printed {done:?}");

@@ -1,5 +1,6 @@
 //! `escapade record`'s side of a session: call records as they come, and at least every second
-//! a chunk with the counts so far and, when allocations are counted, the allocation view.
+//! a chunk with the counts so far and, when parameters are followed or allocations counted, the
+//! params and allocation views.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use crate::attach::Attached;
 use crate::clock::WallClock;
 use crate::decode::Decoder;
 use crate::model::{CallModel, Symbols, TraceTotals};
+use crate::params::{ParamTracker, ParamsView};
 use crate::report::TraceView;
 use crate::session::{Ended, EventSink};
 
@@ -25,6 +27,10 @@ pub struct RecordSink<'a, W: Write> {
     writer: Writer,
     /// Symbolizes allocation stacks, when allocations are counted.
     allocs: Option<Decoder<'a>>,
+    /// Follows parameters, with `--params`.
+    params: Option<ParamTracker<'a, std::io::Sink>>,
+    /// The last params view written, encoded.
+    last_params_written: Vec<u8>,
     started: Instant,
     clock: WallClock,
     last_allocs: Option<Instant>,
@@ -43,10 +49,13 @@ impl<'a, W: Write> RecordSink<'a, W> {
         view: TraceView<W>,
         writer: Writer,
         allocs: Option<Decoder<'a>>,
+        params: Option<ParamTracker<'a, std::io::Sink>>,
         symbols: Symbols,
     ) -> Self {
         RecordSink {
             model,
+            params,
+            last_params_written: Vec::new(),
             view,
             symbols,
             writer,
@@ -99,10 +108,19 @@ impl<'a, W: Write> RecordSink<'a, W> {
             }
             report = Some(built);
         }
+        let params = self.params.as_ref().map(ParamTracker::view);
+        if let Some(view) = &params {
+            let encoded = postcard::to_allocvec(view)?;
+            if encoded != self.last_params_written {
+                self.last_params_written = encoded;
+                self.writer.push(Record::Params(view.clone()));
+            }
+        }
         self.counters = attached.counters();
         let totals = self.write_chunk(ended, malformed)?;
         Ok(Checkpoint {
             totals,
+            params,
             allocs: report,
         })
     }
@@ -150,6 +168,7 @@ impl<'a, W: Write> RecordSink<'a, W> {
 pub struct Checkpoint {
     /// Nanoseconds since the start, and the counts.
     pub totals: (u64, TraceTotals),
+    pub params: Option<ParamsView>,
     pub allocs: Option<AllocReport>,
 }
 
@@ -162,6 +181,9 @@ pub struct Finished<W: Write> {
 
 impl<W: Write> EventSink for RecordSink<'_, W> {
     fn event(&mut self, event: &CallEvent) -> anyhow::Result<()> {
+        if let Some(params) = self.params.as_mut() {
+            params.event(event)?;
+        }
         if let Some(model) = self.model.as_mut()
             && let Some(record) = model.record(event, &mut self.symbols)
         {

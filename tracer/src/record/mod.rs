@@ -27,11 +27,12 @@ use serde::{Deserialize, Serialize};
 use crate::allocs::AllocReport;
 use crate::gobin::Frame;
 use crate::model::{CallRecord, FunctionInfo, Symbols, TraceTotals};
-use crate::report::{AllocsMeta, TraceView, write_allocs};
+use crate::params::ParamsView;
+use crate::report::{AllocsMeta, ParamsMeta, TraceView, write_allocs, write_params};
 
 pub const MAGIC: &[u8; 8] = b"ESCAPADE";
 /// Bumped on any change a reader of the previous version would misread.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Frames longer than this are taken for corruption rather than allocated.
 pub const MAX_FRAME_BYTES: u32 = 256 << 20;
 
@@ -59,6 +60,8 @@ pub struct Header {
     pub placement: String,
     /// Present when allocations were counted (`--allocs`).
     pub allocs: Option<AllocSettings>,
+    /// Whether the traced functions' parameters were followed (`--params`).
+    pub params: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -81,6 +84,8 @@ pub enum Record {
         elapsed_ns: u64,
         report: AllocReport,
     },
+    /// The params view so far (`--params`): each one replaces the previous one.
+    Params(ParamsView),
     /// The summary's counts so far, in every chunk; `ended` is set in the last one.
     Totals {
         /// Since the session started.
@@ -89,21 +94,43 @@ pub enum Record {
     },
 }
 
+/// The last of each view a recording holds.
+pub struct Latest<'a> {
+    /// The counts, and when (since the start) they were taken.
+    pub totals: Option<(u64, TraceTotals)>,
+    pub params: Option<&'a ParamsView>,
+    pub allocs: Option<&'a AllocReport>,
+}
+
 /// The summaries that end a recording, the same views as live: the trace summary when
-/// functions were traced, then the allocation table when allocations were counted. `record`
-/// prints them from what it wrote, `report` from what it read.
+/// functions were traced, the params table when parameters were followed, then the allocation
+/// table when allocations were counted. `record` prints them from what it wrote, `report` from
+/// what it read.
 pub fn write_summaries<W: Write>(
     view: TraceView<W>,
     header: &Header,
-    totals: Option<(u64, TraceTotals)>,
-    allocs: Option<&AllocReport>,
+    latest: Latest,
     json: bool,
     top: usize,
-    out: impl Write,
+    mut out: impl Write,
 ) -> std::io::Result<()> {
+    let Latest {
+        totals,
+        params,
+        allocs,
+    } = latest;
     let (elapsed_ns, totals) = totals.unwrap_or_default();
     if !header.functions.is_empty() {
         view.summary(&totals)?;
+    }
+    if let Some(params) = params {
+        let meta = ParamsMeta {
+            ended: totals.ended,
+            counters: totals.counters,
+            malformed: totals.malformed,
+        };
+        let colour = false;
+        write_params(params, &meta, json, colour, &mut out)?;
     }
     if let (Some(settings), Some(report)) = (&header.allocs, allocs) {
         write_allocs(

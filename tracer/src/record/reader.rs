@@ -6,6 +6,7 @@ use std::io::Read;
 use super::{FORMAT_VERSION, Header, MAGIC, MAX_FRAME_BYTES, Record};
 use crate::allocs::AllocReport;
 use crate::model::{CallRecord, Symbols, TraceTotals};
+use crate::params::ParamsView;
 
 /// Why a file cannot be read at all.
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +184,7 @@ pub struct Replay<R> {
     /// The last totals and the time since the start they were taken at.
     pub totals: Option<(u64, TraceTotals)>,
     pub allocs: Option<AllocReport>,
+    pub params: Option<ParamsView>,
     /// Calls read.
     pub calls: u64,
 }
@@ -194,6 +196,7 @@ impl<R: Read> Replay<R> {
             symbols: Symbols::default(),
             totals: None,
             allocs: None,
+            params: None,
             calls: 0,
         })
     }
@@ -222,6 +225,7 @@ impl<R: Read> Replay<R> {
                         visitor.allocs(elapsed_ns, &report, &self.symbols)?;
                         self.allocs = Some(report);
                     }
+                    Record::Params(view) => self.params = Some(view),
                     Record::Totals { elapsed_ns, totals } => {
                         self.totals = Some((elapsed_ns, totals))
                     }

@@ -8,24 +8,18 @@ use probe_common::{
 };
 use serde_json::json;
 
-use crate::params::{FunctionHeap, ParamRow, Verdict};
-use crate::session::{Ended, EntrySite};
+use crate::params::{FunctionHeap, ParamsView, Verdict};
+use crate::session::Ended;
 
-/// What the params view says about the session besides the rows.
-pub struct ParamsMeta<'a> {
-    pub ended: Ended,
+/// What the params view says about the session besides what the tracker saw.
+pub struct ParamsMeta {
+    pub ended: Option<Ended>,
     pub counters: [u64; COUNTERS as usize],
     pub malformed: u64,
-    pub in_flight: usize,
-    pub unmatched_returns: u64,
-    pub unverified_moves: u64,
-    /// Where each allocator probe sits; empty with `--no-allocs`.
-    pub allocator_probes: &'a [(String, EntrySite)],
 }
 
 pub fn write_params(
-    rows: &[ParamRow],
-    heap: &[FunctionHeap],
+    view: &ParamsView,
     meta: &ParamsMeta,
     json: bool,
     colour: bool,
@@ -33,7 +27,7 @@ pub fn write_params(
 ) -> std::io::Result<()> {
     let dropped = meta.counters[COUNTER_DROPPED as usize];
     if json {
-        for row in rows {
+        for row in &view.rows {
             let mut line = serde_json::to_value(row)?;
             line["type"] = "param".into();
             writeln!(out, "{line}")?;
@@ -41,20 +35,20 @@ pub fn write_params(
         let line = json!({
             "type": "summary",
             "ended": meta.ended,
-            "functions": heap,
-            "allocator_probes": meta.allocator_probes.iter().map(|(f, e)| json!({"function": f, "probe": e.to_string()})).collect::<Vec<_>>(),
+            "functions": view.heap,
+            "allocator_probes": view.allocator_probes.iter().map(|(f, e)| json!({"function": f, "probe": e})).collect::<Vec<_>>(),
             "events": meta.counters[COUNTER_EVENTS as usize],
             "dropped": dropped,
             "morestack_retries": meta.counters[COUNTER_MORESTACK as usize],
             "read_errors": meta.counters[COUNTER_READ_ERRORS as usize],
             "malformed": meta.malformed,
-            "in_flight": meta.in_flight,
-            "unmatched_returns": meta.unmatched_returns,
-            "unverified_moves": meta.unverified_moves,
+            "in_flight": view.in_flight,
+            "unmatched_returns": view.unmatched_returns,
+            "unverified_moves": view.unverified_moves,
         });
         writeln!(out, "{line}")?;
     } else {
-        write_table(rows, heap, meta, colour, &mut out)?;
+        write_table(view, meta, colour, &mut out)?;
     }
     out.flush()?;
     if dropped > 0 {
@@ -67,13 +61,13 @@ pub fn write_params(
 }
 
 fn write_table(
-    rows: &[ParamRow],
-    heap: &[FunctionHeap],
+    view: &ParamsView,
     meta: &ParamsMeta,
     colour: bool,
     out: &mut impl Write,
 ) -> std::io::Result<()> {
-    let width = |f: fn(&ParamRow) -> usize, header: &str| {
+    let rows = &view.rows;
+    let width = |f: fn(&crate::params::ParamRow) -> usize, header: &str| {
         rows.iter().map(f).max().unwrap_or(0).max(header.len())
     };
     let wf = width(|r| r.function.len(), "function");
@@ -115,10 +109,10 @@ fn write_table(
             r.verdict.text()
         )?;
     }
-    let allocating: Vec<&FunctionHeap> = heap.iter().filter(|f| f.objects > 0).collect();
-    if !meta.allocator_probes.is_empty() && allocating.is_empty() {
+    let allocating: Vec<&FunctionHeap> = view.heap.iter().filter(|f| f.objects > 0).collect();
+    if !view.allocator_probes.is_empty() && allocating.is_empty() {
         writeln!(out, "\nno heap allocations inside the traced functions")?;
-    } else if !meta.allocator_probes.is_empty() {
+    } else if !view.allocator_probes.is_empty() {
         writeln!(
             out,
             "\nheap allocated per call, inside each function and its callees:"
@@ -135,16 +129,16 @@ fn write_table(
             )?;
         }
     }
+    let ended = meta.ended.map_or("recording cut short", super::ended_text);
     writeln!(
         out,
-        "\nescapade: detached ({}): events {}, dropped {}, calls still running {}, returns \
+        "\nescapade: detached ({ended}): events {}, dropped {}, calls still running {}, returns \
          without entry {}, new objects not holding an argument {}",
-        super::ended_text(meta.ended),
         meta.counters[COUNTER_EVENTS as usize],
         meta.counters[COUNTER_DROPPED as usize],
-        meta.in_flight,
-        meta.unmatched_returns,
-        meta.unverified_moves,
+        view.in_flight,
+        view.unmatched_returns,
+        view.unverified_moves,
     )
 }
 

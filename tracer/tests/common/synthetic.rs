@@ -40,6 +40,7 @@ pub fn header() -> Header {
         entries_only: false,
         placement: "fast".into(),
         allocs: None,
+        params: false,
     }
 }
 
