@@ -207,8 +207,10 @@ fn plan_calls(target: &Target, patterns: &[String], args: &CallArgs) -> anyhow::
             t.returns
         );
         if let Some(sig) = &t.function.signature {
+            // DWARF's own locations are sometimes off (a string passed on the stack is placed
+            // a word late), while the ABI's are what the decoding tests check: a detail for -v.
             for m in &sig.abi_mismatches {
-                tracing::warn!("{}: {m}", t.function.name);
+                tracing::debug!("{}: {m}", t.function.name);
             }
         }
     }
