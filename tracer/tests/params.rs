@@ -119,12 +119,65 @@ fn params_agree_with_escape_analysis() {
     let mut failures = Vec::new();
     for go in common::toolchains() {
         let truth = checked_ground_truth(&go, "agreement");
-        let rows = run_params(&truth.binary, &["params"]);
+        let lines = run_escapade(&truth.binary, &["params", "--events"]);
+        let rows = of_type(&lines, "param");
         if let Err(why) = compare(&go.version, &truth.expected, &rows) {
             failures.push(why);
         }
+        check_evidence(&go.version, &rows, &lines);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `--events` streams one line per call, and each agrees with the rows: a parameter the rows
+/// say was moved to the heap was moved in every call, which allocated at least that object.
+fn check_evidence(version: &str, rows: &[Value], lines: &[Value]) {
+    let calls = of_type(lines, "call");
+    let summary = lines
+        .iter()
+        .find(|l| l["type"] == "params_summary")
+        .expect("a params summary");
+    for row in rows.iter().filter(|r| r["calls"].as_u64() > Some(0)) {
+        let function = &row["function"];
+        let evidence: Vec<&Value> = calls
+            .iter()
+            .filter(|c| c["function"] == *function)
+            .collect();
+        assert_eq!(
+            Some(evidence.len() as u64),
+            row["calls"].as_u64(),
+            "{version}: call lines of {function}"
+        );
+        if row["verdict"] != "moved_to_heap" {
+            continue;
+        }
+        for call in &evidence {
+            let moved = call["moved_to_heap"].as_array().unwrap();
+            assert!(moved.contains(&row["param"]), "{version}: {call} vs {row}");
+            assert!(
+                call["heap_objects"].as_u64() >= Some(1),
+                "{version}: {call}"
+            );
+        }
+        let heap = summary["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["function"] == *function)
+            .unwrap_or_else(|| panic!("{version}: no heap cost for {function} in {summary}"));
+        assert!(
+            heap["objects"].as_u64() >= row["calls"].as_u64(),
+            "{version}: {heap}"
+        );
+    }
+}
+
+fn of_type(lines: &[Value], kind: &str) -> Vec<Value> {
+    lines
+        .iter()
+        .filter(|l| l["type"] == kind)
+        .cloned()
+        .collect()
 }
 
 /// The same check on a recording: `record --params` prints the rows it wrote, and `report`
@@ -136,7 +189,10 @@ fn recorded_params_agree_and_read_back() {
         let truth = checked_ground_truth(&go, "recorded");
         let file = truth.binary.with_extension("esc");
         let file = file.to_str().unwrap();
-        let rows = run_params(&truth.binary, &["record", "--params", "-o", file]);
+        let rows = of_type(
+            &run_escapade(&truth.binary, &["record", "--params", "-o", file]),
+            "param",
+        );
         if let Err(why) = compare(&go.version, &truth.expected, &rows) {
             failures.push(why);
         }
@@ -152,8 +208,8 @@ fn recorded_params_agree_and_read_back() {
 }
 
 /// Runs the corpus under `escapade <command> --pid PID --json main.*` (`params`, or `record`
-/// with its options) and returns the parameter rows it printed.
-fn run_params(binary: &std::path::Path, command: &[&str]) -> Vec<Value> {
+/// with its options) and returns the JSON lines it printed.
+fn run_escapade(binary: &std::path::Path, command: &[&str]) -> Vec<Value> {
     let mut target = Target::start(binary, &[]);
     let pid = target.pid.to_string();
     let args = [command, &["--pid", &pid, "--json", "main.*"]].concat();
@@ -167,7 +223,7 @@ fn run_params(binary: &std::path::Path, command: &[&str]) -> Vec<Value> {
     target.go();
     target.finish();
     let lines = escapade.finish();
-    if let Some(s) = lines.iter().find(|l| l["type"] == "summary") {
+    if let Some(s) = lines.iter().find(|l| l["type"] == "params_summary") {
         eprintln!(
             "   escapade: ended {}, events {}, dropped {}, unverified_moves {}, \
              unmatched_returns {}, read_errors {}",
@@ -179,7 +235,7 @@ fn run_params(binary: &std::path::Path, command: &[&str]) -> Vec<Value> {
             s["read_errors"]
         );
     }
-    lines.into_iter().filter(|l| l["type"] == "param").collect()
+    lines
 }
 
 /// Compares escapade's rows with the expected verdicts; Err lists why the toolchain fails.

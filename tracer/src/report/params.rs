@@ -33,7 +33,8 @@ pub fn write_params(
             writeln!(out, "{line}")?;
         }
         let line = json!({
-            "type": "summary",
+            // Not "summary": `record --params` prints this after the trace summary.
+            "type": "params_summary",
             "ended": meta.ended,
             "functions": view.heap,
             "allocator_probes": view.allocator_probes.iter().map(|(f, e)| json!({"function": f, "probe": e})).collect::<Vec<_>>(),
