@@ -156,6 +156,12 @@ const HOT_PHASES: &[Phase] = &[
     DRIFT,
 ];
 
+const UNTRACED: Phase = Phase {
+    id: "untraced",
+    name: "untraced",
+    tracer: Tool::None,
+};
+
 const DRIFT: Phase = Phase {
     id: "drift",
     name: "untraced again (drift)",
@@ -166,11 +172,7 @@ const ALLOC: Suite = Suite {
     source: "alloc.go",
     function: "main.alloc",
     phases: &[
-        Phase {
-            id: "untraced",
-            name: "untraced",
-            tracer: Tool::None,
-        },
+        UNTRACED,
         Phase {
             id: "sampled",
             name: "escapade allocs (sampled at the default MemProfileRate, 512 KiB)",
@@ -203,11 +205,7 @@ const PARAMS: Suite = Suite {
     source: "alloc.go",
     function: "main.alloc",
     phases: &[
-        Phase {
-            id: "untraced",
-            name: "untraced",
-            tracer: Tool::None,
-        },
+        UNTRACED,
         Phase {
             id: "no-allocs",
             name: "escapade params --no-allocs main.alloc (entry + RET)",
