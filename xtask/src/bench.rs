@@ -108,11 +108,7 @@ const HOT: Suite = Suite {
 };
 
 const HOT_PHASES: &[Phase] = &[
-    Phase {
-        id: "untraced",
-        name: "untraced",
-        tracer: Tool::None,
-    },
+    UNTRACED,
     Phase {
         id: "fast",
         name: "escapade (fast: JBE entry + RET)",
