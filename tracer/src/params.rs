@@ -5,7 +5,7 @@
 //! type, and at run time, by that call's new object holding the argument's value when the
 //! function returns.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Context as _;
 use probe_common::{CallEvent, EventKind, ProbeConfig};
@@ -349,7 +349,8 @@ pub struct ParamTracker<'a, W: std::io::Write> {
     plan: &'a Plan,
     probes: &'a AllocationProbes,
     calls: Calls,
-    pending: HashMap<(u64, u64), Pending>,
+    /// By (goroutine, depth), like the calls they belong to.
+    pending: BTreeMap<(u64, u64), Pending>,
     params: Vec<Vec<ParamStats>>,
     functions: Vec<FunctionStats>,
     unverified_moves: u64,
@@ -377,7 +378,7 @@ impl<'a, W: std::io::Write> ParamTracker<'a, W> {
             plan,
             probes,
             calls: Calls::default(),
-            pending: HashMap::new(),
+            pending: BTreeMap::new(),
             params,
             functions: vec![FunctionStats::default(); plan.traced.len()],
             unverified_moves: 0,
@@ -477,7 +478,20 @@ impl<'a, W: std::io::Write> ParamTracker<'a, W> {
     }
 
     fn leave(&mut self, hit: Hit) -> anyhow::Result<()> {
-        let Left::Paired(_) = self.calls.leave(hit) else {
+        let left = self.calls.leave(hit);
+        if matches!(left, Left::Repeat) {
+            return Ok(());
+        }
+        // Calls deeper on this goroutine were unwound without returning (a panic).
+        let unwound: Vec<_> = self
+            .pending
+            .range((hit.goid, hit.depth + 1)..=(hit.goid, u64::MAX))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in unwound {
+            self.pending.remove(&key);
+        }
+        let Left::Paired(_) = left else {
             return Ok(());
         };
         let Some(p) = self.pending.remove(&(hit.goid, hit.depth)) else {
