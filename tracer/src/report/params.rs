@@ -121,7 +121,7 @@ fn write_table(
         for f in allocating {
             writeln!(
                 out,
-                "  {:wf$}  {:>6} calls  {:>8.1} objects  {:>10.0} bytes  ({:.1} objects by its own code)",
+                "  {:wf$}  {:>6} calls  {:>8.2} objects  {:>10.0} bytes  ({:.2} objects by its own code)",
                 f.function,
                 f.calls,
                 f.objects as f64 / f.calls as f64,
