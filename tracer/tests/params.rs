@@ -203,8 +203,55 @@ fn recorded_params_agree_and_read_back() {
             .filter(|l| l["type"] == "param")
             .collect();
         assert_eq!(read_back, rows, "{}: report vs record", go.version);
+        check_table(&go.version, file, &rows);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The text view has a row per parameter, its verdict in words, in the column the header
+/// names (not coloured: stdout is not a terminal here).
+fn check_table(version: &str, file: &str, rows: &[Value]) {
+    let out = common::escapade(&["report", file, "--quiet"]);
+    assert!(out.status.success(), "report {file}: {out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !text.contains('\x1b'),
+        "{version}: colour without a terminal"
+    );
+    let header = text
+        .lines()
+        .find(|l| l.starts_with("function ") && l.ends_with("verdict"))
+        .unwrap_or_else(|| panic!("{version}: no params table in {text}"));
+    let column = header.find("verdict").unwrap();
+    for row in rows {
+        let (function, param) = (
+            row["function"].as_str().unwrap(),
+            row["param"].as_str().unwrap(),
+        );
+        let line = text
+            .lines()
+            .find(|l| {
+                let mut words = l.split_whitespace();
+                words.next() == Some(function) && words.next() == Some(param)
+            })
+            .unwrap_or_else(|| panic!("{version}: no line for {function} {param} in {text}"));
+        let words = match row["verdict"].as_str().unwrap() {
+            "registers" => "stays in registers",
+            "stack" => "passed on the stack",
+            "moved_to_heap" => "moved to heap",
+            "pointee_heap" => "pointee on heap (escaped in a caller)",
+            "pointee_stack" => "pointee on stack",
+            "pointee_global" => "pointee in globals",
+            "nil" => "always nil",
+            "unknown" => "pointee unknown",
+            other => other,
+        };
+        assert_eq!(
+            line.get(column..),
+            Some(words),
+            "{version}: {line:?} under {header:?}"
+        );
+    }
 }
 
 /// Runs the corpus under `escapade <command> --pid PID --json main.*` (`params`, or `record`
