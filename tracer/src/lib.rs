@@ -4,9 +4,11 @@
 //! `gobin` and `process` model the target before anything attaches; `placement` decides where
 //! each uprobe sits; `attach` loads the probes; `ringbuf` drains raw events; `decode` turns them
 //! into typed values; `calls` pairs entries with returns; `model` makes each entry or return a
-//! record that outlives the target; `report` prints records; `record` writes them (and the
-//! allocation view) to a file and reads them back; `export` turns a read-back recording into
-//! other tools' formats.
+//! record that outlives the target; `params` follows each parameter's value (where it points,
+//! whether the function moved it to the heap); `allocs` turns what the counting probes summed
+//! in the kernel into allocation sites, goroutine and GC views; `report` prints them; `record`
+//! writes them to a file and reads them back; `export` turns a read-back recording into other
+//! tools' formats. `clock` converts the probes' monotonic timestamps to wall time.
 
 pub mod allocs;
 pub mod attach;
