@@ -460,17 +460,17 @@ impl<'a, W: std::io::Write> ParamTracker<'a, W> {
             return;
         };
         let caller = e.return_addr.wrapping_sub(self.decoder.bias);
-        if is_newobject {
-            let f = &self.plan.traced[open.function].function;
-            if (f.entry..f.end).contains(&caller) {
-                p.own_objects += 1;
-            }
-            return;
+        // The function's own code calls newobject, or (Go 1.27) a size-specialized allocator;
+        // newobject's own call to mallocgc is not the function's.
+        let f = &self.plan.traced[open.function].function;
+        if (f.entry..f.end).contains(&caller) {
+            p.own_objects += 1;
         }
-        // mallocgc hands small sizes to the size-specialized allocators (Go 1.27), which are
-        // probed too: count each allocation once. Size 0 allocates nothing.
+        // newobject calls mallocgc, and mallocgc hands small sizes to the size-specialized
+        // allocators (Go 1.27), all probed: count each allocation once, where it has its size.
+        // Size 0 allocates nothing.
         let (start, end) = self.probes.mallocgc;
-        if (start..end).contains(&caller) || e.regs[0] == 0 {
+        if is_newobject || (start..end).contains(&caller) || e.regs[0] == 0 {
             return;
         }
         p.objects += 1;

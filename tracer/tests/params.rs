@@ -130,7 +130,8 @@ fn params_agree_with_escape_analysis() {
 }
 
 /// `--events` streams one line per call, and each agrees with the rows: a parameter the rows
-/// say was moved to the heap was moved in every call, which allocated at least that object.
+/// say was moved to the heap was moved in every call, which allocated at least that object,
+/// by the function's own code.
 fn check_evidence(version: &str, rows: &[Value], lines: &[Value]) {
     let calls = of_type(lines, "call");
     let summary = lines
@@ -167,6 +168,11 @@ fn check_evidence(version: &str, rows: &[Value], lines: &[Value]) {
             .unwrap_or_else(|| panic!("{version}: no heap cost for {function} in {summary}"));
         assert!(
             heap["objects"].as_u64() >= row["calls"].as_u64(),
+            "{version}: {heap}"
+        );
+        // The move is the function's own allocation.
+        assert!(
+            heap["own_objects"].as_u64() >= row["calls"].as_u64(),
             "{version}: {heap}"
         );
     }
