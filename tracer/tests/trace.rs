@@ -47,13 +47,10 @@ fn check_args_program(bin: &std::path::Path) {
     assert_eq!(expected.len(), CALLS);
     for call in &expected {
         let function = call["function"].as_str().unwrap();
-        let of = |kind: &str| -> Vec<&Value> {
-            events
-                .iter()
-                .filter(|e| e["type"] == kind && e["function"] == function)
-                .collect()
-        };
-        let (entries, returns) = (of("entry"), of("return"));
+        let (entries, returns) = (
+            of(&events, "entry", function),
+            of(&events, "return", function),
+        );
         let declared = |e: &Value, list: &str| e[list].as_array().unwrap().len();
         assert_eq!(
             (entries.len(), returns.len()),
@@ -247,13 +244,10 @@ fn check_shapes(bin: &std::path::Path, placement: &str) {
             .iter()
             .filter(|c| c["function"] == function)
             .collect();
-        let of = |kind: &str| -> Vec<&Value> {
-            events
-                .iter()
-                .filter(|e| e["type"] == kind && e["function"] == function)
-                .collect()
-        };
-        let (entries, returns) = (of("entry"), of("return"));
+        let (entries, returns) = (
+            of(&events, "entry", function),
+            of(&events, "return", function),
+        );
         let expected = if function == "main.deep" {
             deep_calls
         } else {
@@ -314,6 +308,14 @@ fn check_shapes(bin: &std::path::Path, placement: &str) {
         };
         assert!(probe.starts_with(want) || probe.contains(want), "{f}");
     }
+}
+
+/// The events of one kind (`entry`, `return`) of one function.
+fn of<'a>(events: &'a [Value], kind: &str, function: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["type"] == kind && e["function"] == function)
+        .collect()
 }
 
 fn arg<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
