@@ -256,6 +256,7 @@ impl AgentArgs {
                 functions: self.functions,
                 allocs: self.allocs,
                 capture_strings: 0,
+                record: None,
             }],
         })
     }

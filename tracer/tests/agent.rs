@@ -494,3 +494,71 @@ fn targets_that_match_nothing_or_are_not_go_say_so_and_the_others_carry_on() {
     sleeper.kill().unwrap();
     sleeper.wait().unwrap();
 }
+
+/// Calls of main.work a recording file holds, as `escapade report` reads it.
+fn recorded_calls(file: &Path) -> u64 {
+    let out = common::escapade(&["report", file.to_str().unwrap(), "--quiet", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = common::json_lines(&String::from_utf8_lossy(&out.stdout)).remove(0);
+    summary["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["entries"].as_u64().unwrap())
+        .sum()
+}
+
+fn recordings(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut files: Vec<(PathBuf, u64)> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| (e.path(), e.metadata().unwrap().len()))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn recordings_rotate_read_back_and_stay_within_their_bounds() {
+    let dir = temp_dir("agent-record");
+    let go = toolchains().pop().unwrap();
+    let (all, bounded) = (dir.join("all"), dir.join("bounded"));
+    let target = |name: &str, keep_total: &str| {
+        format!(
+            "[[target]]\nname = \"{name}\"\nexe = \"{}\"\nfunctions = [\"main.work\"]\n\
+             allocs = \"off\"\nrecord = {{ dir = \"{}\", rotate = \"64K\", keep_total = \"{keep_total}\" }}\n",
+            dir.join(name).display(),
+            dir.join(name).with_extension("d").display()
+        )
+    };
+    // One target keeps everything, the other 200 KB.
+    let config = format!("{}{}", target("all", "1G"), target("bounded", "200K"));
+    let agent = Agent::start(&dir, &config);
+    let n = 40_000;
+    for name in ["all", "bounded"] {
+        let bin = install(&dir, name, &go, &[]);
+        let (ran, _) = run_traced(&agent, name, &bin, n);
+        assert_eq!(ran.calls, n);
+    }
+    // The probes outran a debug build's reader, when the counts below would not add up.
+    assert_eq!(agent.metric("escapade_events_dropped_total"), Some(0.0));
+
+    let kept = recordings(&all.with_extension("d"));
+    assert!(kept.len() > 3, "only {} files", kept.len());
+    let calls: u64 = kept.iter().map(|(file, _)| recorded_calls(file)).sum();
+    assert_eq!(calls, n, "calls over {} files", kept.len());
+
+    let left = recordings(&bounded.with_extension("d"));
+    let total: u64 = left.iter().map(|(_, len)| len).sum();
+    let largest = left.iter().map(|(_, len)| *len).max().unwrap();
+    assert!(left.len() < kept.len(), "nothing was deleted: {left:?}");
+    assert!(total <= 200_000 + largest, "{total} bytes in {left:?}");
+    for (file, _) in &left {
+        recorded_calls(file);
+    }
+}

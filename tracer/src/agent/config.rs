@@ -31,6 +31,47 @@ pub struct TargetConfig {
     pub functions: Vec<String>,
     pub allocs: AllocMode,
     pub capture_strings: u32,
+    pub record: Option<RecordConfig>,
+}
+
+/// Where a target's processes are recorded, and how much of it to keep.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordConfig {
+    pub dir: PathBuf,
+    /// Start a new file of a recording past this size.
+    #[serde(default = "default_rotate", deserialize_with = "size")]
+    pub rotate: u64,
+    /// The directory's recordings never exceed this by more than the files being written.
+    #[serde(default = "default_keep_total", deserialize_with = "size")]
+    pub keep_total: u64,
+    /// Files last written longer ago than this are deleted.
+    #[serde(default = "default_keep_age", deserialize_with = "age")]
+    pub keep_age: std::time::Duration,
+}
+
+fn default_rotate() -> u64 {
+    100 << 20
+}
+
+fn default_keep_total() -> u64 {
+    2 << 30
+}
+
+fn default_keep_age() -> std::time::Duration {
+    std::time::Duration::from_secs(7 * 24 * 3600)
+}
+
+/// `"100M"`, `"2G"`: sizes as `record --max-size` takes them.
+fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_size::parse_size(&text).map_err(|e| serde::de::Error::custom(format!("{text:?}: {e}")))
+}
+
+/// `"7d"`, `"12h"`: durations as `--duration` takes them.
+fn age<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text).map_err(|e| serde::de::Error::custom(format!("{text:?}: {e}")))
 }
 
 /// A `[[target]]` table as written; serde cannot deny unknown keys of a struct that flattens
@@ -48,6 +89,7 @@ struct TargetTable {
     allocs: AllocMode,
     #[serde(default)]
     capture_strings: u32,
+    record: Option<RecordConfig>,
 }
 
 impl TryFrom<TargetTable> for TargetConfig {
@@ -71,6 +113,7 @@ impl TryFrom<TargetTable> for TargetConfig {
             functions: t.functions,
             allocs: t.allocs,
             capture_strings: t.capture_strings,
+            record: t.record,
         })
     }
 }
@@ -211,6 +254,7 @@ mod tests {
             functions = ["main.(*Server).handle"]
             allocs = "exact"
             capture_strings = 16
+            record = { dir = "/var/lib/escapade/api", rotate = "10M", keep_age = "2d" }
             [[target]]
             name = "worker"
             comm = "worker"
@@ -224,6 +268,10 @@ mod tests {
             Selector::Exe("/usr/local/bin/api".into())
         );
         assert_eq!(config.targets[0].allocs, AllocMode::Exact);
+        let record = config.targets[0].record.as_ref().unwrap();
+        assert_eq!(record.rotate, 10_000_000);
+        assert_eq!(record.keep_total, 2 << 30);
+        assert_eq!(record.keep_age.as_secs(), 2 * 24 * 3600);
         assert_eq!(config.targets[1].selector, Selector::Comm("worker".into()));
         assert_eq!(config.targets[1].allocs, AllocMode::Sampled);
     }
@@ -243,6 +291,9 @@ mod tests {
         assert!(Config::parse("[[target]]\nname = \"a\"\n").is_err());
         assert!(Config::parse("[[target]]\nname = \"a\"\npid = 1\ncomm = \"x\"\n").is_err());
         assert!(Config::parse("[[target]]\nname = \"a\"\npid = 1\nallocs = \"all\"\n").is_err());
+        let bad_size =
+            "[[target]]\nname = \"a\"\npid = 1\nrecord = { dir = \"/d\", rotate = \"lots\" }\n";
+        assert!(Config::parse(bad_size).unwrap_err().1.contains("lots"));
         let twice = "[[target]]\nname = \"a\"\npid = 1\n[[target]]\nname = \"a\"\npid = 2\n";
         assert!(Config::parse(twice).unwrap_err().1.contains("two targets"));
     }

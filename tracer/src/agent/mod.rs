@@ -3,13 +3,14 @@
 //! Prometheus (`/metrics`) and to pprof scrapers (`/targets/NAME/debug/pprof/...`).
 //!
 //! `config` reads what to trace, `discover` finds the processes, `supervisor` runs one target's
-//! sessions, `state` is what sessions and endpoints share, `metrics` the Prometheus side and
-//! `http` the endpoints.
+//! sessions, `state` is what sessions and endpoints share, `metrics` the Prometheus side,
+//! `http` the endpoints and `retention` the bounds of recording directories.
 
 pub mod config;
 mod discover;
 mod http;
 mod metrics;
+mod retention;
 mod state;
 mod supervisor;
 

@@ -4,7 +4,10 @@
 //! exits or the agent stops.
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
 use std::time::{Duration, Instant};
 
 use probe_common::{COUNTER_DROPPED, COUNTER_EVENTS, COUNTERS, CallEvent};
@@ -12,10 +15,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::watch;
 
-use super::config::{AllocMode, TargetConfig};
-use super::discover;
+use super::config::{AllocMode, RecordConfig, TargetConfig};
 use super::metrics::SiteLabels;
 use super::state::{LiveProfile, ProcessStatus, Shared, lock_profile};
+use super::{discover, retention};
 use crate::allocs::{self, AllocReport};
 use crate::attach::{Attached, Programs, attach};
 use crate::clock::WallClock;
@@ -24,8 +27,10 @@ use crate::export::CallSites;
 use crate::export::pprof::scale;
 use crate::memprofile::MemProfileRate;
 use crate::model::{CallModel, CallRecord, FunctionInfo, Symbols};
+use crate::record::live::RecordSink;
+use crate::record::writer::Writer;
 use crate::record::{AllocSettings, Header};
-use crate::report::site_text;
+use crate::report::{TraceView, site_text};
 use crate::session::{
     self, CountingProbes, Ended, EventSink, PlacementMode, Plan, PlanOptions, Target,
     counting_probes,
@@ -40,6 +45,7 @@ const FOLD_INTERVAL: Duration = Duration::from_secs(1);
 pub async fn supervise(config: TargetConfig, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
     shared.add_target(&config.name, config.selector.to_string());
     let sites = Arc::new(Mutex::new(SiteLabels::default()));
+    let writing = Writing::default();
     let mut running: HashMap<u32, tokio::task::JoinHandle<()>> = HashMap::new();
     // Processes that could not be traced are not retried until they exit.
     let mut failed: HashSet<u32> = HashSet::new();
@@ -54,7 +60,8 @@ pub async fn supervise(config: TargetConfig, shared: Arc<Shared>, stop: watch::R
             }
             match Session::open(pid, &config) {
                 Ok(session) => {
-                    let task = session.run(shared.clone(), sites.clone(), stop.clone());
+                    let task =
+                        session.run(shared.clone(), sites.clone(), writing.clone(), stop.clone());
                     running.insert(pid, tokio::task::spawn_local(task));
                 }
                 Err(error) => {
@@ -132,11 +139,15 @@ impl Session {
         self,
         shared: Arc<Shared>,
         sites: Arc<Mutex<SiteLabels>>,
+        writing: Writing,
         mut stop: watch::Receiver<bool>,
     ) {
         let name = self.config.name.clone();
         let pid = self.target.process.pid;
-        if let Err(error) = self.attach_and_count(&shared, sites, &mut stop).await {
+        if let Err(error) = self
+            .attach_and_count(&shared, sites, writing, &mut stop)
+            .await
+        {
             let error = format!("PID {pid}: {error:#}");
             tracing::warn!("target {name}: {error}");
             shared.failed(&name, error);
@@ -148,6 +159,7 @@ impl Session {
         &self,
         shared: &Arc<Shared>,
         sites: Arc<Mutex<SiteLabels>>,
+        writing: Writing,
         stop: &mut watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         let target = &self.target;
@@ -185,11 +197,28 @@ impl Session {
         for t in &self.plan.traced {
             symbols.learn(&target.binary, t.function.entry);
         }
+        let header = Header {
+            allocs: settings,
+            capture_strings: self.config.capture_strings,
+            ..Header::for_target(target, functions.clone())
+        };
+        let decoder = || Decoder::new(&target.binary, &target.process, target.bias);
+        let recording = match &self.config.record {
+            Some(record) => Some(Recording::start(
+                &self.config.name,
+                record,
+                header.clone(),
+                functions,
+                &self.plan,
+                self.counting.is_some().then(decoder),
+                decoder,
+                &symbols,
+                writing,
+            )?),
+            None => None,
+        };
         let profile = Arc::new(Mutex::new(LiveProfile {
-            header: Header {
-                allocs: settings,
-                ..Header::for_target(target, functions)
-            },
+            header,
             symbols,
             calls: CallSites::default(),
             allocs: None,
@@ -210,7 +239,6 @@ impl Session {
             },
             profile.clone(),
         );
-        let decoder = || Decoder::new(&target.binary, &target.process, target.bias);
         let mut sink = Counting {
             name: self.config.name.clone(),
             model: (!self.plan.traced.is_empty())
@@ -240,6 +268,7 @@ impl Session {
             }),
             shared: shared.clone(),
             profile,
+            recording,
             hits: Hits::default(),
             counters: [0; COUNTERS as usize],
             last_fold: Instant::now(),
@@ -252,9 +281,115 @@ impl Session {
         if let Some((Some(rate), _)) = &self.counting {
             rate.restore(target)?;
         }
-        run?;
-        sink.fold(&attached)
+        let (ended, malformed) = run?;
+        sink.fold(&attached)?;
+        if let Some(recording) = sink.recording {
+            recording.finish(&attached, ended, malformed)?;
+        }
+        Ok(())
     }
+}
+
+/// The recordings a target's sessions are writing now, which retention keeps.
+type Writing = Arc<Mutex<HashSet<PathBuf>>>;
+
+/// A process's recording, kept within its target's bounds.
+struct Recording<'a> {
+    sink: RecordSink<'a, std::io::Sink>,
+    config: RecordConfig,
+    writing: Writing,
+    /// The file this session writes now, as last registered in `writing`.
+    current: PathBuf,
+}
+
+impl<'a> Recording<'a> {
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        name: &str,
+        config: &RecordConfig,
+        header: Header,
+        functions: Vec<FunctionInfo>,
+        plan: &'a Plan,
+        allocs: Option<Decoder<'a>>,
+        decoder: impl Fn() -> Decoder<'a>,
+        symbols: &Symbols,
+        writing: Writing,
+    ) -> anyhow::Result<Recording<'a>> {
+        std::fs::create_dir_all(&config.dir).with_context(|| {
+            format!("creating the recording directory {}", config.dir.display())
+        })?;
+        let path = config.dir.join(format!(
+            "{name}-{}-{}.esc",
+            header.pid,
+            header.started_ns / 1_000_000_000
+        ));
+        let writer = Writer::create(&path, header, Some(config.rotate))?;
+        let mut known = Symbols::default();
+        for (pc, frames) in symbols.all() {
+            known.insert(pc, frames);
+        }
+        let sink = RecordSink::new(
+            (!plan.traced.is_empty()).then(|| CallModel::new(decoder(), plan, true)),
+            TraceView::new(functions, false, true, std::io::sink()),
+            writer,
+            allocs,
+            None,
+            known,
+        );
+        lock(&writing).insert(path.clone());
+        Ok(Recording {
+            sink,
+            config: config.clone(),
+            writing,
+            current: path,
+        })
+    }
+
+    /// Deletes what the target's directory holds beyond its bounds.
+    fn prune(&mut self) -> anyhow::Result<()> {
+        let now = self.sink.writing().to_path_buf();
+        let writing: Vec<PathBuf> = {
+            let mut writing = lock(&self.writing);
+            if now != self.current {
+                writing.remove(&self.current);
+                writing.insert(now.clone());
+                self.current = now;
+            }
+            writing.iter().cloned().collect()
+        };
+        prune_dir(&self.config, &writing)
+    }
+
+    fn finish(self, attached: &Attached, ended: Ended, malformed: u64) -> anyhow::Result<()> {
+        let Recording {
+            sink,
+            config,
+            writing,
+            current,
+        } = self;
+        sink.finish(attached, ended, malformed)?;
+        // The last file is whole now: a candidate for retention like any other.
+        let writing: Vec<PathBuf> = {
+            let mut writing = lock(&writing);
+            writing.remove(&current);
+            writing.iter().cloned().collect()
+        };
+        prune_dir(&config, &writing)
+    }
+}
+
+fn prune_dir(config: &RecordConfig, writing: &[PathBuf]) -> anyhow::Result<()> {
+    let deleted = retention::prune(&config.dir, config.keep_total, config.keep_age, writing)
+        .with_context(|| format!("pruning {}", config.dir.display()))?;
+    for gone in deleted {
+        tracing::debug!("deleted {} (retention)", gone.display());
+    }
+    Ok(())
+}
+
+/// Poisoning would only mean a panic elsewhere mid-update; the set stays usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Probe hits not yet added to the metrics.
@@ -297,6 +432,7 @@ struct Counting<'a> {
     allocs: Option<AllocCounting<'a>>,
     shared: Arc<Shared>,
     profile: Arc<Mutex<LiveProfile>>,
+    recording: Option<Recording<'a>>,
     hits: Hits,
     /// The probes' counters at the last fold.
     counters: [u64; COUNTERS as usize],
@@ -305,6 +441,9 @@ struct Counting<'a> {
 
 impl EventSink for Counting<'_> {
     fn event(&mut self, event: &CallEvent) -> anyhow::Result<()> {
+        if let Some(recording) = self.recording.as_mut() {
+            recording.sink.event(event)?;
+        }
         let Some(model) = self.model.as_mut() else {
             return Ok(());
         };
@@ -339,8 +478,16 @@ impl EventSink for Counting<'_> {
     }
 
     fn checkpoint(&mut self, attached: &Attached) -> anyhow::Result<()> {
-        if self.last_fold.elapsed() >= FOLD_INTERVAL {
+        let fold = self.last_fold.elapsed() >= FOLD_INTERVAL;
+        if fold {
             self.fold(attached)?;
+        }
+        if let Some(recording) = self.recording.as_mut() {
+            recording.sink.checkpoint(attached)?;
+            // At each new file, and now and then for the files that grow old.
+            if fold || recording.sink.writing() != recording.current {
+                recording.prune()?;
+            }
         }
         Ok(())
     }
