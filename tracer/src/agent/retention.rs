@@ -90,11 +90,23 @@ mod tests {
         let writing = write("c.esc", 60);
         std::fs::write(dir.join("other.txt"), vec![0u8; 1000]).unwrap();
         // 400 bytes of recordings, 250 allowed: the two oldest not being written go.
-        let deleted = prune(&dir, 250, Duration::from_secs(3600), &[writing.clone()]).unwrap();
+        let deleted = prune(
+            &dir,
+            250,
+            Duration::from_secs(3600),
+            std::slice::from_ref(&writing),
+        )
+        .unwrap();
         assert_eq!(deleted, vec![oldest, old]);
         assert!(newer.exists() && writing.exists());
         // Age alone.
-        let deleted = prune(&dir, u64::MAX, Duration::from_secs(10), &[writing.clone()]).unwrap();
+        let deleted = prune(
+            &dir,
+            u64::MAX,
+            Duration::from_secs(10),
+            std::slice::from_ref(&writing),
+        )
+        .unwrap();
         assert_eq!(deleted, vec![newer]);
         assert!(writing.exists());
         std::fs::remove_dir_all(&dir).unwrap();
