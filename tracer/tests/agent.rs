@@ -309,8 +309,8 @@ fn counts_go_on_across_restarts_and_a_replaced_binary() {
         }
         let n = 500 + run;
         let (ran, attach) = run_traced(&agent, "api", &installed, n);
-        // The agent scans every 250 ms: a second is its promise, with room for a loaded CI.
-        assert!(attach < Duration::from_secs(2), "attached after {attach:?}");
+        // The kernel tells the agent of each exec: it attaches within a second.
+        assert!(attach < Duration::from_secs(1), "attached after {attach:?}");
         total += ran.calls;
         let seen = wait_until(Duration::from_secs(10), "the calls counted", || {
             let series = "escapade_calls_total{target=\"api\",function=\"main.work\"}";
@@ -531,15 +531,16 @@ fn recordings_rotate_read_back_and_stay_within_their_bounds() {
     let target = |name: &str, keep_total: &str| {
         format!(
             "[[target]]\nname = \"{name}\"\nexe = \"{}\"\nfunctions = [\"main.work\"]\n\
-             allocs = \"off\"\nrecord = {{ dir = \"{}\", rotate = \"64K\", keep_total = \"{keep_total}\" }}\n",
+             allocs = \"off\"\nrecord = {{ dir = \"{}\", rotate = \"16K\", keep_total = \"{keep_total}\" }}\n",
             dir.join(name).display(),
             dir.join(name).with_extension("d").display()
         )
     };
-    // One target keeps everything, the other 200 KB.
-    let config = format!("{}{}", target("all", "1G"), target("bounded", "200K"));
+    // One target keeps everything, the other 50 KB.
+    let config = format!("{}{}", target("all", "1G"), target("bounded", "50K"));
     let agent = Agent::start(&dir, &config);
-    let n = 40_000;
+    // Few enough events to fit the ring buffer even when a loaded machine stalls the reader.
+    let n = 10_000;
     for name in ["all", "bounded"] {
         let bin = install(&dir, name, &go, &[]);
         let (ran, _) = run_traced(&agent, name, &bin, n);
@@ -557,7 +558,7 @@ fn recordings_rotate_read_back_and_stay_within_their_bounds() {
     let total: u64 = left.iter().map(|(_, len)| len).sum();
     let largest = left.iter().map(|(_, len)| *len).max().unwrap();
     assert!(left.len() < kept.len(), "nothing was deleted: {left:?}");
-    assert!(total <= 200_000 + largest, "{total} bytes in {left:?}");
+    assert!(total <= 50_000 + largest, "{total} bytes in {left:?}");
     for (file, _) in &left {
         recorded_calls(file);
     }

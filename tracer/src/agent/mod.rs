@@ -2,12 +2,13 @@
 //! configured targets match, through their restarts, and serves what the probes count to
 //! Prometheus (`/metrics`) and to pprof scrapers (`/targets/NAME/debug/pprof/...`).
 //!
-//! `config` reads what to trace, `discover` finds the processes, `supervisor` runs one target's
+//! `config` reads what to trace, `discover` finds the processes (woken by `execs`), `supervisor` runs one target's
 //! sessions, `state` is what sessions and endpoints share, `metrics` the Prometheus side,
 //! `http` the endpoints and `retention` the bounds of recording directories.
 
 pub mod config;
 mod discover;
+mod execs;
 mod http;
 mod metrics;
 mod retention;
@@ -68,8 +69,9 @@ pub async fn run(source: Source) -> anyhow::Result<()> {
     let local = tokio::task::LocalSet::new();
     local
         .run_until(async move {
+            let execs = watch_execs();
             let mut running: HashMap<String, Running> = HashMap::new();
-            apply(&mut running, config, &shared).await;
+            apply(&mut running, config, &shared, &execs).await;
             let server = tokio::task::spawn_local(server.into_future());
             loop {
                 tokio::select! {
@@ -78,7 +80,7 @@ pub async fn run(source: Source) -> anyhow::Result<()> {
                     _ = hangup.recv() => match source.load() {
                         Ok(config) => {
                             eprintln!("escapade: reloaded the config");
-                            apply(&mut running, config, &shared).await;
+                            apply(&mut running, config, &shared, &execs).await;
                         }
                         // A bad edit keeps the agent running on the config it had.
                         Err(error) => eprintln!("escapade: not reloaded: {error:#}"),
@@ -95,7 +97,12 @@ pub async fn run(source: Source) -> anyhow::Result<()> {
 
 /// Starts the targets `config` adds, stops those it drops, and restarts those it changes; the
 /// others carry on undisturbed.
-async fn apply(running: &mut HashMap<String, Running>, config: Config, shared: &Arc<Shared>) {
+async fn apply(
+    running: &mut HashMap<String, Running>,
+    config: Config,
+    shared: &Arc<Shared>,
+    execs: &Option<watch::Receiver<u64>>,
+) {
     let wanted: HashMap<String, TargetConfig> = config
         .targets
         .into_iter()
@@ -121,6 +128,7 @@ async fn apply(running: &mut HashMap<String, Running>, config: Config, shared: &
         let task = tokio::task::spawn_local(supervisor::supervise(
             target.clone(),
             shared.clone(),
+            execs.clone(),
             stopped,
         ));
         running.insert(
@@ -132,6 +140,27 @@ async fn apply(running: &mut HashMap<String, Running>, config: Config, shared: &
             },
         );
     }
+}
+
+/// Counts the processes that exec'd, for supervisors to look for their targets' new processes
+/// at once; None where the kernel's tracepoint cannot be used, and they scan /proc more often.
+fn watch_execs() -> Option<watch::Receiver<u64>> {
+    let mut watcher = match execs::ExecWatcher::start() {
+        Ok(watcher) => watcher,
+        Err(error) => {
+            eprintln!(
+                "escapade: finding new processes by scanning /proc (the exec tracepoint: {error:#})"
+            );
+            return None;
+        }
+    };
+    let (count, counted) = watch::channel(0);
+    tokio::task::spawn_local(async move {
+        while let Ok(n) = watcher.next().await {
+            count.send_modify(|total| *total += n as u64);
+        }
+    });
+    Some(counted)
 }
 
 /// Stops supervisors together: each detaches its probes, which takes a while per probe.

@@ -36,13 +36,25 @@ use crate::session::{
     counting_probes,
 };
 
-/// New processes are found within this long of their `exec`.
+/// New processes are found within this long of their `exec` when the kernel cannot say.
 const SCAN_INTERVAL: Duration = Duration::from_millis(250);
+/// When it says, scanning is only the safety net (the exec watcher's buffer can overflow).
+const SCAN_INTERVAL_WITH_EXECS: Duration = Duration::from_secs(2);
 /// How often a session folds the kernel's counts into the metrics.
 const FOLD_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Runs until `stop` turns true, then detaches from every process of the target.
-pub async fn supervise(config: TargetConfig, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
+/// Runs until `stop` turns true, then detaches from every process of the target. `execs` changes
+/// whenever processes exec.
+pub async fn supervise(
+    config: TargetConfig,
+    shared: Arc<Shared>,
+    mut execs: Option<watch::Receiver<u64>>,
+    stop: watch::Receiver<bool>,
+) {
+    let interval = match execs {
+        Some(_) => SCAN_INTERVAL_WITH_EXECS,
+        None => SCAN_INTERVAL,
+    };
     shared.add_target(&config.name, config.selector.to_string());
     let sites = Arc::new(Mutex::new(SiteLabels::default()));
     let writing = Writing::default();
@@ -72,8 +84,18 @@ pub async fn supervise(config: TargetConfig, shared: Arc<Shared>, stop: watch::R
                 }
             }
         }
+        let exec = async {
+            let changed = match execs.as_mut() {
+                Some(execs) => execs.changed().await.is_ok(),
+                None => false,
+            };
+            if !changed {
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(SCAN_INTERVAL) => {}
+            _ = tokio::time::sleep(interval) => {}
+            _ = exec => {}
             _ = scan_stop.wait_for(|stop| *stop) => break,
         }
     }
