@@ -186,6 +186,38 @@ pub struct AllocReport {
     pub goroutines: Vec<GoroutineSite>,
 }
 
+impl AllocReport {
+    /// What was allocated after `earlier`, a view of the same session: per stack, the objects
+    /// and bytes added since (live objects are as of now). The other views stay as they are.
+    pub fn since(&self, earlier: &AllocReport) -> AllocReport {
+        let key = |s: &StackAllocs| (s.pcs.clone(), s.type_name.clone());
+        let before: HashMap<_, (u64, u64, u64)> = earlier
+            .stacks
+            .iter()
+            .map(|s| (key(s), (s.objects, s.bytes, s.freed_objects)))
+            .collect();
+        let stacks: Vec<StackAllocs> = self
+            .stacks
+            .iter()
+            .filter_map(|s| {
+                let (objects, bytes, freed) = before.get(&key(s)).copied().unwrap_or_default();
+                (s.objects > objects).then(|| StackAllocs {
+                    objects: s.objects - objects,
+                    bytes: s.bytes.saturating_sub(bytes),
+                    freed_objects: s.freed_objects.saturating_sub(freed),
+                    ..s.clone()
+                })
+            })
+            .collect();
+        AllocReport {
+            objects: stacks.iter().map(|s| s.objects).sum(),
+            bytes: stacks.iter().map(|s| s.bytes).sum(),
+            stacks,
+            ..self.clone()
+        }
+    }
+}
+
 /// Symbolizes what the kernel counted. `stack_of` returns a recorded stack's return addresses,
 /// innermost (the probed instruction in `runtime.mallocgc`) first.
 /// Buckets of `COUNTED_RESIDENCY`: log2 of a u64 of nanoseconds, 0..=64.

@@ -38,6 +38,9 @@ pub enum Command {
     Report(ReportArgs),
     /// Convert a recording for other tools: pprof, Perfetto, a flame graph (no root).
     Export(ExportArgs),
+    /// Run as a daemon: trace the configured targets through their restarts, and serve
+    /// Prometheus metrics and pprof profiles over HTTP.
+    Agent(AgentArgs),
 }
 
 /// Which process to attach to and for how long; shared by every command that attaches.
@@ -209,6 +212,54 @@ pub struct ExportArgs {
     /// allocations, else calls.
     #[arg(long, value_enum, requires = "flamegraph")]
     pub weight: Option<Weight>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("targets").required(true)))]
+pub struct AgentArgs {
+    /// The agent's configuration (TOML): where to listen, and the targets. SIGHUP reloads it.
+    #[arg(long, value_name = "FILE", group = "targets")]
+    pub config: Option<PathBuf>,
+    /// Trace every process running this executable, without a config file.
+    #[arg(long, value_name = "PATH", group = "targets")]
+    pub exe: Option<PathBuf>,
+    /// The target's name in metrics and URLs; default: the executable's file name.
+    #[arg(long, requires = "exe")]
+    pub name: Option<String>,
+    /// Address of the HTTP endpoints.
+    #[arg(long, default_value = crate::agent::config::DEFAULT_LISTEN, requires = "exe")]
+    pub listen: std::net::SocketAddr,
+    /// How allocations are counted: sampled (the runtime's heap-profile samples), exact, off.
+    #[arg(long, default_value = "sampled", requires = "exe")]
+    pub allocs: crate::agent::config::AllocMode,
+    /// Functions to count and time, as `trace` names them.
+    #[arg(value_name = "FUNCTION", requires = "exe")]
+    pub functions: Vec<String>,
+}
+
+impl AgentArgs {
+    pub fn into_source(self) -> crate::agent::Source {
+        use crate::agent::config::{Config, Selector, TargetConfig};
+        let Some(exe) = self.exe else {
+            let config = self.config.expect("clap requires --config or --exe");
+            return crate::agent::Source::File(config);
+        };
+        let name = self.name.unwrap_or_else(|| {
+            exe.file_name()
+                .map_or_else(|| "target".into(), |n| n.to_string_lossy().into_owned())
+        });
+        crate::agent::Source::Given(Config {
+            listen: self.listen,
+            targets: vec![TargetConfig {
+                name,
+                selector: Selector::Exe(exe),
+                functions: self.functions,
+                allocs: self.allocs,
+                capture_strings: 0,
+                record: None,
+            }],
+        })
+    }
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {

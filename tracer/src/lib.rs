@@ -10,6 +10,7 @@
 //! writes them to a file and reads them back; `export` turns a read-back recording into other
 //! tools' formats. `clock` converts the probes' monotonic timestamps to wall time.
 
+pub mod agent;
 pub mod allocs;
 pub mod attach;
 pub mod calls;
@@ -19,6 +20,7 @@ pub mod decode;
 pub mod export;
 pub mod gobin;
 pub mod hints;
+pub mod memprofile;
 pub mod model;
 pub mod params;
 pub mod placement;

@@ -14,12 +14,13 @@ use escapade::cli::{
 use escapade::clock::WallClock;
 use escapade::decode::Decoder;
 use escapade::hints::hint;
+use escapade::memprofile::MemProfileRate;
 use escapade::model::{CallModel, FunctionInfo, Symbols};
 use escapade::params::{AllocationProbes, ParamTracker};
 use escapade::record::live::RecordSink;
 use escapade::record::reader::Replay;
 use escapade::record::writer::{Writer, part_path};
-use escapade::record::{AllocSettings, FORMAT_VERSION, Header, Latest, write_summaries};
+use escapade::record::{AllocSettings, Header, Latest, write_summaries};
 use escapade::report::{
     AllocsMeta, ParamsMeta, TracePrinter, TraceView, write_allocs, write_params,
 };
@@ -68,6 +69,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Record(args) => record(args).await,
         Command::Report(args) => report(args),
         Command::Export(args) => export(args),
+        Command::Agent(args) => escapade::agent::run(args.into_source()).await,
     }
 }
 
@@ -285,17 +287,6 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
     }
     let functions: Vec<FunctionInfo> = plan.traced.iter().map(FunctionInfo::of).collect();
     let header = Header {
-        format: FORMAT_VERSION,
-        escapade: env!("CARGO_PKG_VERSION").to_string(),
-        go_version: target.binary.build.go_version.clone(),
-        build_id: target.binary.build.build_id.clone(),
-        binary: target.process.exe_target.display().to_string(),
-        pid: target.process.pid,
-        started_ns: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64),
-        part: 0,
-        functions: functions.clone(),
         capture_strings: args.calls.capture_strings,
         entries_only: args.calls.entries_only,
         placement: format!("{:?}", args.calls.placement).to_lowercase(),
@@ -304,6 +295,7 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
             probes: placed(probes),
         }),
         params: args.params,
+        ..Header::for_target(&target, functions.clone())
     };
     let writer = Writer::create(&args.output, header.clone(), args.max_size)?;
     let doing = format!(
@@ -490,73 +482,6 @@ fn finish_replay<R: std::io::Read>(
         );
     }
     Ok(())
-}
-
-/// `runtime.MemProfileRate` in the target, checked before sampled mode relies on it, and set for
-/// the session when the user asked.
-struct MemProfileRate {
-    /// Link-time address of the variable.
-    addr: u64,
-    /// The value before escapade changed it, if it did.
-    saved: Option<u64>,
-    in_effect: u64,
-}
-
-impl MemProfileRate {
-    fn prepare(target: &Target, requested: Option<u64>) -> anyhow::Result<MemProfileRate> {
-        let binary = &target.binary;
-        let (Some(addr), Some(disabled)) =
-            (binary.mem_profile_rate, binary.disable_memory_profiling)
-        else {
-            anyhow::bail!(
-                "{} has no symbol table, so escapade cannot check the heap profiler's sampling: \
-                 use --exact",
-                target.process.exe_target.display()
-            );
-        };
-        let read = |a: u64| target.process.read_u64(a + target.bias);
-        if read(disabled).is_some_and(|v| v & 0xff != 0) {
-            anyhow::bail!(
-                "the program never uses runtime.MemProfile (nor runtime/pprof), so the linker \
-                 turned heap-profile sampling off and there are no samples to follow: use --exact"
-            );
-        }
-        let current = read(addr).context("reading runtime.MemProfileRate")?;
-        match requested {
-            Some(rate) => {
-                target
-                    .process
-                    .write_u64(addr + target.bias, rate)
-                    .context("setting runtime.MemProfileRate (--mem-profile-rate)")?;
-                Ok(MemProfileRate {
-                    addr,
-                    saved: Some(current),
-                    in_effect: rate,
-                })
-            }
-            None if current == 0 => anyhow::bail!(
-                "runtime.MemProfileRate is 0 in PID {}: the program turned heap profiling off; \
-                 pass --mem-profile-rate N to turn it on for this session, or use --exact",
-                target.process.pid
-            ),
-            None => Ok(MemProfileRate {
-                addr,
-                saved: None,
-                in_effect: current,
-            }),
-        }
-    }
-
-    /// Puts back the rate escapade replaced; nothing to do if the process is gone.
-    fn restore(&self, target: &Target) -> anyhow::Result<()> {
-        match self.saved {
-            Some(saved) if target.process.alive() => target
-                .process
-                .write_u64(self.addr + target.bias, saved)
-                .context("restoring runtime.MemProfileRate"),
-            _ => Ok(()),
-        }
-    }
 }
 
 /// The allocs command has no per-event output: everything is counted in the kernel.

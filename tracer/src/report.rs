@@ -414,7 +414,8 @@ pub fn value_text(v: &Value) -> String {
     }
 }
 
-fn site_text(site: &Option<Frame>) -> String {
+/// A site as the views name it: function (file:line).
+pub fn site_text(site: &Option<Frame>) -> String {
     site.as_ref()
         .map_or_else(|| "(runtime only)".into(), frame_text)
 }

@@ -11,6 +11,14 @@ use tokio::io::unix::AsyncFd;
 
 use crate::session::EventSink;
 
+/// `ring` registered with the runtime, to wait until it has records.
+pub fn watch_readable(ring: RingBuf<MapData>) -> std::io::Result<AsyncFd<RingBuf<MapData>>> {
+    // SAFETY: the RingBuf owns its map fd, which stays open and unchanged until the AsyncFd
+    // (which owns the RingBuf) is dropped.
+    unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
 /// How often the reader drains when nothing wakes it.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
@@ -22,11 +30,10 @@ pub struct EventReader {
 
 impl EventReader {
     pub fn new(ring: RingBuf<MapData>) -> std::io::Result<Self> {
-        // SAFETY: the RingBuf owns its map fd, which stays open and unchanged until the
-        // AsyncFd (which owns the RingBuf) is dropped.
-        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok(EventReader { ring, malformed: 0 })
+        Ok(EventReader {
+            ring: watch_readable(ring)?,
+            malformed: 0,
+        })
     }
 
     /// Waits until a probe asks for a wake-up (the buffer is half full).

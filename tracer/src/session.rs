@@ -353,22 +353,37 @@ pub async fn run(
     duration: Option<Duration>,
     sink: &mut impl EventSink,
 ) -> anyhow::Result<(Ended, u64)> {
+    let stop = async {
+        let deadline = async {
+            match duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => Ended::Interrupted,
+            _ = deadline => Ended::Deadline,
+        }
+    };
+    run_until(target, attached, stop, sink).await
+}
+
+/// Pumps events into `sink` until `stop` says why to stop, or the target exits.
+pub async fn run_until(
+    target: &Target,
+    attached: &mut Attached,
+    stop: impl std::future::Future<Output = Ended>,
+    sink: &mut impl EventSink,
+) -> anyhow::Result<(Ended, u64)> {
     let events = attached
         .take_events()
         .context("the event ring buffer was already taken")?;
     let mut reader = EventReader::new(events)?;
-    let deadline = async {
-        match duration {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(deadline);
+    tokio::pin!(stop);
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     let ended = loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break Ended::Interrupted,
-            _ = &mut deadline => break Ended::Deadline,
+            why = &mut stop => break why,
             _ = tick.tick() => {
                 reader.drain(sink)?;
                 sink.checkpoint(attached)?;

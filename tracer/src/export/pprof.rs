@@ -148,14 +148,25 @@ impl Export for Pprof {
     }
 
     fn finish(self: Box<Self>, recording: &Recorded) -> anyhow::Result<()> {
-        let profile = build(&self.calls, recording);
         let file = std::fs::File::create(&self.path)
             .with_context(|| format!("creating {} (--pprof)", self.path.display()))?;
-        let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
-        gz.write_all(&profile.encode_to_vec())
-            .and_then(|()| gz.finish().map(drop))
+        write_gzipped(file, &self.calls, recording, None)
             .with_context(|| format!("writing {}", self.path.display()))
     }
+}
+
+/// Writes the gzipped profile of `calls` and `recording`'s allocations to `out`;
+/// `default_sample_type` overrides the type `go tool pprof` shows first.
+pub fn write_gzipped(
+    out: impl std::io::Write,
+    calls: &CallSites,
+    recording: &Recorded,
+    default_sample_type: Option<&str>,
+) -> std::io::Result<()> {
+    let profile = build(calls, recording, default_sample_type);
+    let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+    gz.write_all(&profile.encode_to_vec())?;
+    gz.finish().map(drop)
 }
 
 /// Interns strings, functions and locations as profile.proto wants them: by id, string 0 "".
@@ -250,7 +261,11 @@ impl Tables {
     }
 }
 
-fn build(calls: &CallSites, recording: &Recorded) -> proto::Profile {
+fn build(
+    calls: &CallSites,
+    recording: &Recorded,
+    default_sample_type: Option<&str>,
+) -> proto::Profile {
     let header = recording.header;
     let mut t = Tables::default();
     t.string("");
@@ -326,10 +341,10 @@ fn build(calls: &CallSites, recording: &Recorded) -> proto::Profile {
         }
     }
 
-    let default = if allocs.is_some() {
-        "alloc_space"
-    } else {
-        "calls"
+    let default = match default_sample_type {
+        Some(ty) if types.iter().any(|(t, _)| *t == ty) => ty,
+        _ if allocs.is_some() => "alloc_space",
+        _ => "calls",
     };
     let (period_type, period) = match (allocs, sampled_rate) {
         (Some(_), Some(rate)) => (("space", "bytes"), rate as i64),
@@ -372,7 +387,7 @@ fn build(calls: &CallSites, recording: &Recorded) -> proto::Profile {
 
 /// Sampled counts scaled to estimated totals, as `runtime/pprof` does for heap profiles: an
 /// object of the average size `s` is sampled with probability `1 - exp(-s / rate)`.
-fn scale(objects: u64, bytes: u64, rate: Option<u64>) -> (i64, i64) {
+pub fn scale(objects: u64, bytes: u64, rate: Option<u64>) -> (i64, i64) {
     match rate {
         Some(rate) if rate > 1 && objects > 0 && bytes > 0 => {
             let average = bytes as f64 / objects as f64;

@@ -69,6 +69,11 @@ impl<'a, W: Write> RecordSink<'a, W> {
         }
     }
 
+    /// The file being written now.
+    pub fn writing(&self) -> &std::path::Path {
+        self.writer.current()
+    }
+
     /// Writes a chunk: the calls queued, the totals and, when due or `ended`, the allocations.
     fn checkpoint_now(
         &mut self,

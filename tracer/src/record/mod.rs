@@ -29,6 +29,7 @@ use crate::gobin::Frame;
 use crate::model::{CallRecord, FunctionInfo, Symbols, TraceTotals};
 use crate::params::ParamsView;
 use crate::report::{AllocsMeta, ParamsMeta, TraceView, write_allocs, write_params};
+use crate::session::Target;
 
 pub const MAGIC: &[u8; 8] = b"ESCAPADE";
 /// Bumped on any change a reader of the previous version would misread.
@@ -62,6 +63,31 @@ pub struct Header {
     pub allocs: Option<AllocSettings>,
     /// Whether the traced functions' parameters were followed (`--params`).
     pub params: bool,
+}
+
+impl Header {
+    /// The header of a session against `target` recording calls of `functions`, started now;
+    /// the rest as a session that only counts them sets it.
+    pub fn for_target(target: &Target, functions: Vec<FunctionInfo>) -> Header {
+        Header {
+            format: FORMAT_VERSION,
+            escapade: env!("CARGO_PKG_VERSION").to_string(),
+            go_version: target.binary.build.go_version.clone(),
+            build_id: target.binary.build.build_id.clone(),
+            binary: target.process.exe_target.display().to_string(),
+            pid: target.process.pid,
+            started_ns: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+            part: 0,
+            functions,
+            capture_strings: 0,
+            entries_only: false,
+            placement: "fast".to_string(),
+            allocs: None,
+            params: false,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

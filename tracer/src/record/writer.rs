@@ -72,7 +72,8 @@ impl Writer {
         Ok(())
     }
 
-    fn current(&self) -> &Path {
+    /// The file being written now.
+    pub fn current(&self) -> &Path {
         self.files.last().expect("the first file is always there")
     }
 

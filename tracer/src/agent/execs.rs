@@ -1,0 +1,53 @@
+//! Processes that start a new program, told by the kernel's `sched_process_exec` tracepoint, so
+//! that a target's new process is attached to within milliseconds of its `exec`. Where the
+//! tracepoint cannot be used, the agent relies on its scan of /proc alone.
+
+use anyhow::Context as _;
+use aya::Ebpf;
+use aya::maps::{MapData, RingBuf};
+use aya::programs::RawTracePoint;
+use tokio::io::unix::AsyncFd;
+
+use crate::ringbuf::watch_readable;
+
+static WATCHER: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe-exec"));
+
+pub struct ExecWatcher {
+    /// Keeps the program attached.
+    _ebpf: Ebpf,
+    execs: AsyncFd<RingBuf<MapData>>,
+}
+
+impl ExecWatcher {
+    pub fn start() -> anyhow::Result<ExecWatcher> {
+        let mut ebpf = Ebpf::load(WATCHER).context("loading the exec watcher")?;
+        let program: &mut RawTracePoint = ebpf
+            .program_mut("sched_process_exec")
+            .context("program sched_process_exec missing from the exec watcher")?
+            .try_into()?;
+        program.load()?;
+        program
+            .attach("sched_process_exec")
+            .context("attaching to the sched_process_exec tracepoint")?;
+        let ring = RingBuf::try_from(ebpf.take_map("EXECS").context("map EXECS")?)?;
+        Ok(ExecWatcher {
+            _ebpf: ebpf,
+            execs: watch_readable(ring)?,
+        })
+    }
+
+    /// Waits until processes exec'd; returns how many.
+    pub async fn next(&mut self) -> std::io::Result<usize> {
+        loop {
+            let mut ready = self.execs.readable_mut().await?;
+            let mut count = 0;
+            while ready.get_inner_mut().next().is_some() {
+                count += 1;
+            }
+            ready.clear_ready();
+            if count > 0 {
+                return Ok(count);
+            }
+        }
+    }
+}

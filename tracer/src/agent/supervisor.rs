@@ -1,0 +1,634 @@
+//! One target's life in the agent: find the processes its selector matches, attach to each
+//! (planned from that process's own executable, so a binary replaced on disk is planned
+//! afresh), count what the probes see into the shared metrics, and detach when the process
+//! exits or the agent stops.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use std::time::{Duration, Instant};
+
+use probe_common::{COUNTER_DROPPED, COUNTER_EVENTS, COUNTERS, CallEvent};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+use tokio::sync::watch;
+
+use super::config::{AllocMode, RecordConfig, TargetConfig};
+use super::metrics::SiteLabels;
+use super::state::{LiveProfile, ProcessStatus, Shared, lock_profile};
+use super::{discover, retention};
+use crate::allocs::{self, AllocReport};
+use crate::attach::{Attached, Programs, attach};
+use crate::clock::WallClock;
+use crate::decode::Decoder;
+use crate::export::CallSites;
+use crate::export::pprof::scale;
+use crate::memprofile::MemProfileRate;
+use crate::model::{CallModel, CallRecord, FunctionInfo, Symbols};
+use crate::record::live::RecordSink;
+use crate::record::writer::Writer;
+use crate::record::{AllocSettings, Header};
+use crate::report::{TraceView, site_text};
+use crate::session::{
+    self, CountingProbes, Ended, EventSink, PlacementMode, Plan, PlanOptions, Target,
+    counting_probes,
+};
+
+/// New processes are found within this long of their `exec` when the kernel cannot say.
+const SCAN_INTERVAL: Duration = Duration::from_millis(250);
+/// When it says, scanning is only the safety net (the exec watcher's buffer can overflow).
+const SCAN_INTERVAL_WITH_EXECS: Duration = Duration::from_secs(2);
+/// How often a session folds the kernel's counts into the metrics.
+const FOLD_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Runs until `stop` turns true, then detaches from every process of the target. `execs` changes
+/// whenever processes exec.
+pub async fn supervise(
+    config: TargetConfig,
+    shared: Arc<Shared>,
+    mut execs: Option<watch::Receiver<u64>>,
+    stop: watch::Receiver<bool>,
+) {
+    let interval = match execs {
+        Some(_) => SCAN_INTERVAL_WITH_EXECS,
+        None => SCAN_INTERVAL,
+    };
+    shared.add_target(&config.name, config.selector.to_string());
+    let sites = Arc::new(Mutex::new(SiteLabels::default()));
+    let writing = Writing::default();
+    let mut running: HashMap<u32, tokio::task::JoinHandle<()>> = HashMap::new();
+    // Processes that could not be traced are not retried until they exit.
+    let mut failed: HashSet<u32> = HashSet::new();
+    let mut scan_stop = stop.clone();
+    loop {
+        running.retain(|_, task| !task.is_finished());
+        let pids = discover::matching(&config.selector);
+        failed.retain(|pid| pids.contains(pid));
+        for pid in pids {
+            if running.contains_key(&pid) || failed.contains(&pid) {
+                continue;
+            }
+            match Session::open(pid, &config) {
+                Ok(session) => {
+                    let task =
+                        session.run(shared.clone(), sites.clone(), writing.clone(), stop.clone());
+                    running.insert(pid, tokio::task::spawn_local(task));
+                }
+                Err(error) => {
+                    failed.insert(pid);
+                    let error = format!("{error:#}");
+                    tracing::warn!("target {}: {error}", config.name);
+                    shared.failed(&config.name, error);
+                }
+            }
+        }
+        let exec = async {
+            let changed = match execs.as_mut() {
+                Some(execs) => execs.changed().await.is_ok(),
+                None => false,
+            };
+            if !changed {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = exec => {}
+            _ = scan_stop.wait_for(|stop| *stop) => break,
+        }
+    }
+    for (_, task) in running {
+        let _ = task.await;
+    }
+}
+
+/// A process of the target, opened and planned, not attached yet.
+struct Session {
+    target: Target,
+    config: TargetConfig,
+    plan: Plan,
+    counting: Option<(Option<MemProfileRate>, CountingProbes)>,
+    /// What this process cannot give that its target's config asks for.
+    notes: Vec<String>,
+}
+
+impl Session {
+    fn open(pid: u32, config: &TargetConfig) -> anyhow::Result<Session> {
+        let target = Target::open(pid)?;
+        let plan = if config.functions.is_empty() {
+            Plan {
+                traced: Vec::new(),
+                points: Vec::new(),
+            }
+        } else {
+            let functions = target.binary.resolve(&config.functions)?;
+            let options = PlanOptions {
+                capture_strings: config.capture_strings,
+                placement: PlacementMode::Fast,
+                // Counting and timing needs the returns, not the values.
+                entries_only: false,
+            };
+            Plan::new(&target.binary, functions, &options)?
+        };
+        let mut notes = Vec::new();
+        let counting = match config.allocs {
+            AllocMode::Off => None,
+            // GC cycles and goroutines are still counted when the program sampled nothing:
+            // a daemon says what it misses rather than refusing the target.
+            AllocMode::Sampled => Some((
+                MemProfileRate::prepare(&target, None)
+                    .map_err(|e| notes.push(format!("allocations not sampled: {e:#}")))
+                    .ok(),
+                counting_probes(&target.binary, PlacementMode::Fast, false)?,
+            )),
+            AllocMode::Exact => Some((
+                None,
+                counting_probes(&target.binary, PlacementMode::Fast, true)?,
+            )),
+        };
+        Ok(Session {
+            target,
+            config: config.clone(),
+            plan,
+            counting,
+            notes,
+        })
+    }
+
+    async fn run(
+        self,
+        shared: Arc<Shared>,
+        sites: Arc<Mutex<SiteLabels>>,
+        writing: Writing,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let name = self.config.name.clone();
+        let pid = self.target.process.pid;
+        if let Err(error) = self
+            .attach_and_count(&shared, sites, writing, &mut stop)
+            .await
+        {
+            let error = format!("PID {pid}: {error:#}");
+            tracing::warn!("target {name}: {error}");
+            shared.failed(&name, error);
+        }
+        shared.detached(&name, pid);
+    }
+
+    async fn attach_and_count(
+        &self,
+        shared: &Arc<Shared>,
+        sites: Arc<Mutex<SiteLabels>>,
+        writing: Writing,
+        stop: &mut watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let target = &self.target;
+        // Call probes first: events carry their index, which the plan's points keep.
+        let mut points = self.plan.points.clone();
+        let mut probes: Vec<(String, String)> = self
+            .plan
+            .traced
+            .iter()
+            .map(|t| (t.function.name.clone(), t.entry.to_string()))
+            .collect();
+        let mut settings = None;
+        if let Some((rate, counting)) = &self.counting {
+            points.extend(counting.points.iter().cloned());
+            let placed: Vec<(String, String)> = counting
+                .placed
+                .iter()
+                .map(|(f, p)| (f.clone(), p.to_string()))
+                .collect();
+            probes.extend(placed.iter().cloned());
+            settings = Some(AllocSettings {
+                mem_profile_rate: rate.as_ref().map(|r| r.in_effect),
+                probes: placed,
+            });
+        }
+        let mut attached = attach(
+            target.process.pid,
+            &target.process.exe,
+            target.binary.go_offsets(target.bias),
+            &points,
+            Programs::Tracing,
+        )?;
+        let functions: Vec<FunctionInfo> = self.plan.traced.iter().map(FunctionInfo::of).collect();
+        let mut symbols = Symbols::default();
+        for t in &self.plan.traced {
+            symbols.learn(&target.binary, t.function.entry);
+        }
+        let header = Header {
+            allocs: settings,
+            capture_strings: self.config.capture_strings,
+            ..Header::for_target(target, functions.clone())
+        };
+        let decoder = || Decoder::new(&target.binary, &target.process, target.bias);
+        let recording = match &self.config.record {
+            Some(record) => Some(Recording::start(
+                &self.config.name,
+                record,
+                header.clone(),
+                functions,
+                &self.plan,
+                self.counting.is_some().then(decoder),
+                decoder,
+                &symbols,
+                writing,
+            )?),
+            None => None,
+        };
+        let profile = Arc::new(Mutex::new(LiveProfile {
+            header,
+            symbols,
+            calls: CallSites::default(),
+            allocs: None,
+            started: Instant::now(),
+        }));
+        shared.attached(
+            &self.config.name,
+            ProcessStatus {
+                pid: target.process.pid,
+                binary: target.process.exe_target.display().to_string(),
+                build_id: target.binary.build.build_id.clone(),
+                go_version: target.binary.build.go_version.clone(),
+                probes,
+                notes: self.notes.clone(),
+                attached_at: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            },
+            profile.clone(),
+        );
+        let mut sink = Counting {
+            name: self.config.name.clone(),
+            model: (!self.plan.traced.is_empty())
+                .then(|| CallModel::new(decoder(), &self.plan, false)),
+            calls: self
+                .plan
+                .traced
+                .iter()
+                .map(|t| {
+                    let labels = vec![
+                        ("target", self.config.name.clone()),
+                        ("function", t.function.name.clone()),
+                    ];
+                    (
+                        shared.metrics.calls.get_or_create(&labels).clone(),
+                        shared.metrics.call_duration.get_or_create(&labels).clone(),
+                        t.entry.is_fast(),
+                    )
+                })
+                .collect(),
+            allocs: self.counting.as_ref().map(|(rate, _)| AllocCounting {
+                decoder: decoder(),
+                rate: rate.as_ref().map(|r| r.in_effect),
+                clock: WallClock::now(),
+                sites,
+                last: Folded::default(),
+            }),
+            shared: shared.clone(),
+            profile,
+            recording,
+            hits: Hits::default(),
+            counters: [0; COUNTERS as usize],
+            last_fold: Instant::now(),
+        };
+        let stopped = async {
+            let _ = stop.wait_for(|stop| *stop).await;
+            Ended::Interrupted
+        };
+        let run = session::run_until(target, &mut attached, stopped, &mut sink).await;
+        if let Some((Some(rate), _)) = &self.counting {
+            rate.restore(target)?;
+        }
+        let (ended, malformed) = run?;
+        sink.fold(&attached)?;
+        if let Some(recording) = sink.recording {
+            recording.finish(&attached, ended, malformed)?;
+        }
+        Ok(())
+    }
+}
+
+/// The recordings a target's sessions are writing now, which retention keeps.
+type Writing = Arc<Mutex<HashSet<PathBuf>>>;
+
+/// A process's recording, kept within its target's bounds.
+struct Recording<'a> {
+    sink: RecordSink<'a, std::io::Sink>,
+    config: RecordConfig,
+    writing: Writing,
+    /// The file this session writes now, as last registered in `writing`.
+    current: PathBuf,
+}
+
+impl<'a> Recording<'a> {
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        name: &str,
+        config: &RecordConfig,
+        header: Header,
+        functions: Vec<FunctionInfo>,
+        plan: &'a Plan,
+        allocs: Option<Decoder<'a>>,
+        decoder: impl Fn() -> Decoder<'a>,
+        symbols: &Symbols,
+        writing: Writing,
+    ) -> anyhow::Result<Recording<'a>> {
+        std::fs::create_dir_all(&config.dir).with_context(|| {
+            format!("creating the recording directory {}", config.dir.display())
+        })?;
+        let path = config.dir.join(format!(
+            "{name}-{}-{}.esc",
+            header.pid,
+            header.started_ns / 1_000_000_000
+        ));
+        let writer = Writer::create(&path, header, Some(config.rotate))?;
+        let mut known = Symbols::default();
+        for (pc, frames) in symbols.all() {
+            known.insert(pc, frames);
+        }
+        let sink = RecordSink::new(
+            (!plan.traced.is_empty()).then(|| CallModel::new(decoder(), plan, true)),
+            TraceView::new(functions, false, true, std::io::sink()),
+            writer,
+            allocs,
+            None,
+            known,
+        );
+        lock(&writing).insert(path.clone());
+        Ok(Recording {
+            sink,
+            config: config.clone(),
+            writing,
+            current: path,
+        })
+    }
+
+    /// Deletes what the target's directory holds beyond its bounds.
+    fn prune(&mut self) -> anyhow::Result<()> {
+        let now = self.sink.writing().to_path_buf();
+        let writing: Vec<PathBuf> = {
+            let mut writing = lock(&self.writing);
+            if now != self.current {
+                writing.remove(&self.current);
+                writing.insert(now.clone());
+                self.current = now;
+            }
+            writing.iter().cloned().collect()
+        };
+        prune_dir(&self.config, &writing)
+    }
+
+    fn finish(self, attached: &Attached, ended: Ended, malformed: u64) -> anyhow::Result<()> {
+        let Recording {
+            sink,
+            config,
+            writing,
+            current,
+        } = self;
+        sink.finish(attached, ended, malformed)?;
+        // The last file is whole now: a candidate for retention like any other.
+        let writing: Vec<PathBuf> = {
+            let mut writing = lock(&writing);
+            writing.remove(&current);
+            writing.iter().cloned().collect()
+        };
+        prune_dir(&config, &writing)
+    }
+}
+
+fn prune_dir(config: &RecordConfig, writing: &[PathBuf]) -> anyhow::Result<()> {
+    let deleted = retention::prune(&config.dir, config.keep_total, config.keep_age, writing)
+        .with_context(|| format!("pruning {}", config.dir.display()))?;
+    for gone in deleted {
+        tracing::debug!("deleted {} (retention)", gone.display());
+    }
+    Ok(())
+}
+
+/// Poisoning would only mean a panic elsewhere mid-update; the set stays usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Probe hits not yet added to the metrics.
+#[derive(Default)]
+struct Hits {
+    emulated: u64,
+    single_stepped: u64,
+}
+
+/// What the kernel had counted at the last fold, to add only what is new.
+#[derive(Default)]
+struct Folded {
+    /// Per site label: estimated objects and bytes.
+    sites: HashMap<String, (u64, u64)>,
+    goroutines: HashMap<String, u64>,
+    gc_cycles: u64,
+    /// The newest GC cycle already observed, by its end time.
+    gc_last_end_ns: u64,
+    /// Allocator, goroutine-creation and stack-growth probe hits.
+    counted_hits: u64,
+}
+
+struct AllocCounting<'a> {
+    decoder: Decoder<'a>,
+    /// Sampled mode's `MemProfileRate`; None in exact mode.
+    rate: Option<u64>,
+    clock: WallClock,
+    sites: Arc<Mutex<SiteLabels>>,
+    last: Folded,
+}
+
+/// The agent's sink: counts and times calls as their events come, and folds what the kernel
+/// counts into the metrics once a second.
+struct Counting<'a> {
+    name: String,
+    model: Option<CallModel<'a>>,
+    /// Per traced function: its calls counter, duration histogram, and whether its entry probe
+    /// is emulated.
+    calls: Vec<(Counter, Histogram, bool)>,
+    allocs: Option<AllocCounting<'a>>,
+    shared: Arc<Shared>,
+    profile: Arc<Mutex<LiveProfile>>,
+    recording: Option<Recording<'a>>,
+    hits: Hits,
+    /// The probes' counters at the last fold.
+    counters: [u64; COUNTERS as usize],
+    last_fold: Instant,
+}
+
+impl EventSink for Counting<'_> {
+    fn event(&mut self, event: &CallEvent) -> anyhow::Result<()> {
+        if let Some(recording) = self.recording.as_mut() {
+            recording.sink.event(event)?;
+        }
+        let Some(model) = self.model.as_mut() else {
+            return Ok(());
+        };
+        let mut profile = lock_profile(&self.profile);
+        let Some(record) = model.record(event, &mut profile.symbols) else {
+            return Ok(());
+        };
+        profile.calls.add(&record);
+        drop(profile);
+        let (calls, durations, fast) = &self.calls[record.function()];
+        match record {
+            CallRecord::Entry { .. } => {
+                calls.inc();
+                if *fast {
+                    self.hits.emulated += 1;
+                } else {
+                    self.hits.single_stepped += 1;
+                }
+            }
+            CallRecord::Return { duration_ns, .. } => {
+                self.hits.single_stepped += 1;
+                if let Some(ns) = duration_ns {
+                    durations.observe(ns as f64 / 1e9);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, attached: &Attached) -> anyhow::Result<()> {
+        let fold = self.last_fold.elapsed() >= FOLD_INTERVAL;
+        if fold {
+            self.fold(attached)?;
+        }
+        if let Some(recording) = self.recording.as_mut() {
+            recording.sink.checkpoint(attached)?;
+            // At each new file, and now and then for the files that grow old.
+            if fold || recording.sink.writing() != recording.current {
+                recording.prune()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Counting<'_> {
+    /// Adds what the kernel counted since the last fold to the metrics.
+    fn fold(&mut self, attached: &Attached) -> anyhow::Result<()> {
+        self.last_fold = Instant::now();
+        let counters = attached.counters();
+        let new = |i: u32| counters[i as usize].saturating_sub(self.counters[i as usize]);
+        let metrics = &self.shared.metrics;
+        metrics.events.inc_by(new(COUNTER_EVENTS));
+        metrics.events_dropped.inc_by(new(COUNTER_DROPPED));
+        self.counters = counters;
+        if let Some(allocs) = self.allocs.as_mut() {
+            let report = allocs::build(
+                attached.alloc_sites()?,
+                attached.sampled_live()?,
+                &attached.gc_cycles()?,
+                &allocs.clock,
+                |id| attached.alloc_stack(id),
+                &mut allocs.decoder,
+            )?;
+            let counted = allocs.fold(&self.name, &self.shared, &report, &mut self.hits);
+            self.hits.emulated += counted;
+            let mut profile = lock_profile(&self.profile);
+            for pc in report.stacks.iter().flat_map(|s| &s.pcs) {
+                profile.symbols.learn(allocs.decoder.binary, *pc);
+            }
+            profile.allocs = Some(report);
+        }
+        let hits = std::mem::take(&mut self.hits);
+        metrics.probe_hits(&self.name, hits.emulated, hits.single_stepped);
+        Ok(())
+    }
+}
+
+impl AllocCounting<'_> {
+    /// Adds the allocation view's news to the metrics; returns the emulated probe hits it
+    /// implies (the allocator, goroutine-creation and stack-growth probes), and adds the
+    /// single-stepped ones (a GC cycle's `RET`) to `hits`.
+    fn fold(
+        &mut self,
+        target: &str,
+        shared: &Shared,
+        report: &AllocReport,
+        hits: &mut Hits,
+    ) -> u64 {
+        let metrics = &shared.metrics;
+        let mut sites = self.sites.lock().unwrap_or_else(|p| p.into_inner());
+        let mut now: HashMap<String, (u64, u64)> = HashMap::new();
+        // Most bytes first, so the biggest sites get the labels of their own.
+        for site in &report.sites {
+            let label = sites.label(&site_text(&site.site));
+            let (objects, bytes) = scale(site.objects, site.bytes, self.rate);
+            let total = now.entry(label).or_default();
+            total.0 += objects.max(0) as u64;
+            total.1 += bytes.max(0) as u64;
+        }
+        for (label, &(objects, bytes)) in &now {
+            let (was_objects, was_bytes) = self.last.sites.get(label).copied().unwrap_or_default();
+            let labels = vec![("target", target.to_string()), ("site", label.clone())];
+            metrics
+                .alloc_objects
+                .get_or_create(&labels)
+                .inc_by(objects.saturating_sub(was_objects));
+            metrics
+                .alloc_bytes
+                .get_or_create(&labels)
+                .inc_by(bytes.saturating_sub(was_bytes));
+        }
+        self.last.sites = now;
+
+        let mut goroutines: HashMap<String, u64> = HashMap::new();
+        let mut growths = 0;
+        for g in &report.goroutines {
+            *goroutines
+                .entry(sites.label(&site_text(&g.site)))
+                .or_default() += g.count;
+            growths += g.stack_growths;
+        }
+        for (label, &count) in &goroutines {
+            let was = self.last.goroutines.get(label).copied().unwrap_or_default();
+            metrics
+                .goroutines_created
+                .get_or_create(&vec![
+                    ("target", target.to_string()),
+                    ("site", label.clone()),
+                ])
+                .inc_by(count.saturating_sub(was));
+        }
+        self.last.goroutines = goroutines;
+
+        let target_label = vec![("target", target.to_string())];
+        let cycles = report.gc_cycles.saturating_sub(self.last.gc_cycles);
+        metrics
+            .gc_cycles
+            .get_or_create(&target_label)
+            .inc_by(cycles);
+        hits.single_stepped += cycles;
+        self.last.gc_cycles = report.gc_cycles;
+        let pauses = metrics.gc_pause.get_or_create(&target_label);
+        for cycle in report
+            .gc
+            .iter()
+            .filter(|c| c.end_ns > self.last.gc_last_end_ns)
+        {
+            if let Some(pause) = cycle.pause_ns {
+                pauses.observe(pause as f64 / 1e9);
+            }
+        }
+        if let Some(newest) = report.gc.iter().map(|c| c.end_ns).max() {
+            self.last.gc_last_end_ns = self.last.gc_last_end_ns.max(newest);
+        }
+
+        let counted = report.objects + report.goroutines_created + growths;
+        let new_hits = counted.saturating_sub(self.last.counted_hits);
+        self.last.counted_hits = counted;
+        new_hits
+    }
+}

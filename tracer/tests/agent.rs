@@ -1,0 +1,565 @@
+//! `escapade agent` against real Go programs, scraped by a real Prometheus server and read by
+//! `go tool pprof` over HTTP, all on loopback.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Go, Target, build, go_tool, toolchains};
+
+/// A free loopback port (the listener is closed before the caller binds it).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn get(url: &str) -> Result<String, ureq::Error> {
+    ureq::get(url).call()?.body_mut().read_to_string()
+}
+
+/// Polls `check` every 100 ms until it returns Some, for at most `limit`.
+fn wait_until<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A running agent, killed when dropped.
+struct Agent {
+    child: Child,
+    port: u16,
+}
+
+impl Agent {
+    /// Starts `escapade agent --config <config>` with `listen` set to a free port; waits until
+    /// it answers.
+    fn start(dir: &Path, targets: &str) -> Agent {
+        let port = free_port();
+        let config = dir.join("agent.toml");
+        std::fs::write(&config, format!("listen = \"127.0.0.1:{port}\"\n{targets}")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_escapade"))
+            .arg("agent")
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let agent = Agent { child, port };
+        wait_until(Duration::from_secs(10), "the agent's /healthz", || {
+            get(&agent.url("/healthz")).ok()
+        });
+        agent
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn targets(&self) -> serde_json::Value {
+        serde_json::from_str(&get(&self.url("/targets")).unwrap()).unwrap()
+    }
+
+    /// Waits until the agent is attached to `pid` under `target`, and returns how long that
+    /// took.
+    fn wait_attached(&self, target: &str, pid: u32) -> Duration {
+        let started = Instant::now();
+        wait_until(Duration::from_secs(20), "the agent to attach", || {
+            let targets = self.targets();
+            let processes = targets[target]["processes"].as_array()?.clone();
+            processes
+                .iter()
+                .any(|p| p["pid"] == pid)
+                .then(|| started.elapsed())
+        })
+    }
+
+    /// The value of the series `name{labels}` on /metrics.
+    fn metric(&self, series: &str) -> Option<f64> {
+        let text = get(&self.url("/metrics")).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Prometheus server scraping `agent` every second, killed when dropped.
+struct Prometheus {
+    child: Child,
+    port: u16,
+}
+
+impl Prometheus {
+    fn start(dir: &Path, agent: &Agent) -> Prometheus {
+        let port = free_port();
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: escapade\n    \
+                 static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+                agent.port
+            ),
+        )
+        .unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting prometheus (installed by `cargo xtask setup`)");
+        let prometheus = Prometheus { child, port };
+        wait_until(Duration::from_secs(30), "Prometheus to be ready", || {
+            get(&format!("http://127.0.0.1:{port}/-/ready")).ok()
+        });
+        prometheus
+    }
+
+    /// The value of an instant query with one result, as Prometheus' HTTP API returns it.
+    fn query(&self, query: &str) -> Option<f64> {
+        let url = format!("http://127.0.0.1:{}/api/v1/query", self.port);
+        let body = ureq::get(&url)
+            .query("query", query)
+            .call()
+            .ok()?
+            .body_mut()
+            .read_to_string()
+            .ok()?;
+        let answer: serde_json::Value = serde_json::from_str(&body).ok()?;
+        answer["data"]["result"][0]["value"][1]
+            .as_str()?
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The test program built by `go` with `flags`, copied into `dir` as `name`: agents select
+/// processes by executable, and tests running at the same time must not see each other's.
+fn install(dir: &Path, name: &str, go: &Go, flags: &[&str]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::copy(build(go, "agent", flags), &path).unwrap();
+    path
+}
+
+/// Name of the target of Go `go` in a config.
+fn target_name(go: &Go) -> String {
+    format!("t{}", go.version.trim_start_matches("go").replace('.', "_"))
+}
+
+/// What the test program said it did.
+struct Ran {
+    calls: u64,
+    mallocs: u64,
+    goroutines: u64,
+}
+
+/// Starts the test program at `bin`, waits until the agent attached to it under `target`, lets
+/// it make `n` calls, waits until the agent let it go (and so counted what its probes saw
+/// last), and returns what it printed and how long attaching took.
+fn run_traced(agent: &Agent, target: &str, bin: &Path, n: u64) -> (Ran, Duration) {
+    let mut program = Target::start(bin, &[&n.to_string()]);
+    let attach = agent.wait_attached(target, program.pid);
+    program.go();
+    let ran = Ran {
+        calls: program.read_count("calls"),
+        mallocs: program.read_count("mallocs"),
+        goroutines: program.read_count("goroutines"),
+    };
+    let pid = program.pid;
+    program.finish();
+    wait_until(
+        Duration::from_secs(20),
+        "the agent to let the process go",
+        || {
+            let status = agent.targets();
+            let processes = status[target]["processes"].as_array()?.clone();
+            (!processes.iter().any(|p| p["pid"] == pid)).then_some(())
+        },
+    );
+    (ran, attach)
+}
+
+#[test]
+fn prometheus_and_pprof_see_what_each_program_did() {
+    let dir = temp_dir("agent-prometheus");
+    let gos = toolchains();
+    // One target per Go version, and a stripped build of the newest: all in one agent.
+    let mut programs: Vec<(String, PathBuf, &Go)> = gos
+        .iter()
+        .map(|go| {
+            let name = target_name(go);
+            (name.clone(), install(&dir, &name, go, &[]), go)
+        })
+        .collect();
+    let newest = gos.last().unwrap();
+    programs.push((
+        "stripped".into(),
+        install(&dir, "stripped", newest, &["-ldflags=-s -w"]),
+        newest,
+    ));
+    let config: String = programs
+        .iter()
+        .map(|(name, bin, _)| {
+            format!(
+                "[[target]]\nname = \"{name}\"\nexe = \"{}\"\nfunctions = [\"main.work\"]\n\
+                 allocs = \"exact\"\n",
+                bin.display()
+            )
+        })
+        .collect();
+    let agent = Agent::start(&dir, &config);
+    let prometheus = Prometheus::start(&dir, &agent);
+    for (i, (name, bin, go)) in programs.iter().enumerate() {
+        let n = 1000 + 100 * i as u64;
+        let (ran, _) = run_traced(&agent, name, bin, n);
+        assert_eq!(ran.calls, n);
+        let query = format!("escapade_calls_total{{target=\"{name}\",function=\"main.work\"}}");
+        // Prometheus discovers its targets 5 s after it starts, then scrapes every second.
+        let seen = wait_until(Duration::from_secs(60), &query, || {
+            prometheus.query(&query).filter(|&v| v == n as f64)
+        });
+        assert_eq!(seen, n as f64, "{}", go.version);
+        let goroutines = agent.metric(&format!(
+            "escapade_goroutines_created_total{{target=\"{name}\",site=\"main.main (agent.go:50)\"}}"
+        ));
+        assert_eq!(goroutines, Some(ran.goroutines as f64), "{}", go.version);
+
+        // go tool pprof fetches the profile itself, as it does from a Go server.
+        let url = agent.url(&format!("/targets/{name}/debug/pprof/allocs"));
+        let top = go_tool(go, &["pprof", "-top", "-sample_index=alloc_objects", &url]);
+        let work = top
+            .lines()
+            .find(|l| l.trim_end().ends_with("main.work"))
+            .unwrap_or_else(|| panic!("no main.work in\n{top}"));
+        let cum: u64 = work.split_whitespace().nth(3).unwrap().parse().unwrap();
+        assert_eq!(
+            cum, ran.mallocs,
+            "{}: pprof's main.work against the runtime's MemStats.Mallocs\n{top}",
+            go.version
+        );
+    }
+    let calls = agent.url(&format!("/targets/{}/debug/pprof/calls", programs[0].0));
+    let top = go_tool(
+        programs[0].2,
+        &["pprof", "-top", "-sample_index=calls", &calls],
+    );
+    assert!(top.contains("main.work"), "{top}");
+}
+
+#[test]
+fn counts_go_on_across_restarts_and_a_replaced_binary() {
+    let dir = temp_dir("agent-restarts");
+    let gos = toolchains();
+    let installed = install(&dir, "api", &gos[0], &[]);
+    let config = format!(
+        "[[target]]\nname = \"api\"\nexe = \"{}\"\nfunctions = [\"main.work\"]\nallocs = \"off\"\n",
+        installed.display()
+    );
+    let agent = Agent::start(&dir, &config);
+    let mut total = 0;
+    let mut build_ids = Vec::new();
+    for run in 0..4 {
+        if run == 3 {
+            // A redeploy: another build at the same path, with another build ID.
+            let other = build(gos.last().unwrap(), "agent", &["-ldflags=-s -w"]);
+            std::fs::remove_file(&installed).unwrap();
+            std::fs::copy(other, &installed).unwrap();
+        }
+        let n = 500 + run;
+        let (ran, attach) = run_traced(&agent, "api", &installed, n);
+        // The kernel tells the agent of each exec: it attaches within a second.
+        assert!(attach < Duration::from_secs(1), "attached after {attach:?}");
+        total += ran.calls;
+        let seen = wait_until(Duration::from_secs(10), "the calls counted", || {
+            let series = "escapade_calls_total{target=\"api\",function=\"main.work\"}";
+            agent.metric(series).filter(|&v| v == total as f64)
+        });
+        assert_eq!(seen, total as f64);
+        assert_eq!(agent.targets()["api"]["state"], "waiting");
+        build_ids.push(attached_build_id(&agent));
+    }
+    assert_eq!(build_ids[0], build_ids[2], "the same binary, restarted");
+    assert_ne!(
+        build_ids[2], build_ids[3],
+        "the replaced binary was planned afresh"
+    );
+}
+
+/// The build ID of the last process the agent was attached to.
+fn attached_build_id(agent: &Agent) -> String {
+    let status = agent.targets();
+    status["api"]["previous"]["build_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no previous process in {status}"))
+        .to_string()
+}
+
+#[test]
+fn sigkill_of_the_agent_leaves_the_target_running() {
+    let dir = temp_dir("agent-sigkill");
+    let go = toolchains().pop().unwrap();
+    let bin = install(&dir, "agent", &go, &[]);
+    let config = format!(
+        "[[target]]\nname = \"t\"\nexe = \"{}\"\nfunctions = [\"main.work\"]\nallocs = \"exact\"\n",
+        bin.display()
+    );
+    let mut agent = Agent::start(&dir, &config);
+    let n = 3_000_000;
+    let mut program = Target::start(&bin, &[&n.to_string()]);
+    agent.wait_attached("t", program.pid);
+    program.go();
+    wait_until(Duration::from_secs(20), "calls to be counted", || {
+        agent
+            .metric("escapade_calls_total{target=\"t\",function=\"main.work\"}")
+            .filter(|&v| v > 0.0)
+    });
+    agent.child.kill().unwrap();
+    agent.child.wait().unwrap();
+    assert_eq!(program.read_count("calls"), n);
+    program.finish();
+}
+
+#[test]
+fn sigterm_detaches_and_exits_cleanly() {
+    let dir = temp_dir("agent-sigterm");
+    let go = toolchains().pop().unwrap();
+    let bin = install(&dir, "agent", &go, &[]);
+    let config = format!(
+        "[[target]]\nname = \"t\"\nexe = \"{}\"\nfunctions = [\"main.work\"]\n",
+        bin.display()
+    );
+    let mut agent = Agent::start(&dir, &config);
+    let mut program = Target::start(&bin, &["1000"]);
+    agent.wait_attached("t", program.pid);
+    agent.signal("TERM");
+    let status = agent.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    program.go();
+    assert_eq!(program.read_count("calls"), 1000);
+    program.finish();
+}
+
+#[test]
+fn sighup_adds_and_removes_targets_without_disturbing_the_others() {
+    let dir = temp_dir("agent-sighup");
+    let go = toolchains().pop().unwrap();
+    let bin = install(&dir, "agent", &go, &[]);
+    let target = |name: &str| {
+        format!(
+            "[[target]]\nname = \"{name}\"\nexe = \"{}\"\nfunctions = [\"main.work\"]\nallocs = \"off\"\n",
+            bin.display()
+        )
+    };
+    let agent = Agent::start(&dir, &target("a"));
+    let mut program = Target::start(&bin, &["700"]);
+    agent.wait_attached("a", program.pid);
+    let config = dir.join("agent.toml");
+    let rewrite = |targets: &str| {
+        let text = format!("listen = \"127.0.0.1:{}\"\n{targets}", agent.port);
+        std::fs::write(&config, text).unwrap();
+        agent.signal("HUP");
+    };
+    rewrite(&format!("{}{}", target("a"), target("b")));
+    // b matches the running program too, and a stays attached through the reload.
+    agent.wait_attached("b", program.pid);
+    assert_eq!(agent.targets()["a"]["state"], "attached");
+    rewrite(&target("a"));
+    wait_until(Duration::from_secs(10), "b to go", || {
+        agent.targets().get("b").is_none().then_some(())
+    });
+    // A bad edit is refused and the agent carries on.
+    std::fs::write(&config, "listen = \n").unwrap();
+    agent.signal("HUP");
+    program.go();
+    assert_eq!(program.read_count("calls"), 700);
+    program.finish();
+    let seen = wait_until(Duration::from_secs(10), "a's calls", || {
+        agent
+            .metric("escapade_calls_total{target=\"a\",function=\"main.work\"}")
+            .filter(|&v| v == 700.0)
+    });
+    assert_eq!(seen, 700.0);
+}
+
+#[test]
+fn bad_configs_get_one_line_and_exit_2() {
+    let dir = temp_dir("agent-bad-config");
+    let cases = [
+        (
+            "[[target]]\nname = \"a\"\npid = 1\nfunctoins = []\n",
+            "agent.toml:4:1",
+        ),
+        (
+            "[[target]]\nname = \"a\"\n",
+            "exactly one of pid, exe or comm",
+        ),
+        ("listen = \"nowhere\"\n", "agent.toml:1:10"),
+    ];
+    for (text, expected) in cases {
+        let config = dir.join("agent.toml");
+        std::fs::write(&config, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_escapade"))
+            .arg("agent")
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{text}: {stderr}");
+        assert!(stderr.contains(expected), "{text}: {stderr}");
+    }
+}
+
+#[test]
+fn targets_that_match_nothing_or_are_not_go_say_so_and_the_others_carry_on() {
+    let dir = temp_dir("agent-states");
+    let go = toolchains().pop().unwrap();
+    let bin = install(&dir, "agent", &go, &[]);
+    let mut sleeper = Command::new("sleep").arg("60").spawn().unwrap();
+    let config = format!(
+        "[[target]]\nname = \"nothing\"\nexe = \"{}\"\n\
+         [[target]]\nname = \"not-go\"\npid = {}\n\
+         [[target]]\nname = \"go\"\nexe = \"{}\"\nfunctions = [\"main.work\"]\n",
+        dir.join("never-started").display(),
+        sleeper.id(),
+        bin.display()
+    );
+    let agent = Agent::start(&dir, &config);
+    let error = wait_until(Duration::from_secs(10), "not-go's error", || {
+        let targets = agent.targets();
+        (targets["not-go"]["state"] == "error").then(|| {
+            targets["not-go"]["last_error"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+    });
+    assert!(error.contains("Go"), "{error}");
+    assert_eq!(agent.targets()["nothing"]["state"], "waiting");
+    let (ran, _) = run_traced(&agent, "go", &bin, 300);
+    assert_eq!(ran.calls, 300);
+    let seen = wait_until(Duration::from_secs(10), "go's calls", || {
+        agent
+            .metric("escapade_calls_total{target=\"go\",function=\"main.work\"}")
+            .filter(|&v| v == 300.0)
+    });
+    assert_eq!(seen, 300.0);
+    assert_eq!(
+        agent.metric("escapade_attach_errors_total{target=\"not-go\"}"),
+        Some(1.0)
+    );
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+}
+
+/// Calls of main.work a recording file holds, as `escapade report` reads it.
+fn recorded_calls(file: &Path) -> u64 {
+    let out = common::escapade(&["report", file.to_str().unwrap(), "--quiet", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = common::json_lines(&String::from_utf8_lossy(&out.stdout)).remove(0);
+    summary["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["entries"].as_u64().unwrap())
+        .sum()
+}
+
+fn recordings(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut files: Vec<(PathBuf, u64)> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| (e.path(), e.metadata().unwrap().len()))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn recordings_rotate_read_back_and_stay_within_their_bounds() {
+    let dir = temp_dir("agent-record");
+    let go = toolchains().pop().unwrap();
+    let (all, bounded) = (dir.join("all"), dir.join("bounded"));
+    let target = |name: &str, keep_total: &str| {
+        format!(
+            "[[target]]\nname = \"{name}\"\nexe = \"{}\"\nfunctions = [\"main.work\"]\n\
+             allocs = \"off\"\nrecord = {{ dir = \"{}\", rotate = \"16K\", keep_total = \"{keep_total}\" }}\n",
+            dir.join(name).display(),
+            dir.join(name).with_extension("d").display()
+        )
+    };
+    // One target keeps everything, the other 50 KB.
+    let config = format!("{}{}", target("all", "1G"), target("bounded", "50K"));
+    let agent = Agent::start(&dir, &config);
+    // Few enough events to fit the ring buffer even when a loaded machine stalls the reader.
+    let n = 10_000;
+    for name in ["all", "bounded"] {
+        let bin = install(&dir, name, &go, &[]);
+        let (ran, _) = run_traced(&agent, name, &bin, n);
+        assert_eq!(ran.calls, n);
+    }
+    // The probes outran a debug build's reader, when the counts below would not add up.
+    assert_eq!(agent.metric("escapade_events_dropped_total"), Some(0.0));
+
+    let kept = recordings(&all.with_extension("d"));
+    assert!(kept.len() > 3, "only {} files", kept.len());
+    let calls: u64 = kept.iter().map(|(file, _)| recorded_calls(file)).sum();
+    assert_eq!(calls, n, "calls over {} files", kept.len());
+
+    let left = recordings(&bounded.with_extension("d"));
+    let total: u64 = left.iter().map(|(_, len)| len).sum();
+    let largest = left.iter().map(|(_, len)| *len).max().unwrap();
+    assert!(left.len() < kept.len(), "nothing was deleted: {left:?}");
+    assert!(total <= 50_000 + largest, "{total} bytes in {left:?}");
+    for (file, _) in &left {
+        recorded_calls(file);
+    }
+}
