@@ -1,0 +1,100 @@
+//! Stripped binaries (`-ldflags=-s -w`) against the same program built with its symbol table
+//! and DWARF: the runtime variables escapade finds in machine code must sit where the symbol
+//! table says, and the per-version runtime layouts must equal DWARF's, for each Go version.
+//! `tests/allocs.rs` runs sampled and exact allocs, GC cycles and stack growth on stripped
+//! builds end to end.
+
+mod common;
+
+use escapade::gobin::GoBinary;
+use escapade::gobin::dwarf::DwarfInfo;
+use escapade::gobin::layouts;
+
+/// A stripped build and the one it was made from: same Go, same flags but `-s -w`, so the
+/// linker puts everything at the same addresses.
+fn builds(go: &common::Go, pie: bool) -> (GoBinary, GoBinary) {
+    let flags: &[&str] = if pie { &["-buildmode=pie"] } else { &[] };
+    let full = common::build(go, "profile", flags);
+    let stripped = common::build(go, "profile", &[flags, &["-ldflags=-s -w"]].concat());
+    let open =
+        |p: &std::path::Path| GoBinary::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (open(&full), open(&stripped))
+}
+
+#[test]
+fn runtime_variables_found_in_code_are_where_the_symbol_table_says() {
+    for go in common::toolchains() {
+        for pie in [false, true] {
+            let what = format!("{} pie={pie}", go.version);
+            let (full, stripped) = builds(&go, pie);
+            assert!(full.has_dwarf() && !stripped.has_dwarf(), "{what}");
+            let symbols = |b: &GoBinary| {
+                let data = std::fs::read(&b.path).unwrap();
+                let file = object::File::parse(&*data).unwrap();
+                object::Object::symbols(&file).count()
+            };
+            assert!(
+                symbols(&full) > 0,
+                "{what}: the reference has a symbol table"
+            );
+            assert_eq!(symbols(&stripped), 0, "{what}: -s drops the symbol table");
+
+            let (want, got) = (&full.runtime_vars, &stripped.runtime_vars);
+            assert!(full.mem_profile_rate.is_some(), "{what}");
+            assert_eq!(
+                stripped.mem_profile_rate, full.mem_profile_rate,
+                "{what}: runtime.MemProfileRate"
+            );
+            assert!(full.disable_memory_profiling.is_some(), "{what}");
+            assert_eq!(
+                stripped.disable_memory_profiling, full.disable_memory_profiling,
+                "{what}: runtime.disableMemoryProfiling"
+            );
+            assert!(want.starting_stack_size.is_some(), "{what}");
+            assert_eq!(
+                got.starting_stack_size, want.starting_stack_size,
+                "{what}: runtime.startingStackSize"
+            );
+            // Each is a variable's address plus a field's offset: runtime.work, memstats and
+            // gcController from the code, the offsets from the per-version table.
+            assert!(want.gc_fields.is_some(), "{what}");
+            assert_eq!(
+                got.gc_fields, want.gc_fields,
+                "{what}: GC record fields (probe_common::GC_*)"
+            );
+            assert_eq!(
+                (got.g_gopc, got.g_startpc),
+                (want.g_gopc, want.g_startpc),
+                "{what}: runtime.g's gopc and startpc"
+            );
+        }
+    }
+}
+
+#[test]
+fn runtime_layout_table_equals_dwarf() {
+    let mut wrong = Vec::new();
+    for go in common::toolchains() {
+        let bin = common::build(&go, "profile", &[]);
+        let data = std::fs::read(&bin).unwrap();
+        let file = object::File::parse(&*data).unwrap();
+        let dwarf = DwarfInfo::load(&file).unwrap().expect("DWARF");
+        let binary = GoBinary::open(&bin).unwrap();
+        for (ty, field) in layouts::RUNTIME_FIELDS {
+            let want = dwarf.field_offset(ty, &[field]).unwrap();
+            assert!(want.is_some(), "{}: DWARF has no {ty}.{field}", go.version);
+            let got = layouts::field_offset(binary.version, ty, field);
+            if got != want {
+                wrong.push(format!(
+                    "{}: {ty}.{field}: table {got:?}, DWARF {want:?}",
+                    go.version
+                ));
+            }
+        }
+        let g = dwarf.g_layout().unwrap().expect("runtime.g in DWARF");
+        if layouts::g_layout(binary.version) != Some(g) {
+            wrong.push(format!("{}: runtime.g: DWARF {g:?}", go.version));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
