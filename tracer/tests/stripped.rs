@@ -98,3 +98,32 @@ fn runtime_layout_table_equals_dwarf() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+/// A program that never asks for a heap profile: the linker turned sampling off, and escapade
+/// reads that from the flag it found in the code, as it does from the symbol table.
+#[test]
+fn a_stripped_binary_without_heap_profiling_is_told_apart() {
+    for go in common::toolchains() {
+        for flags in [&[][..], &["-ldflags=-s -w"][..]] {
+            let bin = common::build(&go, "args", flags);
+            let mut target = common::Target::start(&bin, &[]);
+            let pid = target.pid.to_string();
+            let out = common::escapade(&["allocs", "--pid", &pid, "--duration", "5s"]);
+            target.child.kill().unwrap();
+            target.child.wait().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{} {flags:?}: {stderr}",
+                go.version
+            );
+            assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+            assert!(
+                stderr.contains("the linker turned heap-profile sampling off"),
+                "{} {flags:?}: {stderr}",
+                go.version
+            );
+        }
+    }
+}

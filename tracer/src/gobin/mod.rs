@@ -174,12 +174,13 @@ pub struct GoBinary {
     pub g_layout_source: &'static str,
     /// Link-time address the runtime's type names are relative to (`runtime.types`).
     pub types_base: Option<u64>,
-    /// Link-time addresses of the runtime variables escapade reads or sets, when the binary
-    /// has a symbol table.
+    /// Link-time addresses of the runtime variables escapade reads or sets, from the symbol
+    /// table or, without one, from the runtime's machine code.
     pub mem_profile_rate: Option<u64>,
     pub disable_memory_profiling: Option<u64>,
     /// What GC cycles and goroutine stacks are read from: link-time addresses and `runtime.g`
-    /// offsets, known from DWARF and the symbol table.
+    /// offsets, known from DWARF and the symbol table, or from the per-version layouts and
+    /// the runtime's machine code.
     pub runtime_vars: RuntimeVars,
     pclntab: Pclntab,
     funcs: Vec<pclntab::Func>,
