@@ -22,11 +22,17 @@ pub fn g_layout((major, minor, _): (u32, u32, u32)) -> Option<GLayout> {
 }
 
 /// Without a symbol table, `runtime.types` is the start of the section the linker puts type
-/// descriptors in: `.rodata`, or `.data.rel.ro` in position-independent builds.
+/// descriptors in: `.rodata`, or `.data.rel.ro` in position-independent builds; Go 1.27 gives
+/// them a section of their own (`.go.type`, `.data.rel.ro.go.type`).
 pub fn types_section(sections: &[Section]) -> Option<&Section> {
-    [".data.rel.ro", ".rodata"]
-        .iter()
-        .find_map(|name| sections.iter().find(|s| s.name == *name))
+    [
+        ".go.type",
+        ".data.rel.ro.go.type",
+        ".data.rel.ro",
+        ".rodata",
+    ]
+    .iter()
+    .find_map(|name| sections.iter().find(|s| s.name == *name))
 }
 
 /// Where the heap profiler's hooks keep what escapade reads, per Go version (from the runtime
