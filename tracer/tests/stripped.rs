@@ -78,6 +78,40 @@ fn runtime_variables_found_in_code_are_where_the_symbol_table_says() {
     }
 }
 
+/// A large real program nobody here wrote: each toolchain's own `go` command (a symbol table,
+/// no DWARF, built with the release's own compiler settings), and a copy of it run through
+/// `strip`.
+#[test]
+fn the_go_command_stripped_has_its_runtime_variables_found() {
+    for go in common::toolchains() {
+        let copy = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("go-command-{}-stripped", go.version));
+        let status = std::process::Command::new("strip")
+            .arg("-o")
+            .arg(&copy)
+            .arg(&go.bin)
+            .status()
+            .expect("strip (binutils)");
+        assert!(status.success(), "strip {}", go.bin.display());
+        let full = GoBinary::open(&go.bin).unwrap();
+        let stripped = GoBinary::open(&copy).unwrap();
+        let what = &go.version;
+        assert!(full.mem_profile_rate.is_some(), "{what}");
+        assert_eq!(stripped.mem_profile_rate, full.mem_profile_rate, "{what}");
+        assert_eq!(
+            stripped.disable_memory_profiling, full.disable_memory_profiling,
+            "{what}"
+        );
+        let (want, got) = (&full.runtime_vars, &stripped.runtime_vars);
+        assert!(
+            want.gc_fields.is_some() && want.starting_stack_size.is_some(),
+            "{what}"
+        );
+        assert_eq!(got.gc_fields, want.gc_fields, "{what}");
+        assert_eq!(got.starting_stack_size, want.starting_stack_size, "{what}");
+    }
+}
+
 #[test]
 fn runtime_layout_table_equals_dwarf() {
     let mut wrong = Vec::new();

@@ -256,6 +256,7 @@ impl GoBinary {
                     let bytes = data.get(start..start + 8)?;
                     Some(u64::from_le_bytes(bytes.try_into().ok()?))
                 },
+                |pc| pclntab.frames(pc).into_iter().next().map(|(f, _)| f),
             )
         } else {
             runtime_vars::CodeVars::default()

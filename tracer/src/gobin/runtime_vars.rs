@@ -33,11 +33,13 @@ pub struct CodeVars {
 
 impl CodeVars {
     /// Reads the code of the runtime functions in `funcs` (`code` gives a function's bytes,
-    /// `bytes_at` the file's bytes at a link-time address).
+    /// `word_at` the file's word at a link-time address, `function_at` the innermost function,
+    /// inlined or not, holding a code address).
     pub fn find<'a>(
         funcs: &[Func],
         code: impl Fn(&Func) -> Option<&'a [u8]>,
-        bytes_at: impl Fn(u64) -> Option<u64>,
+        word_at: impl Fn(u64) -> Option<u64>,
+        function_at: impl Fn(u64) -> Option<String>,
     ) -> CodeVars {
         let named = |name: &str| funcs.iter().find(|f| f.name == name);
         let decode = |f: &Func| -> Vec<Instruction> {
@@ -52,7 +54,7 @@ impl CodeVars {
         // A wrong match would have escapade write --mem-profile-rate into another variable:
         // the rate must hold its initial value in the file.
         let profiling =
-            profiling.filter(|&(_, rate)| bytes_at(rate) == Some(DEFAULT_MEM_PROFILE_RATE));
+            profiling.filter(|&(_, rate)| word_at(rate) == Some(DEFAULT_MEM_PROFILE_RATE));
         // gcComputeStartingStackSize: `startingStackSize = fixedStack` when no stack was
         // scanned. Inlined into gcMarkTermination where the compiler chose to.
         let starting_stack_size = [
@@ -62,16 +64,19 @@ impl CodeVars {
         .iter()
         .filter_map(|name| named(name))
         .find_map(|f| store32_of(&decode(f), FIXED_STACK));
-        // The other three are the only variables of their types, and the first field of each
-        // (`work.full`, `memstats.heapStats`) or the variable itself is the receiver of that
-        // type's methods: `work.full.push(...)`, `memstats.heapStats.acquire()`,
-        // `gcController.startCycle(...)`.
+        // The first field of the other three (`work.full`, `memstats.heapStats`), or the
+        // variable itself, is the receiver of its type's methods: `work.full.push(...)` in
+        // putfull, `memstats.heapStats.acquire()`, `gcController.startCycle(...)`. The last two
+        // are the only variables of their types; other lock-free stacks than `work`'s exist.
         let receivers = receivers(
             funcs,
             &[
-                "runtime.(*lfstack).",
-                "runtime.(*consistentHeapStats).",
-                "runtime.(*gcControllerState).",
+                (
+                    "runtime.(*lfstack).",
+                    &["runtime.putfull", "runtime.trygetfull"],
+                ),
+                ("runtime.(*consistentHeapStats).", &[]),
+                ("runtime.(*gcControllerState).", &[]),
             ],
             |f| {
                 if f.name.starts_with("runtime.") {
@@ -80,12 +85,12 @@ impl CodeVars {
                     Vec::new()
                 }
             },
+            function_at,
         );
         CodeVars {
             mem_profile_rate: profiling.map(|(_, rate)| rate),
             disable_memory_profiling: profiling.map(|(disable, _)| disable),
-            // `work.full` is at offset 0 and `work.empty` further on.
-            work: receivers[0].keys().min().copied(),
+            work: most_frequent(&receivers[0]),
             memstats: most_frequent(&receivers[1]),
             gc_controller: most_frequent(&receivers[2]),
             starting_stack_size,
@@ -130,16 +135,19 @@ fn store32_of(code: &[Instruction], value: u64) -> Option<u64> {
     })
 }
 
-/// For each method-name prefix, the addresses loaded with `LEA RAX, [rip+X]` as the receiver
-/// of a direct call to a method with that prefix, with how often each was.
+/// For each (method-name prefix, calling functions), the addresses loaded with
+/// `LEA RAX, [rip+X]` as the receiver of a direct call to a method with that prefix, from code
+/// of those functions (inlined or not; any function when none are named), with how often each
+/// was.
 fn receivers(
     funcs: &[Func],
-    prefixes: &[&str],
+    prefixes: &[(&str, &[&str])],
     decode: impl Fn(&Func) -> Vec<Instruction>,
+    function_at: impl Fn(u64) -> Option<String>,
 ) -> Vec<HashMap<u64, usize>> {
     let mut methods: HashMap<u64, usize> = HashMap::new();
     for f in funcs {
-        if let Some(i) = prefixes.iter().position(|p| f.name.starts_with(p)) {
+        if let Some(i) = prefixes.iter().position(|(p, _)| f.name.starts_with(p)) {
             methods.insert(f.entry, i);
         }
     }
@@ -153,6 +161,12 @@ fn receivers(
             let Some(&which) = methods.get(&call.near_branch64()) else {
                 continue;
             };
+            let callers = prefixes[which].1;
+            if !callers.is_empty()
+                && !function_at(call.ip()).is_some_and(|f| callers.contains(&f.as_str()))
+            {
+                continue;
+            }
             if let Some(addr) = receiver(&code[at.saturating_sub(RECEIVER_WINDOW)..at]) {
                 *found[which].entry(addr).or_default() += 1;
             }
