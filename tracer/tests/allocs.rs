@@ -82,17 +82,7 @@ fn check(bin: &std::path::Path) {
             "cycle {number}: marked vs /gc/heap/live:bytes"
         );
     }
-    // Every cycle's record is its own: read before the next cycle can start rewriting it.
-    for cycle in timeline {
-        let time = |k: &str| cycle[k].as_u64().unwrap();
-        assert!(
-            time("start_ns") <= time("mark_ns")
-                && time("mark_ns") <= time("mark_termination_ns")
-                && time("mark_termination_ns") <= time("end_ns")
-                && time("pause_ns") > 0,
-            "{cycle}"
-        );
-    }
+    each_cycle_is_its_own(timeline);
     assert_eq!(report["without_stack"], 0, "every allocation has its stack");
 
     let stacks = report["stacks"].as_array().unwrap();
@@ -217,6 +207,21 @@ fn check(bin: &std::path::Path) {
     );
 }
 
+/// Every GC cycle's record holds its own times and pause: read before the next cycle can start
+/// rewriting it.
+fn each_cycle_is_its_own(timeline: &[Value]) {
+    for cycle in timeline {
+        let time = |k: &str| cycle[k].as_u64().unwrap();
+        assert!(
+            time("start_ns") <= time("mark_ns")
+                && time("mark_ns") <= time("mark_termination_ns")
+                && time("mark_termination_ns") <= time("end_ns")
+                && time("pause_ns") > 0,
+            "{cycle}"
+        );
+    }
+}
+
 /// Sampled mode against the runtime's own heap profile: with `--mem-profile-rate 1` every
 /// object is sampled, so per site the objects escapade saw allocated and freed must equal
 /// `runtime.MemProfile`'s counts; the objects still referenced are reported live, the freed
@@ -302,6 +307,10 @@ fn sampled_mode_check(bin: &std::path::Path) {
         );
     }
     assert_eq!(runtime_says["main.keepNodes"], (700, 0));
+    // The program forces three collections back to back.
+    let timeline = result["report"]["gc"].as_array().unwrap();
+    assert!(timeline.len() >= 3, "{timeline:?}");
+    each_cycle_is_its_own(timeline);
     // Every object is sampled, so every string boxed is seen boxed.
     let boxing = result["report"]["boxing"].as_array().unwrap();
     let seen: u64 = boxing
