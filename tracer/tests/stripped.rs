@@ -46,36 +46,44 @@ fn runtime_variables_found_in_code_are_where_the_symbol_table_says() {
                 full.types_base,
                 "{what}: runtime.types, which type names are relative to"
             );
-            let (want, got) = (&full.runtime_vars, &stripped.runtime_vars);
-            assert!(full.mem_profile_rate.is_some(), "{what}");
-            assert_eq!(
-                stripped.mem_profile_rate, full.mem_profile_rate,
-                "{what}: runtime.MemProfileRate"
-            );
-            assert!(full.disable_memory_profiling.is_some(), "{what}");
-            assert_eq!(
-                stripped.disable_memory_profiling, full.disable_memory_profiling,
-                "{what}: runtime.disableMemoryProfiling"
-            );
-            assert!(want.starting_stack_size.is_some(), "{what}");
-            assert_eq!(
-                got.starting_stack_size, want.starting_stack_size,
-                "{what}: runtime.startingStackSize"
-            );
-            // Each is a variable's address plus a field's offset: runtime.work, memstats and
-            // gcController from the code, the offsets from the per-version table.
-            assert!(want.gc_fields.is_some(), "{what}");
-            assert_eq!(
-                got.gc_fields, want.gc_fields,
-                "{what}: GC record fields (probe_common::GC_*)"
-            );
-            assert_eq!(
-                (got.g_gopc, got.g_startpc),
-                (want.g_gopc, want.g_startpc),
-                "{what}: runtime.g's gopc and startpc"
-            );
+            same_runtime_addresses(&full, &stripped, &what);
         }
     }
+}
+
+/// What sampled allocs and GC cycles read in `stripped` is where `full`'s symbol table says.
+fn same_runtime_addresses(full: &GoBinary, stripped: &GoBinary, what: &str) {
+    let (want, got) = (&full.runtime_vars, &stripped.runtime_vars);
+    let words = [
+        (
+            "runtime.MemProfileRate",
+            full.mem_profile_rate,
+            stripped.mem_profile_rate,
+        ),
+        (
+            "runtime.disableMemoryProfiling",
+            full.disable_memory_profiling,
+            stripped.disable_memory_profiling,
+        ),
+        (
+            "runtime.startingStackSize",
+            want.starting_stack_size,
+            got.starting_stack_size,
+        ),
+        ("runtime.g.gopc", want.g_gopc, got.g_gopc),
+        ("runtime.g.startpc", want.g_startpc, got.g_startpc),
+    ];
+    for (name, want, got) in words {
+        assert!(want.is_some(), "{what}: the reference has {name}");
+        assert_eq!(got, want, "{what}: {name}");
+    }
+    // Each is a variable's address plus a field's offset: runtime.work, memstats and
+    // gcController from the code, the offsets from the per-version table.
+    assert!(want.gc_fields.is_some(), "{what}");
+    assert_eq!(
+        got.gc_fields, want.gc_fields,
+        "{what}: GC record fields (probe_common::GC_*)"
+    );
 }
 
 /// A large real program nobody here wrote: each toolchain's own `go` command (a symbol table,
@@ -95,20 +103,7 @@ fn the_go_command_stripped_has_its_runtime_variables_found() {
         assert!(status.success(), "strip {}", go.bin.display());
         let full = GoBinary::open(&go.bin).unwrap();
         let stripped = GoBinary::open(&copy).unwrap();
-        let what = &go.version;
-        assert!(full.mem_profile_rate.is_some(), "{what}");
-        assert_eq!(stripped.mem_profile_rate, full.mem_profile_rate, "{what}");
-        assert_eq!(
-            stripped.disable_memory_profiling, full.disable_memory_profiling,
-            "{what}"
-        );
-        let (want, got) = (&full.runtime_vars, &stripped.runtime_vars);
-        assert!(
-            want.gc_fields.is_some() && want.starting_stack_size.is_some(),
-            "{what}"
-        );
-        assert_eq!(got.gc_fields, want.gc_fields, "{what}");
-        assert_eq!(got.starting_stack_size, want.starting_stack_size, "{what}");
+        same_runtime_addresses(&full, &stripped, &format!("{} go command", go.version));
     }
 }
 
