@@ -135,31 +135,36 @@ fn runtime_layout_table_equals_dwarf() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
-/// A program that never asks for a heap profile: the linker turned sampling off, and escapade
-/// reads that from the flag it found in the code, as it does from the symbol table.
+/// The heap profiler's state, read through the variables found in the code as through the
+/// symbol table: a program that never asks for a heap profile (the linker turned sampling off),
+/// and one that turned it off itself (`MemProfileRate = 0`).
 #[test]
-fn a_stripped_binary_without_heap_profiling_is_told_apart() {
+fn a_stripped_binary_tells_why_nothing_is_sampled() {
     for go in common::toolchains() {
         for flags in [&[][..], &["-ldflags=-s -w"][..]] {
-            let bin = common::build(&go, "args", flags);
-            let mut target = common::Target::start(&bin, &[]);
-            let pid = target.pid.to_string();
-            let out = common::escapade(&["allocs", "--pid", &pid, "--duration", "5s"]);
-            target.child.kill().unwrap();
-            target.child.wait().unwrap();
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(
-                out.status.code(),
-                Some(2),
-                "{} {flags:?}: {stderr}",
-                go.version
+            let what = format!("{} {flags:?}", go.version);
+            let never = common::build(&go, "args", flags);
+            refused(
+                &never,
+                &[],
+                "the linker turned heap-profile sampling off",
+                &what,
             );
-            assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-            assert!(
-                stderr.contains("the linker turned heap-profile sampling off"),
-                "{} {flags:?}: {stderr}",
-                go.version
-            );
+            let off = common::build(&go, "profile", flags);
+            refused(&off, &["off"], "runtime.MemProfileRate is 0 in PID", &what);
         }
     }
+}
+
+/// Sampled `allocs` on `bin` started with `args` fails with one line saying `why`.
+fn refused(bin: &std::path::Path, args: &[&str], why: &str, what: &str) {
+    let mut target = common::Target::start(bin, args);
+    let pid = target.pid.to_string();
+    let out = common::escapade(&["allocs", "--pid", &pid, "--duration", "5s"]);
+    target.child.kill().unwrap();
+    target.child.wait().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{what}: one line: {stderr}");
+    assert!(stderr.contains(why), "{what}: {stderr}");
 }
