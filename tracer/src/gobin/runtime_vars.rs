@@ -56,14 +56,9 @@ impl CodeVars {
         let profiling =
             profiling.filter(|&(_, rate)| word_at(rate) == Some(DEFAULT_MEM_PROFILE_RATE));
         // gcComputeStartingStackSize: `startingStackSize = fixedStack` when no stack was
-        // scanned. Inlined into gcMarkTermination where the compiler chose to.
-        let starting_stack_size = [
-            "runtime.gcComputeStartingStackSize",
-            "runtime.gcMarkTermination",
-        ]
-        .iter()
-        .filter_map(|name| named(name))
-        .find_map(|f| store32_of(&decode(f), FIXED_STACK));
+        // scanned.
+        let starting_stack_size = named("runtime.gcComputeStartingStackSize")
+            .and_then(|f| store32_of(&decode(f), FIXED_STACK));
         // The first field of the other three (`work.full`, `memstats.heapStats`), or the
         // variable itself, is the receiver of its type's methods: `work.full.push(...)` in
         // putfull, `memstats.heapStats.acquire()`, `gcController.startCycle(...)`. The last two
