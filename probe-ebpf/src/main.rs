@@ -333,9 +333,10 @@ fn tally(key: &AllocKey, bytes: u64, how: Bytes) {
 #[map]
 static GC_CYCLES: LruHashMap<u64, GcCycleRecord> = LruHashMap::with_max_entries(MAX_GC_CYCLES, 0);
 
-/// `runtime.gcMarkTermination`'s `RET`s: a GC cycle has ended (once per cycle, where the
-/// runtime increments `MemStats.NumGC`), and the runtime's record of it is complete. The
-/// kernel single-steps a `RET`, which once per cycle costs nothing that matters.
+/// `runtime.gcMarkTermination`'s call to `mProf_Flush`: a GC cycle has ended (once per cycle,
+/// after the runtime incremented `MemStats.NumGC`), and the runtime's record of it is complete
+/// while the next cycle cannot start yet. Where that call is not found, its `RET`s, which the
+/// kernel single-steps.
 #[uprobe]
 pub fn go_gc(ctx: ProbeContext) -> u32 {
     let _ = try_gc(&ctx);
@@ -364,9 +365,9 @@ fn try_gc(ctx: &ProbeContext) -> Result<(), ()> {
         0 => record.ktime_ns,
         n => n,
     };
-    // The kernel single-steps a RET; a preemption signal during the step makes the goroutine
-    // run the RET, and so this probe, again once it is rescheduled, possibly in the next
-    // cycle. The first hit of a cycle holds its record and counts it.
+    // On a RET, which the kernel single-steps, a preemption signal during the step makes the
+    // goroutine run the RET, and so this probe, again once it is rescheduled, possibly in the
+    // next cycle. The first hit of a cycle holds its record and counts it.
     if GC_CYCLES.insert(key, record, BPF_NOEXIST as u64).is_err() {
         return Ok(());
     }

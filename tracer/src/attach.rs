@@ -27,8 +27,8 @@ pub enum ProbeKind {
     Malloc,
     /// `runtime.newproc1`'s entry: goroutine creations, counted per `go` statement.
     Newproc,
-    /// `runtime.gcMarkTermination`'s `RET`s: completed GC cycles and the runtime's record of
-    /// each.
+    /// `runtime.gcMarkTermination`'s call to `mProf_Flush` (or its `RET`s): completed GC
+    /// cycles and the runtime's record of each.
     GcCycle,
     /// `runtime.copystack`'s entry: goroutine stacks grown.
     StackGrowth,

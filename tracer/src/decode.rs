@@ -432,6 +432,10 @@ impl<'a> Decoder<'a> {
             }
             shift += 7;
         }
+        // Longer than any type name: garbage, which must not become a huge allocation.
+        if len > 1 << 20 {
+            return None;
+        }
         let bytes = self.read_static(name_addr + i as u64, len)?;
         let name = String::from_utf8_lossy(&bytes);
         let name = if tflag & TFLAG_EXTRA_STAR != 0 {

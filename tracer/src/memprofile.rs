@@ -22,7 +22,8 @@ impl MemProfileRate {
             (binary.mem_profile_rate, binary.disable_memory_profiling)
         else {
             anyhow::bail!(
-                "{} has no symbol table, so escapade cannot check the heap profiler's sampling: \
+                "{} has no symbol table, and escapade did not recognise where its runtime keeps \
+                 runtime.MemProfileRate, so it cannot check the heap profiler's sampling: \
                  use --exact",
                 target.process.exe_target.display()
             );

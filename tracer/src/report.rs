@@ -456,8 +456,9 @@ fn write_goroutines(
     if !meta.probes.iter().any(|(f, _)| f == "runtime.copystack") {
         writeln!(
             out,
-            "  (stack growth not measured: the binary has no DWARF to say where a goroutine \
-             keeps its go statement)"
+            "  (stack growth not measured: the binary has no DWARF, and escapade's table of \
+             runtime layouts lacks its Go version, to say where a goroutine keeps its go \
+             statement)"
         )?;
     }
     if report.goroutines.is_empty() {

@@ -235,6 +235,8 @@ pub const SIZE_SPECIALIZED_MALLOCS: &str = "runtime.mallocgc*SC*";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RuntimeProbe {
     Entry(EntrySite),
+    /// On its direct call to this function (emulated).
+    AtCall(&'static str),
     /// On each of its `RET` instructions (single-stepped: for functions that run rarely).
     Returns(usize),
 }
@@ -243,6 +245,7 @@ impl std::fmt::Display for RuntimeProbe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RuntimeProbe::Entry(site) => site.fmt(f),
+            RuntimeProbe::AtCall(callee) => write!(f, "fast: on its call to {callee}"),
             RuntimeProbe::Returns(n) => write!(f, "slow: on its {n} RET instructions"),
         }
     }
@@ -255,12 +258,18 @@ pub struct CountingProbes {
     pub points: Vec<ProbePoint>,
 }
 
+/// What `runtime.gcMarkTermination` calls once the cycle's record (times, pause, heap sizes,
+/// `numgc`) is complete and the world has restarted, but before it releases the locks that let
+/// the next cycle start and overwrite the record. The kernel emulates the `CALL`, so unlike a
+/// single-stepped `RET` no preemption signal can make the probe fire twice.
+const GC_RECORD_DONE: &str = "runtime.mProf_Flush";
+
 /// The probes of `escapade allocs`, entries placed like a traced function's: every allocation
 /// (`runtime.mallocgc`) when `exact`, else the objects the runtime's heap profiler samples
 /// (`runtime.mProf_Malloc`) and their frees (`runtime.freeSpecial`); and in both modes,
 /// goroutine creations (`runtime.newproc1`), stack growths (`runtime.copystack`, when DWARF
-/// says where a goroutine keeps its `go` statement) and GC cycles (the returns of
-/// `runtime.gcMarkTermination`, once per cycle).
+/// or the per-version layouts say where a goroutine keeps its `go` statement) and GC cycles
+/// (`runtime.gcMarkTermination`'s call to [`GC_RECORD_DONE`], once per cycle).
 pub fn counting_probes(
     binary: &GoBinary,
     mode: PlacementMode,
@@ -298,8 +307,16 @@ pub fn counting_probes(
         let placed = placement::place(code, function.entry)
             .with_context(|| format!("disassembling {name}"))?;
         let (probe, at) = if kind == ProbeKind::GcCycle {
-            let at = placed.returns.iter().map(|&a| (a, 0)).collect();
-            (RuntimeProbe::Returns(placed.returns.len()), at)
+            let flush = binary.resolve(&[GC_RECORD_DONE.to_string()])?.remove(0);
+            match placement::call_sites(code, function.entry, flush.entry)[..] {
+                [call] => (RuntimeProbe::AtCall(GC_RECORD_DONE), vec![(call, 0)]),
+                // A runtime that calls it elsewhere: the returns, where the record is complete
+                // too but, the GC's locks released, may hold the next cycle's first times.
+                _ => {
+                    let at = placed.returns.iter().map(|&a| (a, 0)).collect();
+                    (RuntimeProbe::Returns(placed.returns.len()), at)
+                }
+            }
         } else {
             let entry = EntrySite::choose(binary, &function, placed.entry, mode)?;
             let at = entry.points();

@@ -2,7 +2,8 @@
 //! under `main.phase` must equal the `runtime.MemStats.Mallocs` delta the program measured
 //! around that phase, each site must carry its type, the goroutines a `go` statement
 //! started must be counted at that statement with their stacks, and each GC cycle must carry
-//! the pause and live heap the runtime reports for it.
+//! the pause and live heap the runtime reports for it. Both modes run on stripped builds
+//! (`-ldflags=-s -w`, one of them PIE) too.
 
 mod common;
 
@@ -13,7 +14,14 @@ use common::{Escapade, Target};
 #[test]
 fn exact_counts_equal_the_runtimes_mallocs() {
     for go in common::toolchains() {
-        for flags in [&[][..], &["-buildmode=pie"][..]] {
+        // Stripped builds read the GC record and goroutine stacks from the per-version
+        // layouts and the runtime variables found in machine code.
+        for flags in [
+            &[][..],
+            &["-buildmode=pie"][..],
+            &["-ldflags=-s -w"][..],
+            &["-buildmode=pie", "-ldflags=-s -w"][..],
+        ] {
             eprintln!("== {} {flags:?}", go.version);
             check(&common::build(&go, "allocs", flags));
         }
@@ -47,13 +55,10 @@ fn check(bin: &std::path::Path) {
     assert_eq!(result["type"], "allocs");
     assert_eq!(result["lost"], 0);
     for probe in result["probes"].as_array().unwrap() {
-        // Mark termination's returns are single-stepped, once per GC cycle.
-        if probe["function"] != "runtime.gcMarkTermination" {
-            assert!(
-                probe["probe"].as_str().unwrap().starts_with("fast"),
-                "{probe}"
-            );
-        }
+        assert!(
+            probe["probe"].as_str().unwrap().starts_with("fast"),
+            "{probe}"
+        );
     }
     let report = &result["report"];
     assert!(gcs >= 3);
@@ -76,14 +81,8 @@ fn check(bin: &std::path::Path) {
             cycle["heap_marked_bytes"], live,
             "cycle {number}: marked vs /gc/heap/live:bytes"
         );
-        let time = |k: &str| cycle[k].as_u64().unwrap();
-        assert!(
-            time("start_ns") <= time("mark_ns")
-                && time("mark_ns") <= time("mark_termination_ns")
-                && time("mark_termination_ns") <= time("end_ns"),
-            "{cycle}"
-        );
     }
+    each_cycle_is_its_own(timeline);
     assert_eq!(report["without_stack"], 0, "every allocation has its stack");
 
     let stacks = report["stacks"].as_array().unwrap();
@@ -208,6 +207,21 @@ fn check(bin: &std::path::Path) {
     );
 }
 
+/// Every GC cycle's record holds its own times and pause: read before the next cycle can start
+/// rewriting it.
+fn each_cycle_is_its_own(timeline: &[Value]) {
+    for cycle in timeline {
+        let time = |k: &str| cycle[k].as_u64().unwrap();
+        assert!(
+            time("start_ns") <= time("mark_ns")
+                && time("mark_ns") <= time("mark_termination_ns")
+                && time("mark_termination_ns") <= time("end_ns")
+                && time("pause_ns") > 0,
+            "{cycle}"
+        );
+    }
+}
+
 /// Sampled mode against the runtime's own heap profile: with `--mem-profile-rate 1` every
 /// object is sampled, so per site the objects escapade saw allocated and freed must equal
 /// `runtime.MemProfile`'s counts; the objects still referenced are reported live, the freed
@@ -215,95 +229,103 @@ fn check(bin: &std::path::Path) {
 #[test]
 fn sampled_mode_matches_the_runtimes_memprofile() {
     for go in common::toolchains() {
-        eprintln!("== {}", go.version);
-        let bin = common::build(&go, "profile", &[]);
-        let mut target = Target::start(&bin, &[]);
-        let pid = target.pid.to_string();
-        let escapade = Escapade::attach(&[
-            "allocs",
-            "--pid",
-            &pid,
-            "--json",
-            "--mem-profile-rate",
-            "1",
-            "--duration",
-            "6s",
-        ]);
-        target.go();
-        let mut runtime_says = std::collections::HashMap::<String, (u64, u64)>::new();
-        let mut boxed = None;
-        loop {
-            let line = target.read_lines(1).concat();
-            let line = line.trim();
-            if line == "done" {
-                break;
-            }
-            let f: Vec<&str> = line.split(' ').collect();
-            if f[0] == "boxed" {
-                boxed = Some(f[2].parse::<u64>().unwrap());
-                continue;
-            }
-            assert!(
-                f.len() == 6 && f[0] == "site",
-                "the program printed {line:?}"
-            );
-            let counts = runtime_says.entry(f[1].to_string()).or_default();
-            counts.0 += f[3].parse::<u64>().unwrap();
-            counts.1 += f[5].parse::<u64>().unwrap();
+        // Stripped, MemProfileRate is found in the runtime's machine code.
+        for flags in [&[][..], &["-ldflags=-s -w"][..]] {
+            eprintln!("== {} {flags:?}", go.version);
+            sampled_mode_check(&common::build(&go, "profile", flags));
         }
-        let lines = escapade.finish();
-        target.go();
-        assert_eq!(
-            target.read_lines(1).concat().trim(),
-            "rate 524288",
-            "MemProfileRate restored on detach"
-        );
-        target.go();
-        target.finish();
+    }
+}
 
-        let result = lines.last().expect("one JSON report");
-        assert_eq!(result["mode"], "sampled");
-        assert_eq!(result["mem_profile_rate"], 1);
-        assert_eq!(result["lost"], 0);
-        let sites = result["report"]["sites"].as_array().unwrap();
-        for (function, (allocated, freed)) in &runtime_says {
-            let site = sites
-                .iter()
-                .find(|s| s["site"]["function"] == *function)
-                .unwrap_or_else(|| panic!("no site {function} in {sites:?}"));
-            assert_eq!(
-                site["objects"], *allocated,
-                "{function}: allocated, vs MemProfile"
-            );
-            assert_eq!(
-                site["freed_objects"], *freed,
-                "{function}: freed, vs MemProfile"
-            );
-            assert_eq!(
-                site["live_objects"],
-                allocated - freed,
-                "{function}: still live"
-            );
+fn sampled_mode_check(bin: &std::path::Path) {
+    let mut target = Target::start(bin, &[]);
+    let pid = target.pid.to_string();
+    let escapade = Escapade::attach(&[
+        "allocs",
+        "--pid",
+        &pid,
+        "--json",
+        "--mem-profile-rate",
+        "1",
+        "--duration",
+        "6s",
+    ]);
+    target.go();
+    let mut runtime_says = std::collections::HashMap::<String, (u64, u64)>::new();
+    let mut boxed = None;
+    loop {
+        let line = target.read_lines(1).concat();
+        let line = line.trim();
+        if line == "done" {
+            break;
         }
-        assert_eq!(runtime_says["main.keepNodes"], (700, 0));
-        // Every object is sampled, so every string boxed is seen boxed.
-        let boxing = result["report"]["boxing"].as_array().unwrap();
-        let seen: u64 = boxing
-            .iter()
-            .filter(|b| {
-                b["site"]["function"] == "main.boxStrings" && b["via"] == "runtime.convTstring"
-            })
-            .map(|b| b["objects"].as_u64().unwrap())
-            .sum();
-        assert_eq!(Some(seen), boxed, "strings boxed: {boxing:?}");
-        assert_eq!(runtime_says["main.makeGarbage"].0, 900);
-        let garbage = sites
-            .iter()
-            .find(|s| s["site"]["function"] == "main.makeGarbage")
-            .unwrap();
+        let f: Vec<&str> = line.split(' ').collect();
+        if f[0] == "boxed" {
+            boxed = Some(f[2].parse::<u64>().unwrap());
+            continue;
+        }
         assert!(
-            garbage["residency"]["median_ns"].as_u64().unwrap() > 0,
-            "{garbage}"
+            f.len() == 6 && f[0] == "site",
+            "the program printed {line:?}"
+        );
+        let counts = runtime_says.entry(f[1].to_string()).or_default();
+        counts.0 += f[3].parse::<u64>().unwrap();
+        counts.1 += f[5].parse::<u64>().unwrap();
+    }
+    let lines = escapade.finish();
+    target.go();
+    assert_eq!(
+        target.read_lines(1).concat().trim(),
+        "rate 524288",
+        "MemProfileRate restored on detach"
+    );
+    target.go();
+    target.finish();
+
+    let result = lines.last().expect("one JSON report");
+    assert_eq!(result["mode"], "sampled");
+    assert_eq!(result["mem_profile_rate"], 1);
+    assert_eq!(result["lost"], 0);
+    let sites = result["report"]["sites"].as_array().unwrap();
+    for (function, (allocated, freed)) in &runtime_says {
+        let site = sites
+            .iter()
+            .find(|s| s["site"]["function"] == *function)
+            .unwrap_or_else(|| panic!("no site {function} in {sites:?}"));
+        assert_eq!(
+            site["objects"], *allocated,
+            "{function}: allocated, vs MemProfile"
+        );
+        assert_eq!(
+            site["freed_objects"], *freed,
+            "{function}: freed, vs MemProfile"
+        );
+        assert_eq!(
+            site["live_objects"],
+            allocated - freed,
+            "{function}: still live"
         );
     }
+    assert_eq!(runtime_says["main.keepNodes"], (700, 0));
+    // The program forces three collections back to back.
+    let timeline = result["report"]["gc"].as_array().unwrap();
+    assert!(timeline.len() >= 3, "{timeline:?}");
+    each_cycle_is_its_own(timeline);
+    // Every object is sampled, so every string boxed is seen boxed.
+    let boxing = result["report"]["boxing"].as_array().unwrap();
+    let seen: u64 = boxing
+        .iter()
+        .filter(|b| b["site"]["function"] == "main.boxStrings" && b["via"] == "runtime.convTstring")
+        .map(|b| b["objects"].as_u64().unwrap())
+        .sum();
+    assert_eq!(Some(seen), boxed, "strings boxed: {boxing:?}");
+    assert_eq!(runtime_says["main.makeGarbage"].0, 900);
+    let garbage = sites
+        .iter()
+        .find(|s| s["site"]["function"] == "main.makeGarbage")
+        .unwrap();
+    assert!(
+        garbage["residency"]["median_ns"].as_u64().unwrap() > 0,
+        "{garbage}"
+    );
 }

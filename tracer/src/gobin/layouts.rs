@@ -1,5 +1,5 @@
 //! Runtime layouts for binaries without DWARF, per Go version. Each entry was read from the
-//! DWARF of a binary built by that release; `tests/gobin.rs` checks the table against DWARF for
+//! DWARF of a binary built by that release; `tests/stripped.rs` checks the table against DWARF for
 //! every installed toolchain.
 
 use super::Section;
@@ -22,11 +22,17 @@ pub fn g_layout((major, minor, _): (u32, u32, u32)) -> Option<GLayout> {
 }
 
 /// Without a symbol table, `runtime.types` is the start of the section the linker puts type
-/// descriptors in: `.rodata`, or `.data.rel.ro` in position-independent builds.
+/// descriptors in: `.rodata`, or `.data.rel.ro` in position-independent builds; Go 1.27 gives
+/// them a section of their own (`.go.type`, `.data.rel.ro.go.type`).
 pub fn types_section(sections: &[Section]) -> Option<&Section> {
-    [".data.rel.ro", ".rodata"]
-        .iter()
-        .find_map(|name| sections.iter().find(|s| s.name == *name))
+    [
+        ".go.type",
+        ".data.rel.ro.go.type",
+        ".data.rel.ro",
+        ".rodata",
+    ]
+    .iter()
+    .find_map(|name| sections.iter().find(|s| s.name == *name))
 }
 
 /// Where the heap profiler's hooks keep what escapade reads, per Go version (from the runtime
@@ -57,4 +63,44 @@ pub fn profile_layout((major, minor, _): (u32, u32, u32)) -> Option<ProfileLayou
         special_kind_offset: offset,
         special_kind_profile: kind,
     })
+}
+
+/// The runtime fields escapade reads without DWARF: the runtime's record of a GC cycle
+/// (`runtime.work`, `runtime.memstats`, `runtime.gcController`) and where a goroutine keeps its
+/// `go` statement and function (`runtime.g`). As (type, field).
+pub const RUNTIME_FIELDS: [(&str, &str); 12] = [
+    ("runtime.mstats", "numgc"),
+    ("runtime.workType", "tSweepTerm"),
+    ("runtime.workType", "tMark"),
+    ("runtime.workType", "tMarkTerm"),
+    ("runtime.workType", "tEnd"),
+    ("runtime.workType", "pauseNS"),
+    ("runtime.workType", "heap0"),
+    ("runtime.workType", "heap1"),
+    ("runtime.workType", "heap2"),
+    ("runtime.gcControllerState", "lastHeapGoal"),
+    ("runtime.g", "gopc"),
+    ("runtime.g", "startpc"),
+];
+
+/// The offset of one of [`RUNTIME_FIELDS`] in its type, read from the DWARF of 1.21.13,
+/// 1.22.10, 1.23.9, 1.24.11, 1.25.5, 1.26.6 and 1.27.3.
+pub fn field_offset(
+    (major, minor, _): (u32, u32, u32),
+    structure: &str,
+    field: &str,
+) -> Option<u64> {
+    let index = RUNTIME_FIELDS
+        .iter()
+        .position(|&f| f == (structure, field))?;
+    // In the order of RUNTIME_FIELDS.
+    let offsets: [u64; RUNTIME_FIELDS.len()] = match (major, minor) {
+        (1, 21) => [7704, 416, 424, 432, 440, 448, 464, 472, 480, 96, 280, 296],
+        (1, 22) => [7704, 416, 424, 432, 440, 448, 456, 464, 472, 96, 280, 296],
+        (1, 23 | 24) => [7704, 440, 448, 456, 464, 472, 480, 488, 496, 96, 288, 304],
+        (1, 25) => [7680, 528, 536, 544, 552, 560, 568, 576, 584, 96, 280, 296],
+        (1, 26 | 27) => [7680, 664, 672, 680, 688, 696, 704, 712, 720, 96, 288, 304],
+        _ => return None,
+    };
+    Some(offsets[index])
 }

@@ -7,6 +7,7 @@ pub mod buildinfo;
 pub mod dwarf;
 pub mod layouts;
 pub mod pclntab;
+pub mod runtime_vars;
 pub mod types;
 
 use std::path::{Path, PathBuf};
@@ -102,8 +103,8 @@ pub struct Frame {
     pub line: Option<u32>,
 }
 
-/// Runtime variables and fields whose layout escapade reads from DWARF; None where the binary
-/// does not describe them.
+/// Runtime variables and fields whose layout escapade reads from DWARF, or without DWARF from the
+/// per-version table; None where neither describes them.
 #[derive(Clone, Debug, Default)]
 pub struct RuntimeVars {
     /// Link-time addresses of the fields a GC cycle's record holds, indexed by
@@ -117,8 +118,10 @@ pub struct RuntimeVars {
 }
 
 impl RuntimeVars {
+    /// `field_offset(type, field)` is where a field sits in a runtime type; `symbol` where a
+    /// runtime variable is.
     fn find(
-        dwarf: &DwarfInfo,
+        field_offset: impl Fn(&str, &str) -> Result<Option<u64>, DwarfError>,
         symbol: impl Fn(&str) -> Option<u64>,
     ) -> Result<RuntimeVars, DwarfError> {
         use probe_common::{
@@ -143,11 +146,7 @@ impl RuntimeVars {
         ];
         let mut gc_fields = Some([0; GC_FIELDS]);
         for (index, (var, ty), field) in fields {
-            match (
-                symbol(var),
-                dwarf.field_offset(ty, &[field])?,
-                &mut gc_fields,
-            ) {
+            match (symbol(var), field_offset(ty, field)?, &mut gc_fields) {
                 (Some(base), Some(offset), Some(addrs)) => addrs[index] = base + offset,
                 _ => gc_fields = None,
             }
@@ -155,8 +154,8 @@ impl RuntimeVars {
         Ok(RuntimeVars {
             gc_fields,
             starting_stack_size: symbol("runtime.startingStackSize"),
-            g_gopc: dwarf.field_offset("runtime.g", &["gopc"])?,
-            g_startpc: dwarf.field_offset("runtime.g", &["startpc"])?,
+            g_gopc: field_offset("runtime.g", "gopc")?,
+            g_startpc: field_offset("runtime.g", "startpc")?,
         })
     }
 }
@@ -175,12 +174,13 @@ pub struct GoBinary {
     pub g_layout_source: &'static str,
     /// Link-time address the runtime's type names are relative to (`runtime.types`).
     pub types_base: Option<u64>,
-    /// Link-time addresses of the runtime variables escapade reads or sets, when the binary
-    /// has a symbol table.
+    /// Link-time addresses of the runtime variables escapade reads or sets, from the symbol
+    /// table or, without one, from the runtime's machine code.
     pub mem_profile_rate: Option<u64>,
     pub disable_memory_profiling: Option<u64>,
     /// What GC cycles and goroutine stacks are read from: link-time addresses and `runtime.g`
-    /// offsets, known from DWARF and the symbol table.
+    /// offsets, known from DWARF and the symbol table, or from the per-version layouts and
+    /// the runtime's machine code.
     pub runtime_vars: RuntimeVars,
     pclntab: Pclntab,
     funcs: Vec<pclntab::Func>,
@@ -242,18 +242,41 @@ impl GoBinary {
                 file_offset: s.file_range().map(|(offset, _)| offset),
             })
             .collect::<Vec<_>>();
+        // Without a symbol table (`-ldflags=-s`), the runtime's own code says where its
+        // variables are.
+        let in_code = if file.symbols().next().is_none() {
+            runtime_vars::CodeVars::find(
+                &funcs,
+                |f| {
+                    let start = file_offset_in(&sections, f.entry)? as usize;
+                    data.get(start..start + (f.end - f.entry) as usize)
+                },
+                |addr| {
+                    let start = file_offset_in(&sections, addr)? as usize;
+                    let bytes = data.get(start..start + 8)?;
+                    Some(u64::from_le_bytes(bytes.try_into().ok()?))
+                },
+                |pc| pclntab.frames(pc).into_iter().next().map(|(f, _)| f),
+            )
+        } else {
+            runtime_vars::CodeVars::default()
+        };
         let symbol = |name: &str| {
             file.symbols()
                 .find(|s| s.name() == Ok(name))
                 .map(|s| s.address())
+                .or_else(|| in_code.address(name))
         };
         let types_base =
             symbol("runtime.types").or_else(|| layouts::types_section(&sections).map(|s| s.addr));
         let mem_profile_rate = symbol("runtime.MemProfileRate");
         let disable_memory_profiling = symbol("runtime.disableMemoryProfiling");
         let runtime_vars = match &dwarf {
-            Some(d) => RuntimeVars::find(d, symbol)?,
-            None => RuntimeVars::default(),
+            Some(d) => RuntimeVars::find(|ty, field| d.field_offset(ty, &[field]), symbol)?,
+            None => RuntimeVars::find(
+                |ty, field| Ok(layouts::field_offset(version, ty, field)),
+                symbol,
+            )?,
         };
         let is_pie = matches!(file.kind(), object::ObjectKind::Dynamic);
         let first_load_vaddr = file
@@ -444,14 +467,11 @@ impl GoBinary {
 
     /// File offset of a link-time address, as uprobes want it.
     pub fn file_offset(&self, addr: u64) -> Option<u64> {
-        let s = self.section_at(addr)?;
-        Some(s.file_offset? + (addr - s.addr))
+        file_offset_in(&self.sections, addr)
     }
 
     pub fn section_at(&self, addr: u64) -> Option<&Section> {
-        self.sections
-            .iter()
-            .find(|s| s.addr <= addr && addr < s.addr + s.size)
+        section_in(&self.sections, addr)
     }
 
     /// Function and source line of a code address (link-time): the innermost frame of
@@ -482,4 +502,15 @@ impl GoBinary {
         let start = self.file_offset(addr)? as usize;
         self.data.get(start..start + len)
     }
+}
+
+fn section_in(sections: &[Section], addr: u64) -> Option<&Section> {
+    sections
+        .iter()
+        .find(|s| s.addr <= addr && addr < s.addr + s.size)
+}
+
+fn file_offset_in(sections: &[Section], addr: u64) -> Option<u64> {
+    let s = section_in(sections, addr)?;
+    Some(s.file_offset? + (addr - s.addr))
 }

@@ -8,6 +8,8 @@
 // profile cannot say which allocations were the boxing: it drops the convTstring frame (it
 // skips a fixed number of frames, and profilealloc is inlined into mallocgc).
 //
+// Run as `profile off`, it sets MemProfileRate to 0 first.
+//
 // It prints "ready <pid>" and waits for a line; then "site <function> alloc <n> free <n>" for
 // each site, "boxed main.boxStrings <n>" and "done", and waits for a line; then "rate <MemProfileRate>" and waits for a
 // line before exiting.
@@ -55,6 +57,11 @@ func boxStrings(n int) {
 }
 
 func main() {
+	// With "off", the program turns heap profiling off as a program may, before escapade
+	// attaches.
+	if len(os.Args) > 1 && os.Args[1] == "off" {
+		runtime.MemProfileRate = 0
+	}
 	fmt.Printf("ready %d\n", os.Getpid())
 	stdin := bufio.NewReader(os.Stdin)
 	if _, err := stdin.ReadString('\n'); err != nil {
