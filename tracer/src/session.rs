@@ -166,9 +166,10 @@ impl Plan {
             let placed = placement::place(code, function.entry)
                 .with_context(|| format!("disassembling {}", function.name))?;
             let entry = EntrySite::choose(binary, &function, placed.entry, opts.placement)?;
-            let (params, stack_bytes) = match &function.signature {
-                Some(s) => (&s.params[..], s.stack_bytes),
-                None => (&[][..], 0),
+            let (params, stack_bytes) = match (&function.signature, &function.traceback) {
+                (Some(s), _) => (&s.params[..], s.stack_bytes),
+                (None, Some(layout)) => (&[][..], layout.stack_bytes()),
+                (None, None) => (&[][..], 0),
             };
             let captures = if opts.capture_strings > 0 {
                 Captures::plan(params)

@@ -3,6 +3,7 @@
 //! function's parameters with their ABI locations (from DWARF), and runtime layouts.
 
 pub mod abi;
+pub mod arginfo;
 pub mod buildinfo;
 pub mod dwarf;
 pub mod layouts;
@@ -82,6 +83,8 @@ pub struct Function {
     pub end: u64,
     /// None when the binary has no DWARF: arguments cannot be named or decoded.
     pub signature: Option<Signature>,
+    /// Without a signature: the argument words Go's traceback would print.
+    pub traceback: Option<arginfo::ArgLayout>,
 }
 
 #[derive(Clone, Debug)]
@@ -354,12 +357,22 @@ impl GoBinary {
                 if out.iter().any(|o| o.entry == f.entry) {
                     continue;
                 }
-                out.push(Function {
+                let signature = self.signature(&f.name)?;
+                let mut function = Function {
                     name: f.name.clone(),
                     entry: f.entry,
                     end: f.end,
-                    signature: self.signature(&f.name)?,
-                });
+                    signature,
+                    traceback: None,
+                };
+                if function.signature.is_none() {
+                    function.traceback = self
+                        .pclntab
+                        .funcdata(f.entry, pclntab::FUNCDATA_ARG_INFO)
+                        .zip(self.code(&function))
+                        .and_then(|(info, code)| arginfo::ArgLayout::new(info, code, f.entry));
+                }
+                out.push(function);
             }
         }
         Ok(out)

@@ -32,7 +32,7 @@ use crate::report::{AllocsMeta, ParamsMeta, TraceView, write_allocs, write_param
 
 pub const MAGIC: &[u8; 8] = b"ESCAPADE";
 /// Bumped on any change a reader of the previous version would misread.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Frames longer than this are taken for corruption rather than allocated.
 pub const MAX_FRAME_BYTES: u32 = 256 << 20;
 

@@ -61,6 +61,7 @@ pub fn call(i: u64) -> [CallRecord; 2] {
                     region: Region::Heap,
                 },
             ],
+            words: Vec::new(),
             caller_pc: CALLER_PC,
             return_addr: CALLER_PC + 1,
             sp: 0xc000100000,
