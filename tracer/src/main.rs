@@ -72,7 +72,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn trace(args: TraceArgs) -> anyhow::Result<()> {
-    let target = Target::open(args.target.pid)?;
+    let target = Target::open(args.target.pid, args.target.symbols.as_deref())?;
     let plan = plan_calls(&target, &args.functions, &args.calls)?;
     let programs = if args.empty_probes {
         Programs::Empty
@@ -101,7 +101,7 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
 }
 
 async fn allocs(args: AllocsArgs) -> anyhow::Result<()> {
-    let target = Target::open(args.target.pid)?;
+    let target = Target::open(args.target.pid, args.target.symbols.as_deref())?;
     let (rate, probes) = plan_allocs(&target, &args.mode)?;
     let what = match &rate {
         None => "every allocation".to_string(),
@@ -146,7 +146,7 @@ async fn allocs(args: AllocsArgs) -> anyhow::Result<()> {
 }
 
 async fn params(args: ParamsArgs) -> anyhow::Result<()> {
-    let target = Target::open(args.target.pid)?;
+    let target = Target::open(args.target.pid, args.target.symbols.as_deref())?;
     ensure_dwarf(&target)?;
     let functions = target.binary.resolve(&args.functions)?;
     let options = PlanOptions {
@@ -250,7 +250,7 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
             "--exact and --mem-profile-rate choose how allocations are counted: add --allocs"
         );
     }
-    let target = Target::open(args.target.pid)?;
+    let target = Target::open(args.target.pid, args.target.symbols.as_deref())?;
     if args.params {
         ensure_dwarf(&target)?;
     }

@@ -25,9 +25,10 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn open(pid: u32) -> anyhow::Result<Target> {
+    /// The process `pid`, its binary described by `symbols` when given (`--symbols`).
+    pub fn open(pid: u32, symbols: Option<&std::path::Path>) -> anyhow::Result<Target> {
         let process = Process::open(pid)?;
-        let binary = GoBinary::open(&process.exe)
+        let binary = GoBinary::open(&process.exe, symbols)
             .with_context(|| format!("PID {pid} runs {}", process.exe_target.display()))?;
         let bias = process.load_bias(binary.is_pie, binary.first_load_vaddr)?;
         Ok(Target {

@@ -5,6 +5,7 @@
 pub mod abi;
 pub mod arginfo;
 pub mod buildinfo;
+pub mod debugfile;
 pub mod dwarf;
 pub mod layouts;
 pub mod pclntab;
@@ -43,6 +44,8 @@ pub enum GoBinError {
     UnknownVersion { path: PathBuf, version: String },
     #[error("{0}")]
     Dwarf(#[from] dwarf::DwarfError),
+    #[error(transparent)]
+    Symbols(#[from] debugfile::SymbolsError),
     #[error("no function matches {pattern:?} in {path}")]
     NoMatch { pattern: String, path: PathBuf },
     #[error(
@@ -185,6 +188,10 @@ pub struct GoBinary {
     /// What GC cycles and goroutine stacks are read from: link-time addresses and `runtime.g`
     /// offsets, known from DWARF and the symbol table.
     pub runtime_vars: RuntimeVars,
+    /// The file DWARF and the symbol table came from when not the binary itself, as
+    /// [`debugfile::SymbolsFile`] names it.
+    pub symbols: Option<String>,
+    pub has_symbol_table: bool,
     pclntab: Pclntab,
     funcs: Vec<pclntab::Func>,
     dwarf: Option<DwarfInfo>,
@@ -192,7 +199,9 @@ pub struct GoBinary {
 }
 
 impl GoBinary {
-    pub fn open(path: &Path) -> Result<GoBinary, GoBinError> {
+    /// The binary at `path`, described by the DWARF and symbol table of `symbols` when given
+    /// (`--symbols`), else of its own or an installed debug file ([`debugfile::find`]).
+    pub fn open(path: &Path, symbols: Option<&Path>) -> Result<GoBinary, GoBinError> {
         let data = std::fs::read(path).map_err(|source| GoBinError::Read {
             path: path.to_path_buf(),
             source,
@@ -220,7 +229,19 @@ impl GoBinary {
         }
         let pclntab = Pclntab::from_object(&file).map_err(|e| not_go(e.to_string()))?;
         let funcs = pclntab.funcs();
-        let dwarf = DwarfInfo::load(&file)?;
+        let symbols_file = debugfile::find(&file, symbols)?;
+        let symbols_object = match &symbols_file {
+            Some(s) => Some(object::File::parse(&*s.data).map_err(|source| {
+                GoBinError::NotElf {
+                    path: s.path.clone(),
+                    source,
+                }
+            })?),
+            None => None,
+        };
+        // Where DWARF and the symbol table come from.
+        let described = symbols_object.as_ref().unwrap_or(&file);
+        let dwarf = DwarfInfo::load(described)?;
         let dwarf_g_layout = match &dwarf {
             Some(d) => d.g_layout()?,
             None => None,
@@ -246,7 +267,8 @@ impl GoBinary {
             })
             .collect::<Vec<_>>();
         let symbol = |name: &str| {
-            file.symbols()
+            described
+                .symbols()
                 .find(|s| s.name() == Ok(name))
                 .map(|s| s.address())
         };
@@ -264,8 +286,12 @@ impl GoBinary {
             .map(|s| s.address())
             .min()
             .ok_or_else(|| not_go("it has no loadable segments".into()))?;
+        let has_symbol_table = described.symbols().next().is_some();
+        drop(symbols_object);
         drop(file);
         Ok(GoBinary {
+            symbols: symbols_file.map(|s| s.to_string()),
+            has_symbol_table,
             path: path.to_path_buf(),
             build,
             version,

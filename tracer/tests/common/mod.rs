@@ -111,12 +111,22 @@ pub struct Target {
 
 impl Target {
     pub fn start(bin: &Path, args: &[&str]) -> Target {
+        Target::spawn(bin, args, std::process::Stdio::inherit())
+    }
+
+    /// As [`Target::start`], keeping the program's stderr for [`Target::crashed`].
+    pub fn start_capturing_stderr(bin: &Path, args: &[&str]) -> Target {
+        Target::spawn(bin, args, std::process::Stdio::piped())
+    }
+
+    fn spawn(bin: &Path, args: &[&str], stderr: std::process::Stdio) -> Target {
         use std::io::BufRead as _;
         use std::process::Stdio;
         let mut child = Command::new(bin)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
         let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
@@ -161,6 +171,18 @@ impl Target {
             .and_then(|rest| rest.strip_prefix(' '))
             .and_then(|n| n.trim().parse().ok())
             .unwrap_or_else(|| panic!("the program printed {line:?}, not `{word} <count>`"))
+    }
+
+    /// Waits for a program started by [`Target::start_capturing_stderr`] to fail, as a panic
+    /// ends it, and returns its stderr.
+    pub fn crashed(mut self) -> String {
+        use std::io::Read as _;
+        let mut err = String::new();
+        let mut stderr = self.child.stderr.take().expect("stderr captured");
+        stderr.read_to_string(&mut err).unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(!status.success(), "the program did not fail:\n{err}");
+        err
     }
 
     /// Waits for the program to exit successfully and returns the rest of its stdout.
