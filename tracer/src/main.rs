@@ -13,7 +13,7 @@ use escapade::cli::{
 };
 use escapade::clock::WallClock;
 use escapade::decode::Decoder;
-use escapade::hints::hint;
+use escapade::hints::{hint, without_dwarf};
 use escapade::model::{CallModel, FunctionInfo, Symbols};
 use escapade::params::{AllocationProbes, ParamTracker};
 use escapade::record::live::RecordSink;
@@ -186,10 +186,9 @@ async fn params(args: ParamsArgs) -> anyhow::Result<()> {
 /// Resolves and places the probes of traced functions; logs where they sit.
 fn plan_calls(target: &Target, patterns: &[String], args: &CallArgs) -> anyhow::Result<Plan> {
     let functions = target.binary.resolve(patterns)?;
-    if !target.binary.has_dwarf() {
+    if let Some(note) = without_dwarf(target.binary.has_dwarf()) {
         eprintln!(
-            "escapade: {} has no DWARF (built with -ldflags=-w): functions and callers resolve, \
-             but parameters cannot be named or decoded",
+            "escapade: {}: {note}",
             target.process.exe_target.display()
         );
     }
@@ -304,6 +303,8 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
             probes: placed(probes),
         }),
         params: args.params,
+        symbols: target.binary.symbols.clone(),
+        dwarf: target.binary.has_dwarf(),
     };
     let writer = Writer::create(&args.output, header.clone(), args.max_size)?;
     let doing = format!(
@@ -574,13 +575,10 @@ impl EventSink for Discard {
 
 /// Following parameters needs their names and types.
 fn ensure_dwarf(target: &Target) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        target.binary.has_dwarf(),
-        "{} has no DWARF (built with -ldflags=-w), so its parameters have no names or types: \
-         rebuild without -w",
-        target.process.exe_target.display()
-    );
-    Ok(())
+    match without_dwarf(target.binary.has_dwarf()) {
+        Some(note) => anyhow::bail!("{}: {note}", target.process.exe_target.display()),
+        None => Ok(()),
+    }
 }
 
 /// Attaches the probes at `points` and tells the user what they are doing there.
@@ -597,8 +595,14 @@ fn attach_to(
         points,
         programs,
     )?;
+    let symbols = target
+        .binary
+        .symbols
+        .as_ref()
+        .map(|s| format!(", symbols from {s}"))
+        .unwrap_or_default();
     eprintln!(
-        "escapade: attached to PID {} ({}, {}): {doing}; Ctrl-C to stop",
+        "escapade: attached to PID {} ({}, {}{symbols}): {doing}; Ctrl-C to stop",
         target.process.pid,
         target.process.exe_target.display(),
         target.binary.build.go_version,

@@ -62,6 +62,12 @@ pub struct Header {
     pub allocs: Option<AllocSettings>,
     /// Whether the traced functions' parameters were followed (`--params`).
     pub params: bool,
+    /// The file DWARF and the symbol table came from when not the binary itself: `--symbols`,
+    /// or a debug file found by GNU build ID.
+    pub symbols: Option<String>,
+    /// Whether parameters had DWARF to be named and decoded by; without it, calls carry the
+    /// argument words Go's traceback prints.
+    pub dwarf: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -122,6 +128,9 @@ pub fn write_summaries<W: Write>(
     let (elapsed_ns, totals) = totals.unwrap_or_default();
     if !header.functions.is_empty() {
         view.summary(&totals)?;
+        if !json && let Some(note) = crate::hints::without_dwarf(header.dwarf) {
+            writeln!(out, "  {note}")?;
+        }
     }
     if let Some(params) = params {
         let meta = ParamsMeta {

@@ -41,6 +41,8 @@ pub fn header() -> Header {
         placement: "fast".into(),
         allocs: None,
         params: false,
+        symbols: None,
+        dwarf: true,
     }
 }
 
