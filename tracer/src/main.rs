@@ -187,10 +187,7 @@ async fn params(args: ParamsArgs) -> anyhow::Result<()> {
 fn plan_calls(target: &Target, patterns: &[String], args: &CallArgs) -> anyhow::Result<Plan> {
     let functions = target.binary.resolve(patterns)?;
     if let Some(note) = without_dwarf(target.binary.has_dwarf()) {
-        eprintln!(
-            "escapade: {}: {note}",
-            target.process.exe_target.display()
-        );
+        eprintln!("escapade: {}: {note}", target.process.exe_target.display());
     }
     let options = PlanOptions {
         capture_strings: args.capture_strings,

@@ -15,7 +15,10 @@ use common::{Escapade, Target};
 #[test]
 fn words_equal_the_panic_traceback() {
     for go in common::toolchains() {
-        for flags in [&["-ldflags=-s -w"][..], &["-buildmode=pie", "-ldflags=-s -w"]] {
+        for flags in [
+            &["-ldflags=-s -w"][..],
+            &["-buildmode=pie", "-ldflags=-s -w"],
+        ] {
             let bin = common::build(&go, "traceback", flags);
             for function in ["parse", "narrow"] {
                 eprintln!("== {} {flags:?} {function}", go.version);
@@ -41,7 +44,11 @@ fn check_traceback(bin: &Path, function: &str) {
         .collect();
     assert_eq!(entries.len(), 200, "one entry per call");
     let last = entries.last().unwrap();
-    assert_eq!(last["args"], serde_json::json!([]), "no DWARF, no named args");
+    assert_eq!(
+        last["args"],
+        serde_json::json!([]),
+        "no DWARF, no named args"
+    );
     let ours = tokens(&words_text(last["words"].as_array().unwrap()));
     let line = stderr
         .lines()
@@ -138,14 +145,7 @@ fn stripped_copy_with_symbols_decodes_as_unstripped() {
 fn traced_args(bin: &Path, extra: &[&str]) -> Vec<Value> {
     let mut target = Target::start(bin, &[]);
     let pid = target.pid.to_string();
-    let mut args = vec![
-        "trace",
-        "--pid",
-        &pid,
-        "--json",
-        "--capture-strings",
-        "64",
-    ];
+    let mut args = vec!["trace", "--pid", &pid, "--json", "--capture-strings", "64"];
     args.extend(extra);
     args.push("main.*Traced*");
     let mut escapade = Escapade::attach(&args);
@@ -275,11 +275,16 @@ impl Drop for Placed {
 fn debug_file_found_by_gnu_build_id_and_recorded() {
     for go in common::toolchains() {
         eprintln!("== {}", go.version);
-        // Go writes a GNU build ID only when asked.
-        let bin = common::build(&go, "args", &["-ldflags=-B gobuildid"]);
+        // Go writes a GNU build ID only when asked (`-B gobuildid` needs Go 1.22); one per
+        // toolchain, so that each build's debug file has its own place.
+        let id: String = format!("escapade {}", go.version)
+            .bytes()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let bin = common::build(&go, "args", &[&format!("-ldflags=-B 0x{id}")]);
         let unstripped = traced_args(&bin, &[]);
         let stripped = stripped_copy(&bin, Strip::Strip, "strip");
-        let id = gnu_build_id(&bin);
+        assert_eq!(gnu_build_id(&bin), id);
         let path = Path::new("/usr/lib/debug/.build-id")
             .join(&id[..2])
             .join(format!("{}.debug", &id[2..]));

@@ -93,7 +93,10 @@ pub struct ArgLayout {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TraceWord {
     /// A word of `size` bytes; None where escapade could not read it.
-    Word { size: u8, value: Option<u64> },
+    Word {
+        size: u8,
+        value: Option<u64>,
+    },
     StartAgg,
     EndAgg,
     Dotdotdot,

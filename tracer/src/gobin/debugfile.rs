@@ -39,7 +39,9 @@ pub enum SymbolsError {
         found: String,
         expected: String,
     },
-    #[error("--symbols {path}: cannot check that it is from the target's build: {which} no Go build ID")]
+    #[error(
+        "--symbols {path}: cannot check that it is from the target's build: {which} no Go build ID"
+    )]
     NoBuildId { path: PathBuf, which: &'static str },
     #[error("--symbols {path} has neither DWARF nor a symbol table: it adds nothing")]
     Empty { path: PathBuf },
@@ -100,14 +102,14 @@ pub fn find(
 fn build_id_path(file: &object::File) -> Option<PathBuf> {
     let id = file.build_id().ok().flatten().filter(|id| id.len() >= 2)?;
     let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-    Some(Path::new(BUILD_ID_DIR).join(&hex[..2]).join(format!("{}.debug", &hex[2..])))
+    Some(
+        Path::new(BUILD_ID_DIR)
+            .join(&hex[..2])
+            .join(format!("{}.debug", &hex[2..])),
+    )
 }
 
-fn open(
-    file: &object::File,
-    path: &Path,
-    found: Found,
-) -> Result<SymbolsFile, SymbolsError> {
+fn open(file: &object::File, path: &Path, found: Found) -> Result<SymbolsFile, SymbolsError> {
     let data = std::fs::read(path).map_err(|source| SymbolsError::Read {
         path: path.to_path_buf(),
         source,

@@ -231,12 +231,14 @@ impl GoBinary {
         let funcs = pclntab.funcs();
         let symbols_file = debugfile::find(&file, symbols)?;
         let symbols_object = match &symbols_file {
-            Some(s) => Some(object::File::parse(&*s.data).map_err(|source| {
-                GoBinError::NotElf {
-                    path: s.path.clone(),
-                    source,
-                }
-            })?),
+            Some(s) => {
+                Some(
+                    object::File::parse(&*s.data).map_err(|source| GoBinError::NotElf {
+                        path: s.path.clone(),
+                        source,
+                    })?,
+                )
+            }
             None => None,
         };
         // Where DWARF and the symbol table come from.
