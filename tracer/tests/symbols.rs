@@ -6,11 +6,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 
-use common::{Escapade, Target};
+use common::{Escapade, Strip, Target};
 
 #[test]
 fn words_equal_the_panic_traceback() {
@@ -118,20 +117,20 @@ fn stripped_copy_with_symbols_decodes_as_unstripped() {
                 .any(|e| e["args"].as_array().is_some_and(|a| !a.is_empty())),
             "the unstripped binary's arguments are decoded"
         );
-        let stripped = stripped_copy(&bin, Strip::Strip, "strip");
+        let stripped = common::stripped_copy(&bin, Strip::Strip, "strip");
         let symbols = bin.to_str().unwrap();
         assert_same(
             &traced_args(&stripped, &["--symbols", symbols]),
             &unstripped,
             "strip, --symbols the binary",
         );
-        let debug = debug_file(&bin);
+        let debug = common::debug_file(&bin);
         assert_same(
             &traced_args(&stripped, &["--symbols", debug.to_str().unwrap()]),
             &unstripped,
             "strip, --symbols its objcopy --only-keep-debug file",
         );
-        let stripped_all = stripped_copy(&bin, Strip::ObjcopyStripAll, "stripall");
+        let stripped_all = common::stripped_copy(&bin, Strip::ObjcopyStripAll, "stripall");
         assert_same(
             &traced_args(&stripped_all, &["--symbols", symbols]),
             &unstripped,
@@ -201,49 +200,12 @@ fn assert_same(ours: &[Value], unstripped: &[Value], what: &str) {
     assert_eq!(ours.len(), unstripped.len(), "{what}: as many lines");
 }
 
-/// A copy of `bin` with no DWARF or symbol table, by `strip` or `objcopy --strip-all`, named
-/// `<bin>.<name>` (tests running at once each use their own).
-fn stripped_copy(bin: &Path, tool: Strip, name: &str) -> PathBuf {
-    let out = bin.with_extension(name);
-    let mut cmd = match tool {
-        Strip::Strip => Command::new("strip"),
-        Strip::ObjcopyStripAll => Command::new("objcopy"),
-    };
-    match tool {
-        Strip::Strip => cmd.arg("-o").arg(&out).arg(bin),
-        Strip::ObjcopyStripAll => cmd.arg("--strip-all").arg(bin).arg(&out),
-    };
-    run(&mut cmd);
-    out
-}
-
-#[derive(Clone, Copy)]
-enum Strip {
-    Strip,
-    ObjcopyStripAll,
-}
-
-/// `objcopy --only-keep-debug` of `bin`.
-fn debug_file(bin: &Path) -> PathBuf {
-    let out = bin.with_extension("debug");
-    run(Command::new("objcopy")
-        .arg("--only-keep-debug")
-        .arg(bin)
-        .arg(&out));
-    out
-}
-
-fn run(cmd: &mut Command) {
-    let status = cmd.status().unwrap();
-    assert!(status.success(), "{cmd:?} failed: {status}");
-}
-
 #[test]
 fn symbols_of_another_build_fail_in_one_line() {
     let go = &common::toolchains()[0];
     let bin = common::build(go, "args", &[]);
     let other = common::build(go, "traceback", &[]);
-    let stripped = stripped_copy(&bin, Strip::Strip, "mismatch");
+    let stripped = common::stripped_copy(&bin, Strip::Strip, "mismatch");
     for (symbols, says) in [
         (other.to_str().unwrap(), "is from another build"),
         ("/nonexistent/symbols", "cannot read it"),
@@ -283,13 +245,13 @@ fn debug_file_found_by_gnu_build_id_and_recorded() {
             .collect();
         let bin = common::build(&go, "args", &[&format!("-ldflags=-B 0x{id}")]);
         let unstripped = traced_args(&bin, &[]);
-        let stripped = stripped_copy(&bin, Strip::Strip, "strip");
+        let stripped = common::stripped_copy(&bin, Strip::Strip, "strip");
         assert_eq!(gnu_build_id(&bin), id);
         let path = Path::new("/usr/lib/debug/.build-id")
             .join(&id[..2])
             .join(format!("{}.debug", &id[2..]));
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::copy(debug_file(&bin), &path).unwrap();
+        std::fs::copy(common::debug_file(&bin), &path).unwrap();
         let placed = Placed(path);
         assert_same(
             &traced_args(&stripped, &[]),

@@ -320,3 +320,42 @@ pub fn go_tool(go: &Go, args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// A copy of `bin` with no DWARF or symbol table, by `strip` or `objcopy --strip-all`, named
+/// `<bin>.<name>` (tests running at once each use their own).
+pub fn stripped_copy(bin: &Path, tool: Strip, name: &str) -> PathBuf {
+    let out = bin.with_extension(name);
+    let mut cmd = match tool {
+        Strip::Strip => Command::new("strip"),
+        Strip::ObjcopyStripAll => Command::new("objcopy"),
+    };
+    match tool {
+        Strip::Strip => cmd.arg("-o").arg(&out).arg(bin),
+        Strip::ObjcopyStripAll => cmd.arg("--strip-all").arg(bin).arg(&out),
+    };
+    run(&mut cmd);
+    out
+}
+
+/// How a copy is stripped.
+#[derive(Clone, Copy)]
+pub enum Strip {
+    Strip,
+    ObjcopyStripAll,
+}
+
+/// `objcopy --only-keep-debug` of `bin`.
+pub fn debug_file(bin: &Path) -> PathBuf {
+    let out = bin.with_extension("debug");
+    run(Command::new("objcopy")
+        .arg("--only-keep-debug")
+        .arg(bin)
+        .arg(&out));
+    out
+}
+
+/// Runs `cmd`, which must succeed.
+fn run(cmd: &mut Command) {
+    let status = cmd.status().unwrap();
+    assert!(status.success(), "{cmd:?} failed: {status}");
+}
