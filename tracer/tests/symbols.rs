@@ -14,29 +14,60 @@ use common::{Escapade, Strip, Target};
 #[test]
 fn words_equal_the_panic_traceback() {
     for go in common::toolchains() {
-        for flags in [
-            &["-ldflags=-s -w"][..],
-            &["-buildmode=pie", "-ldflags=-s -w"],
+        // The PIE build is recorded, and its words read back from the recording.
+        for (flags, recorded) in [
+            (&["-ldflags=-s -w"][..], false),
+            (&["-buildmode=pie", "-ldflags=-s -w"], true),
         ] {
             let bin = common::build(&go, "traceback", flags);
             for function in ["parse", "narrow"] {
                 eprintln!("== {} {flags:?} {function}", go.version);
-                check_traceback(&bin, function);
+                check_traceback(&bin, function, recorded);
             }
         }
     }
 }
 
-/// Traces `main.<function>` of `tests/go/traceback.go` until it panics in its last call, and
-/// compares the words escapade printed for that call with the traceback's.
-fn check_traceback(bin: &Path, function: &str) {
+/// Traces (or records) `main.<function>` of `tests/go/traceback.go` until it panics in its
+/// last call, and compares the words escapade printed for that call with the traceback's.
+fn check_traceback(bin: &Path, function: &str, recorded: bool) {
     let mut target = Target::start_capturing_stderr(bin, &[function]);
     let pid = target.pid.to_string();
     let name = format!("main.{function}");
-    let escapade = Escapade::attach(&["trace", "--pid", &pid, "--json", &name]);
+    let recording = bin.with_extension(format!("{function}.esc"));
+    let mut args = vec!["trace", "--pid", &pid, "--json", &name];
+    if recorded {
+        args[0] = "record";
+        args.extend(["-o", recording.to_str().unwrap()]);
+    }
+    let escapade = Escapade::attach(&args);
     target.go();
     let stderr = target.crashed();
-    let events = escapade.finish();
+    let mut events = escapade.finish();
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}(")))
+        .unwrap_or_else(|| panic!("no {name} frame in the traceback:\n{stderr}"));
+    let theirs = &line[name.len() + 1..line.rfind(')').unwrap()];
+    if recorded {
+        let report = |json: &[&str]| {
+            let out = common::escapade(&[&["report", recording.to_str().unwrap()], json].concat());
+            assert!(out.status.success(), "report {json:?}");
+            String::from_utf8(out.stdout).unwrap()
+        };
+        events = common::json_lines(&report(&["--json"]));
+        // The text view prints the words as the traceback does.
+        let text = report(&[]);
+        let entry = format!("-> {name}(");
+        let last = text.lines().filter(|l| l.contains(&entry)).last().unwrap();
+        let start = last.find(&entry).unwrap() + entry.len();
+        let ours = &last[start..last.rfind(") from ").unwrap()];
+        compare_words(ours, theirs);
+        assert!(
+            text.contains("--symbols FILE"),
+            "the summary says what --symbols adds:\n{text}"
+        );
+    }
     let entries: Vec<&Value> = events
         .iter()
         .filter(|e| e["type"] == "entry" && e["function"] == name.as_str())
@@ -48,16 +79,16 @@ fn check_traceback(bin: &Path, function: &str) {
         serde_json::json!([]),
         "no DWARF, no named args"
     );
-    let ours = tokens(&words_text(last["words"].as_array().unwrap()));
-    let line = stderr
-        .lines()
-        .find(|l| l.starts_with(&format!("{name}(")))
-        .unwrap_or_else(|| panic!("no {name} frame in the traceback:\n{stderr}"));
-    let theirs = tokens(&line[name.len() + 1..line.rfind(')').unwrap()]);
+    compare_words(&words_text(last["words"].as_array().unwrap()), theirs);
+}
+
+/// Compares the words escapade printed with the traceback's.
+fn compare_words(ours: &str, theirs: &str) {
+    let (ours, theirs) = (tokens(ours), tokens(theirs));
     assert_eq!(
         ours.len(),
         theirs.len(),
-        "escapade printed {ours:?}, the traceback {line}"
+        "escapade printed {ours:?}, the traceback {theirs:?}"
     );
     let mut compared = 0;
     for (o, t) in ours.iter().zip(&theirs) {
@@ -66,14 +97,14 @@ fn check_traceback(bin: &Path, function: &str) {
         if t.ends_with('?') {
             continue;
         }
-        assert_eq!(o, t, "escapade printed {ours:?}, the traceback {line}");
+        assert_eq!(o, t, "escapade printed {ours:?}, the traceback {theirs:?}");
         compared += usize::from(t.starts_with("0x"));
     }
     // Every word of `narrow` is certain; in `parse` the int, the string's and the slice's
     // lengths, and the stack-passed struct's words are.
     assert!(
         compared >= 6,
-        "only {compared} words to compare: {line}\n{ours:?}"
+        "only {compared} words to compare: {theirs:?}\n{ours:?}"
     );
 }
 
