@@ -202,6 +202,9 @@ fn plan_calls(target: &Target, patterns: &[String], args: &CallArgs) -> anyhow::
             t.entry,
             t.returns
         );
+        if let Some(layout) = &t.function.traceback {
+            tracing::debug!("{}: argument words from {layout}", t.function.name);
+        }
         if let Some(sig) = &t.function.signature {
             // DWARF's own locations are sometimes off (a string passed on the stack is placed
             // a word late), while the ABI's are what the decoding tests check: a detail for -v.

@@ -59,7 +59,7 @@ fn check_traceback(bin: &Path, function: &str, recorded: bool) {
         // The text view prints the words as the traceback does.
         let text = report(&[]);
         let entry = format!("-> {name}(");
-        let last = text.lines().filter(|l| l.contains(&entry)).last().unwrap();
+        let last = text.lines().rfind(|l| l.contains(&entry)).unwrap();
         let start = last.find(&entry).unwrap() + entry.len();
         let ours = &last[start..last.rfind(") from ").unwrap()];
         compare_words(ours, theirs);

@@ -186,24 +186,51 @@ fn word(from: Source, size: u8, regs: &[u64], stack: &[u8]) -> Option<u64> {
 /// The words as the traceback prints them, e.g. `0x2a, {0x4c492c, 0x5}, ...`; a word escapade
 /// could not read prints as `?`.
 pub fn text(words: &[TraceWord]) -> String {
+    print_args(words.iter().map(|w| match w {
+        TraceWord::Word { value: Some(v), .. } => Piece::Item(format!("{v:#x}")),
+        TraceWord::Word { value: None, .. } => Piece::Item("?".into()),
+        TraceWord::StartAgg => Piece::Open,
+        TraceWord::EndAgg => Piece::Close,
+        TraceWord::Dotdotdot => Piece::Item("...".into()),
+        TraceWord::OffsetTooLarge => Piece::Item("_".into()),
+    }))
+}
+
+/// Where each word comes from, in the traceback's layout: `RAX, {RBX, stack+0}, ...`.
+impl std::fmt::Display for ArgLayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&print_args(self.steps.iter().map(|s| match s {
+            Step::Word { from, .. } => Piece::Item(from.to_string()),
+            Step::StartAgg => Piece::Open,
+            Step::EndAgg => Piece::Close,
+            Step::Dotdotdot => Piece::Item("...".into()),
+            Step::OffsetTooLarge => Piece::Item("_".into()),
+        })))
+    }
+}
+
+enum Piece {
+    Item(String),
+    Open,
+    Close,
+}
+
+/// Joins the pieces as `printArgs` does: a comma before anything but a closing brace, except
+/// right after an opening one or at the start.
+fn print_args(pieces: impl Iterator<Item = Piece>) -> String {
     let mut s = String::new();
-    // As printArgs: a comma before anything but a closing brace, except right after an
-    // opening one or at the start.
     let mut start = true;
-    for w in words {
+    for piece in pieces {
         let comma = if start { "" } else { ", " };
-        match w {
-            TraceWord::StartAgg => {
+        match piece {
+            Piece::Open => {
                 s.push_str(comma);
                 s.push('{');
                 start = true;
                 continue;
             }
-            TraceWord::EndAgg => s.push('}'),
-            TraceWord::Dotdotdot => s.push_str(&format!("{comma}...")),
-            TraceWord::OffsetTooLarge => s.push_str(&format!("{comma}_")),
-            TraceWord::Word { value: Some(v), .. } => s.push_str(&format!("{comma}{v:#x}")),
-            TraceWord::Word { value: None, .. } => s.push_str(&format!("{comma}?")),
+            Piece::Close => s.push('}'),
+            Piece::Item(item) => s.push_str(&format!("{comma}{item}")),
         }
         start = false;
     }

@@ -60,7 +60,13 @@ pub enum Found {
 pub struct SymbolsFile {
     pub path: PathBuf,
     pub found: Found,
-    pub data: Vec<u8>,
+    data: Vec<u8>,
+}
+
+impl SymbolsFile {
+    pub fn parse(&self) -> Result<object::File<'_>, SymbolsError> {
+        parse(&self.path, &self.data)
+    }
 }
 
 impl std::fmt::Display for SymbolsFile {
@@ -114,10 +120,7 @@ fn open(file: &object::File, path: &Path, found: Found) -> Result<SymbolsFile, S
         path: path.to_path_buf(),
         source,
     })?;
-    let symbols = object::File::parse(&*data).map_err(|source| SymbolsError::NotElf {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let symbols = parse(path, &data)?;
     let no_id = |which| SymbolsError::NoBuildId {
         path: path.to_path_buf(),
         which,
@@ -141,5 +144,12 @@ fn open(file: &object::File, path: &Path, found: Found) -> Result<SymbolsFile, S
         path: path.to_path_buf(),
         found,
         data,
+    })
+}
+
+fn parse<'d>(path: &Path, data: &'d [u8]) -> Result<object::File<'d>, SymbolsError> {
+    object::File::parse(data).map_err(|source| SymbolsError::NotElf {
+        path: path.to_path_buf(),
+        source,
     })
 }

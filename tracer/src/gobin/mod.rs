@@ -191,7 +191,6 @@ pub struct GoBinary {
     /// The file DWARF and the symbol table came from when not the binary itself, as
     /// [`debugfile::SymbolsFile`] names it.
     pub symbols: Option<String>,
-    pub has_symbol_table: bool,
     pclntab: Pclntab,
     funcs: Vec<pclntab::Func>,
     dwarf: Option<DwarfInfo>,
@@ -230,17 +229,10 @@ impl GoBinary {
         let pclntab = Pclntab::from_object(&file).map_err(|e| not_go(e.to_string()))?;
         let funcs = pclntab.funcs();
         let symbols_file = debugfile::find(&file, symbols)?;
-        let symbols_object = match &symbols_file {
-            Some(s) => {
-                Some(
-                    object::File::parse(&*s.data).map_err(|source| GoBinError::NotElf {
-                        path: s.path.clone(),
-                        source,
-                    })?,
-                )
-            }
-            None => None,
-        };
+        let symbols_object = symbols_file
+            .as_ref()
+            .map(debugfile::SymbolsFile::parse)
+            .transpose()?;
         // Where DWARF and the symbol table come from.
         let described = symbols_object.as_ref().unwrap_or(&file);
         let dwarf = DwarfInfo::load(described)?;
@@ -288,12 +280,10 @@ impl GoBinary {
             .map(|s| s.address())
             .min()
             .ok_or_else(|| not_go("it has no loadable segments".into()))?;
-        let has_symbol_table = described.symbols().next().is_some();
         drop(symbols_object);
         drop(file);
         Ok(GoBinary {
             symbols: symbols_file.map(|s| s.to_string()),
-            has_symbol_table,
             path: path.to_path_buf(),
             build,
             version,
