@@ -170,6 +170,36 @@ fn stripped_copy_with_symbols_decodes_as_unstripped() {
     }
 }
 
+#[test]
+fn params_of_a_stripped_copy_with_symbols_as_unstripped() {
+    for go in common::toolchains() {
+        eprintln!("== {}", go.version);
+        let bin = common::build(&go, "args", &[]);
+        let unstripped = params_rows(&bin, &[]);
+        assert!(unstripped.len() >= 10, "{unstripped:?}");
+        let stripped = common::stripped_copy(&bin, Strip::Strip, "params");
+        let rows = params_rows(&stripped, &["--symbols", bin.to_str().unwrap()]);
+        assert_same(&rows, &unstripped, "params, strip, --symbols the binary");
+    }
+}
+
+/// The rows of `params --json` for `tests/go/args.go`'s traced functions.
+fn params_rows(bin: &Path, extra: &[&str]) -> Vec<Value> {
+    let mut target = Target::start(bin, &[]);
+    let pid = target.pid.to_string();
+    let args = ["params", "--pid", &pid, "--json"];
+    let escapade = Escapade::attach(&[&args[..], extra, &["main.*Traced*"]].concat());
+    target.go();
+    target.read_lines(12);
+    target.go();
+    target.finish();
+    escapade
+        .finish()
+        .into_iter()
+        .filter(|l| l["type"] == "param")
+        .collect()
+}
+
 /// `trace --json` of `tests/go/args.go`'s traced calls with `extra` arguments: its entry and
 /// return lines without what changes from run to run (times, threads, stack addresses).
 fn traced_args(bin: &Path, extra: &[&str]) -> Vec<Value> {
