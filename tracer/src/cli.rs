@@ -52,6 +52,11 @@ pub struct TargetArgs {
     /// Detach after this long (e.g. 10s, 2m); default: until Ctrl-C or the process exits.
     #[arg(short, long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
+    /// DWARF and symbols for a stripped target: the file it was stripped from, or its
+    /// `objcopy --only-keep-debug` file (same Go build ID). Without it escapade also looks in
+    /// /usr/lib/debug/.build-id by the binary's GNU build ID.
+    #[arg(long, value_name = "FILE")]
+    pub symbols: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

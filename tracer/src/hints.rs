@@ -48,5 +48,16 @@ pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
     None
 }
 
+/// What a target without DWARF cannot give and what `--symbols` adds, in one line; None for a
+/// target with DWARF (its own or from a symbols file).
+pub fn without_dwarf(dwarf: bool) -> Option<&'static str> {
+    (!dwarf).then_some(
+        "no DWARF (-ldflags=-w, or stripped): arguments show as raw words, as Go's traceback \
+         prints them, without names, types or decoded values, and `params` cannot follow them; \
+         --symbols FILE (the binary before stripping, or its `objcopy --only-keep-debug` file) \
+         adds them",
+    )
+}
+
 const PRIVILEGES: &str =
     "run escapade as root (sudo), or grant it CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE";

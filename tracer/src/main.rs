@@ -13,7 +13,7 @@ use escapade::cli::{
 };
 use escapade::clock::WallClock;
 use escapade::decode::Decoder;
-use escapade::hints::hint;
+use escapade::hints::{hint, without_dwarf};
 use escapade::memprofile::MemProfileRate;
 use escapade::model::{CallModel, FunctionInfo, Symbols};
 use escapade::params::{AllocationProbes, ParamTracker};
@@ -74,7 +74,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn trace(args: TraceArgs) -> anyhow::Result<()> {
-    let target = Target::open(args.target.pid)?;
+    let target = Target::open(args.target.pid, args.target.symbols.as_deref())?;
     let plan = plan_calls(&target, &args.functions, &args.calls)?;
     let programs = if args.empty_probes {
         Programs::Empty
@@ -103,7 +103,7 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
 }
 
 async fn allocs(args: AllocsArgs) -> anyhow::Result<()> {
-    let target = Target::open(args.target.pid)?;
+    let target = Target::open(args.target.pid, args.target.symbols.as_deref())?;
     let (rate, probes) = plan_allocs(&target, &args.mode)?;
     let what = match &rate {
         None => "every allocation".to_string(),
@@ -148,7 +148,7 @@ async fn allocs(args: AllocsArgs) -> anyhow::Result<()> {
 }
 
 async fn params(args: ParamsArgs) -> anyhow::Result<()> {
-    let target = Target::open(args.target.pid)?;
+    let target = Target::open(args.target.pid, args.target.symbols.as_deref())?;
     ensure_dwarf(&target)?;
     let functions = target.binary.resolve(&args.functions)?;
     let options = PlanOptions {
@@ -188,12 +188,8 @@ async fn params(args: ParamsArgs) -> anyhow::Result<()> {
 /// Resolves and places the probes of traced functions; logs where they sit.
 fn plan_calls(target: &Target, patterns: &[String], args: &CallArgs) -> anyhow::Result<Plan> {
     let functions = target.binary.resolve(patterns)?;
-    if !target.binary.has_dwarf() {
-        eprintln!(
-            "escapade: {} has no DWARF (built with -ldflags=-w): functions and callers resolve, \
-             but parameters cannot be named or decoded",
-            target.process.exe_target.display()
-        );
+    if let Some(note) = without_dwarf(target.binary.has_dwarf()) {
+        eprintln!("escapade: {}: {note}", target.process.exe_target.display());
     }
     let options = PlanOptions {
         capture_strings: args.capture_strings,
@@ -208,6 +204,9 @@ fn plan_calls(target: &Target, patterns: &[String], args: &CallArgs) -> anyhow::
             t.entry,
             t.returns
         );
+        if let Some(layout) = &t.function.traceback {
+            tracing::debug!("{}: argument words from {layout}", t.function.name);
+        }
         if let Some(sig) = &t.function.signature {
             // DWARF's own locations are sometimes off (a string passed on the stack is placed
             // a word late), while the ABI's are what the decoding tests check: a detail for -v.
@@ -252,7 +251,7 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
             "--exact and --mem-profile-rate choose how allocations are counted: add --allocs"
         );
     }
-    let target = Target::open(args.target.pid)?;
+    let target = Target::open(args.target.pid, args.target.symbols.as_deref())?;
     if args.params {
         ensure_dwarf(&target)?;
     }
@@ -499,13 +498,10 @@ impl EventSink for Discard {
 
 /// Following parameters needs their names and types.
 fn ensure_dwarf(target: &Target) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        target.binary.has_dwarf(),
-        "{} has no DWARF (built with -ldflags=-w), so its parameters have no names or types: \
-         rebuild without -w",
-        target.process.exe_target.display()
-    );
-    Ok(())
+    match without_dwarf(target.binary.has_dwarf()) {
+        Some(note) => anyhow::bail!("{}: {note}", target.process.exe_target.display()),
+        None => Ok(()),
+    }
 }
 
 /// Attaches the probes at `points` and tells the user what they are doing there.
@@ -522,8 +518,14 @@ fn attach_to(
         points,
         programs,
     )?;
+    let symbols = target
+        .binary
+        .symbols
+        .as_ref()
+        .map(|s| format!(", symbols from {s}"))
+        .unwrap_or_default();
     eprintln!(
-        "escapade: attached to PID {} ({}, {}): {doing}; Ctrl-C to stop",
+        "escapade: attached to PID {} ({}, {}{symbols}): {doing}; Ctrl-C to stop",
         target.process.pid,
         target.process.exe_target.display(),
         target.binary.build.go_version,

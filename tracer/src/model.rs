@@ -12,6 +12,7 @@ use crate::attach::ProbePoint;
 use crate::calls::{Calls, Entered, Hit, Left};
 use crate::clock::WallClock;
 use crate::decode::{Captures, Decoder, Region, Value};
+use crate::gobin::arginfo::TraceWord;
 use crate::gobin::{Frame, GoBinary, Param};
 use crate::session::{Ended, Plan, Traced};
 
@@ -76,6 +77,8 @@ pub enum CallRecord {
         function: u32,
         #[serde(with = "stored_values")]
         args: Vec<Value>,
+        /// Without DWARF: the argument words as Go's traceback prints them (empty otherwise).
+        words: Vec<TraceWord>,
         /// Link-time address of the calling instruction (see [`Symbols`]); 0 if unknown.
         caller_pc: u64,
         return_addr: u64,
@@ -235,6 +238,17 @@ impl<'a> CallModel<'a> {
                     function: index as u32,
                     args: sig
                         .map(|s| values(&mut self.decoder, e, &s.params, &traced.captures))
+                        .unwrap_or_default(),
+                    words: traced
+                        .function
+                        .traceback
+                        .as_ref()
+                        .filter(|_| self.decode)
+                        .map(|layout| {
+                            let stack: Vec<u8> =
+                                e.stack.iter().flat_map(|w| w.to_le_bytes()).collect();
+                            layout.read(&e.regs, &stack)
+                        })
                         .unwrap_or_default(),
                     caller_pc,
                     return_addr: e.return_addr,

@@ -17,7 +17,7 @@ use serde_json::json;
 
 use crate::allocs::AllocReport;
 use crate::decode::{Decoder, Value};
-use crate::gobin::Frame;
+use crate::gobin::{Frame, arginfo};
 use crate::model::{CallModel, CallRecord, FunctionInfo, ParamInfo, Symbols, TraceTotals};
 use crate::session::{Ended, EventSink, Plan};
 
@@ -131,6 +131,7 @@ impl<W: Write> TraceView<W> {
                 goid,
                 tid,
                 args: values,
+                words,
                 caller_pc,
                 return_addr,
                 sp,
@@ -146,6 +147,7 @@ impl<W: Write> TraceView<W> {
                         "tid": tid,
                         "function": function.name,
                         "args": args_json(&args),
+                        "words": arginfo::json(words),
                         "caller": caller,
                         "return_addr": format!("{return_addr:#x}"),
                         "sp": format!("{sp:#x}"),
@@ -160,7 +162,11 @@ impl<W: Write> TraceView<W> {
                         "{} g{goid:<5} -> {}({}){caller}",
                         wall_time(*wall_ns),
                         function.name,
-                        args_text(&args),
+                        if words.is_empty() {
+                            args_text(&args)
+                        } else {
+                            arginfo::text(words)
+                        },
                     )
                 }
             }

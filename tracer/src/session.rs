@@ -25,9 +25,10 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn open(pid: u32) -> anyhow::Result<Target> {
+    /// The process `pid`, its binary described by `symbols` when given (`--symbols`).
+    pub fn open(pid: u32, symbols: Option<&std::path::Path>) -> anyhow::Result<Target> {
         let process = Process::open(pid)?;
-        let binary = GoBinary::open(&process.exe)
+        let binary = GoBinary::open(&process.exe, symbols)
             .with_context(|| format!("PID {pid} runs {}", process.exe_target.display()))?;
         let bias = process.load_bias(binary.is_pie, binary.first_load_vaddr)?;
         Ok(Target {
@@ -166,9 +167,10 @@ impl Plan {
             let placed = placement::place(code, function.entry)
                 .with_context(|| format!("disassembling {}", function.name))?;
             let entry = EntrySite::choose(binary, &function, placed.entry, opts.placement)?;
-            let (params, stack_bytes) = match &function.signature {
-                Some(s) => (&s.params[..], s.stack_bytes),
-                None => (&[][..], 0),
+            let (params, stack_bytes) = match (&function.signature, &function.traceback) {
+                (Some(s), _) => (&s.params[..], s.stack_bytes),
+                (None, Some(layout)) => (&[][..], layout.stack_bytes()),
+                (None, None) => (&[][..], 0),
             };
             let captures = if opts.capture_strings > 0 {
                 Captures::plan(params)

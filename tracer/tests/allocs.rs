@@ -23,15 +23,24 @@ fn exact_counts_equal_the_runtimes_mallocs() {
             &["-buildmode=pie", "-ldflags=-s -w"][..],
         ] {
             eprintln!("== {} {flags:?}", go.version);
-            check(&common::build(&go, "allocs", flags));
+            let bin = common::build(&go, "allocs", flags);
+            check(&bin, &[]);
+            if flags.is_empty() {
+                // The same from a stripped copy given back its symbols.
+                eprintln!("== {} stripped, --symbols", go.version);
+                let stripped = common::stripped_copy(&bin, common::Strip::Strip, "strip");
+                check(&stripped, &["--symbols", bin.to_str().unwrap()]);
+            }
         }
     }
 }
 
-fn check(bin: &std::path::Path) {
+/// `extra`: more arguments for `escapade allocs`.
+fn check(bin: &std::path::Path, extra: &[&str]) {
     let mut target = Target::start(bin, &[]);
     let pid = target.pid.to_string();
-    let escapade = Escapade::attach(&["allocs", "--pid", &pid, "--exact", "--json"]);
+    let args = ["allocs", "--pid", &pid, "--exact", "--json"];
+    let escapade = Escapade::attach(&[&args[..], extra].concat());
     target.go();
     let mallocs = target.read_count("mallocs");
     assert_eq!(target.read_lines(1).concat().trim(), "goroutines 37");

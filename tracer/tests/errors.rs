@@ -139,12 +139,17 @@ fn a_stripped_binary_still_resolves_functions_and_callers() {
         let summary = events.last().unwrap();
         assert_eq!(summary["functions"][0]["paired"], 1, "{summary}");
 
-        // Parameters without names or types cannot be followed: params says so.
+        // Parameters without names or types cannot be followed: params says so, and what
+        // would help.
         let target = Target::start(&bin, &[]);
         let pid = target.pid.to_string();
         fails_with(
             &["params", "--pid", &pid, "main.TracedMany"],
-            "has no DWARF (built with -ldflags=-w)",
+            "no DWARF (-ldflags=-w, or stripped)",
+        );
+        fails_with(
+            &["params", "--pid", &pid, "main.TracedMany"],
+            "--symbols FILE",
         );
         kill(target);
     }

@@ -383,8 +383,8 @@ fn inlined_frames() {
                 "{what}"
             );
 
-            let binary =
-                escapade::gobin::GoBinary::open(&path).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let binary = escapade::gobin::GoBinary::open(&path, None)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
             let symbolized = binary.symbolize_inlined(pc - 1);
             assert_eq!(
                 symbolized

@@ -116,7 +116,7 @@ struct Session {
 
 impl Session {
     fn open(pid: u32, config: &TargetConfig) -> anyhow::Result<Session> {
-        let target = Target::open(pid)?;
+        let target = Target::open(pid, None)?;
         let plan = if config.functions.is_empty() {
             Plan {
                 traced: Vec::new(),

@@ -178,11 +178,15 @@ impl Export for Perfetto {
                 wall_ns,
                 goid,
                 args,
+                words,
                 caller_pc,
                 ..
             } => {
                 self.goroutine(*goid)?;
                 let mut args = args_json(&info.params, args);
+                if !words.is_empty() {
+                    args["words"] = json!(crate::gobin::arginfo::text(words));
+                }
                 if let Some(caller) = symbols.frame(*caller_pc) {
                     args["caller"] = json!(caller);
                 }

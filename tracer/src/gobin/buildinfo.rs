@@ -81,7 +81,7 @@ pub fn read(file: &object::File) -> Result<BuildInfo, BuildInfoError> {
 
 /// The ELF note `.note.go.buildid`: name size, descriptor size, type (4), name "Go\0\0",
 /// then the ID.
-fn build_id(file: &object::File) -> Option<String> {
+pub fn build_id(file: &object::File) -> Option<String> {
     let data = file.section_by_name(".note.go.buildid")?.data().ok()?;
     let word = |at: usize| Some(u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?));
     let (name_size, desc_size) = (word(0)? as usize, word(4)? as usize);

@@ -3,7 +3,9 @@
 //! function's parameters with their ABI locations (from DWARF), and runtime layouts.
 
 pub mod abi;
+pub mod arginfo;
 pub mod buildinfo;
+pub mod debugfile;
 pub mod dwarf;
 pub mod layouts;
 pub mod pclntab;
@@ -43,6 +45,8 @@ pub enum GoBinError {
     UnknownVersion { path: PathBuf, version: String },
     #[error("{0}")]
     Dwarf(#[from] dwarf::DwarfError),
+    #[error(transparent)]
+    Symbols(#[from] debugfile::SymbolsError),
     #[error("no function matches {pattern:?} in {path}")]
     NoMatch { pattern: String, path: PathBuf },
     #[error(
@@ -83,6 +87,8 @@ pub struct Function {
     pub end: u64,
     /// None when the binary has no DWARF: arguments cannot be named or decoded.
     pub signature: Option<Signature>,
+    /// Without a signature: the argument words Go's traceback would print.
+    pub traceback: Option<arginfo::ArgLayout>,
 }
 
 #[derive(Clone, Debug)]
@@ -182,6 +188,9 @@ pub struct GoBinary {
     /// offsets, known from DWARF and the symbol table, or from the per-version layouts and
     /// the runtime's machine code.
     pub runtime_vars: RuntimeVars,
+    /// The file DWARF and the symbol table came from when not the binary itself, as
+    /// [`debugfile::SymbolsFile`] names it.
+    pub symbols: Option<String>,
     pclntab: Pclntab,
     funcs: Vec<pclntab::Func>,
     dwarf: Option<DwarfInfo>,
@@ -189,7 +198,9 @@ pub struct GoBinary {
 }
 
 impl GoBinary {
-    pub fn open(path: &Path) -> Result<GoBinary, GoBinError> {
+    /// The binary at `path`, described by the DWARF and symbol table of `symbols` when given
+    /// (`--symbols`), else of its own or an installed debug file ([`debugfile::find`]).
+    pub fn open(path: &Path, symbols: Option<&Path>) -> Result<GoBinary, GoBinError> {
         let data = std::fs::read(path).map_err(|source| GoBinError::Read {
             path: path.to_path_buf(),
             source,
@@ -217,7 +228,14 @@ impl GoBinary {
         }
         let pclntab = Pclntab::from_object(&file).map_err(|e| not_go(e.to_string()))?;
         let funcs = pclntab.funcs();
-        let dwarf = DwarfInfo::load(&file)?;
+        let symbols_file = debugfile::find(&file, symbols)?;
+        let symbols_object = symbols_file
+            .as_ref()
+            .map(debugfile::SymbolsFile::parse)
+            .transpose()?;
+        // Where DWARF and the symbol table come from.
+        let described = symbols_object.as_ref().unwrap_or(&file);
+        let dwarf = DwarfInfo::load(described)?;
         let dwarf_g_layout = match &dwarf {
             Some(d) => d.g_layout()?,
             None => None,
@@ -262,7 +280,8 @@ impl GoBinary {
             runtime_vars::CodeVars::default()
         };
         let symbol = |name: &str| {
-            file.symbols()
+            described
+                .symbols()
                 .find(|s| s.name() == Ok(name))
                 .map(|s| s.address())
                 .or_else(|| in_code.address(name))
@@ -284,8 +303,10 @@ impl GoBinary {
             .map(|s| s.address())
             .min()
             .ok_or_else(|| not_go("it has no loadable segments".into()))?;
+        drop(symbols_object);
         drop(file);
         Ok(GoBinary {
+            symbols: symbols_file.map(|s| s.to_string()),
             path: path.to_path_buf(),
             build,
             version,
@@ -377,12 +398,22 @@ impl GoBinary {
                 if out.iter().any(|o| o.entry == f.entry) {
                     continue;
                 }
-                out.push(Function {
+                let signature = self.signature(&f.name)?;
+                let mut function = Function {
                     name: f.name.clone(),
                     entry: f.entry,
                     end: f.end,
-                    signature: self.signature(&f.name)?,
-                });
+                    signature,
+                    traceback: None,
+                };
+                if function.signature.is_none() {
+                    function.traceback = self
+                        .pclntab
+                        .funcdata(f.entry, pclntab::FUNCDATA_ARG_INFO)
+                        .zip(self.code(&function))
+                        .and_then(|(info, code)| arginfo::ArgLayout::new(info, code, f.entry));
+                }
+                out.push(function);
             }
         }
         Ok(out)

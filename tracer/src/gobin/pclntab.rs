@@ -41,9 +41,10 @@ const FUNC_NFUNCDATA: usize = 43;
 /// The fixed part of `_func`; `npcdata` u32 pc-value table offsets follow, then `nfuncdata` u32
 /// funcdata offsets.
 const FUNC_SIZE: usize = 44;
-/// `abi.PCDATA_InlTreeIndex` and `abi.FUNCDATA_InlTree`.
+/// `abi.PCDATA_InlTreeIndex`, `abi.FUNCDATA_InlTree` and `abi.FUNCDATA_ArgInfo`.
 const PCDATA_INL_TREE_INDEX: usize = 2;
 const FUNCDATA_INL_TREE: usize = 3;
+pub const FUNCDATA_ARG_INFO: usize = 5;
 /// `runtime.inlinedCall`: funcID u8, 3 pad bytes, nameOff i32, parentPc i32, startLine i32.
 const INLINED_CALL_SIZE: usize = 16;
 const INL_NAME_OFF: usize = 4;
@@ -246,12 +247,22 @@ impl Pclntab {
     /// Function `i`'s inline tree, running to the end of the funcdata area (its length is not
     /// recorded), as `funcdata(f, FUNCDATA_InlTree)`.
     fn inline_tree(&self, i: usize) -> Option<&[u8]> {
+        self.funcdata_of(i, FUNCDATA_INL_TREE)
+    }
+
+    /// The funcdata `index` (`abi.FUNCDATA_*`) of the function holding `pc`, running to the end
+    /// of the funcdata area; None when the function has none or the area was not found.
+    pub fn funcdata(&self, pc: u64, index: usize) -> Option<&[u8]> {
+        self.funcdata_of(self.index_for_pc(pc)?, index)
+    }
+
+    fn funcdata_of(&self, i: usize, index: usize) -> Option<&[u8]> {
         let f = self.func_record_full(i)?;
         let npcdata = read_u32(f, FUNC_NPCDATA)? as usize;
-        if FUNCDATA_INL_TREE >= usize::from(f[FUNC_NFUNCDATA]) {
+        if index >= usize::from(f[FUNC_NFUNCDATA]) {
             return None;
         }
-        let off = read_u32(f, FUNC_SIZE + 4 * (npcdata + FUNCDATA_INL_TREE))?;
+        let off = read_u32(f, FUNC_SIZE + 4 * (npcdata + index))?;
         if off == u32::MAX {
             return None;
         }

@@ -33,7 +33,7 @@ use crate::session::Target;
 
 pub const MAGIC: &[u8; 8] = b"ESCAPADE";
 /// Bumped on any change a reader of the previous version would misread.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Frames longer than this are taken for corruption rather than allocated.
 pub const MAX_FRAME_BYTES: u32 = 256 << 20;
 
@@ -63,6 +63,12 @@ pub struct Header {
     pub allocs: Option<AllocSettings>,
     /// Whether the traced functions' parameters were followed (`--params`).
     pub params: bool,
+    /// The file DWARF and the symbol table came from when not the binary itself: `--symbols`,
+    /// or a debug file found by GNU build ID.
+    pub symbols: Option<String>,
+    /// Whether parameters had DWARF to be named and decoded by; without it, calls carry the
+    /// argument words Go's traceback prints.
+    pub dwarf: bool,
 }
 
 impl Header {
@@ -86,6 +92,8 @@ impl Header {
             placement: "fast".to_string(),
             allocs: None,
             params: false,
+            symbols: target.binary.symbols.clone(),
+            dwarf: target.binary.has_dwarf(),
         }
     }
 }
@@ -148,6 +156,9 @@ pub fn write_summaries<W: Write>(
     let (elapsed_ns, totals) = totals.unwrap_or_default();
     if !header.functions.is_empty() {
         view.summary(&totals)?;
+        if !json && let Some(note) = crate::hints::without_dwarf(header.dwarf) {
+            writeln!(out, "  {note}")?;
+        }
     }
     if let Some(params) = params {
         let meta = ParamsMeta {

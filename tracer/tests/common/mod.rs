@@ -111,12 +111,22 @@ pub struct Target {
 
 impl Target {
     pub fn start(bin: &Path, args: &[&str]) -> Target {
+        Target::spawn(bin, args, std::process::Stdio::inherit())
+    }
+
+    /// As [`Target::start`], keeping the program's stderr for [`Target::crashed`].
+    pub fn start_capturing_stderr(bin: &Path, args: &[&str]) -> Target {
+        Target::spawn(bin, args, std::process::Stdio::piped())
+    }
+
+    fn spawn(bin: &Path, args: &[&str], stderr: std::process::Stdio) -> Target {
         use std::io::BufRead as _;
         use std::process::Stdio;
         let mut child = Command::new(bin)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
         let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
@@ -161,6 +171,18 @@ impl Target {
             .and_then(|rest| rest.strip_prefix(' '))
             .and_then(|n| n.trim().parse().ok())
             .unwrap_or_else(|| panic!("the program printed {line:?}, not `{word} <count>`"))
+    }
+
+    /// Waits for a program started by [`Target::start_capturing_stderr`] to fail, as a panic
+    /// ends it, and returns its stderr.
+    pub fn crashed(mut self) -> String {
+        use std::io::Read as _;
+        let mut err = String::new();
+        let mut stderr = self.child.stderr.take().expect("stderr captured");
+        stderr.read_to_string(&mut err).unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(!status.success(), "the program did not fail:\n{err}");
+        err
     }
 
     /// Waits for the program to exit successfully and returns the rest of its stdout.
@@ -297,4 +319,43 @@ pub fn go_tool(go: &Go, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// A copy of `bin` with no DWARF or symbol table, by `strip` or `objcopy --strip-all`, named
+/// `<bin>.<name>` (tests running at once each use their own).
+pub fn stripped_copy(bin: &Path, tool: Strip, name: &str) -> PathBuf {
+    let out = bin.with_extension(name);
+    let mut cmd = match tool {
+        Strip::Strip => Command::new("strip"),
+        Strip::ObjcopyStripAll => Command::new("objcopy"),
+    };
+    match tool {
+        Strip::Strip => cmd.arg("-o").arg(&out).arg(bin),
+        Strip::ObjcopyStripAll => cmd.arg("--strip-all").arg(bin).arg(&out),
+    };
+    run(&mut cmd);
+    out
+}
+
+/// How a copy is stripped.
+#[derive(Clone, Copy)]
+pub enum Strip {
+    Strip,
+    ObjcopyStripAll,
+}
+
+/// `objcopy --only-keep-debug` of `bin`.
+pub fn debug_file(bin: &Path) -> PathBuf {
+    let out = bin.with_extension("debug");
+    run(Command::new("objcopy")
+        .arg("--only-keep-debug")
+        .arg(bin)
+        .arg(&out));
+    out
+}
+
+/// Runs `cmd`, which must succeed.
+fn run(cmd: &mut Command) {
+    let status = cmd.status().unwrap();
+    assert!(status.success(), "{cmd:?} failed: {status}");
 }

@@ -41,6 +41,8 @@ pub fn header() -> Header {
         placement: "fast".into(),
         allocs: None,
         params: false,
+        symbols: None,
+        dwarf: true,
     }
 }
 
@@ -61,6 +63,7 @@ pub fn call(i: u64) -> [CallRecord; 2] {
                     region: Region::Heap,
                 },
             ],
+            words: Vec::new(),
             caller_pc: CALLER_PC,
             return_addr: CALLER_PC + 1,
             sp: 0xc000100000,
