@@ -262,6 +262,7 @@ impl AgentArgs {
                 allocs: self.allocs,
                 capture_strings: 0,
                 record: None,
+                symbols: None,
             }],
         })
     }

@@ -32,6 +32,8 @@ pub struct TargetConfig {
     pub allocs: AllocMode,
     pub capture_strings: u32,
     pub record: Option<RecordConfig>,
+    /// The unstripped file (or debug file) a stripped target was made from, as `--symbols`.
+    pub symbols: Option<PathBuf>,
 }
 
 /// Where a target's processes are recorded, and how much of it to keep.
@@ -90,6 +92,7 @@ struct TargetTable {
     #[serde(default)]
     capture_strings: u32,
     record: Option<RecordConfig>,
+    symbols: Option<PathBuf>,
 }
 
 impl TryFrom<TargetTable> for TargetConfig {
@@ -114,6 +117,7 @@ impl TryFrom<TargetTable> for TargetConfig {
             allocs: t.allocs,
             capture_strings: t.capture_strings,
             record: t.record,
+            symbols: t.symbols,
         })
     }
 }

@@ -25,6 +25,7 @@ use crate::clock::WallClock;
 use crate::decode::Decoder;
 use crate::export::CallSites;
 use crate::export::pprof::scale;
+use crate::hints::without_dwarf;
 use crate::memprofile::MemProfileRate;
 use crate::model::{CallModel, CallRecord, FunctionInfo, Symbols};
 use crate::record::live::RecordSink;
@@ -116,7 +117,7 @@ struct Session {
 
 impl Session {
     fn open(pid: u32, config: &TargetConfig) -> anyhow::Result<Session> {
-        let target = Target::open(pid, None)?;
+        let target = Target::open(pid, config.symbols.as_deref())?;
         let plan = if config.functions.is_empty() {
             Plan {
                 traced: Vec::new(),
@@ -132,7 +133,10 @@ impl Session {
             };
             Plan::new(&target.binary, functions, &options)?
         };
-        let mut notes = Vec::new();
+        let mut notes: Vec<String> = without_dwarf(target.binary.has_dwarf())
+            .into_iter()
+            .map(|what| format!("{what} (`symbols = FILE` in the target's config)"))
+            .collect();
         let counting = match config.allocs {
             AllocMode::Off => None,
             // GC cycles and goroutines are still counted when the program sampled nothing:
