@@ -8,12 +8,13 @@ use clap::Parser as _;
 
 use escapade::attach::{Attached, ProbePoint, Programs, attach};
 use escapade::cli::{
-    AllocModeArgs, AllocsArgs, CallArgs, Cli, Command, ExportArgs, ParamsArgs, RecordArgs,
-    ReportArgs, TraceArgs,
+    AllocModeArgs, AllocsArgs, CallArgs, Cli, Command, ExportArgs, HotArgs, ParamsArgs,
+    RecordArgs, ReportArgs, TraceArgs,
 };
 use escapade::clock::WallClock;
 use escapade::decode::Decoder;
 use escapade::hints::hint;
+use escapade::hot::{HotSink, PathTracker};
 use escapade::model::{CallModel, FunctionInfo, Symbols};
 use escapade::params::{AllocationProbes, ParamTracker};
 use escapade::record::live::RecordSink;
@@ -65,6 +66,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Trace(args) => trace(args).await,
         Command::Allocs(args) => allocs(args).await,
         Command::Params(args) => params(args).await,
+        Command::Hot(args) => hot(args).await,
         Command::Record(args) => record(args).await,
         Command::Report(args) => report(args),
         Command::Export(args) => export(args),
@@ -179,6 +181,47 @@ async fn params(args: ParamsArgs) -> anyhow::Result<()> {
         args.json,
         stdout.is_terminal(),
         std::io::BufWriter::new(stdout.lock()),
+    )?;
+    Ok(())
+}
+
+async fn hot(args: HotArgs) -> anyhow::Result<()> {
+    escapade::cpu::check_rate(args.cpu.hz)?;
+    let target = Target::open(args.target.pid)?;
+    let calls = CallArgs {
+        capture_strings: 0,
+        placement: PlacementMode::Fast,
+        entries_only: false,
+    };
+    let plan = plan_calls(&target, &args.functions, &calls)?;
+    let doing = format!(
+        "{} functions, {} probes, sampling CPU at {} Hz",
+        plan.traced.len(),
+        plan.points.len(),
+        args.cpu.hz
+    );
+    let mut attached = attach_to(&target, &plan.points, Programs::Tracing, &doing)?;
+    let sampler = attached.sample_cpu(args.cpu.hz)?;
+    let decoder = Decoder::new(&target.binary, &target.process, target.bias);
+    let model = CallModel::new(decoder, &plan, false);
+    let mut sink = HotSink::new(model, PathTracker::params_of(&plan.traced));
+    let (ended, _) = session::run(&target, &mut attached, args.target.duration, &mut sink).await?;
+    let profile = sampler.profile(&attached, target.bias)?;
+    let names: Vec<String> = plan.traced.iter().map(|t| t.function.name.clone()).collect();
+    let view = escapade::hot::build(
+        &profile,
+        |pc| target.binary.symbolize_inlined(pc),
+        &names,
+        &sink.tracker,
+        args.weights,
+    );
+    let stdout = std::io::stdout().lock();
+    escapade::hot::write(
+        &view,
+        ended,
+        args.json,
+        args.top,
+        std::io::BufWriter::new(stdout),
     )?;
     Ok(())
 }

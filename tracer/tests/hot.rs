@@ -1,0 +1,196 @@
+//! `escapade hot` against known call paths and the runtime's own CPU profile: the CPU shares of
+//! two paths burning CPU 70/30 must match that split and the program's `runtime/pprof` profile
+//! of the same run, the parameter lifetime overlap of a call nested in another must be the
+//! ratio of their durations, and a sampling rate the kernel refuses must say which setting.
+
+mod common;
+
+use serde_json::Value;
+
+use common::{Escapade, Go, Target};
+
+/// Samples per second for both escapade and the program's own profile: at pprof's default of
+/// 100 Hz a few seconds give too few samples for shares to settle within a point or two.
+const HZ: &str = "499";
+
+#[test]
+fn cpu_shares_match_the_split_and_the_runtimes_profile() {
+    for go in common::toolchains() {
+        eprintln!("== {}", go.version);
+        cpu_split(&go);
+    }
+}
+
+fn cpu_split(go: &Go) {
+    let bin = common::build(go, "hot", &[]);
+    let profile = bin.with_file_name("hot.cpu.pprof");
+    let profile_arg = profile.to_str().unwrap();
+    let mut target = Target::start(&bin, &["split", "8", profile_arg, HZ]);
+    let pid = target.pid.to_string();
+    let escapade = Escapade::attach(&[
+        "hot",
+        "--pid",
+        &pid,
+        "main.path*",
+        "--json",
+        "--hz",
+        HZ,
+        "--duration",
+        "6s",
+    ]);
+    target.go();
+    let lines = escapade.finish();
+    assert!(target.read_count("done") > 0);
+    target.go();
+    target.finish();
+
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["type"], "hot_summary", "{lines:?}");
+    assert_eq!(summary["hz"], 499);
+    let samples = summary["samples"].as_u64().unwrap();
+    assert!(samples > 1000, "only {samples} samples in 6 s at 499 Hz");
+    let share = |function: &str| {
+        let row = path(&lines, &[function]);
+        // Each call of a one-function path is an occurrence whose parameters' lifetimes are
+        // the call itself.
+        assert!(row["occurrences"].as_u64().unwrap() > 100, "{row}");
+        assert_eq!(row["plo"], 1.0, "{row}");
+        let cpu = row["cpu"].as_f64().unwrap();
+        let score = row["score"].as_f64().unwrap();
+        assert!((score - (0.6 * cpu + 0.4)).abs() < 1e-9, "{row}");
+        cpu
+    };
+    let (a, b) = (share("main.pathA"), share("main.pathB"));
+    // The split is between the two paths; the rest of the samples are the loop around them,
+    // the runtime, and the profiler's writer.
+    let split = a / (a + b);
+    assert!(
+        (split - 0.7).abs() < 0.05,
+        "pathA {a:.3} and pathB {b:.3}: a {split:.3} split, not 0.7"
+    );
+    assert!(a + b > 0.8, "pathA {a:.3} + pathB {b:.3}: too little of the CPU");
+
+    let top = common::go_tool(go, &["pprof", "-top", "-cum", profile_arg]);
+    let pprof_share = |function: &str| cum_share(&top, function);
+    for (function, ours) in [("main.pathA", a), ("main.pathB", b)] {
+        let theirs = pprof_share(function);
+        assert!(
+            (ours - theirs).abs() < 0.05,
+            "{function}: escapade {ours:.3} of the CPU samples, runtime/pprof {theirs:.3}\n{top}"
+        );
+    }
+}
+
+#[test]
+fn nested_calls_overlap_by_their_durations() {
+    for go in common::toolchains() {
+        eprintln!("== {}", go.version);
+        nested(&go);
+    }
+}
+
+fn nested(go: &Go) {
+    let bin = common::build(go, "hot", &[]);
+    let mut target = Target::start(&bin, &["nested", "6"]);
+    let pid = target.pid.to_string();
+    let escapade = Escapade::attach(&[
+        "hot",
+        "--pid",
+        &pid,
+        "main.outer",
+        "main.inner",
+        "main.siblings",
+        "main.sib?",
+        "--json",
+        "--duration",
+        "4s",
+    ]);
+    target.go();
+    let lines = escapade.finish();
+    assert!(target.read_count("done") > 0);
+    target.go();
+    target.finish();
+
+    let plo = |p: &[&str]| {
+        let row = path(&lines, p);
+        assert!(row["occurrences"].as_u64().unwrap() > 20, "{row}");
+        row["plo"].as_f64().unwrap()
+    };
+    // outer runs 30 ms, inner 10 ms inside it: 10 / 30.
+    let nested = plo(&["main.outer", "main.inner"]);
+    assert!(
+        (nested - 1.0 / 3.0).abs() < 0.05,
+        "outer > inner: PLO {nested:.3}, not 1/3"
+    );
+    assert_eq!(plo(&["main.outer"]), 1.0);
+    // sibA and sibB run one after the other inside siblings, 10 ms of its 20 ms each; their
+    // own lifetimes never meet (the pair's PLO is 0), so no path holds both.
+    for sibling in ["main.sibA", "main.sibB"] {
+        let half = plo(&["main.siblings", sibling]);
+        assert!((half - 0.5).abs() < 0.05, "siblings > {sibling}: PLO {half:.3}");
+    }
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l["type"] == "path")
+            .all(|l| !(l["path"].to_string().contains("sibA")
+                && l["path"].to_string().contains("sibB"))),
+        "{lines:?}"
+    );
+    // Highest score first.
+    let scores: Vec<f64> = lines
+        .iter()
+        .filter(|l| l["type"] == "path")
+        .map(|l| l["score"].as_f64().unwrap())
+        .collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+}
+
+#[test]
+fn a_rate_above_the_kernels_limit_names_the_setting() {
+    let max: u64 = std::fs::read_to_string("/proc/sys/kernel/perf_event_max_sample_rate")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let go = &common::toolchains()[0];
+    let bin = common::build(go, "hot", &[]);
+    let mut target = Target::start(&bin, &["nested", "0"]);
+    let out = common::escapade(&[
+        "hot",
+        "--pid",
+        &target.pid.to_string(),
+        "main.outer",
+        "--hz",
+        &(max + 1).to_string(),
+    ]);
+    target.go();
+    target.read_count("done");
+    target.go();
+    target.finish();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("kernel.perf_event_max_sample_rate"),
+        "{stderr}"
+    );
+}
+
+/// The row of `path` in `hot --json` output.
+fn path<'a>(lines: &'a [Value], path: &[&str]) -> &'a Value {
+    lines
+        .iter()
+        .find(|l| l["type"] == "path" && l["path"] == serde_json::json!(path))
+        .unwrap_or_else(|| panic!("no path {path:?} in {lines:?}"))
+}
+
+/// The cum% column of `function` in `go tool pprof -top -cum`, as a fraction.
+fn cum_share(top: &str, function: &str) -> f64 {
+    let line = top
+        .lines()
+        .find(|l| l.split_whitespace().last() == Some(function))
+        .unwrap_or_else(|| panic!("{function} not in\n{top}"));
+    let cum = line.split_whitespace().nth(4).unwrap();
+    cum.trim_end_matches('%').parse::<f64>().unwrap() / 100.0
+}
