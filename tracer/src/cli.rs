@@ -130,8 +130,8 @@ pub struct RecordArgs {
     /// The recording to write (mode 0600; replaced if it exists).
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
-    /// Functions to trace, as for `trace`; none to record allocations only.
-    #[arg(value_name = "FUNCTION", required_unless_present = "allocs")]
+    /// Functions to trace, as for `trace`; none to record only allocations or CPU samples.
+    #[arg(value_name = "FUNCTION", required_unless_present_any = ["allocs", "cpu"])]
     pub functions: Vec<String>,
     #[command(flatten)]
     pub calls: CallArgs,
@@ -144,6 +144,12 @@ pub struct RecordArgs {
     pub allocs: bool,
     #[command(flatten)]
     pub mode: AllocModeArgs,
+    /// Also sample the target's CPU per user stack (for `export --pprof` and
+    /// `export --flamegraph --weight cpu`).
+    #[arg(long)]
+    pub cpu: bool,
+    #[command(flatten)]
+    pub sampling: CpuArgs,
     /// Start a new file (FILE.1, FILE.2, ...) once one reaches this size, e.g. 100M or 2GiB.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_size: Option<u64>,
@@ -239,7 +245,7 @@ pub struct ExportArgs {
     #[arg(long, value_name = "OUT", group = "format")]
     pub flamegraph: Option<PathBuf>,
     /// What the flame graph's widths count; default: allocated bytes when the recording has
-    /// allocations, else calls.
+    /// allocations, else calls when it traced functions, else CPU samples.
     #[arg(long, value_enum, requires = "flamegraph")]
     pub weight: Option<Weight>,
 }

@@ -8,8 +8,8 @@ use clap::Parser as _;
 
 use escapade::attach::{Attached, ProbePoint, Programs, attach};
 use escapade::cli::{
-    AllocModeArgs, AllocsArgs, CallArgs, Cli, Command, ExportArgs, HotArgs, ParamsArgs,
-    RecordArgs, ReportArgs, TraceArgs,
+    AllocModeArgs, AllocsArgs, CallArgs, Cli, Command, ExportArgs, HotArgs, ParamsArgs, RecordArgs,
+    ReportArgs, TraceArgs,
 };
 use escapade::clock::WallClock;
 use escapade::decode::Decoder;
@@ -17,7 +17,7 @@ use escapade::hints::hint;
 use escapade::hot::{HotSink, PathTracker};
 use escapade::model::{CallModel, FunctionInfo, Symbols};
 use escapade::params::{AllocationProbes, ParamTracker};
-use escapade::record::live::RecordSink;
+use escapade::record::live::{CpuSampling, RecordSink};
 use escapade::record::reader::Replay;
 use escapade::record::writer::{Writer, part_path};
 use escapade::record::{AllocSettings, FORMAT_VERSION, Header, Latest, write_summaries};
@@ -207,7 +207,11 @@ async fn hot(args: HotArgs) -> anyhow::Result<()> {
     let mut sink = HotSink::new(model, PathTracker::params_of(&plan.traced));
     let (ended, _) = session::run(&target, &mut attached, args.target.duration, &mut sink).await?;
     let profile = sampler.profile(&attached, target.bias)?;
-    let names: Vec<String> = plan.traced.iter().map(|t| t.function.name.clone()).collect();
+    let names: Vec<String> = plan
+        .traced
+        .iter()
+        .map(|t| t.function.name.clone())
+        .collect();
     let view = escapade::hot::build(
         &profile,
         |pc| target.binary.symbolize_inlined(pc),
@@ -293,6 +297,9 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
             "--exact and --mem-profile-rate choose how allocations are counted: add --allocs"
         );
     }
+    if args.cpu {
+        escapade::cpu::check_rate(args.sampling.hz)?;
+    }
     let target = Target::open(args.target.pid)?;
     if args.params {
         ensure_dwarf(&target)?;
@@ -347,10 +354,11 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
             probes: placed(probes),
         }),
         params: args.params,
+        cpu_hz: args.cpu.then_some(args.sampling.hz),
     };
     let writer = Writer::create(&args.output, header.clone(), args.max_size)?;
     let doing = format!(
-        "recording {} functions{}{} to {}",
+        "recording {} functions{}{}{} to {}",
         plan.traced.len(),
         if args.params { " with parameters" } else { "" },
         if allocs.is_some() {
@@ -358,9 +366,23 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
         } else {
             ""
         },
+        if args.cpu {
+            format!(", sampling CPU at {} Hz,", args.sampling.hz)
+        } else {
+            String::new()
+        },
         args.output.display(),
     );
     let mut attached = attach_to(&target, &points, Programs::Tracing, &doing)?;
+    let cpu = if args.cpu {
+        Some(CpuSampling {
+            sampler: attached.sample_cpu(args.sampling.hz)?,
+            binary: &target.binary,
+            bias: target.bias,
+        })
+    } else {
+        None
+    };
     let decoder = || Decoder::new(&target.binary, &target.process, target.bias);
     let stdout = std::io::stdout();
     let view = TraceView::new(
@@ -382,6 +404,7 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
         params
             .as_ref()
             .map(|probes| ParamTracker::new(decoder(), &plan, probes, None)),
+        cpu,
         symbols,
     );
     let run = session::run(&target, &mut attached, args.target.duration, &mut sink).await;

@@ -2,6 +2,8 @@
 //! two paths burning CPU 70/30 must match that split and the program's `runtime/pprof` profile
 //! of the same run, the parameter lifetime overlap of a call nested in another must be the
 //! ratio of their durations, and a sampling rate the kernel refuses must say which setting.
+//! Recorded with `record --cpu`, the samples export as a CPU profile `go tool pprof` reads and
+//! as a CPU flame graph.
 
 mod common;
 
@@ -68,7 +70,10 @@ fn cpu_split(go: &Go) {
         (split - 0.7).abs() < 0.05,
         "pathA {a:.3} and pathB {b:.3}: a {split:.3} split, not 0.7"
     );
-    assert!(a + b > 0.8, "pathA {a:.3} + pathB {b:.3}: too little of the CPU");
+    assert!(
+        a + b > 0.8,
+        "pathA {a:.3} + pathB {b:.3}: too little of the CPU"
+    );
 
     let top = common::go_tool(go, &["pprof", "-top", "-cum", profile_arg]);
     let pprof_share = |function: &str| cum_share(&top, function);
@@ -79,6 +84,78 @@ fn cpu_split(go: &Go) {
             "{function}: escapade {ours:.3} of the CPU samples, runtime/pprof {theirs:.3}\n{top}"
         );
     }
+}
+
+#[test]
+fn recorded_samples_export_as_a_cpu_profile() {
+    for go in common::toolchains() {
+        eprintln!("== {}", go.version);
+        recorded(&go);
+    }
+}
+
+fn recorded(go: &Go) {
+    let bin = common::build(go, "hot", &[]);
+    let dir = bin.parent().unwrap();
+    let own_profile = dir.join("hot.recorded.pprof");
+    let mut target = Target::start(&bin, &["split", "6", own_profile.to_str().unwrap(), "100"]);
+    let pid = target.pid.to_string();
+    let recording = dir.join("hot.esc");
+    let recording = recording.to_str().unwrap();
+    // Sampling only: no traced function.
+    let escapade = Escapade::attach(&[
+        "record",
+        "--pid",
+        &pid,
+        "-o",
+        recording,
+        "--cpu",
+        "--hz",
+        HZ,
+        "--duration",
+        "4s",
+    ]);
+    target.go();
+    escapade.finish();
+    target.read_count("done");
+    target.go();
+    target.finish();
+
+    let pprof = dir.join("hot.cpu.pb.gz");
+    let svg = dir.join("hot.cpu.svg");
+    let out = common::escapade(&[
+        "export",
+        recording,
+        "--pprof",
+        pprof.to_str().unwrap(),
+        "--flamegraph",
+        svg.to_str().unwrap(),
+        "--weight",
+        "cpu",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let top = common::go_tool(go, &["pprof", "-top", "-cum", pprof.to_str().unwrap()]);
+    assert!(top.contains("Type: cpu"), "{top}");
+    let (a, b) = (cum_share(&top, "main.pathA"), cum_share(&top, "main.pathB"));
+    let at = |f: &str| top.find(f).unwrap();
+    assert!(at("main.pathA") < at("main.pathB"), "{top}");
+    assert!(
+        (a / (a + b) - 0.7).abs() < 0.05,
+        "pathA {a:.3}, pathB {b:.3}: not a 70/30 split\n{top}"
+    );
+    // Each sample stands for 1/499 s: pprof's total is samples times that period.
+    let raw = common::go_tool(go, &["pprof", "-raw", pprof.to_str().unwrap()]);
+    assert!(raw.contains("samples/count cpu/nanoseconds"), "{raw}");
+    assert!(raw.contains("Period: 2004008"), "{raw}");
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        svg.contains("main.pathA") && svg.contains("samples"),
+        "{svg}"
+    );
 }
 
 #[test]
@@ -127,7 +204,10 @@ fn nested(go: &Go) {
     // own lifetimes never meet (the pair's PLO is 0), so no path holds both.
     for sibling in ["main.sibA", "main.sibB"] {
         let half = plo(&["main.siblings", sibling]);
-        assert!((half - 0.5).abs() < 0.05, "siblings > {sibling}: PLO {half:.3}");
+        assert!(
+            (half - 0.5).abs() < 0.05,
+            "siblings > {sibling}: PLO {half:.3}"
+        );
     }
     assert!(
         lines

@@ -25,6 +25,7 @@ use std::io::Write;
 use serde::{Deserialize, Serialize};
 
 use crate::allocs::AllocReport;
+use crate::cpu::CpuProfile;
 use crate::gobin::Frame;
 use crate::model::{CallRecord, FunctionInfo, Symbols, TraceTotals};
 use crate::params::ParamsView;
@@ -32,7 +33,7 @@ use crate::report::{AllocsMeta, ParamsMeta, TraceView, write_allocs, write_param
 
 pub const MAGIC: &[u8; 8] = b"ESCAPADE";
 /// Bumped on any change a reader of the previous version would misread.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Frames longer than this are taken for corruption rather than allocated.
 pub const MAX_FRAME_BYTES: u32 = 256 << 20;
 
@@ -62,6 +63,9 @@ pub struct Header {
     pub allocs: Option<AllocSettings>,
     /// Whether the traced functions' parameters were followed (`--params`).
     pub params: bool,
+    /// Samples per second on each CPU when the CPU was sampled (`--cpu`).
+    #[serde(default)]
+    pub cpu_hz: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -92,6 +96,8 @@ pub enum Record {
         elapsed_ns: u64,
         totals: TraceTotals,
     },
+    /// The CPU samples so far (`--cpu`): each one replaces the previous one.
+    Cpu(CpuProfile),
 }
 
 /// The last of each view a recording holds.

@@ -41,6 +41,7 @@ pub fn header() -> Header {
         placement: "fast".into(),
         allocs: None,
         params: false,
+        cpu_hz: None,
     }
 }
 

@@ -2,7 +2,8 @@
 // overlaps.
 //
 // Usage: hot split <seconds> <profile> <hz>: pathA and pathB spin on the monotonic clock in a
-// 70/30 split while the program writes its own runtime/pprof CPU profile, sampled at <hz>, to
+// 70/30 split (7 and 3 calls of 1 ms each in turn: spins of the same length lose the same
+// share of their CPU time when the machine is busy and the thread is descheduled) while the program writes its own runtime/pprof CPU profile, sampled at <hz>, to
 // <profile>.
 // hot nested <seconds>: outer (30 ms) spins 10 ms, calls inner (10 ms), spins 10 ms; then
 // siblings (20 ms) calls sibA (10 ms) and sibB (10 ms) one after the other.
@@ -84,8 +85,13 @@ func main() {
 			panic(err)
 		}
 		for ; time.Now().Before(stop); loops++ {
-			sink += pathA(7 * ms)
-			sink += pathB(3 * ms)
+			for i := 0; i < 10; i++ {
+				if i < 7 {
+					sink += pathA(ms)
+				} else {
+					sink += pathB(ms)
+				}
+			}
 		}
 		pprof.StopCPUProfile()
 		if err := f.Close(); err != nil {
