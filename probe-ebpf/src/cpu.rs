@@ -26,11 +26,11 @@ pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
     // The kernel walks the user stack from the registers the task entered the kernel with,
     // so a tick during a system call still finds the Go code that made it.
     let key = user_stack(&ctx).unwrap_or(NO_STACK);
-    match CPU_SAMPLES.get_ptr_mut(&key) {
+    match CPU_SAMPLES.get_ptr_mut(key) {
         // SAFETY: a per-CPU value, written by no one else while the program runs on this CPU.
         Some(samples) => unsafe { *samples += 1 },
         None => {
-            let _ = CPU_SAMPLES.insert(&key, &1, 0);
+            let _ = CPU_SAMPLES.insert(key, 1, 0);
         }
     }
     0
