@@ -2,6 +2,8 @@
 //! (no hardware PMU needed), and the [`CpuProfile`] it yields: the target's samples per user
 //! stack, counted in the kernel.
 
+use std::collections::HashMap;
+
 use anyhow::Context as _;
 use aya::Ebpf;
 use aya::maps::{MapData, PerCpuHashMap};
@@ -11,6 +13,7 @@ use probe_common::NO_STACK;
 use serde::{Deserialize, Serialize};
 
 use crate::attach::Attached;
+use crate::gobin::GoBinary;
 
 /// The kernel's ceiling on sampling rates, which it refuses `perf_event_open` above.
 const MAX_SAMPLE_RATE: &str = "/proc/sys/kernel/perf_event_max_sample_rate";
@@ -104,12 +107,18 @@ impl Sampler {
         Ok(Sampler { hz, samples })
     }
 
-    /// The samples so far, stacks symbolizable through `bias` (the target's load bias).
-    pub fn profile(&self, attached: &Attached, bias: u64) -> anyhow::Result<CpuProfile> {
+    /// The samples so far, their stacks as link-time addresses of `binary` (loaded at `bias`).
+    pub fn profile(
+        &self,
+        attached: &Attached,
+        binary: &GoBinary,
+        bias: u64,
+    ) -> anyhow::Result<CpuProfile> {
         let mut profile = CpuProfile {
             hz: self.hz,
             ..Default::default()
         };
+        let mut stacks: HashMap<Vec<u64>, u64> = HashMap::new();
         for entry in self.samples.iter() {
             let (key, per_cpu) = entry?;
             let samples: u64 = per_cpu.iter().sum();
@@ -124,13 +133,27 @@ impl Sampler {
             };
             // The first address is where the CPU was; the rest return addresses, whose call
             // is the instruction before.
-            let pcs = stack
+            let pcs: Vec<u64> = stack
                 .iter()
                 .enumerate()
                 .map(|(i, &pc)| pc.wrapping_sub(u64::from(i > 0)).wrapping_sub(bias))
                 .collect();
-            profile.stacks.push(CpuStack { pcs, samples });
+            // A tick in the vDSO (the clock Go reads on every time.Now) counts in the Go
+            // function that called it, as Go's own CPU profiles count it.
+            let outside_go = pcs
+                .iter()
+                .take_while(|&&pc| binary.symbolize(pc).is_none())
+                .count();
+            let pcs = match pcs.get(outside_go..) {
+                Some(go) if !go.is_empty() => go.to_vec(),
+                _ => pcs,
+            };
+            *stacks.entry(pcs).or_default() += samples;
         }
+        profile.stacks = stacks
+            .into_iter()
+            .map(|(pcs, samples)| CpuStack { pcs, samples })
+            .collect();
         profile
             .stacks
             .sort_by(|a, b| b.samples.cmp(&a.samples).then_with(|| a.pcs.cmp(&b.pcs)));

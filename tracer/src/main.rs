@@ -206,7 +206,7 @@ async fn hot(args: HotArgs) -> anyhow::Result<()> {
     let model = CallModel::new(decoder, &plan, false);
     let mut sink = HotSink::new(model, PathTracker::params_of(&plan.traced));
     let (ended, _) = session::run(&target, &mut attached, args.target.duration, &mut sink).await?;
-    let profile = sampler.profile(&attached, target.bias)?;
+    let profile = sampler.profile(&attached, &target.binary, target.bias)?;
     let names: Vec<String> = plan
         .traced
         .iter()

@@ -133,7 +133,7 @@ impl<'a, W: Write> RecordSink<'a, W> {
             }
         }
         if let Some(cpu) = &self.cpu {
-            let profile = cpu.sampler.profile(attached, cpu.bias)?;
+            let profile = cpu.sampler.profile(attached, cpu.binary, cpu.bias)?;
             // An idle target's profile does not change: the previous one stands for it.
             if self.last_cpu_written.as_ref() != Some(&profile) {
                 for pc in profile.stacks.iter().flat_map(|s| &s.pcs) {
