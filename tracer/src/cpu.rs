@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use anyhow::Context as _;
 use aya::Ebpf;
-use aya::maps::{MapData, PerCpuHashMap};
+use aya::maps::{MapData, PerCpuHashMap, PerCpuValues};
 use aya::programs::PerfEvent;
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
 use probe_common::NO_STACK;
@@ -75,6 +75,14 @@ impl Sampler {
     /// Starts sampling the process `ebpf` was loaded for at `hz` on each CPU.
     pub fn start(ebpf: &mut Ebpf, hz: u64) -> anyhow::Result<Sampler> {
         check_rate(hz)?;
+        let mut samples: PerCpuHashMap<_, i64, u64> = PerCpuHashMap::try_from(
+            ebpf.take_map("CPU_SAMPLES")
+                .context("map CPU_SAMPLES missing from the eBPF object")?,
+        )?;
+        // Where the program counts the samples it has no room for, made before it runs.
+        let possible = aya::util::nr_cpus()
+            .map_err(|(file, e)| anyhow::anyhow!("reading the possible CPUs from {file}: {e}"))?;
+        samples.insert(NO_STACK, PerCpuValues::try_from(vec![0u64; possible])?, 0)?;
         let program: &mut PerfEvent = ebpf
             .program_mut("cpu_sample")
             .context("program cpu_sample missing from the eBPF object")?
@@ -100,10 +108,6 @@ impl Sampler {
                     )
                 })?;
         }
-        let samples = PerCpuHashMap::try_from(
-            ebpf.take_map("CPU_SAMPLES")
-                .context("map CPU_SAMPLES missing from the eBPF object")?,
-        )?;
         Ok(Sampler { hz, samples })
     }
 

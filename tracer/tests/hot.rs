@@ -7,6 +7,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use serde_json::Value;
 
 use common::{Escapade, Go, Target};
@@ -27,24 +29,19 @@ fn cpu_split(go: &Go) {
     let bin = common::build(go, "hot", &[]);
     let profile = bin.with_file_name("hot.cpu.pprof");
     let profile_arg = profile.to_str().unwrap();
-    let mut target = Target::start(&bin, &["split", "8", profile_arg, HZ]);
-    let pid = target.pid.to_string();
-    let escapade = Escapade::attach(&[
-        "hot",
-        "--pid",
-        &pid,
-        "main.path*",
-        "--json",
-        "--hz",
-        HZ,
-        "--duration",
-        "6s",
-    ]);
-    target.go();
-    let lines = escapade.finish();
-    assert!(target.read_count("done") > 0);
-    target.go();
-    target.finish();
+    let lines = session(
+        &bin,
+        &["split", "8", profile_arg, HZ],
+        &[
+            "hot",
+            "main.path*",
+            "--json",
+            "--hz",
+            HZ,
+            "--duration",
+            "6s",
+        ],
+    );
 
     let summary = lines.last().unwrap();
     assert_eq!(summary["type"], "hot_summary", "{lines:?}");
@@ -98,28 +95,23 @@ fn recorded(go: &Go) {
     let bin = common::build(go, "hot", &[]);
     let dir = bin.parent().unwrap();
     let own_profile = dir.join("hot.recorded.pprof");
-    let mut target = Target::start(&bin, &["split", "6", own_profile.to_str().unwrap(), "100"]);
-    let pid = target.pid.to_string();
     let recording = dir.join("hot.esc");
     let recording = recording.to_str().unwrap();
     // Sampling only: no traced function.
-    let escapade = Escapade::attach(&[
-        "record",
-        "--pid",
-        &pid,
-        "-o",
-        recording,
-        "--cpu",
-        "--hz",
-        HZ,
-        "--duration",
-        "4s",
-    ]);
-    target.go();
-    escapade.finish();
-    target.read_count("done");
-    target.go();
-    target.finish();
+    session(
+        &bin,
+        &["split", "6", own_profile.to_str().unwrap(), "100"],
+        &[
+            "record",
+            "-o",
+            recording,
+            "--cpu",
+            "--hz",
+            HZ,
+            "--duration",
+            "4s",
+        ],
+    );
 
     let pprof = dir.join("hot.cpu.pb.gz");
     let svg = dir.join("hot.cpu.svg");
@@ -168,25 +160,20 @@ fn nested_calls_overlap_by_their_durations() {
 
 fn nested(go: &Go) {
     let bin = common::build(go, "hot", &[]);
-    let mut target = Target::start(&bin, &["nested", "6"]);
-    let pid = target.pid.to_string();
-    let escapade = Escapade::attach(&[
-        "hot",
-        "--pid",
-        &pid,
-        "main.outer",
-        "main.inner",
-        "main.siblings",
-        "main.sib?",
-        "--json",
-        "--duration",
-        "4s",
-    ]);
-    target.go();
-    let lines = escapade.finish();
-    assert!(target.read_count("done") > 0);
-    target.go();
-    target.finish();
+    let lines = session(
+        &bin,
+        &["nested", "6"],
+        &[
+            "hot",
+            "main.outer",
+            "main.inner",
+            "main.siblings",
+            "main.sib?",
+            "--json",
+            "--duration",
+            "4s",
+        ],
+    );
 
     let plo = |p: &[&str]| {
         let row = path(&lines, p);
@@ -255,6 +242,22 @@ fn a_rate_above_the_kernels_limit_names_the_setting() {
         stderr.contains("kernel.perf_event_max_sample_rate"),
         "{stderr}"
     );
+}
+
+/// Runs `bin` with `program` arguments under `escapade <command> --pid PID <rest>`, which must
+/// end (by `--duration`) before the program's run does; returns escapade's JSON lines.
+fn session(bin: &Path, program: &[&str], escapade: &[&str]) -> Vec<Value> {
+    let mut target = Target::start(bin, program);
+    let pid = target.pid.to_string();
+    let mut args = vec![escapade[0], "--pid", &pid];
+    args.extend(&escapade[1..]);
+    let escapade = Escapade::attach(&args);
+    target.go();
+    let lines = escapade.finish();
+    assert!(target.read_count("done") > 0);
+    target.go();
+    target.finish();
+    lines
 }
 
 /// The row of `path` in `hot --json` output.
