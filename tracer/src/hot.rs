@@ -11,7 +11,7 @@ use probe_common::CallEvent;
 use serde::Serialize;
 
 use crate::cpu::CpuProfile;
-use crate::gobin::Frame;
+use crate::gobin::{Frame, GoBinary};
 use crate::model::{CallModel, CallRecord, Symbols};
 use crate::session::{Ended, EventSink, Traced};
 
@@ -96,7 +96,7 @@ impl PathTracker {
     }
 
     /// Whether each traced function of a plan has parameters, as [`PathTracker::new`] takes it.
-    pub fn params_of(traced: &[Traced]) -> Vec<bool> {
+    fn params_of(traced: &[Traced]) -> Vec<bool> {
         traced
             .iter()
             .map(|t| {
@@ -373,17 +373,31 @@ pub fn write(
 pub struct HotSink<'a> {
     model: CallModel<'a>,
     symbols: Symbols,
-    pub tracker: PathTracker,
+    tracker: PathTracker,
+    /// The traced functions' names, by index.
+    names: Vec<String>,
 }
 
 impl<'a> HotSink<'a> {
     /// `model` should not decode values: only times are needed.
-    pub fn new(model: CallModel<'a>, has_params: Vec<bool>) -> HotSink<'a> {
+    pub fn new(model: CallModel<'a>, traced: &[Traced]) -> HotSink<'a> {
         HotSink {
             model,
             symbols: Symbols::default(),
-            tracker: PathTracker::new(has_params),
+            tracker: PathTracker::new(PathTracker::params_of(traced)),
+            names: traced.iter().map(|t| t.function.name.clone()).collect(),
         }
+    }
+
+    /// The paths of `profile`'s samples in `binary`, scored with what the session saw.
+    pub fn view(&self, profile: &CpuProfile, binary: &GoBinary, weights: Weights) -> HotView {
+        build(
+            profile,
+            |pc| binary.symbolize_inlined(pc),
+            &self.names,
+            &self.tracker,
+            weights,
+        )
     }
 }
 

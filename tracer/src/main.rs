@@ -14,7 +14,7 @@ use escapade::cli::{
 use escapade::clock::WallClock;
 use escapade::decode::Decoder;
 use escapade::hints::hint;
-use escapade::hot::{HotSink, PathTracker};
+use escapade::hot::HotSink;
 use escapade::model::{CallModel, FunctionInfo, Symbols};
 use escapade::params::{AllocationProbes, ParamTracker};
 use escapade::record::live::{CpuSampling, RecordSink};
@@ -203,22 +203,10 @@ async fn hot(args: HotArgs) -> anyhow::Result<()> {
     let mut attached = attach_to(&target, &plan.points, Programs::Tracing, &doing)?;
     let sampler = attached.sample_cpu(args.cpu.hz)?;
     let decoder = Decoder::new(&target.binary, &target.process, target.bias);
-    let model = CallModel::new(decoder, &plan, false);
-    let mut sink = HotSink::new(model, PathTracker::params_of(&plan.traced));
+    let mut sink = HotSink::new(CallModel::new(decoder, &plan, false), &plan.traced);
     let (ended, _) = session::run(&target, &mut attached, args.target.duration, &mut sink).await?;
     let profile = sampler.profile(&attached, &target.binary, target.bias)?;
-    let names: Vec<String> = plan
-        .traced
-        .iter()
-        .map(|t| t.function.name.clone())
-        .collect();
-    let view = escapade::hot::build(
-        &profile,
-        |pc| target.binary.symbolize_inlined(pc),
-        &names,
-        &sink.tracker,
-        args.weights,
-    );
+    let view = sink.view(&profile, &target.binary, args.weights);
     let stdout = std::io::stdout().lock();
     escapade::hot::write(
         &view,

@@ -159,7 +159,8 @@ fn nested_calls_overlap_by_their_durations() {
 }
 
 fn nested(go: &Go) {
-    let bin = common::build(go, "hot", &[]);
+    // Position-independent: sampled stacks resolve through the load bias.
+    let bin = common::build(go, "hot", &["-buildmode=pie"]);
     let lines = session(
         &bin,
         &["nested", "6"],
