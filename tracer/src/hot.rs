@@ -16,9 +16,18 @@ use crate::model::{CallModel, CallRecord, Symbols};
 use crate::session::{Ended, EventSink, Traced};
 
 /// Parameter lifetime overlap of one occurrence: the length of the intersection of the
-/// lifetimes `[start, end)` divided by the length of their union, by a sweep over the sorted
-/// endpoints (O(n log n)). 0 when there are none, or they cover no time.
+/// lifetimes `[start, end)` divided by the length of their union. 0 when there are none, or
+/// they cover no time.
 pub fn plo(lifetimes: &[(u64, u64)]) -> f64 {
+    match overlap(lifetimes) {
+        (_, 0) => 0.0,
+        (intersection, union) => intersection as f64 / union as f64,
+    }
+}
+
+/// The lengths of the intersection and of the union of the lifetimes `[start, end)`, by a
+/// sweep over the sorted endpoints (O(n log n)).
+fn overlap(lifetimes: &[(u64, u64)]) -> (u64, u64) {
     let mut edges: Vec<(u64, i64)> = lifetimes
         .iter()
         .flat_map(|&(start, end)| [(start, 1), (end.max(start), -1)])
@@ -39,11 +48,7 @@ pub fn plo(lifetimes: &[(u64, u64)]) -> f64 {
         live += change;
         last = at;
     }
-    if union == 0 {
-        0.0
-    } else {
-        intersection as f64 / union as f64
-    }
+    (intersection, union)
 }
 
 /// One traced call whose return is still awaited, and the occurrences finished inside it.
@@ -65,12 +70,21 @@ struct Chain {
 /// on a busy path gets its occurrences counted as `dropped` past this.
 const MAX_PENDING: usize = 1 << 20;
 
-/// An occurrence count and PLO total per path of function indices, outermost first.
+/// Occurrences per path of function indices, outermost first.
 #[derive(Debug, Default)]
 pub struct Occurrences {
-    pub by_path: HashMap<Vec<u32>, (u64, f64)>,
+    pub by_path: HashMap<Vec<u32>, Totals>,
     /// Occurrences given up past [`MAX_PENDING`].
     pub dropped: u64,
+}
+
+/// What the occurrences of one path add up to.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Totals {
+    pub count: u64,
+    pub plo_sum: f64,
+    /// Nanoseconds in which every lifetime of an occurrence was live, summed.
+    pub intersection_ns: u64,
 }
 
 /// Follows each goroutine's traced calls into path occurrences: an occurrence is a call
@@ -83,6 +97,10 @@ pub struct PathTracker {
     stacks: HashMap<u64, Vec<Open>>,
     pub occurrences: Occurrences,
     pub calls: u64,
+    /// Functions with a call that both began and ended while escapade watched.
+    completed: HashSet<u32>,
+    /// The first and the last time a call began or ended: what escapade watched.
+    watched: Option<(u64, u64)>,
 }
 
 impl PathTracker {
@@ -92,6 +110,8 @@ impl PathTracker {
             stacks: HashMap::new(),
             occurrences: Occurrences::default(),
             calls: 0,
+            completed: HashSet::new(),
+            watched: None,
         }
     }
 
@@ -109,6 +129,10 @@ impl PathTracker {
     }
 
     pub fn call(&mut self, record: &CallRecord) {
+        let (CallRecord::Entry { wall_ns, .. } | CallRecord::Return { wall_ns, .. }) = *record;
+        self.watched = Some(self.watched.map_or((wall_ns, wall_ns), |(first, last)| {
+            (first.min(wall_ns), last.max(wall_ns))
+        }));
         match *record {
             CallRecord::Entry {
                 wall_ns,
@@ -134,6 +158,39 @@ impl PathTracker {
         }
     }
 
+    /// How many occurrences `path` (function indices, outermost first) had, and their mean
+    /// PLO. Calls that began before escapade attached and never returned while it watched
+    /// (`main.main`, a goroutine's endless loop) have no entry to open an occurrence with: a
+    /// path starting with such calls counts the occurrences of the rest of it, and when one of
+    /// them has parameters, its lifetime spans what escapade watched.
+    pub fn occurrences_of(&self, path: &[u32]) -> (u64, f64) {
+        let mean = |t: &Totals| t.plo_sum / t.count as f64;
+        if let Some(totals) = self.occurrences.by_path.get(path) {
+            return (totals.count, mean(totals));
+        }
+        for split in 1..path.len() {
+            let (running, rest) = path.split_at(split);
+            if running.iter().any(|f| self.completed.contains(f)) {
+                break;
+            }
+            let Some(totals) = self.occurrences.by_path.get(rest) else {
+                continue;
+            };
+            let spans_all = running
+                .iter()
+                .any(|&f| self.has_params.get(f as usize).copied() == Some(true));
+            let plo = match self.watched {
+                // Its lifetime holds every other one: it is their union.
+                Some((first, last)) if spans_all && last > first => {
+                    totals.intersection_ns as f64 / totals.count as f64 / (last - first) as f64
+                }
+                _ => mean(totals),
+            };
+            return (totals.count, plo);
+        }
+        (0, 0.0)
+    }
+
     fn leave(&mut self, goid: u64, function: u32, end_ns: u64) {
         let Some(stack) = self.stacks.get_mut(&goid) else {
             return;
@@ -146,6 +203,7 @@ impl PathTracker {
         stack.truncate(at + 1);
         let Some(open) = stack.pop() else { return };
         self.calls += 1;
+        self.completed.insert(function);
         let lifetime = (open.start_ns, end_ns);
         let has_params = self.has_params.get(function as usize).copied() == Some(true);
         let mut chains = open.pending;
@@ -170,9 +228,13 @@ impl PathTracker {
                 for chain in chains {
                     let mut path = chain.functions;
                     path.reverse();
-                    let slot = self.occurrences.by_path.entry(path).or_default();
-                    slot.0 += 1;
-                    slot.1 += plo(&chain.lifetimes);
+                    let (intersection, union) = overlap(&chain.lifetimes);
+                    let totals = self.occurrences.by_path.entry(path).or_default();
+                    totals.count += 1;
+                    totals.intersection_ns += intersection;
+                    if union > 0 {
+                        totals.plo_sum += intersection as f64 / union as f64;
+                    }
                 }
             }
         }
@@ -192,18 +254,27 @@ impl Default for Weights {
     }
 }
 
-/// One row of the view.
+/// One row of the view; its JSON line, in this order, is tagged `"type":"path"`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "type", rename = "path")]
 pub struct PathRow {
     /// Traced functions, outermost first.
     pub path: Vec<String>,
     /// Samples whose chain of traced functions starts with this path.
     pub samples: u64,
+    #[serde(serialize_with = "four_decimals")]
     pub cpu: f64,
     /// Mean over the occurrences; 0 when none completed while escapade watched.
+    #[serde(serialize_with = "four_decimals")]
     pub plo: f64,
     pub occurrences: u64,
+    #[serde(serialize_with = "four_decimals")]
     pub score: f64,
+}
+
+/// Shares and scores to four decimals: more is noise from sampling.
+fn four_decimals<S: serde::Serializer>(value: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((value * 1e4).round() / 1e4)
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -230,16 +301,19 @@ pub fn build(
     tracker: &PathTracker,
     weights: Weights,
 ) -> HotView {
-    let traced: HashSet<&str> = functions.iter().map(String::as_str).collect();
-    let mut samples: HashMap<Vec<String>, u64> = HashMap::new();
+    let index: HashMap<&str, u32> = functions
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.as_str(), i as u32))
+        .collect();
+    let mut samples: HashMap<Vec<u32>, u64> = HashMap::new();
     let mut untraced = 0;
     for stack in &profile.stacks {
-        let mut chain: Vec<String> = stack
+        let mut chain: Vec<u32> = stack
             .pcs
             .iter()
             .flat_map(|&pc| frames(pc))
-            .map(|f| f.function)
-            .filter(|f| traced.contains(f.as_str()))
+            .filter_map(|f| index.get(f.function.as_str()).copied())
             .collect();
         chain.reverse();
         if chain.is_empty() {
@@ -249,18 +323,6 @@ pub fn build(
             *samples.entry(chain[..depth].to_vec()).or_default() += stack.samples;
         }
     }
-    let occurrences: HashMap<Vec<String>, (u64, f64)> = tracker
-        .occurrences
-        .by_path
-        .iter()
-        .filter_map(|(path, &total)| {
-            let names: Option<Vec<String>> = path
-                .iter()
-                .map(|&f| functions.get(f as usize).cloned())
-                .collect();
-            names.map(|n| (n, total))
-        })
-        .collect();
     let total = profile.samples();
     let mut rows: Vec<PathRow> = samples
         .into_iter()
@@ -270,15 +332,13 @@ pub fn build(
             } else {
                 samples as f64 / total as f64
             };
-            let (occurrences, plo_sum) = occurrences.get(&path).copied().unwrap_or_default();
-            let plo = if occurrences == 0 {
-                0.0
-            } else {
-                plo_sum / occurrences as f64
-            };
+            let (occurrences, plo) = tracker.occurrences_of(&path);
             PathRow {
                 score: weights.cpu * cpu + weights.plo * plo,
-                path,
+                path: path
+                    .iter()
+                    .map(|&f| functions[f as usize].clone())
+                    .collect(),
                 samples,
                 cpu,
                 plo,
@@ -315,9 +375,7 @@ pub fn write(
     let rows = &view.rows[..view.rows.len().min(top)];
     if json {
         for row in rows {
-            let mut line = serde_json::to_value(row)?;
-            line["type"] = "path".into();
-            writeln!(out, "{line}")?;
+            writeln!(out, "{}", serde_json::to_string(row)?)?;
         }
         let summary = serde_json::json!({
             "type": "hot_summary",
@@ -472,12 +530,30 @@ mod tests {
         t.call(&ret(1, 2, 25));
         assert!(t.occurrences.by_path.is_empty());
         t.call(&ret(1, 0, 30));
-        let got = |p: &[u32]| t.occurrences.by_path[p];
+        let got = |p: &[u32]| t.occurrences_of(p);
         assert_eq!(got(&[0]), (1, 1.0));
         assert_eq!(got(&[0, 1]), (1, 1.0 / 3.0));
         assert_eq!(got(&[0, 2]), (1, 1.0));
         assert_eq!(got(&[0, 2, 1]).0, 1);
         assert!((got(&[0, 2, 1]).1 - 2.0 / 30.0).abs() < 1e-9);
         assert_eq!(t.calls, 4);
+        // Function 2 completed calls: a path starting with it is not one whose start was
+        // missed.
+        assert_eq!(got(&[2, 0, 1]), (0, 0.0));
+    }
+
+    #[test]
+    fn calls_running_since_before_attaching_enclose_the_rest() {
+        // Function 0 (without parameters) and 1 (with) never return; 2 runs inside them.
+        let mut t = PathTracker::new(vec![false, true, true]);
+        t.call(&entry(1, 2, 0));
+        t.call(&ret(1, 2, 10));
+        t.call(&entry(1, 2, 90));
+        t.call(&ret(1, 2, 100));
+        assert_eq!(t.occurrences_of(&[2]), (2, 1.0));
+        assert_eq!(t.occurrences_of(&[0, 2]), (2, 1.0));
+        // Function 1's parameters live through all 100 ns watched: 10 of them overlap.
+        assert_eq!(t.occurrences_of(&[0, 1, 2]), (2, 0.1));
+        assert_eq!(t.occurrences_of(&[1, 0]), (0, 0.0));
     }
 }

@@ -56,7 +56,7 @@ fn cpu_split(go: &Go) {
         assert_eq!(row["plo"], 1.0, "{row}");
         let cpu = row["cpu"].as_f64().unwrap();
         let score = row["score"].as_f64().unwrap();
-        assert!((score - (0.6 * cpu + 0.4)).abs() < 1e-9, "{row}");
+        assert!((score - (0.6 * cpu + 0.4)).abs() < 1e-3, "{row}");
         cpu
     };
     let (a, b) = (share("main.pathA"), share("main.pathB"));
@@ -164,16 +164,7 @@ fn nested(go: &Go) {
     let lines = session(
         &bin,
         &["nested", "6"],
-        &[
-            "hot",
-            "main.outer",
-            "main.inner",
-            "main.siblings",
-            "main.sib?",
-            "--json",
-            "--duration",
-            "4s",
-        ],
+        &["hot", "main.*", "--json", "--duration", "4s"],
     );
 
     let plo = |p: &[&str]| {
@@ -181,17 +172,20 @@ fn nested(go: &Go) {
         assert!(row["occurrences"].as_u64().unwrap() > 20, "{row}");
         row["plo"].as_f64().unwrap()
     };
+    // main.main was running before escapade attached and never returns: its paths count the
+    // occurrences of the calls inside it, and it has no parameters to add a lifetime.
+    let main = "main.main";
     // outer runs 30 ms, inner 10 ms inside it: 10 / 30.
-    let nested = plo(&["main.outer", "main.inner"]);
+    let nested = plo(&[main, "main.outer", "main.inner"]);
     assert!(
         (nested - 1.0 / 3.0).abs() < 0.05,
         "outer > inner: PLO {nested:.3}, not 1/3"
     );
-    assert_eq!(plo(&["main.outer"]), 1.0);
+    assert_eq!(plo(&[main, "main.outer"]), 1.0);
     // sibA and sibB run one after the other inside siblings, 10 ms of its 20 ms each; their
     // own lifetimes never meet (the pair's PLO is 0), so no path holds both.
     for sibling in ["main.sibA", "main.sibB"] {
-        let half = plo(&["main.siblings", sibling]);
+        let half = plo(&[main, "main.siblings", sibling]);
         assert!(
             (half - 0.5).abs() < 0.05,
             "siblings > {sibling}: PLO {half:.3}"
