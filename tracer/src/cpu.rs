@@ -126,22 +126,22 @@ impl Sampler {
         for entry in self.samples.iter() {
             let (key, per_cpu) = entry?;
             let samples: u64 = per_cpu.iter().sum();
-            // A stack the kernel had no room to keep counts as one it could not take.
-            let stack = match key {
-                NO_STACK => None,
-                key => attached.alloc_stack(key).ok(),
-            };
-            let Some(stack) = stack.filter(|s| !s.is_empty()) else {
+            // The first address is where the CPU was; the rest return addresses, whose call
+            // is the instruction before. A frame-pointer walk can end on a zero.
+            let pcs: Vec<u64> = match key {
+                NO_STACK => Vec::new(),
+                // A stack the kernel had no room to keep is as good as none.
+                key => attached.alloc_stack(key).unwrap_or_default(),
+            }
+            .into_iter()
+            .enumerate()
+            .filter(|&(_, pc)| pc != 0)
+            .map(|(i, pc)| (pc - u64::from(i > 0)).wrapping_sub(bias))
+            .collect();
+            if pcs.is_empty() {
                 profile.without_stack += samples;
                 continue;
-            };
-            // The first address is where the CPU was; the rest return addresses, whose call
-            // is the instruction before.
-            let pcs: Vec<u64> = stack
-                .iter()
-                .enumerate()
-                .map(|(i, &pc)| pc.wrapping_sub(u64::from(i > 0)).wrapping_sub(bias))
-                .collect();
+            }
             // A tick in the vDSO (the clock Go reads on every time.Now) counts in the Go
             // function that called it, as Go's own CPU profiles count it.
             let outside_go = pcs
