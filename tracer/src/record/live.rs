@@ -12,7 +12,7 @@ use super::writer::{FLUSH_INTERVAL, Writer};
 use crate::allocs::{self, AllocReport};
 use crate::attach::Attached;
 use crate::clock::WallClock;
-use crate::cpu::Sampler;
+use crate::cpu::{CpuProfile, Sampler};
 use crate::decode::Decoder;
 use crate::gobin::GoBinary;
 use crate::model::{CallModel, Symbols, TraceTotals};
@@ -41,7 +41,7 @@ pub struct RecordSink<'a, W: Write> {
     params: Option<ParamTracker<'a, std::io::Sink>>,
     cpu: Option<CpuSampling<'a>>,
     /// The last CPU profile written.
-    last_cpu_written: Option<crate::cpu::CpuProfile>,
+    last_cpu_written: Option<CpuProfile>,
     /// The last params view written, encoded.
     last_params_written: Vec<u8>,
     started: Instant,
@@ -149,6 +149,7 @@ impl<'a, W: Write> RecordSink<'a, W> {
             totals,
             params,
             allocs: report,
+            cpu: self.last_cpu_written.clone(),
         })
     }
 
@@ -197,6 +198,7 @@ pub struct Checkpoint {
     pub totals: (u64, TraceTotals),
     pub params: Option<ParamsView>,
     pub allocs: Option<AllocReport>,
+    pub cpu: Option<CpuProfile>,
 }
 
 /// What a finished recording holds, for the summary `record` prints.

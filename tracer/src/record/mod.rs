@@ -29,7 +29,7 @@ use crate::cpu::CpuProfile;
 use crate::gobin::Frame;
 use crate::model::{CallRecord, FunctionInfo, Symbols, TraceTotals};
 use crate::params::ParamsView;
-use crate::report::{AllocsMeta, ParamsMeta, TraceView, write_allocs, write_params};
+use crate::report::{AllocsMeta, ParamsMeta, TraceView, write_allocs, write_cpu, write_params};
 
 pub const MAGIC: &[u8; 8] = b"ESCAPADE";
 /// Bumped on any change a reader of the previous version would misread.
@@ -106,11 +106,12 @@ pub struct Latest<'a> {
     pub totals: Option<(u64, TraceTotals)>,
     pub params: Option<&'a ParamsView>,
     pub allocs: Option<&'a AllocReport>,
+    pub cpu: Option<&'a CpuProfile>,
 }
 
 /// The summaries that end a recording, the same views as live: the trace summary when
 /// functions were traced, the params table when parameters were followed, then the allocation
-/// table when allocations were counted. `record` prints them from what it wrote, `report` from
+/// table when allocations were counted, and a line about the CPU samples when they were taken. `record` prints them from what it wrote, `report` from
 /// what it read.
 pub fn write_summaries<W: Write>(
     view: TraceView<W>,
@@ -124,6 +125,7 @@ pub fn write_summaries<W: Write>(
         totals,
         params,
         allocs,
+        cpu,
     } = latest;
     let (elapsed_ns, totals) = totals.unwrap_or_default();
     if !header.functions.is_empty() {
@@ -150,8 +152,11 @@ pub fn write_summaries<W: Write>(
             },
             json,
             top,
-            out,
+            &mut out,
         )?;
+    }
+    if let Some(cpu) = cpu.filter(|_| header.cpu_hz.is_some()) {
+        write_cpu(cpu, json, out)?;
     }
     Ok(())
 }
