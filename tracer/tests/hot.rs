@@ -66,6 +66,7 @@ fn cpu_split(go: &Go) {
     // The split is between the two paths; the rest of the samples are the loop around them,
     // the runtime, and the profiler's writer.
     let theirs = own_split(&split);
+    eprintln!("hot: pathA {a:.3}, pathB {b:.3}; the program's own split {theirs:.3}");
     assert!(
         (a / (a + b) - theirs).abs() < 0.05,
         "pathA {a:.3} and pathB {b:.3}: not the program's own {theirs:.3} split"
@@ -79,6 +80,7 @@ fn cpu_split(go: &Go) {
     let pprof_share = |function: &str| cum_share(&top, function);
     for (function, ours) in [("main.pathA", a), ("main.pathB", b)] {
         let theirs = pprof_share(function);
+        eprintln!("{function}: runtime/pprof {theirs:.3}");
         assert!(
             (ours - theirs).abs() < 0.05,
             "{function}: escapade {ours:.3} of the CPU samples, runtime/pprof {theirs:.3}\n{top}"
@@ -144,6 +146,7 @@ fn recorded(go: &Go) {
     let at = |f: &str| top.find(f).unwrap();
     assert!(at("main.pathA") < at("main.pathB"), "{top}");
     let theirs = own_split(&split);
+    eprintln!("exported: pathA {a:.3}, pathB {b:.3}; the program's own split {theirs:.3}");
     assert!(
         (a / (a + b) - theirs).abs() < 0.05,
         "pathA {a:.3}, pathB {b:.3}: not the program's own {theirs:.3} split\n{top}"
@@ -186,6 +189,7 @@ fn nested(go: &Go) {
     let main = "main.main";
     // outer runs 30 ms, inner 10 ms inside it: 10 / 30.
     let nested = plo(&[main, "main.outer", "main.inner"]);
+    eprintln!("outer > inner: PLO {nested:.3}");
     assert!(
         (nested - 1.0 / 3.0).abs() < 0.05,
         "outer > inner: PLO {nested:.3}, not 1/3"

@@ -2,7 +2,8 @@
 // overlaps.
 //
 // Usage: hot split <seconds> <profile> <hz>: pathA and pathB spin on the monotonic clock in a
-// 70/30 split (7 and 3 calls of 1 ms each in turn) while the program writes its own
+// 70/30 split (7 and 3 calls of 1 ms each per round, in a random order: a fixed order
+// repeating every 10 ms would alias with a sampler ticking every 2 ms) while the program writes its own
 // runtime/pprof CPU profile, sampled at <hz>, to <profile>. A descheduled thread's spin ends
 // on time with less CPU spent, so on a busy machine the split of CPU time drifts from 70/30:
 // the program measures it with its thread's CPU clock and prints "cpu <pathA ns> <pathB ns>"
@@ -17,6 +18,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"math/rand"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -104,7 +106,7 @@ func main() {
 		// The thread's CPU clock measures this goroutine only while it stays on the thread.
 		runtime.LockOSThread()
 		for ; time.Now().Before(stop); loops++ {
-			for i := 0; i < 10; i++ {
+			for _, i := range rand.Perm(10) {
 				start := threadCPU()
 				if i < 7 {
 					sink += pathA(ms)
