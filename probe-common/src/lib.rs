@@ -260,6 +260,8 @@ pub struct AllocStats {
 pub const MAX_ALLOC_SITES: u32 = 65_536;
 /// Distinct user stacks the kernel keeps.
 pub const MAX_ALLOC_STACKS: u32 = 16_384;
+/// The stack key of a hit whose user stack could not be taken.
+pub const NO_STACK: i64 = -1;
 /// Frames kept per stack; deeper stacks lose their outermost frames.
 pub const MAX_STACK_FRAMES: usize = 64;
 

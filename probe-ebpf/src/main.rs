@@ -6,6 +6,8 @@
 #![no_std]
 #![no_main]
 
+mod cpu;
+
 use aya_ebpf::{
     EbpfContext,
     bindings::{
@@ -27,7 +29,7 @@ use probe_common::{
     COUNTER_READ_ERRORS, COUNTERS, CallEvent, EFLAGS_CF, EFLAGS_ZF, EventKind, GC_FIELDS, GC_NUMGC,
     GcCycleRecord, GoOffsets, LiveObject, MAX_ACTIVE_GOROUTINES, MAX_ALLOC_SITES, MAX_ALLOC_STACKS,
     MAX_GC_CYCLES, MAX_LIVE_SAMPLES, MAX_PROBES, MAX_STACK_FRAMES, MAX_STACK_WORDS,
-    MAX_STRING_CAPTURES, ProbeConfig, STRING_CAPTURE_BYTES, StackRecord,
+    MAX_STRING_CAPTURES, NO_STACK, ProbeConfig, STRING_CAPTURE_BYTES, StackRecord,
 };
 
 /// Ring buffer size in bytes: about 25,000 events, enough to ride out a slow drain (the
@@ -52,6 +54,15 @@ static PROBE_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS
 /// The traced process; attachments are already scoped to it, this guards against PID reuse.
 #[unsafe(no_mangle)]
 static TARGET_TGID: u32 = 0;
+
+fn target_tgid() -> u32 {
+    // SAFETY: a read of a constant the loader patched.
+    unsafe { core::ptr::read_volatile(&TARGET_TGID) }
+}
+
+fn current_tgid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
+}
 
 /// Non-zero when entries and returns keep `ACTIVE_CALLS`, so that the allocator's probes
 /// report only allocations made inside traced functions (`escapade params`).
@@ -113,7 +124,7 @@ static ALLOC_STACKS: HashMap<u64, StackRecord> = HashMap::with_max_entries(MAX_A
 static STACK_SCRATCH: PerCpuArray<StackRecord> = PerCpuArray::with_max_entries(1, 0);
 
 /// Takes the user stack and returns its key in `ALLOC_STACKS`, storing it if it is new.
-fn user_stack(ctx: &ProbeContext) -> Option<i64> {
+fn user_stack(ctx: &impl EbpfContext) -> Option<i64> {
     let record = STACK_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: `record` is this CPU's scratch slot; the helper writes at most `size` bytes.
     let bytes = unsafe {
@@ -137,7 +148,7 @@ fn user_stack(ctx: &ProbeContext) -> Option<i64> {
         // SAFETY: i < MAX_STACK_FRAMES.
         hash = (hash ^ unsafe { (*record).pcs[i] }).wrapping_mul(0x0100_0000_01b3);
     }
-    // -1 means "no stack".
+    // Non-negative, so never `NO_STACK`.
     let key = (hash >> 1) as i64;
     // SAFETY: plain field write in this CPU's slot.
     unsafe { (*record).frames = frames as u64 };
@@ -197,7 +208,7 @@ fn try_mprof_malloc(ctx: &ProbeContext) -> Result<(), ()> {
     };
     let key = AllocKey {
         counted: COUNTED_SAMPLED,
-        stack_id: user_stack(ctx).unwrap_or(-1),
+        stack_id: user_stack(ctx).unwrap_or(NO_STACK),
         caller: read_u64(regs.rsp).unwrap_or(0),
         type_addr: 0,
     };
@@ -265,9 +276,7 @@ fn try_free_special(ctx: &ProbeContext) -> Result<(), ()> {
 /// The registers at a probe on a runtime function's entry, or None when this hit is not one:
 /// another process, or the stack-check branch about to grow the stack.
 fn runtime_probe_regs(ctx: &ProbeContext) -> Option<&pt_regs> {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: a read of a constant the loader patched.
-    if tgid != unsafe { core::ptr::read_volatile(&TARGET_TGID) } {
+    if current_tgid() != target_tgid() {
         return None;
     }
     // SAFETY: the context of a uprobe program is its pt_regs.
@@ -374,7 +383,7 @@ fn try_gc(ctx: &ProbeContext) -> Result<(), ()> {
     count(COUNTER_EVENTS);
     let cycle = AllocKey {
         counted: COUNTED_GC_CYCLE,
-        stack_id: -1,
+        stack_id: NO_STACK,
         caller: 0,
         type_addr: 0,
     };
@@ -404,7 +413,7 @@ fn try_copystack(ctx: &ProbeContext) -> Result<(), ()> {
     }
     let key = AllocKey {
         counted: COUNTED_STACK_GROWTH,
-        stack_id: -1,
+        stack_id: NO_STACK,
         caller: read_u64(gp + offsets.g_gopc).unwrap_or(0),
         type_addr: read_u64(gp + offsets.g_startpc).unwrap_or(0),
     };
@@ -430,7 +439,7 @@ fn try_count(ctx: &ProbeContext, counted: u64) -> Result<(), ()> {
         }
         let key = AllocKey {
             counted,
-            stack_id: user_stack(ctx).unwrap_or(-1),
+            stack_id: user_stack(ctx).unwrap_or(NO_STACK),
             caller,
             type_addr: regs.rbx,
         };
@@ -438,7 +447,7 @@ fn try_count(ctx: &ProbeContext, counted: u64) -> Result<(), ()> {
     } else {
         let key = AllocKey {
             counted,
-            stack_id: -1,
+            stack_id: NO_STACK,
             caller: regs.rcx,
             // A funcval's first word is the code pointer.
             type_addr: read_u64(regs.rax).unwrap_or(0),
@@ -466,8 +475,7 @@ fn count(counter: u32) {
 fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    // SAFETY: a read of a constant the loader patched.
-    if tgid != unsafe { core::ptr::read_volatile(&TARGET_TGID) } {
+    if tgid != target_tgid() {
         return Ok(());
     }
     // SAFETY: the context of a uprobe program is its pt_regs.

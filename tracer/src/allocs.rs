@@ -10,7 +10,7 @@ use probe_common::{
     AllocKey, AllocStats, COUNTED_GC_CYCLE, COUNTED_GOROUTINE, COUNTED_RESIDENCY,
     COUNTED_SAMPLED_FREED, COUNTED_STACK_GROWTH, GC_HEAP_GOAL, GC_HEAP_MARK_END, GC_HEAP_MARKED,
     GC_HEAP_START, GC_NUMGC, GC_PAUSE_NS, GC_T_END, GC_T_MARK, GC_T_MARK_TERM, GC_T_SWEEP_TERM,
-    GcCycleRecord, LiveObject,
+    GcCycleRecord, LiveObject, NO_STACK,
 };
 use serde::{Deserialize, Serialize};
 
@@ -303,7 +303,7 @@ pub fn build(
         // The probe runs before mallocgc builds its frame, so the frame-pointer walk misses
         // mallocgc's caller: put it back from the return address the probe read.
         let mut pcs = vec![key.caller];
-        if key.stack_id >= 0 {
+        if key.stack_id != NO_STACK {
             pcs.extend(stack_of(key.stack_id)?.into_iter().skip(1));
         } else {
             without_stack += stats.objects;

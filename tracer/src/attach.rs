@@ -138,6 +138,12 @@ impl Attached {
         Ok(record.pcs[..frames].to_vec())
     }
 
+    /// Starts sampling the target's CPU at `hz` on each CPU, into stacks kept with the
+    /// counting probes' (see [`Attached::alloc_stack`]).
+    pub fn sample_cpu(&mut self, hz: u64) -> anyhow::Result<crate::cpu::Sampler> {
+        crate::cpu::Sampler::start(&mut self.ebpf, hz)
+    }
+
     /// The probes' counters summed over CPUs, indexed by `probe_common::COUNTER_*`.
     pub fn counters(&self) -> [u64; COUNTERS as usize] {
         let mut out = [0; COUNTERS as usize];

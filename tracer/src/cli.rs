@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::export::Weight;
+use crate::hot::Weights;
 use crate::session::PlacementMode;
 
 #[derive(Debug, Parser)]
@@ -32,6 +33,9 @@ pub enum Command {
     /// For each parameter of the named functions: how it arrives, where its pointer points
     /// (stack, heap, globals), and whether the function moves it to the heap.
     Params(ParamsArgs),
+    /// Rank call paths of the named functions by CPU samples and parameter lifetime overlap:
+    /// score = 0.6 CPU + 0.4 PLO.
+    Hot(HotArgs),
     /// Record calls and allocations to a file, to report on or export later without the target.
     Record(RecordArgs),
     /// Print a recording's views offline, as `trace` and `allocs` print them live (no root).
@@ -134,8 +138,8 @@ pub struct RecordArgs {
     /// The recording to write (mode 0600; replaced if it exists).
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
-    /// Functions to trace, as for `trace`; none to record allocations only.
-    #[arg(value_name = "FUNCTION", required_unless_present = "allocs")]
+    /// Functions to trace, as for `trace`; none to record only allocations or CPU samples.
+    #[arg(value_name = "FUNCTION", required_unless_present_any = ["allocs", "cpu"])]
     pub functions: Vec<String>,
     #[command(flatten)]
     pub calls: CallArgs,
@@ -148,6 +152,12 @@ pub struct RecordArgs {
     pub allocs: bool,
     #[command(flatten)]
     pub mode: AllocModeArgs,
+    /// Also sample the target's CPU per user stack (for `export --pprof` and
+    /// `export --flamegraph --weight cpu`).
+    #[arg(long)]
+    pub cpu: bool,
+    #[command(flatten)]
+    pub sampling: CpuArgs,
     /// Start a new file (FILE.1, FILE.2, ...) once one reaches this size, e.g. 100M or 2GiB.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_size: Option<u64>,
@@ -186,6 +196,35 @@ pub struct ParamsArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct HotArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Functions whose paths to rank, by full Go name, with `*` and `?` wildcards.
+    #[arg(required = true, value_name = "FUNCTION")]
+    pub functions: Vec<String>,
+    /// Print one JSON object per path, then a summary, instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// How many paths to show, highest score first.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+    /// Weights of CPU share and parameter lifetime overlap in the score.
+    #[arg(long, value_name = "CPU,PLO", default_value = "0.6,0.4", value_parser = parse_weights)]
+    pub weights: Weights,
+    #[command(flatten)]
+    pub cpu: CpuArgs,
+}
+
+/// How the CPU is sampled; shared by `hot` and `record --cpu`.
+#[derive(Debug, Args)]
+pub struct CpuArgs {
+    /// CPU samples per second on each CPU (the kernel refuses rates above
+    /// kernel.perf_event_max_sample_rate).
+    #[arg(long, default_value_t = 99, value_parser = clap::value_parser!(u64).range(1..))]
+    pub hz: u64,
+}
+
+#[derive(Debug, Args)]
 pub struct ReportArgs {
     /// A recording made by `escapade record`.
     #[arg(value_name = "FILE")]
@@ -214,7 +253,7 @@ pub struct ExportArgs {
     #[arg(long, value_name = "OUT", group = "format")]
     pub flamegraph: Option<PathBuf>,
     /// What the flame graph's widths count; default: allocated bytes when the recording has
-    /// allocations, else calls.
+    /// allocations, else calls when it traced functions, else CPU samples.
     #[arg(long, value_enum, requires = "flamegraph")]
     pub weight: Option<Weight>,
 }
@@ -265,6 +304,23 @@ impl AgentArgs {
                 symbols: None,
             }],
         })
+    }
+}
+
+fn parse_weights(s: &str) -> Result<Weights, String> {
+    let parse = |w: &str| {
+        w.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|w| w.is_finite() && *w >= 0.0)
+            .ok_or_else(|| format!("{w:?} is not a non-negative number"))
+    };
+    match s.split_once(',') {
+        Some((cpu, plo)) => Ok(Weights {
+            cpu: parse(cpu)?,
+            plo: parse(plo)?,
+        }),
+        None => Err("expected two weights, CPU and PLO, as in 0.6,0.4".into()),
     }
 }
 

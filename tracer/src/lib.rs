@@ -8,7 +8,9 @@
 //! whether the function moved it to the heap); `allocs` turns what the counting probes summed
 //! in the kernel into allocation sites, goroutine and GC views; `report` prints them; `record`
 //! writes them to a file and reads them back; `export` turns a read-back recording into other
-//! tools' formats. `clock` converts the probes' monotonic timestamps to wall time.
+//! tools' formats. `clock` converts the probes' monotonic timestamps to wall time. `cpu` samples
+//! the target's CPU per user stack; `hot` joins those samples to the traced calls' parameter
+//! lifetimes into scored paths.
 
 pub mod agent;
 pub mod allocs;
@@ -16,10 +18,12 @@ pub mod attach;
 pub mod calls;
 pub mod cli;
 pub mod clock;
+pub mod cpu;
 pub mod decode;
 pub mod export;
 pub mod gobin;
 pub mod hints;
+pub mod hot;
 pub mod memprofile;
 pub mod model;
 pub mod params;

@@ -8,16 +8,17 @@ use clap::Parser as _;
 
 use escapade::attach::{Attached, ProbePoint, Programs, attach};
 use escapade::cli::{
-    AllocModeArgs, AllocsArgs, CallArgs, Cli, Command, ExportArgs, ParamsArgs, RecordArgs,
+    AllocModeArgs, AllocsArgs, CallArgs, Cli, Command, ExportArgs, HotArgs, ParamsArgs, RecordArgs,
     ReportArgs, TraceArgs,
 };
 use escapade::clock::WallClock;
 use escapade::decode::Decoder;
 use escapade::hints::{hint, without_dwarf};
+use escapade::hot::HotSink;
 use escapade::memprofile::MemProfileRate;
 use escapade::model::{CallModel, FunctionInfo, Symbols};
 use escapade::params::{AllocationProbes, ParamTracker};
-use escapade::record::live::RecordSink;
+use escapade::record::live::{CpuSampling, RecordSink};
 use escapade::record::reader::Replay;
 use escapade::record::writer::{Writer, part_path};
 use escapade::record::{AllocSettings, Header, Latest, write_summaries};
@@ -66,6 +67,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Trace(args) => trace(args).await,
         Command::Allocs(args) => allocs(args).await,
         Command::Params(args) => params(args).await,
+        Command::Hot(args) => hot(args).await,
         Command::Record(args) => record(args).await,
         Command::Report(args) => report(args),
         Command::Export(args) => export(args),
@@ -185,6 +187,39 @@ async fn params(args: ParamsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn hot(args: HotArgs) -> anyhow::Result<()> {
+    escapade::cpu::check_rate(args.cpu.hz)?;
+    let target = Target::open(args.target.pid, args.target.symbols.as_deref())?;
+    let calls = CallArgs {
+        capture_strings: 0,
+        placement: PlacementMode::Fast,
+        entries_only: false,
+    };
+    let plan = plan_calls(&target, &args.functions, &calls)?;
+    let doing = format!(
+        "{} functions, {} probes, sampling CPU at {} Hz",
+        plan.traced.len(),
+        plan.points.len(),
+        args.cpu.hz
+    );
+    let mut attached = attach_to(&target, &plan.points, Programs::Tracing, &doing)?;
+    let sampler = attached.sample_cpu(args.cpu.hz)?;
+    let decoder = Decoder::new(&target.binary, &target.process, target.bias);
+    let mut sink = HotSink::new(CallModel::new(decoder, &plan, false), &plan.traced);
+    let (ended, _) = session::run(&target, &mut attached, args.target.duration, &mut sink).await?;
+    let profile = sampler.profile(&attached, &target.binary, target.bias)?;
+    let view = sink.view(&profile, &target.binary, args.weights);
+    let stdout = std::io::stdout().lock();
+    escapade::hot::write(
+        &view,
+        ended,
+        args.json,
+        args.top,
+        std::io::BufWriter::new(stdout),
+    )?;
+    Ok(())
+}
+
 /// Resolves and places the probes of traced functions; logs where they sit.
 fn plan_calls(target: &Target, patterns: &[String], args: &CallArgs) -> anyhow::Result<Plan> {
     let functions = target.binary.resolve(patterns)?;
@@ -251,6 +286,9 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
             "--exact and --mem-profile-rate choose how allocations are counted: add --allocs"
         );
     }
+    if args.cpu {
+        escapade::cpu::check_rate(args.sampling.hz)?;
+    }
     let target = Target::open(args.target.pid, args.target.symbols.as_deref())?;
     if args.params {
         ensure_dwarf(&target)?;
@@ -294,11 +332,12 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
             probes: placed(probes),
         }),
         params: args.params,
+        cpu_hz: args.cpu.then_some(args.sampling.hz),
         ..Header::for_target(&target, functions.clone())
     };
     let writer = Writer::create(&args.output, header.clone(), args.max_size)?;
     let doing = format!(
-        "recording {} functions{}{} to {}",
+        "recording {} functions{}{}{} to {}",
         plan.traced.len(),
         if args.params { " with parameters" } else { "" },
         if allocs.is_some() {
@@ -306,9 +345,23 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
         } else {
             ""
         },
+        if args.cpu {
+            format!(", sampling CPU at {} Hz,", args.sampling.hz)
+        } else {
+            String::new()
+        },
         args.output.display(),
     );
     let mut attached = attach_to(&target, &points, Programs::Tracing, &doing)?;
+    let cpu = if args.cpu {
+        Some(CpuSampling {
+            sampler: attached.sample_cpu(args.sampling.hz)?,
+            binary: &target.binary,
+            bias: target.bias,
+        })
+    } else {
+        None
+    };
     let decoder = || Decoder::new(&target.binary, &target.process, target.bias);
     let stdout = std::io::stdout();
     let view = TraceView::new(
@@ -330,6 +383,7 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
         params
             .as_ref()
             .map(|probes| ParamTracker::new(decoder(), &plan, probes, None)),
+        cpu,
         symbols,
     );
     let run = session::run(&target, &mut attached, args.target.duration, &mut sink).await;
@@ -345,6 +399,7 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
             totals: Some(finished.last.totals),
             params: finished.last.params.as_ref(),
             allocs: finished.last.allocs.as_ref(),
+            cpu: finished.last.cpu.as_ref(),
         },
         args.view.json,
         args.view.top,
@@ -381,6 +436,7 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
             totals: replay.totals,
             params: replay.params.as_ref(),
             allocs: replay.allocs.as_ref(),
+            cpu: replay.cpu.as_ref(),
         },
         args.view.json,
         args.view.top,

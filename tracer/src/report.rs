@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::allocs::AllocReport;
+use crate::cpu::CpuProfile;
 use crate::decode::{Decoder, Value};
 use crate::gobin::{Frame, arginfo};
 use crate::model::{CallModel, CallRecord, FunctionInfo, ParamInfo, Symbols, TraceTotals};
@@ -562,6 +563,34 @@ pub struct AllocsMeta<'a> {
     /// Each probed runtime function and where its probe sits.
     pub probes: &'a [(String, String)],
     pub counters: [u64; COUNTERS as usize],
+}
+
+/// What a recording's CPU samples hold, in a line (or a JSON object): the profile itself is for
+/// `export`.
+pub fn write_cpu(profile: &CpuProfile, json: bool, mut out: impl Write) -> std::io::Result<()> {
+    let (samples, without_stack, stacks) = (
+        profile.samples(),
+        profile.without_stack,
+        profile.stacks.len(),
+    );
+    if json {
+        let line = json!({
+            "type": "cpu_summary",
+            "hz": profile.hz,
+            "samples": samples,
+            "without_stack": without_stack,
+            "stacks": stacks,
+        });
+        writeln!(out, "{line}")?;
+    } else {
+        writeln!(
+            out,
+            "cpu: {samples} samples at {} Hz ({without_stack} without a stack) in {stacks} \
+             stacks; export them with --pprof or --flamegraph --weight cpu",
+            profile.hz
+        )?;
+    }
+    out.flush()
 }
 
 /// The `allocs` view: top sites as a table, or the whole report as one JSON object.

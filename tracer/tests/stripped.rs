@@ -16,8 +16,9 @@ fn builds(go: &common::Go, pie: bool) -> (GoBinary, GoBinary) {
     let flags: &[&str] = if pie { &["-buildmode=pie"] } else { &[] };
     let full = common::build(go, "profile", flags);
     let stripped = common::build(go, "profile", &[flags, &["-ldflags=-s -w"]].concat());
-    let open =
-        |p: &std::path::Path| GoBinary::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let open = |p: &std::path::Path| {
+        GoBinary::open(p, None).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    };
     (open(&full), open(&stripped))
 }
 
@@ -101,8 +102,8 @@ fn the_go_command_stripped_has_its_runtime_variables_found() {
             .status()
             .expect("strip (binutils)");
         assert!(status.success(), "strip {}", go.bin.display());
-        let full = GoBinary::open(&go.bin).unwrap();
-        let stripped = GoBinary::open(&copy).unwrap();
+        let full = GoBinary::open(&go.bin, None).unwrap();
+        let stripped = GoBinary::open(&copy, None).unwrap();
         same_runtime_addresses(&full, &stripped, &format!("{} go command", go.version));
     }
 }
@@ -115,7 +116,7 @@ fn runtime_layout_table_equals_dwarf() {
         let data = std::fs::read(&bin).unwrap();
         let file = object::File::parse(&*data).unwrap();
         let dwarf = DwarfInfo::load(&file).unwrap().expect("DWARF");
-        let binary = GoBinary::open(&bin).unwrap();
+        let binary = GoBinary::open(&bin, None).unwrap();
         for (ty, field) in layouts::RUNTIME_FIELDS {
             let want = dwarf.field_offset(ty, &[field]).unwrap();
             assert!(want.is_some(), "{}: DWARF has no {ty}.{field}", go.version);

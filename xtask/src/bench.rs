@@ -2,8 +2,10 @@
 //! suite: a hot Go function (`bench/hot.go`) untraced, under escapade, under an empty BPF
 //! program at the same uprobes, with both entry-probe placements and under bpftrace; and an
 //! allocation loop (`bench/alloc.go`) untraced, under `escapade allocs` sampled and exact, and
-//! under bpftrace counting `runtime.mallocgc` by user stack; and that loop under `escapade
-//! params` with and without its allocator probes. Each suite ends untraced again, to show drift.
+//! under bpftrace counting `runtime.mallocgc` by user stack; that loop under `escapade
+//! params` with and without its allocator probes; and the hot function while escapade samples
+//! the CPU (`record --cpu`, no traced function) at 99 and 999 Hz. Each suite ends untraced
+//! again, to show drift.
 
 use std::{
     io::{BufRead, BufReader, Read},
@@ -221,6 +223,31 @@ const PARAMS: Suite = Suite {
     )],
 };
 
+/// CPU sampling alone: the cpu-clock perf event on each CPU, its BPF program counting the
+/// target's user stacks, and the recording's once-a-second read of the counts.
+const CPU: Suite = Suite {
+    source: "hot.go",
+    function: "main.hot",
+    phases: &[
+        UNTRACED,
+        Phase {
+            id: "cpu-99",
+            name: "escapade record --cpu --hz 99 (no traced function)",
+            tracer: Tool::Escapade(&["record", "--cpu", "--hz", "99", "-o", CPU_RECORDING]),
+        },
+        Phase {
+            id: "cpu-999",
+            name: "escapade record --cpu --hz 999 (no traced function)",
+            tracer: Tool::Escapade(&["record", "--cpu", "--hz", "999", "-o", CPU_RECORDING]),
+        },
+        DRIFT,
+    ],
+    ratios: &[],
+};
+
+/// Where the CPU suite's recordings go (replaced by each phase).
+const CPU_RECORDING: &str = "/tmp/escapade-bench-cpu.esc";
+
 pub fn run(options: Options) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -234,7 +261,7 @@ pub fn run(options: Options) -> Result<()> {
     let tools = setup::run()?;
     setup::bpftrace()?;
     let escapade = setup::build_escapade()?;
-    for suite in [HOT, ALLOC, PARAMS] {
+    for suite in [HOT, ALLOC, PARAMS, CPU] {
         let binary = tools.build_go_program(tools.go_version(BENCH_GO)?, "bench", suite.source)?;
         let results = run_suite(&suite, &binary, &escapade, seconds)?;
         print_report(&suite, &results);

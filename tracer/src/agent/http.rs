@@ -122,6 +122,7 @@ async fn profile(
         header: &header,
         symbols: &live.symbols,
         allocs: allocs.as_ref(),
+        cpu: None,
         elapsed_ns: elapsed.as_nanos() as u64,
     };
     let default = match kind {

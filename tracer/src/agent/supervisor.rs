@@ -360,6 +360,7 @@ impl<'a> Recording<'a> {
             writer,
             allocs,
             None,
+            None,
             known,
         );
         lock(&writing).insert(path.clone());

@@ -1,5 +1,6 @@
 //! `export --flamegraph`: an SVG flame graph drawn by `inferno`, of calls (each traced function
-//! under its caller's inlined frames) or of allocated bytes (each allocation stack).
+//! under its caller's inlined frames), of allocated bytes (each allocation stack) or of CPU
+//! samples (each sampled stack).
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +15,7 @@ use crate::record::Header;
 pub enum Weight {
     Calls,
     Bytes,
+    Cpu,
 }
 
 pub struct FlameGraph {
@@ -23,10 +25,13 @@ pub struct FlameGraph {
 }
 
 impl FlameGraph {
-    /// Defaults to bytes when the recording counted allocations.
+    /// Defaults to bytes when the recording counted allocations, else to calls when it traced
+    /// functions, else to CPU samples.
     pub fn new(path: &Path, header: &Header, weight: Option<Weight>) -> anyhow::Result<Self> {
         let weight = weight.unwrap_or(if header.allocs.is_some() {
             Weight::Bytes
+        } else if header.functions.is_empty() && header.cpu_hz.is_some() {
+            Weight::Cpu
         } else {
             Weight::Calls
         });
@@ -35,7 +40,10 @@ impl FlameGraph {
                 "the recording has no allocations (record with --allocs): use --weight calls"
             ),
             Weight::Calls if header.functions.is_empty() => {
-                anyhow::bail!("the recording traced no function: use --weight bytes")
+                anyhow::bail!("the recording traced no function: use --weight bytes or cpu")
+            }
+            Weight::Cpu if header.cpu_hz.is_none() => {
+                anyhow::bail!("the recording has no CPU samples (record with --cpu)")
             }
             _ => {}
         }
@@ -87,6 +95,13 @@ impl Export for FlameGraph {
                 }
                 "Allocated bytes, by stack"
             }
+            Weight::Cpu => {
+                for stack in recording.cpu.map(|c| &c.stacks[..]).unwrap_or_default() {
+                    let names = folded(&stack.pcs, recording.symbols);
+                    lines.push(format!("{} {}", names.join(";"), stack.samples));
+                }
+                "CPU samples, by stack"
+            }
         };
         if lines.is_empty() {
             anyhow::bail!(
@@ -95,6 +110,7 @@ impl Export for FlameGraph {
                 match self.weight {
                     Weight::Calls => "calls",
                     Weight::Bytes => "allocations",
+                    Weight::Cpu => "CPU samples",
                 }
             );
         }
@@ -103,6 +119,7 @@ impl Export for FlameGraph {
         options.count_name = match self.weight {
             Weight::Calls => "calls".to_string(),
             Weight::Bytes => "bytes".to_string(),
+            Weight::Cpu => "samples".to_string(),
         };
         let file = std::fs::File::create(&self.path)
             .with_context(|| format!("creating {} (--flamegraph)", self.path.display()))?;

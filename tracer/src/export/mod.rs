@@ -8,6 +8,7 @@ pub mod pprof;
 use std::path::PathBuf;
 
 use crate::allocs::AllocReport;
+use crate::cpu::CpuProfile;
 use crate::model::{CallRecord, Symbols};
 use crate::record::Header;
 use crate::record::reader::{Replay, Visitor};
@@ -32,6 +33,8 @@ pub struct Recorded<'a> {
     pub symbols: &'a Symbols,
     /// The last allocation view.
     pub allocs: Option<&'a AllocReport>,
+    /// The CPU samples (`record --cpu`).
+    pub cpu: Option<&'a CpuProfile>,
     /// Nanoseconds the recording covers.
     pub elapsed_ns: u64,
 }
@@ -71,6 +74,7 @@ impl Exports {
             header: &replay.reader.header,
             symbols: &replay.symbols,
             allocs: replay.allocs.as_ref(),
+            cpu: replay.cpu.as_ref(),
             elapsed_ns: replay.totals.map_or(0, |(ns, _)| ns),
         };
         for output in self.outputs {

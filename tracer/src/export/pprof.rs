@@ -1,7 +1,8 @@
 //! `export --pprof`: a gzipped profile.proto (github.com/google/pprof/proto/profile.proto) that
 //! `go tool pprof` opens. Sample types: `calls` and `call_time` per traced function and caller,
 //! `alloc_objects` and `alloc_space` per allocation stack and, in sampled mode where frees are
-//! seen, `inuse_objects` and `inuse_space`. Each code address is one Location whose Lines are
+//! seen, `inuse_objects` and `inuse_space`; with CPU samples, `samples` and `cpu` per sampled
+//! stack, the default, with a period as in a Go CPU profile. Each code address is one Location whose Lines are
 //! its inlined frames, innermost first, as pprof expects.
 
 use std::collections::HashMap;
@@ -281,6 +282,11 @@ fn build(
             types.extend([("inuse_objects", "count"), ("inuse_space", "bytes")]);
         }
     }
+    let cpu = header.cpu_hz.and(recording.cpu);
+    let cpu_first = types.len();
+    if cpu.is_some() {
+        types.extend([("samples", "count"), ("cpu", "nanoseconds")]);
+    }
     let sample_type: Vec<proto::ValueType> = types
         .iter()
         .map(|(ty, unit)| proto::ValueType {
@@ -341,13 +347,29 @@ fn build(
         }
     }
 
-    let default = match default_sample_type {
-        Some(ty) if types.iter().any(|(t, _)| *t == ty) => ty,
-        _ if allocs.is_some() => "alloc_space",
-        _ => "calls",
+    if let Some(profile) = cpu {
+        for stack in &profile.stacks {
+            let mut value = vec![0; width];
+            value[cpu_first] = stack.samples as i64;
+            value[cpu_first + 1] = (stack.samples * profile.period_ns()) as i64;
+            samples.push(proto::Sample {
+                location_id: t.stack(&stack.pcs, recording.symbols, |pc| format!("{pc:#x}")),
+                value,
+                label: Vec::new(),
+            });
+        }
+    }
+
+    // Asked for with --cpu, the CPU profile is what `go tool pprof` shows first.
+    let default = match (default_sample_type, cpu, allocs) {
+        (Some(ty), _, _) if types.iter().any(|(t, _)| *t == ty) => ty,
+        (_, Some(_), _) => "cpu",
+        (_, None, Some(_)) => "alloc_space",
+        (_, None, None) => "calls",
     };
-    let (period_type, period) = match (allocs, sampled_rate) {
-        (Some(_), Some(rate)) => (("space", "bytes"), rate as i64),
+    let (period_type, period) = match (cpu, allocs, sampled_rate) {
+        (Some(profile), _, _) => (("cpu", "nanoseconds"), profile.period_ns() as i64),
+        (None, Some(_), Some(rate)) => (("space", "bytes"), rate as i64),
         _ => (types.first().copied().unwrap_or(("calls", "count")), 1),
     };
     let max_pc = t.locations.iter().map(|l| l.address).max().unwrap_or(0);

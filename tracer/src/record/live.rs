@@ -1,6 +1,6 @@
 //! `escapade record`'s side of a session: call records as they come, and at least every second
 //! a chunk with the counts so far and, when parameters are followed or allocations counted, the
-//! params and allocation views.
+//! params and allocation views, and the CPU samples.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -12,11 +12,21 @@ use super::writer::{FLUSH_INTERVAL, Writer};
 use crate::allocs::{self, AllocReport};
 use crate::attach::Attached;
 use crate::clock::WallClock;
+use crate::cpu::{CpuProfile, Sampler};
 use crate::decode::Decoder;
+use crate::gobin::GoBinary;
 use crate::model::{CallModel, Symbols, TraceTotals};
 use crate::params::{ParamTracker, ParamsView};
 use crate::report::TraceView;
 use crate::session::{Ended, EventSink};
+
+/// CPU sampling (`record --cpu`) and what symbolizes its stacks.
+pub struct CpuSampling<'a> {
+    pub sampler: Sampler,
+    pub binary: &'a GoBinary,
+    /// The target's load bias.
+    pub bias: u64,
+}
 
 pub struct RecordSink<'a, W: Write> {
     /// None when no function is traced.
@@ -29,6 +39,9 @@ pub struct RecordSink<'a, W: Write> {
     allocs: Option<Decoder<'a>>,
     /// Follows parameters, with `--params`.
     params: Option<ParamTracker<'a, std::io::Sink>>,
+    cpu: Option<CpuSampling<'a>>,
+    /// The last CPU profile written.
+    last_cpu_written: Option<CpuProfile>,
     /// The last params view written, encoded.
     last_params_written: Vec<u8>,
     started: Instant,
@@ -50,11 +63,14 @@ impl<'a, W: Write> RecordSink<'a, W> {
         writer: Writer,
         allocs: Option<Decoder<'a>>,
         params: Option<ParamTracker<'a, std::io::Sink>>,
+        cpu: Option<CpuSampling<'a>>,
         symbols: Symbols,
     ) -> Self {
         RecordSink {
             model,
             params,
+            cpu,
+            last_cpu_written: None,
             last_params_written: Vec::new(),
             view,
             symbols,
@@ -121,12 +137,24 @@ impl<'a, W: Write> RecordSink<'a, W> {
                 self.writer.push(Record::Params(view.clone()));
             }
         }
+        if let Some(cpu) = &self.cpu {
+            let profile = cpu.sampler.profile(attached, cpu.binary, cpu.bias)?;
+            // An idle target's profile does not change: the previous one stands for it.
+            if self.last_cpu_written.as_ref() != Some(&profile) {
+                for pc in profile.stacks.iter().flat_map(|s| &s.pcs) {
+                    self.symbols.learn(cpu.binary, *pc);
+                }
+                self.writer.push(Record::Cpu(profile.clone()));
+                self.last_cpu_written = Some(profile);
+            }
+        }
         self.counters = attached.counters();
         let totals = self.write_chunk(ended, malformed)?;
         Ok(Checkpoint {
             totals,
             params,
             allocs: report,
+            cpu: self.last_cpu_written.clone(),
         })
     }
 
@@ -175,6 +203,7 @@ pub struct Checkpoint {
     pub totals: (u64, TraceTotals),
     pub params: Option<ParamsView>,
     pub allocs: Option<AllocReport>,
+    pub cpu: Option<CpuProfile>,
 }
 
 /// What a finished recording holds, for the summary `record` prints.

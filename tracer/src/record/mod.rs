@@ -25,10 +25,11 @@ use std::io::Write;
 use serde::{Deserialize, Serialize};
 
 use crate::allocs::AllocReport;
+use crate::cpu::CpuProfile;
 use crate::gobin::Frame;
 use crate::model::{CallRecord, FunctionInfo, Symbols, TraceTotals};
 use crate::params::ParamsView;
-use crate::report::{AllocsMeta, ParamsMeta, TraceView, write_allocs, write_params};
+use crate::report::{AllocsMeta, ParamsMeta, TraceView, write_allocs, write_cpu, write_params};
 use crate::session::Target;
 
 pub const MAGIC: &[u8; 8] = b"ESCAPADE";
@@ -69,6 +70,9 @@ pub struct Header {
     /// Whether parameters had DWARF to be named and decoded by; without it, calls carry the
     /// argument words Go's traceback prints.
     pub dwarf: bool,
+    /// Samples per second on each CPU when the CPU was sampled (`--cpu`).
+    #[serde(default)]
+    pub cpu_hz: Option<u64>,
 }
 
 impl Header {
@@ -94,6 +98,7 @@ impl Header {
             params: false,
             symbols: target.binary.symbols.clone(),
             dwarf: target.binary.has_dwarf(),
+            cpu_hz: None,
         }
     }
 }
@@ -126,6 +131,8 @@ pub enum Record {
         elapsed_ns: u64,
         totals: TraceTotals,
     },
+    /// The CPU samples so far (`--cpu`): each one replaces the previous one.
+    Cpu(CpuProfile),
 }
 
 /// The last of each view a recording holds.
@@ -134,11 +141,12 @@ pub struct Latest<'a> {
     pub totals: Option<(u64, TraceTotals)>,
     pub params: Option<&'a ParamsView>,
     pub allocs: Option<&'a AllocReport>,
+    pub cpu: Option<&'a CpuProfile>,
 }
 
 /// The summaries that end a recording, the same views as live: the trace summary when
 /// functions were traced, the params table when parameters were followed, then the allocation
-/// table when allocations were counted. `record` prints them from what it wrote, `report` from
+/// table when allocations were counted, and a line about the CPU samples when they were taken. `record` prints them from what it wrote, `report` from
 /// what it read.
 pub fn write_summaries<W: Write>(
     view: TraceView<W>,
@@ -152,6 +160,7 @@ pub fn write_summaries<W: Write>(
         totals,
         params,
         allocs,
+        cpu,
     } = latest;
     let (elapsed_ns, totals) = totals.unwrap_or_default();
     if !header.functions.is_empty() {
@@ -181,8 +190,11 @@ pub fn write_summaries<W: Write>(
             },
             json,
             top,
-            out,
+            &mut out,
         )?;
+    }
+    if let Some(cpu) = cpu.filter(|_| header.cpu_hz.is_some()) {
+        write_cpu(cpu, json, out)?;
     }
     Ok(())
 }

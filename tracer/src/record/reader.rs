@@ -5,6 +5,7 @@ use std::io::Read;
 
 use super::{FORMAT_VERSION, Header, MAGIC, MAX_FRAME_BYTES, Record};
 use crate::allocs::AllocReport;
+use crate::cpu::CpuProfile;
 use crate::model::{CallRecord, Symbols, TraceTotals};
 use crate::params::ParamsView;
 
@@ -185,6 +186,7 @@ pub struct Replay<R> {
     pub totals: Option<(u64, TraceTotals)>,
     pub allocs: Option<AllocReport>,
     pub params: Option<ParamsView>,
+    pub cpu: Option<CpuProfile>,
     /// Calls read.
     pub calls: u64,
 }
@@ -197,6 +199,7 @@ impl<R: Read> Replay<R> {
             totals: None,
             allocs: None,
             params: None,
+            cpu: None,
             calls: 0,
         })
     }
@@ -226,6 +229,7 @@ impl<R: Read> Replay<R> {
                         self.allocs = Some(report);
                     }
                     Record::Params(view) => self.params = Some(view),
+                    Record::Cpu(profile) => self.cpu = Some(profile),
                     Record::Totals { elapsed_ns, totals } => {
                         self.totals = Some((elapsed_ns, totals))
                     }

@@ -43,6 +43,7 @@ pub fn header() -> Header {
         params: false,
         symbols: None,
         dwarf: true,
+        cpu_hz: None,
     }
 }
 
