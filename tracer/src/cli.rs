@@ -302,6 +302,7 @@ impl AgentArgs {
                 capture_strings: 0,
                 record: None,
                 symbols: None,
+                cpu_hz: 0,
             }],
         })
     }

@@ -28,7 +28,7 @@ use crate::export::pprof::scale;
 use crate::hints::without_dwarf;
 use crate::memprofile::MemProfileRate;
 use crate::model::{CallModel, CallRecord, FunctionInfo, Symbols};
-use crate::record::live::RecordSink;
+use crate::record::live::{CpuSampling, RecordSink};
 use crate::record::writer::Writer;
 use crate::record::{AllocSettings, Header};
 use crate::report::{TraceView, site_text};
@@ -218,6 +218,19 @@ impl Session {
             &points,
             Programs::Tracing,
         )?;
+        let mut notes = self.notes.clone();
+        let cpu = match self.config.cpu_hz {
+            0 => None,
+            hz => attached
+                .sample_cpu(hz)
+                .map_err(|e| notes.push(format!("CPU not sampled: {e:#}")))
+                .ok()
+                .map(|sampler| CpuSampling {
+                    sampler,
+                    binary: &target.binary,
+                    bias: target.bias,
+                }),
+        };
         let functions: Vec<FunctionInfo> = self.plan.traced.iter().map(FunctionInfo::of).collect();
         let mut symbols = Symbols::default();
         for t in &self.plan.traced {
@@ -225,6 +238,7 @@ impl Session {
         }
         let header = Header {
             allocs: settings,
+            cpu_hz: (self.config.cpu_hz > 0).then_some(self.config.cpu_hz),
             capture_strings: self.config.capture_strings,
             ..Header::for_target(target, functions.clone())
         };
@@ -248,6 +262,7 @@ impl Session {
             symbols,
             calls: CallSites::default(),
             allocs: None,
+            cpu: None,
             started: Instant::now(),
         }));
         shared.attached(
@@ -258,7 +273,7 @@ impl Session {
                 build_id: target.binary.build.build_id.clone(),
                 go_version: target.binary.build.go_version.clone(),
                 probes,
-                notes: self.notes.clone(),
+                notes,
                 attached_at: std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs()),
@@ -295,6 +310,7 @@ impl Session {
             shared: shared.clone(),
             profile,
             recording,
+            cpu,
             hits: Hits::default(),
             counters: [0; COUNTERS as usize],
             last_fold: Instant::now(),
@@ -460,6 +476,7 @@ struct Counting<'a> {
     shared: Arc<Shared>,
     profile: Arc<Mutex<LiveProfile>>,
     recording: Option<Recording<'a>>,
+    cpu: Option<CpuSampling<'a>>,
     hits: Hits,
     /// The probes' counters at the last fold.
     counters: [u64; COUNTERS as usize],
@@ -546,6 +563,14 @@ impl Counting<'_> {
                 profile.symbols.learn(allocs.decoder.binary, *pc);
             }
             profile.allocs = Some(report);
+        }
+        if let Some(cpu) = &self.cpu {
+            let samples = cpu.sampler.profile(attached, cpu.binary, cpu.bias)?;
+            let mut profile = lock_profile(&self.profile);
+            for pc in samples.stacks.iter().flat_map(|s| &s.pcs) {
+                profile.symbols.learn(cpu.binary, *pc);
+            }
+            profile.cpu = Some(samples);
         }
         let hits = std::mem::take(&mut self.hits);
         metrics.probe_hits(&self.name, hits.emulated, hits.single_stepped);
