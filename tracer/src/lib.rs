@@ -33,3 +33,4 @@ pub mod record;
 pub mod report;
 pub mod ringbuf;
 pub mod session;
+pub mod status;

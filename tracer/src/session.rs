@@ -15,6 +15,7 @@ use crate::gobin::{Function, GoBinary};
 use crate::placement::{self, EntryProbe, SlowReason};
 use crate::process::Process;
 use crate::ringbuf::{EventReader, POLL_INTERVAL};
+use crate::status::StatusLine;
 
 /// A running Go process and the model of its binary.
 pub struct Target {
@@ -363,6 +364,15 @@ pub trait EventSink {
     fn checkpoint(&mut self, _attached: &Attached) -> anyhow::Result<()> {
         Ok(())
     }
+    /// Whether the sink prints as events come, which a status line on the same terminal would
+    /// garble.
+    fn prints_events(&self) -> bool {
+        false
+    }
+    /// What the status line adds to its counts, e.g. the size of a recording.
+    fn status(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Pumps events into `sink` until Ctrl-C, `duration`, or the target's exit.
@@ -384,15 +394,18 @@ pub async fn run(
             _ = deadline => Ended::Deadline,
         }
     };
-    run_until(target, attached, stop, sink).await
+    let status = StatusLine::on_terminal(sink.prints_events());
+    run_until(target, attached, stop, sink, status).await
 }
 
-/// Pumps events into `sink` until `stop` says why to stop, or the target exits.
+/// Pumps events into `sink` until `stop` says why to stop, or the target exits, keeping
+/// `status` up to date.
 pub async fn run_until(
     target: &Target,
     attached: &mut Attached,
     stop: impl std::future::Future<Output = Ended>,
     sink: &mut impl EventSink,
+    mut status: Option<StatusLine>,
 ) -> anyhow::Result<(Ended, u64)> {
     let events = attached
         .take_events()
@@ -406,6 +419,9 @@ pub async fn run_until(
             _ = tick.tick() => {
                 reader.drain(sink)?;
                 sink.checkpoint(attached)?;
+                if let Some(status) = status.as_mut() {
+                    status.tick(&attached.counters(), sink.status());
+                }
                 if !target.process.alive() {
                     break Ended::TargetExited;
                 }
@@ -416,6 +432,9 @@ pub async fn run_until(
             }
         }
     };
+    if let Some(status) = status.as_mut() {
+        status.clear();
+    }
     // Let calls in flight return before the return probes go too, draining on both sides of
     // the detach, which can take a while.
     reader.drain(sink)?;

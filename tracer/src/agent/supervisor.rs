@@ -319,7 +319,7 @@ impl Session {
             let _ = stop.wait_for(|stop| *stop).await;
             Ended::Interrupted
         };
-        let run = session::run_until(target, &mut attached, stopped, &mut sink).await;
+        let run = session::run_until(target, &mut attached, stopped, &mut sink, None).await;
         if let Some((Some(rate), _)) = &self.counting {
             rate.restore(target)?;
         }
