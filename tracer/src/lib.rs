@@ -24,6 +24,7 @@ pub mod export;
 pub mod gobin;
 pub mod hints;
 pub mod hot;
+pub mod launch;
 pub mod memprofile;
 pub mod model;
 pub mod params;
