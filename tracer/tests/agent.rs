@@ -327,9 +327,15 @@ fn counts_go_on_across_restarts_and_a_replaced_binary() {
         }
         let n = 500 + run;
         let (ran, attach) = run_traced(&agent, "api", &installed, n);
-        // The kernel tells the agent of each exec at once; what remains is reading the binary,
-        // which this debug build of escapade does several times slower than a release one.
-        assert!(attach < Duration::from_secs(2), "attached after {attach:?}");
+        // The kernel tells the agent of each exec at once. A restart of a build it has seen
+        // is attached to within a second; a new build is read first, which this debug build
+        // of escapade does several times slower than a release one.
+        let limit = if run == 1 || run == 2 { 1 } else { 2 };
+        eprintln!("run {run}: attached after {attach:?}");
+        assert!(
+            attach < Duration::from_secs(limit),
+            "run {run}: attached after {attach:?}"
+        );
         total += ran.calls;
         let seen = wait_until(Duration::from_secs(10), "the calls counted", || {
             let series = "escapade_calls_total{target=\"api\",function=\"main.work\"}";

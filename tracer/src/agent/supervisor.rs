@@ -4,7 +4,7 @@
 //! exits or the agent stops.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
@@ -25,6 +25,7 @@ use crate::clock::WallClock;
 use crate::decode::Decoder;
 use crate::export::CallSites;
 use crate::export::pprof::scale;
+use crate::gobin::GoBinary;
 use crate::hints::without_dwarf;
 use crate::memprofile::MemProfileRate;
 use crate::model::{CallModel, CallRecord, FunctionInfo, Symbols};
@@ -59,6 +60,7 @@ pub async fn supervise(
     shared.add_target(&config.name, config.selector.to_string());
     let sites = Arc::new(Mutex::new(SiteLabels::default()));
     let writing = Writing::default();
+    let mut models = Models::default();
     let mut running: HashMap<u32, tokio::task::JoinHandle<()>> = HashMap::new();
     // Processes that could not be traced are not retried until they exit.
     let mut failed: HashSet<u32> = HashSet::new();
@@ -71,7 +73,7 @@ pub async fn supervise(
             if running.contains_key(&pid) || failed.contains(&pid) {
                 continue;
             }
-            match Session::open(pid, &config) {
+            match Session::open(pid, &config, &mut models) {
                 Ok(session) => {
                     let task =
                         session.run(shared.clone(), sites.clone(), writing.clone(), stop.clone());
@@ -105,6 +107,44 @@ pub async fn supervise(
     }
 }
 
+/// The models of the binaries a target's processes ran, so that a restarted process is
+/// attached to at once. Keyed by the file itself (device, inode, size, modification time), so
+/// a binary replaced at the same path is modelled afresh.
+#[derive(Default)]
+struct Models {
+    /// Oldest first.
+    known: std::collections::VecDeque<(FileKey, Arc<GoBinary>)>,
+}
+
+type FileKey = (u64, u64, u64, i64, i64, Option<PathBuf>);
+
+impl Models {
+    /// Redeploys leave old builds behind: a few are kept, for rollbacks.
+    const KEPT: usize = 4;
+
+    fn get(&mut self, exe: &Path, symbols: Option<&Path>) -> anyhow::Result<Arc<GoBinary>> {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(exe).with_context(|| format!("reading {}", exe.display()))?;
+        let key = (
+            meta.dev(),
+            meta.ino(),
+            meta.size(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            symbols.map(Path::to_path_buf),
+        );
+        if let Some((_, model)) = self.known.iter().find(|(k, _)| *k == key) {
+            return Ok(model.clone());
+        }
+        let model = Arc::new(GoBinary::open(exe, symbols)?);
+        if self.known.len() == Self::KEPT {
+            self.known.pop_front();
+        }
+        self.known.push_back((key, model.clone()));
+        Ok(model)
+    }
+}
+
 /// A process of the target, opened and planned, not attached yet.
 struct Session {
     target: Target,
@@ -116,8 +156,8 @@ struct Session {
 }
 
 impl Session {
-    fn open(pid: u32, config: &TargetConfig) -> anyhow::Result<Session> {
-        let target = Target::open(pid, config.symbols.as_deref())?;
+    fn open(pid: u32, config: &TargetConfig, models: &mut Models) -> anyhow::Result<Session> {
+        let target = Target::open_with(pid, |exe| models.get(exe, config.symbols.as_deref()))?;
         let plan = if config.functions.is_empty() {
             Plan {
                 traced: Vec::new(),
