@@ -49,10 +49,15 @@ pub enum Command {
 
 /// Which process to attach to and for how long; shared by every command that attaches.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("process").required(true)))]
 pub struct TargetArgs {
     /// PID of the running Go process.
-    #[arg(short, long)]
-    pub pid: u32,
+    #[arg(short, long, group = "process")]
+    pub pid: Option<u32>,
+    /// Or a program to start with the probes in place before its first instruction (after
+    /// `--`, with its arguments); escapade exits with its status.
+    #[arg(last = true, value_name = "PROGRAM", group = "process")]
+    pub command: Vec<std::ffi::OsString>,
     /// Detach after this long (e.g. 10s, 2m); default: until Ctrl-C or the process exits.
     #[arg(short, long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
@@ -65,8 +70,6 @@ pub struct TargetArgs {
 
 #[derive(Debug, Args)]
 pub struct TraceArgs {
-    #[command(flatten)]
-    pub target: TargetArgs,
     /// Functions to trace, by full Go name; `*` and `?` match any text, e.g. 'main.*',
     /// 'main.(*Server).handle'.
     #[arg(required = true, value_name = "FUNCTION")]
@@ -82,6 +85,9 @@ pub struct TraceArgs {
     /// Attach an empty BPF program at the same places instead (for benchmarks).
     #[arg(long, hide = true)]
     pub empty_probes: bool,
+    /// Which process, and for how long (after the functions: a program to launch comes last).
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 /// How traced functions are probed; shared by `trace` and `record`.
@@ -133,8 +139,6 @@ pub struct AllocModeArgs {
 
 #[derive(Debug, Args)]
 pub struct RecordArgs {
-    #[command(flatten)]
-    pub target: TargetArgs,
     /// The recording to write (mode 0600; replaced if it exists).
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
@@ -163,6 +167,9 @@ pub struct RecordArgs {
     pub max_size: Option<u64>,
     #[command(flatten)]
     pub view: SummaryArgs,
+    /// Which process, and for how long (after the functions: a program to launch comes last).
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 /// How the end-of-run summaries print; `record` and `report` print the same ones.
@@ -178,8 +185,6 @@ pub struct SummaryArgs {
 
 #[derive(Debug, Args)]
 pub struct ParamsArgs {
-    #[command(flatten)]
-    pub target: TargetArgs,
     /// Functions whose parameters to follow, by full Go name, with `*` and `?` wildcards.
     #[arg(required = true, value_name = "FUNCTION")]
     pub functions: Vec<String>,
@@ -193,12 +198,13 @@ pub struct ParamsArgs {
     /// for the cheapest tracing (the static moved-to-heap check stays).
     #[arg(long)]
     pub no_allocs: bool,
+    /// Which process, and for how long (after the functions: a program to launch comes last).
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct HotArgs {
-    #[command(flatten)]
-    pub target: TargetArgs,
     /// Functions whose paths to rank, by full Go name, with `*` and `?` wildcards.
     #[arg(required = true, value_name = "FUNCTION")]
     pub functions: Vec<String>,
@@ -213,6 +219,9 @@ pub struct HotArgs {
     pub weights: Weights,
     #[command(flatten)]
     pub cpu: CpuArgs,
+    /// Which process, and for how long (after the functions: a program to launch comes last).
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 /// How the CPU is sampled; shared by `hot` and `record --cpu`.
@@ -302,6 +311,7 @@ impl AgentArgs {
                 capture_strings: 0,
                 record: None,
                 symbols: None,
+                cpu_hz: 0,
             }],
         })
     }
@@ -326,4 +336,35 @@ fn parse_weights(s: &str) -> Result<Weights, String> {
 
 fn parse_size(s: &str) -> Result<u64, String> {
     parse_size::parse_size(s).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn the_cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_program_to_launch_comes_after_the_functions() {
+        let cli = Cli::try_parse_from([
+            "escapade", "trace", "main.f", "main.g", "--", "./prog", "-v",
+        ])
+        .unwrap();
+        let Command::Trace(args) = cli.command else {
+            panic!("not trace")
+        };
+        assert_eq!(args.functions, ["main.f", "main.g"]);
+        assert_eq!(args.target.command, ["./prog", "-v"]);
+        assert_eq!(args.target.pid, None);
+        assert!(Cli::try_parse_from(["escapade", "trace", "main.f"]).is_err());
+        assert!(
+            Cli::try_parse_from(["escapade", "trace", "-p", "1", "main.f", "--", "./prog"])
+                .is_err()
+        );
+    }
 }

@@ -42,6 +42,30 @@ impl CpuProfile {
         self.stacks.iter().map(|s| s.samples).sum::<u64>() + self.without_stack
     }
 
+    /// The samples taken after `earlier`, a profile of the same session.
+    pub fn since(&self, earlier: &CpuProfile) -> CpuProfile {
+        let before: HashMap<&[u64], u64> = earlier
+            .stacks
+            .iter()
+            .map(|s| (&s.pcs[..], s.samples))
+            .collect();
+        CpuProfile {
+            hz: self.hz,
+            stacks: self
+                .stacks
+                .iter()
+                .filter_map(|s| {
+                    let was = before.get(&s.pcs[..]).copied().unwrap_or_default();
+                    (s.samples > was).then(|| CpuStack {
+                        pcs: s.pcs.clone(),
+                        samples: s.samples - was,
+                    })
+                })
+                .collect(),
+            without_stack: self.without_stack.saturating_sub(earlier.without_stack),
+        }
+    }
+
     /// Nanoseconds of CPU one sample stands for.
     pub fn period_ns(&self) -> u64 {
         1_000_000_000 / self.hz.max(1)

@@ -9,12 +9,13 @@ use clap::Parser as _;
 use escapade::attach::{Attached, ProbePoint, Programs, attach};
 use escapade::cli::{
     AllocModeArgs, AllocsArgs, CallArgs, Cli, Command, ExportArgs, HotArgs, ParamsArgs, RecordArgs,
-    ReportArgs, TraceArgs,
+    ReportArgs, TargetArgs, TraceArgs,
 };
 use escapade::clock::WallClock;
 use escapade::decode::Decoder;
 use escapade::hints::{hint, without_dwarf};
 use escapade::hot::HotSink;
+use escapade::launch::Launched;
 use escapade::memprofile::MemProfileRate;
 use escapade::model::{CallModel, FunctionInfo, Symbols};
 use escapade::params::{AllocationProbes, ParamTracker};
@@ -76,7 +77,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn trace(args: TraceArgs) -> anyhow::Result<()> {
-    let target = Target::open(args.target.pid, args.target.symbols.as_deref())?;
+    let (target, launched) = open_target(&args.target)?;
     let plan = plan_calls(&target, &args.functions, &args.calls)?;
     let programs = if args.empty_probes {
         Programs::Empty
@@ -88,7 +89,7 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
         plan.traced.len(),
         plan.points.len()
     );
-    let mut attached = attach_to(&target, &plan.points, programs, &doing)?;
+    let mut attached = attach_to(&target, launched.as_ref(), &plan.points, programs, &doing)?;
     let decoder = Decoder::new(&target.binary, &target.process, target.bias);
     let stdout = std::io::stdout().lock();
     let mut printer = TracePrinter::new(
@@ -101,11 +102,11 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     let (ended, malformed) =
         session::run(&target, &mut attached, args.target.duration, &mut printer).await?;
     printer.summary(ended, attached.counters(), malformed)?;
-    Ok(())
+    exit_as(launched)
 }
 
 async fn allocs(args: AllocsArgs) -> anyhow::Result<()> {
-    let target = Target::open(args.target.pid, args.target.symbols.as_deref())?;
+    let (target, launched) = open_target(&args.target)?;
     let (rate, probes) = plan_allocs(&target, &args.mode)?;
     let what = match &rate {
         None => "every allocation".to_string(),
@@ -115,7 +116,13 @@ async fn allocs(args: AllocsArgs) -> anyhow::Result<()> {
         ),
     };
     let doing = format!("counting {what}, goroutine creations and GC cycles");
-    let mut attached = attach_to(&target, &probes.points, Programs::Tracing, &doing)?;
+    let mut attached = attach_to(
+        &target,
+        launched.as_ref(),
+        &probes.points,
+        Programs::Tracing,
+        &doing,
+    )?;
     let started = std::time::Instant::now();
     let run = session::run(&target, &mut attached, args.target.duration, &mut Discard).await;
     if let Some(rate) = &rate {
@@ -146,11 +153,11 @@ async fn allocs(args: AllocsArgs) -> anyhow::Result<()> {
         args.top,
         std::io::BufWriter::new(stdout),
     )?;
-    Ok(())
+    exit_as(launched)
 }
 
 async fn params(args: ParamsArgs) -> anyhow::Result<()> {
-    let target = Target::open(args.target.pid, args.target.symbols.as_deref())?;
+    let (target, launched) = open_target(&args.target)?;
     ensure_dwarf(&target)?;
     let functions = target.binary.resolve(&args.functions)?;
     let options = PlanOptions {
@@ -166,7 +173,13 @@ async fn params(args: ParamsArgs) -> anyhow::Result<()> {
         plan.traced.len(),
         plan.points.len()
     );
-    let mut attached = attach_to(&target, &plan.points, Programs::Tracing, &doing)?;
+    let mut attached = attach_to(
+        &target,
+        launched.as_ref(),
+        &plan.points,
+        Programs::Tracing,
+        &doing,
+    )?;
     let events = args.events.then(std::io::stdout);
     let mut tracker = ParamTracker::new(decoder, &plan, &probes, events);
     let (ended, malformed) =
@@ -184,12 +197,12 @@ async fn params(args: ParamsArgs) -> anyhow::Result<()> {
         stdout.is_terminal(),
         std::io::BufWriter::new(stdout.lock()),
     )?;
-    Ok(())
+    exit_as(launched)
 }
 
 async fn hot(args: HotArgs) -> anyhow::Result<()> {
     escapade::cpu::check_rate(args.cpu.hz)?;
-    let target = Target::open(args.target.pid, args.target.symbols.as_deref())?;
+    let (target, launched) = open_target(&args.target)?;
     let calls = CallArgs {
         capture_strings: 0,
         placement: PlacementMode::Fast,
@@ -202,7 +215,13 @@ async fn hot(args: HotArgs) -> anyhow::Result<()> {
         plan.points.len(),
         args.cpu.hz
     );
-    let mut attached = attach_to(&target, &plan.points, Programs::Tracing, &doing)?;
+    let mut attached = attach_to(
+        &target,
+        launched.as_ref(),
+        &plan.points,
+        Programs::Tracing,
+        &doing,
+    )?;
     let sampler = attached.sample_cpu(args.cpu.hz)?;
     let decoder = Decoder::new(&target.binary, &target.process, target.bias);
     let mut sink = HotSink::new(CallModel::new(decoder, &plan, false), &plan.traced);
@@ -217,7 +236,7 @@ async fn hot(args: HotArgs) -> anyhow::Result<()> {
         args.top,
         std::io::BufWriter::new(stdout),
     )?;
-    Ok(())
+    exit_as(launched)
 }
 
 /// Resolves and places the probes of traced functions; logs where they sit.
@@ -289,7 +308,7 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
     if args.cpu {
         escapade::cpu::check_rate(args.sampling.hz)?;
     }
-    let target = Target::open(args.target.pid, args.target.symbols.as_deref())?;
+    let (target, launched) = open_target(&args.target)?;
     if args.params {
         ensure_dwarf(&target)?;
     }
@@ -352,7 +371,13 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
         },
         args.output.display(),
     );
-    let mut attached = attach_to(&target, &points, Programs::Tracing, &doing)?;
+    let mut attached = attach_to(
+        &target,
+        launched.as_ref(),
+        &points,
+        Programs::Tracing,
+        &doing,
+    )?;
     let cpu = if args.cpu {
         Some(CpuSampling {
             sampler: attached.sample_cpu(args.sampling.hz)?,
@@ -415,7 +440,7 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
         files.join(", "),
         files[0]
     );
-    Ok(())
+    exit_as(launched)
 }
 
 fn report(args: ReportArgs) -> anyhow::Result<()> {
@@ -560,9 +585,37 @@ fn ensure_dwarf(target: &Target) -> anyhow::Result<()> {
     }
 }
 
-/// Attaches the probes at `points` and tells the user what they are doing there.
+/// The process `args` names: a running one, or one started stopped at its first instruction
+/// until the probes are attached (see [`attach_to`]).
+fn open_target(args: &TargetArgs) -> anyhow::Result<(Target, Option<Launched>)> {
+    let symbols = args.symbols.as_deref();
+    match args.pid {
+        Some(pid) => Ok((Target::open(pid, symbols)?, None)),
+        None => {
+            let launched = Launched::start(&args.command)?;
+            let target = Target::open(launched.pid(), symbols)?;
+            Ok((target, Some(launched)))
+        }
+    }
+}
+
+/// Ends a command: with a launched program, once it has ended, with its exit status.
+fn exit_as(launched: Option<Launched>) -> anyhow::Result<()> {
+    let Some(launched) = launched else {
+        return Ok(());
+    };
+    let code = launched.wait()?;
+    if code != 0 {
+        std::process::exit(code);
+    }
+    Ok(())
+}
+
+/// Attaches the probes at `points` (then lets a launched program run) and tells the user what
+/// they are doing there.
 fn attach_to(
     target: &Target,
+    launched: Option<&Launched>,
     points: &[ProbePoint],
     programs: Programs,
     doing: &str,
@@ -574,6 +627,9 @@ fn attach_to(
         points,
         programs,
     )?;
+    if let Some(launched) = launched {
+        launched.release()?;
+    }
     let symbols = target
         .binary
         .symbols

@@ -624,6 +624,10 @@ impl<W: std::io::Write> EventSink for ParamTracker<'_, W> {
         }
         Ok(())
     }
+
+    fn prints_events(&self) -> bool {
+        self.events.is_some()
+    }
 }
 
 /// Whether a value of this kind holds a pointer word somewhere.

@@ -74,6 +74,10 @@ impl<W: Write> EventSink for TracePrinter<'_, W> {
     fn flush(&mut self) -> anyhow::Result<()> {
         Ok(self.view.flush()?)
     }
+
+    fn prints_events(&self) -> bool {
+        !self.view.quiet
+    }
 }
 
 /// Renders [`CallRecord`]s, live or read back from a recording: a line per entry and return

@@ -15,11 +15,13 @@ use crate::gobin::{Function, GoBinary};
 use crate::placement::{self, EntryProbe, SlowReason};
 use crate::process::Process;
 use crate::ringbuf::{EventReader, POLL_INTERVAL};
+use crate::status::StatusLine;
 
 /// A running Go process and the model of its binary.
 pub struct Target {
     pub process: Process,
-    pub binary: GoBinary,
+    /// Shared by the processes of one build (the agent keeps it per file).
+    pub binary: std::sync::Arc<GoBinary>,
     /// Runtime address minus link-time address (non-zero for PIE).
     pub bias: u64,
 }
@@ -27,8 +29,18 @@ pub struct Target {
 impl Target {
     /// The process `pid`, its binary described by `symbols` when given (`--symbols`).
     pub fn open(pid: u32, symbols: Option<&std::path::Path>) -> anyhow::Result<Target> {
+        Target::open_with(pid, |exe| {
+            Ok(std::sync::Arc::new(GoBinary::open(exe, symbols)?))
+        })
+    }
+
+    /// The process `pid`, its binary modelled by `model` from the path of its executable.
+    pub fn open_with(
+        pid: u32,
+        model: impl FnOnce(&std::path::Path) -> anyhow::Result<std::sync::Arc<GoBinary>>,
+    ) -> anyhow::Result<Target> {
         let process = Process::open(pid)?;
-        let binary = GoBinary::open(&process.exe, symbols)
+        let binary = model(&process.exe)
             .with_context(|| format!("PID {pid} runs {}", process.exe_target.display()))?;
         let bias = process.load_bias(binary.is_pie, binary.first_load_vaddr)?;
         Ok(Target {
@@ -363,6 +375,15 @@ pub trait EventSink {
     fn checkpoint(&mut self, _attached: &Attached) -> anyhow::Result<()> {
         Ok(())
     }
+    /// Whether the sink prints as events come, which a status line on the same terminal would
+    /// garble.
+    fn prints_events(&self) -> bool {
+        false
+    }
+    /// What the status line adds to its counts, e.g. the size of a recording.
+    fn status(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Pumps events into `sink` until Ctrl-C, `duration`, or the target's exit.
@@ -384,15 +405,18 @@ pub async fn run(
             _ = deadline => Ended::Deadline,
         }
     };
-    run_until(target, attached, stop, sink).await
+    let status = StatusLine::on_terminal(sink.prints_events());
+    run_until(target, attached, stop, sink, status).await
 }
 
-/// Pumps events into `sink` until `stop` says why to stop, or the target exits.
+/// Pumps events into `sink` until `stop` says why to stop, or the target exits, keeping
+/// `status` up to date.
 pub async fn run_until(
     target: &Target,
     attached: &mut Attached,
     stop: impl std::future::Future<Output = Ended>,
     sink: &mut impl EventSink,
+    mut status: Option<StatusLine>,
 ) -> anyhow::Result<(Ended, u64)> {
     let events = attached
         .take_events()
@@ -406,6 +430,9 @@ pub async fn run_until(
             _ = tick.tick() => {
                 reader.drain(sink)?;
                 sink.checkpoint(attached)?;
+                if let Some(status) = status.as_mut() {
+                    status.tick(&attached.counters(), sink.status());
+                }
                 if !target.process.alive() {
                     break Ended::TargetExited;
                 }
@@ -416,6 +443,9 @@ pub async fn run_until(
             }
         }
     };
+    if let Some(status) = status.as_mut() {
+        status.clear();
+    }
     // Let calls in flight return before the return probes go too, draining on both sides of
     // the detach, which can take a while.
     reader.drain(sink)?;

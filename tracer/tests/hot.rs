@@ -77,7 +77,7 @@ fn cpu_split(go: &Go) {
     );
 
     let top = common::go_tool(go, &["pprof", "-top", "-cum", profile_arg]);
-    let pprof_share = |function: &str| cum_share(&top, function);
+    let pprof_share = |function: &str| common::cum_share(&top, function);
     for (function, ours) in [("main.pathA", a), ("main.pathB", b)] {
         let theirs = pprof_share(function);
         eprintln!("{function}: runtime/pprof {theirs:.3}");
@@ -142,7 +142,10 @@ fn recorded(go: &Go) {
     );
     let top = common::go_tool(go, &["pprof", "-top", "-cum", pprof.to_str().unwrap()]);
     assert!(top.contains("Type: cpu"), "{top}");
-    let (a, b) = (cum_share(&top, "main.pathA"), cum_share(&top, "main.pathB"));
+    let (a, b) = (
+        common::cum_share(&top, "main.pathA"),
+        common::cum_share(&top, "main.pathB"),
+    );
     let at = |f: &str| top.find(f).unwrap();
     assert!(at("main.pathA") < at("main.pathB"), "{top}");
     let theirs = own_split(&split);
@@ -294,14 +297,4 @@ fn path<'a>(lines: &'a [Value], path: &[&str]) -> &'a Value {
         .iter()
         .find(|l| l["type"] == "path" && l["path"] == serde_json::json!(path))
         .unwrap_or_else(|| panic!("no path {path:?} in {lines:?}"))
-}
-
-/// The cum% column of `function` in `go tool pprof -top -cum`, as a fraction.
-fn cum_share(top: &str, function: &str) -> f64 {
-    let line = top
-        .lines()
-        .find(|l| l.split_whitespace().last() == Some(function))
-        .unwrap_or_else(|| panic!("{function} not in\n{top}"));
-    let cum = line.split_whitespace().nth(4).unwrap();
-    cum.trim_end_matches('%').parse::<f64>().unwrap() / 100.0
 }

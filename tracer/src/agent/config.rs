@@ -34,6 +34,9 @@ pub struct TargetConfig {
     pub record: Option<RecordConfig>,
     /// The unstripped file (or debug file) a stripped target was made from, as `--symbols`.
     pub symbols: Option<PathBuf>,
+    /// Samples of the target's CPU per second on each CPU, for `/debug/pprof/profile`; 0, the
+    /// default, samples nothing.
+    pub cpu_hz: u64,
 }
 
 /// Where a target's processes are recorded, and how much of it to keep.
@@ -93,6 +96,8 @@ struct TargetTable {
     capture_strings: u32,
     record: Option<RecordConfig>,
     symbols: Option<PathBuf>,
+    #[serde(default)]
+    cpu_hz: u64,
 }
 
 impl TryFrom<TargetTable> for TargetConfig {
@@ -118,6 +123,7 @@ impl TryFrom<TargetTable> for TargetConfig {
             capture_strings: t.capture_strings,
             record: t.record,
             symbols: t.symbols,
+            cpu_hz: t.cpu_hz,
         })
     }
 }

@@ -1,6 +1,6 @@
 //! The agent's HTTP endpoints: `/metrics` for Prometheus, `/targets` and `/healthz` for people
 //! and orchestrators, and per target the pprof profiles that `go tool pprof`, Parca and
-//! Pyroscope scrape (`/targets/NAME/debug/pprof/allocs|heap|calls`).
+//! Pyroscope scrape (`/targets/NAME/debug/pprof/allocs|heap|calls|profile`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use axum::routing::get;
 
 use super::state::{LiveProfile, Shared, lock_profile};
 use crate::allocs::AllocReport;
+use crate::cpu::CpuProfile;
 use crate::export::{CallSites, Recorded, pprof};
 
 /// Longest window a profile request may ask for, as Go's own `net/http/pprof` bounds it by its
@@ -56,6 +57,8 @@ enum Kind {
     Allocs,
     Heap,
     Calls,
+    /// CPU samples, as Go's `/debug/pprof/profile`.
+    Cpu,
 }
 
 async fn profile(
@@ -67,7 +70,12 @@ async fn profile(
         "allocs" => Kind::Allocs,
         "heap" => Kind::Heap,
         "calls" => Kind::Calls,
-        _ => return not_found(format!("no profile {kind:?}: try allocs, heap or calls")),
+        "profile" => Kind::Cpu,
+        _ => {
+            return not_found(format!(
+                "no profile {kind:?}: try allocs, heap, calls or profile"
+            ));
+        }
     };
     let Some(live) = shared.profile(&name) else {
         return not_found(format!(
@@ -85,19 +93,25 @@ async fn profile(
     };
     let live = lock_profile(&live);
     let header = live.header.clone();
-    let (calls, allocs, elapsed) = match &baseline {
+    let (calls, allocs, cpu, elapsed) = match &baseline {
         Some((before, window)) => {
             let now = Snapshot::of(&live);
             (
                 now.calls_since(&before.calls),
                 now.allocs_since(before),
+                now.cpu_since(before),
                 *window,
             )
         }
         None => {
             let mut calls = CallSites::default();
             calls.counts = live.calls.counts.clone();
-            (calls, live.allocs.clone(), live.started.elapsed())
+            (
+                calls,
+                live.allocs.clone(),
+                live.cpu.clone(),
+                live.started.elapsed(),
+            )
         }
     };
     let header = match kind {
@@ -108,6 +122,7 @@ async fn profile(
         }
         Kind::Allocs | Kind::Heap => crate::record::Header {
             functions: Vec::new(),
+            cpu_hz: None,
             ..header
         },
         Kind::Calls if header.functions.is_empty() => {
@@ -115,20 +130,38 @@ async fn profile(
         }
         Kind::Calls => crate::record::Header {
             allocs: None,
+            cpu_hz: None,
             ..header
         },
+        Kind::Cpu if header.cpu_hz.is_none() => {
+            return not_found(format!(
+                "target {name:?} samples no CPU: set cpu_hz (e.g. 99) in its config"
+            ));
+        }
+        Kind::Cpu => crate::record::Header {
+            functions: Vec::new(),
+            allocs: None,
+            ..header
+        },
+    };
+    // Only the profile asked for: the header says which parts a profile has.
+    let (allocs, cpu) = match kind {
+        Kind::Allocs | Kind::Heap => (allocs, None),
+        Kind::Calls => (None, None),
+        Kind::Cpu => (None, cpu),
     };
     let recorded = Recorded {
         header: &header,
         symbols: &live.symbols,
         allocs: allocs.as_ref(),
-        cpu: None,
+        cpu: cpu.as_ref(),
         elapsed_ns: elapsed.as_nanos() as u64,
     };
     let default = match kind {
         Kind::Allocs => "alloc_space",
         Kind::Heap => "inuse_space",
         Kind::Calls => "calls",
+        Kind::Cpu => "cpu",
     };
     let mut body = Vec::new();
     if let Err(error) = pprof::write_gzipped(&mut body, &calls, &recorded, Some(default)) {
@@ -155,6 +188,7 @@ fn not_found(message: String) -> Response {
 struct Snapshot {
     calls: std::collections::BTreeMap<(usize, u64), (u64, u64)>,
     allocs: Option<AllocReport>,
+    cpu: Option<CpuProfile>,
 }
 
 impl Snapshot {
@@ -162,7 +196,16 @@ impl Snapshot {
         Snapshot {
             calls: live.calls.counts.clone(),
             allocs: live.allocs.clone(),
+            cpu: live.cpu.clone(),
         }
+    }
+
+    fn cpu_since(&self, before: &Snapshot) -> Option<CpuProfile> {
+        let now = self.cpu.as_ref()?;
+        Some(match &before.cpu {
+            Some(before) => now.since(before),
+            None => now.clone(),
+        })
     }
 
     fn calls_since(

@@ -58,7 +58,7 @@ pub async fn run(source: Source) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     eprintln!(
-        "escapade: agent listening on http://{} (/metrics, /targets, /targets/NAME/debug/pprof/allocs|heap|calls)",
+        "escapade: agent listening on http://{} (/metrics, /targets, /targets/NAME/debug/pprof/allocs|heap|calls|profile)",
         config.listen
     );
     let server = axum::serve(listener, http::router(shared.clone()));

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::metrics::Metrics;
 use crate::allocs::AllocReport;
+use crate::cpu::CpuProfile;
 use crate::export::CallSites;
 use crate::model::Symbols;
 use crate::record::Header;
@@ -77,6 +78,8 @@ pub struct LiveProfile {
     pub symbols: Symbols,
     pub calls: CallSites,
     pub allocs: Option<AllocReport>,
+    /// The CPU samples, when the target's `cpu_hz` asks for them.
+    pub cpu: Option<CpuProfile>,
     pub started: std::time::Instant,
 }
 

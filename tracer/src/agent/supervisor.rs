@@ -4,7 +4,7 @@
 //! exits or the agent stops.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
@@ -25,10 +25,11 @@ use crate::clock::WallClock;
 use crate::decode::Decoder;
 use crate::export::CallSites;
 use crate::export::pprof::scale;
+use crate::gobin::GoBinary;
 use crate::hints::without_dwarf;
 use crate::memprofile::MemProfileRate;
 use crate::model::{CallModel, CallRecord, FunctionInfo, Symbols};
-use crate::record::live::RecordSink;
+use crate::record::live::{CpuSampling, RecordSink};
 use crate::record::writer::Writer;
 use crate::record::{AllocSettings, Header};
 use crate::report::{TraceView, site_text};
@@ -59,6 +60,7 @@ pub async fn supervise(
     shared.add_target(&config.name, config.selector.to_string());
     let sites = Arc::new(Mutex::new(SiteLabels::default()));
     let writing = Writing::default();
+    let mut models = Models::default();
     let mut running: HashMap<u32, tokio::task::JoinHandle<()>> = HashMap::new();
     // Processes that could not be traced are not retried until they exit.
     let mut failed: HashSet<u32> = HashSet::new();
@@ -71,7 +73,7 @@ pub async fn supervise(
             if running.contains_key(&pid) || failed.contains(&pid) {
                 continue;
             }
-            match Session::open(pid, &config) {
+            match Session::open(pid, &config, &mut models) {
                 Ok(session) => {
                     let task =
                         session.run(shared.clone(), sites.clone(), writing.clone(), stop.clone());
@@ -105,6 +107,44 @@ pub async fn supervise(
     }
 }
 
+/// The models of the binaries a target's processes ran, so that a restarted process is
+/// attached to at once. Keyed by the file itself (device, inode, size, modification time), so
+/// a binary replaced at the same path is modelled afresh.
+#[derive(Default)]
+struct Models {
+    /// Oldest first.
+    known: std::collections::VecDeque<(FileKey, Arc<GoBinary>)>,
+}
+
+type FileKey = (u64, u64, u64, i64, i64, Option<PathBuf>);
+
+impl Models {
+    /// Redeploys leave old builds behind: a few are kept, for rollbacks.
+    const KEPT: usize = 4;
+
+    fn get(&mut self, exe: &Path, symbols: Option<&Path>) -> anyhow::Result<Arc<GoBinary>> {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(exe).with_context(|| format!("reading {}", exe.display()))?;
+        let key = (
+            meta.dev(),
+            meta.ino(),
+            meta.size(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            symbols.map(Path::to_path_buf),
+        );
+        if let Some((_, model)) = self.known.iter().find(|(k, _)| *k == key) {
+            return Ok(model.clone());
+        }
+        let model = Arc::new(GoBinary::open(exe, symbols)?);
+        if self.known.len() == Self::KEPT {
+            self.known.pop_front();
+        }
+        self.known.push_back((key, model.clone()));
+        Ok(model)
+    }
+}
+
 /// A process of the target, opened and planned, not attached yet.
 struct Session {
     target: Target,
@@ -116,8 +156,8 @@ struct Session {
 }
 
 impl Session {
-    fn open(pid: u32, config: &TargetConfig) -> anyhow::Result<Session> {
-        let target = Target::open(pid, config.symbols.as_deref())?;
+    fn open(pid: u32, config: &TargetConfig, models: &mut Models) -> anyhow::Result<Session> {
+        let target = Target::open_with(pid, |exe| models.get(exe, config.symbols.as_deref()))?;
         let plan = if config.functions.is_empty() {
             Plan {
                 traced: Vec::new(),
@@ -218,6 +258,19 @@ impl Session {
             &points,
             Programs::Tracing,
         )?;
+        let mut notes = self.notes.clone();
+        let cpu = match self.config.cpu_hz {
+            0 => None,
+            hz => attached
+                .sample_cpu(hz)
+                .map_err(|e| notes.push(format!("CPU not sampled: {e:#}")))
+                .ok()
+                .map(|sampler| CpuSampling {
+                    sampler,
+                    binary: &target.binary,
+                    bias: target.bias,
+                }),
+        };
         let functions: Vec<FunctionInfo> = self.plan.traced.iter().map(FunctionInfo::of).collect();
         let mut symbols = Symbols::default();
         for t in &self.plan.traced {
@@ -225,6 +278,7 @@ impl Session {
         }
         let header = Header {
             allocs: settings,
+            cpu_hz: (self.config.cpu_hz > 0).then_some(self.config.cpu_hz),
             capture_strings: self.config.capture_strings,
             ..Header::for_target(target, functions.clone())
         };
@@ -248,6 +302,7 @@ impl Session {
             symbols,
             calls: CallSites::default(),
             allocs: None,
+            cpu: None,
             started: Instant::now(),
         }));
         shared.attached(
@@ -258,7 +313,7 @@ impl Session {
                 build_id: target.binary.build.build_id.clone(),
                 go_version: target.binary.build.go_version.clone(),
                 probes,
-                notes: self.notes.clone(),
+                notes,
                 attached_at: std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs()),
@@ -295,6 +350,7 @@ impl Session {
             shared: shared.clone(),
             profile,
             recording,
+            cpu,
             hits: Hits::default(),
             counters: [0; COUNTERS as usize],
             last_fold: Instant::now(),
@@ -303,7 +359,7 @@ impl Session {
             let _ = stop.wait_for(|stop| *stop).await;
             Ended::Interrupted
         };
-        let run = session::run_until(target, &mut attached, stopped, &mut sink).await;
+        let run = session::run_until(target, &mut attached, stopped, &mut sink, None).await;
         if let Some((Some(rate), _)) = &self.counting {
             rate.restore(target)?;
         }
@@ -460,6 +516,7 @@ struct Counting<'a> {
     shared: Arc<Shared>,
     profile: Arc<Mutex<LiveProfile>>,
     recording: Option<Recording<'a>>,
+    cpu: Option<CpuSampling<'a>>,
     hits: Hits,
     /// The probes' counters at the last fold.
     counters: [u64; COUNTERS as usize],
@@ -546,6 +603,14 @@ impl Counting<'_> {
                 profile.symbols.learn(allocs.decoder.binary, *pc);
             }
             profile.allocs = Some(report);
+        }
+        if let Some(cpu) = &self.cpu {
+            let samples = cpu.sampler.profile(attached, cpu.binary, cpu.bias)?;
+            let mut profile = lock_profile(&self.profile);
+            for pc in samples.stacks.iter().flat_map(|s| &s.pcs) {
+                profile.symbols.learn(cpu.binary, *pc);
+            }
+            profile.cpu = Some(samples);
         }
         let hits = std::mem::take(&mut self.hits);
         metrics.probe_hits(&self.name, hits.emulated, hits.single_stepped);

@@ -242,4 +242,12 @@ impl<W: Write> EventSink for RecordSink<'_, W> {
         }
         Ok(())
     }
+
+    fn status(&self) -> Option<String> {
+        let mb = self.writer.written() as f64 / 1e6;
+        Some(format!(
+            "{mb:.1} MB written to {}",
+            self.writer.current().display()
+        ))
+    }
 }

@@ -24,6 +24,8 @@ pub struct Writer {
     file: std::fs::File,
     /// Bytes written to the current file.
     size: u64,
+    /// Bytes written to every file.
+    written: u64,
     max_size: Option<u64>,
     /// Whether the current file has no chunk yet, so its first one carries every symbol.
     fresh: bool,
@@ -44,6 +46,7 @@ impl Writer {
             header,
             file,
             size: 0,
+            written: 0,
             max_size,
             fresh: true,
             pending: Vec::new(),
@@ -69,7 +72,13 @@ impl Writer {
             .write_all(bytes)
             .with_context(|| format!("writing {}", self.current().display()))?;
         self.size += bytes.len() as u64;
+        self.written += bytes.len() as u64;
         Ok(())
+    }
+
+    /// Bytes written so far, over every file.
+    pub fn written(&self) -> u64 {
+        self.written
     }
 
     /// The file being written now.

@@ -359,3 +359,13 @@ fn run(cmd: &mut Command) {
     let status = cmd.status().unwrap();
     assert!(status.success(), "{cmd:?} failed: {status}");
 }
+
+/// The cum% column of `function` in `go tool pprof -top -cum`, as a fraction.
+pub fn cum_share(top: &str, function: &str) -> f64 {
+    let line = top
+        .lines()
+        .find(|l| l.split_whitespace().last() == Some(function))
+        .unwrap_or_else(|| panic!("{function} not in\n{top}"));
+    let cum = line.split_whitespace().nth(4).unwrap();
+    cum.trim_end_matches('%').parse::<f64>().unwrap() / 100.0
+}
