@@ -291,6 +291,10 @@ struct Placed(PathBuf);
 impl Drop for Placed {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+        // The `xx` directory too, unless something else lives there.
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 

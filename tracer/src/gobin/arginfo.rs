@@ -58,7 +58,8 @@ pub enum Source {
     Float(u8),
     /// The caller's argument area, at this offset from SP+8 at entry.
     Stack(u64),
-    /// A register-passed word of a function without a morestack path to say which register.
+    /// A word of a function without a morestack path: in a register or on the stack, which
+    /// the offset alone does not tell.
     Unmapped,
 }
 
@@ -68,7 +69,7 @@ impl std::fmt::Display for Source {
             Source::Int(i) => write!(f, "{:?}", INT_REGS[usize::from(*i)]),
             Source::Float(i) => write!(f, "X{i}"),
             Source::Stack(off) => write!(f, "stack+{off}"),
-            Source::Unmapped => f.write_str("unmapped register"),
+            Source::Unmapped => f.write_str("?"),
         }
     }
 }
