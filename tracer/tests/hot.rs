@@ -1,10 +1,10 @@
-//! `escapade hot` against known call paths and the runtime's own CPU profile: the CPU shares of
-//! two paths burning CPU about 70/30 must match the split the program measured with its
-//! thread's CPU clock and its `runtime/pprof` profile of the same run, the parameter lifetime overlap of a call nested in another must be the
-//! ratio of their durations (in a PIE and in a stripped binary), and a sampling rate the kernel
-//! refuses must say which setting.
-//! Recorded with `record --cpu`, the samples export as a CPU profile `go tool pprof` reads and
-//! as a CPU flame graph.
+//! `escapade hot` against known call paths and the runtime's own CPU profile: the CPU shares
+//! of two paths burning CPU about 70/30 must match the split the program measured with its
+//! thread's CPU clock and its `runtime/pprof` profile of the same run; the parameter lifetime
+//! overlap of a call nested in another must be the ratio of their durations (in a PIE and in a
+//! stripped binary); a sampling rate the kernel refuses must say which setting. Recorded with
+//! `record --cpu`, the samples export as a CPU profile `go tool pprof` reads and as a CPU
+//! flame graph.
 
 mod common;
 
