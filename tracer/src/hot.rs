@@ -66,9 +66,9 @@ struct Chain {
     lifetimes: Vec<(u64, u64)>,
 }
 
-/// Chains kept per goroutine while its outermost traced call runs; a call running that long
-/// on a busy path gets its occurrences counted as `dropped` past this.
-const MAX_PENDING: usize = 1 << 20;
+/// Chains kept inside one running call until it returns; a call running that long on a busy
+/// path gets its occurrences counted as `dropped` past this (a chain takes about 150 bytes).
+const MAX_PENDING: usize = 1 << 16;
 
 /// Occurrences per path of function indices, outermost first.
 #[derive(Debug, Default)]
@@ -191,19 +191,43 @@ impl PathTracker {
         (0, 0.0)
     }
 
-    fn leave(&mut self, goid: u64, function: u32, end_ns: u64) {
-        let Some(stack) = self.stacks.get_mut(&goid) else {
+    /// Ends the calls still running as escapade stops watching, at the last time it saw, so
+    /// that what ran inside them counts (a goroutine's loop entered after attaching).
+    pub fn finish(&mut self) {
+        let Some((_, last)) = self.watched else {
             return;
+        };
+        let goids: Vec<u64> = self.stacks.keys().copied().collect();
+        for goid in goids {
+            while let Some(top) = self.stacks.get(&goid).and_then(|s| s.last()) {
+                let function = top.function;
+                self.close(goid, function, last);
+            }
+        }
+    }
+
+    fn leave(&mut self, goid: u64, function: u32, end_ns: u64) {
+        if self.close(goid, function, end_ns) {
+            self.calls += 1;
+            self.completed.insert(function);
+        }
+    }
+
+    /// Ends the innermost running call of `function` on `goid` at `end_ns`; false when there
+    /// is none.
+    fn close(&mut self, goid: u64, function: u32, end_ns: u64) -> bool {
+        let Some(stack) = self.stacks.get_mut(&goid) else {
+            return false;
         };
         // Calls above this one never returned: a panic unwound them, and what ran inside
         // them with it.
         let Some(at) = stack.iter().rposition(|o| o.function == function) else {
-            return;
+            return false;
         };
         stack.truncate(at + 1);
-        let Some(open) = stack.pop() else { return };
-        self.calls += 1;
-        self.completed.insert(function);
+        let Some(open) = stack.pop() else {
+            return false;
+        };
         let lifetime = (open.start_ns, end_ns);
         let has_params = self.has_params.get(function as usize).copied() == Some(true);
         let mut chains = open.pending;
@@ -238,6 +262,7 @@ impl PathTracker {
                 }
             }
         }
+        true
     }
 }
 
@@ -447,8 +472,10 @@ impl<'a> HotSink<'a> {
         }
     }
 
-    /// The paths of `profile`'s samples in `binary`, scored with what the session saw.
-    pub fn view(&self, profile: &CpuProfile, binary: &GoBinary, weights: Weights) -> HotView {
+    /// The paths of `profile`'s samples in `binary`, scored with what the session saw; calls
+    /// still running end now.
+    pub fn view(&mut self, profile: &CpuProfile, binary: &GoBinary, weights: Weights) -> HotView {
+        self.tracker.finish();
         build(
             profile,
             |pc| binary.symbolize_inlined(pc),
@@ -541,6 +568,20 @@ mod tests {
         // Function 2 completed calls: a path starting with it is not one whose start was
         // missed.
         assert_eq!(got(&[2, 0, 1]), (0, 0.0));
+    }
+
+    #[test]
+    fn calls_still_running_end_when_escapade_stops_watching() {
+        let mut t = PathTracker::new(vec![true, true]);
+        t.call(&entry(1, 0, 0));
+        t.call(&entry(1, 1, 10));
+        t.call(&ret(1, 1, 20));
+        assert!(t.occurrences.by_path.is_empty());
+        t.finish();
+        assert_eq!(t.occurrences_of(&[0]), (1, 1.0));
+        assert_eq!(t.occurrences_of(&[0, 1]), (1, 0.5));
+        // Only function 1 returned.
+        assert_eq!(t.calls, 1);
     }
 
     #[test]

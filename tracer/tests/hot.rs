@@ -1,9 +1,10 @@
-//! `escapade hot` against known call paths and the runtime's own CPU profile: the CPU shares of
-//! two paths burning CPU about 70/30 must match the split the program measured with its
-//! thread's CPU clock and its `runtime/pprof` profile of the same run, the parameter lifetime overlap of a call nested in another must be the
-//! ratio of their durations, and a sampling rate the kernel refuses must say which setting.
-//! Recorded with `record --cpu`, the samples export as a CPU profile `go tool pprof` reads and
-//! as a CPU flame graph.
+//! `escapade hot` against known call paths and the runtime's own CPU profile: the CPU shares
+//! of two paths burning CPU about 70/30 must match the split the program measured with its
+//! thread's CPU clock and its `runtime/pprof` profile of the same run; the parameter lifetime
+//! overlap of a call nested in another must be the ratio of their durations (in a PIE and in a
+//! stripped binary); a sampling rate the kernel refuses must say which setting. Recorded with
+//! `record --cpu`, the samples export as a CPU profile `go tool pprof` reads and as a CPU
+//! flame graph.
 
 mod common;
 
@@ -169,39 +170,44 @@ fn recorded(go: &Go) {
 fn nested_calls_overlap_by_their_durations() {
     for go in common::toolchains() {
         eprintln!("== {}", go.version);
-        nested(&go);
+        // Position-independent: sampled stacks resolve through the load bias. main.main was
+        // running before escapade attached and never returns: its paths count the
+        // occurrences of the calls inside it, and it has no parameters to add a lifetime.
+        let pie = common::build(&go, "hot", &["-buildmode=pie"]);
+        nested(&pie, &["main.*"], &["main.main"]);
+        // Without symbols or DWARF, stacks resolve through pclntab; parameters are unknown,
+        // so each traced call adds its lifetime (main.main's would span the whole session).
+        let stripped = common::build(&go, "hot", &["-ldflags=-s -w"]);
+        let functions = ["main.outer", "main.inner", "main.siblings", "main.sib?"];
+        nested(&stripped, &functions, &[]);
     }
 }
 
-fn nested(go: &Go) {
-    // Position-independent: sampled stacks resolve through the load bias.
-    let bin = common::build(go, "hot", &["-buildmode=pie"]);
-    let (lines, _) = session(
-        &bin,
-        &["nested", "6"],
-        &["hot", "main.*", "--json", "--duration", "4s"],
-    );
+/// Checks the paths below `outside` of `hot` on the program's nested calls, tracing
+/// `functions`.
+fn nested(bin: &Path, functions: &[&str], outside: &[&str]) {
+    let mut args = vec!["hot", "--json", "--duration", "4s"];
+    args.extend(functions);
+    let (lines, _) = session(bin, &["nested", "6"], &args);
 
     let plo = |p: &[&str]| {
-        let row = path(&lines, p);
+        let p: Vec<&str> = outside.iter().chain(p).copied().collect();
+        let row = path(&lines, &p);
         assert!(row["occurrences"].as_u64().unwrap() > 20, "{row}");
         row["plo"].as_f64().unwrap()
     };
-    // main.main was running before escapade attached and never returns: its paths count the
-    // occurrences of the calls inside it, and it has no parameters to add a lifetime.
-    let main = "main.main";
     // outer runs 30 ms, inner 10 ms inside it: 10 / 30.
-    let nested = plo(&[main, "main.outer", "main.inner"]);
+    let nested = plo(&["main.outer", "main.inner"]);
     eprintln!("outer > inner: PLO {nested:.3}");
     assert!(
         (nested - 1.0 / 3.0).abs() < 0.05,
         "outer > inner: PLO {nested:.3}, not 1/3"
     );
-    assert_eq!(plo(&[main, "main.outer"]), 1.0);
+    assert_eq!(plo(&["main.outer"]), 1.0);
     // sibA and sibB run one after the other inside siblings, 10 ms of its 20 ms each; their
     // own lifetimes never meet (the pair's PLO is 0), so no path holds both.
     for sibling in ["main.sibA", "main.sibB"] {
-        let half = plo(&[main, "main.siblings", sibling]);
+        let half = plo(&["main.siblings", sibling]);
         assert!(
             (half - 0.5).abs() < 0.05,
             "siblings > {sibling}: PLO {half:.3}"
@@ -234,25 +240,37 @@ fn a_rate_above_the_kernels_limit_names_the_setting() {
     let go = &common::toolchains()[0];
     let bin = common::build(go, "hot", &[]);
     let mut target = Target::start(&bin, &["nested", "0"]);
-    let out = common::escapade(&[
-        "hot",
-        "--pid",
-        &target.pid.to_string(),
-        "main.outer",
-        "--hz",
-        &(max + 1).to_string(),
-    ]);
+    let pid = target.pid.to_string();
+    let hz = (max + 1).to_string();
+    let recording = bin.with_file_name("hot.refused.esc");
+    let _ = std::fs::remove_file(&recording);
+    let refused = [
+        common::escapade(&["hot", "--pid", &pid, "main.outer", "--hz", &hz]),
+        common::escapade(&[
+            "record",
+            "--pid",
+            &pid,
+            "-o",
+            recording.to_str().unwrap(),
+            "--cpu",
+            "--hz",
+            &hz,
+        ]),
+    ];
     target.go();
     target.read_count("done");
     target.go();
     target.finish();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.contains("kernel.perf_event_max_sample_rate"),
-        "{stderr}"
-    );
+    for out in refused {
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("kernel.perf_event_max_sample_rate"),
+            "{stderr}"
+        );
+    }
+    assert!(!recording.exists(), "a refused recording left a file");
 }
 
 /// Runs `bin` with `program` arguments under `escapade <command> --pid PID <rest>`; returns
