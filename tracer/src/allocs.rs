@@ -14,6 +14,7 @@ use probe_common::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::attach::Attached;
 use crate::clock::WallClock;
 use crate::decode::Decoder;
 use crate::gobin::Frame;
@@ -218,8 +219,22 @@ impl AllocReport {
     }
 }
 
-/// Symbolizes what the kernel counted. `stack_of` returns a recorded stack's return addresses,
-/// innermost (the probed instruction in `runtime.mallocgc`) first.
+/// The allocation view of what `attached`'s counting probes summed so far.
+pub fn view(
+    attached: &Attached,
+    clock: &WallClock,
+    decoder: &mut Decoder,
+) -> anyhow::Result<AllocReport> {
+    build(
+        attached.alloc_sites()?,
+        attached.sampled_live()?,
+        &attached.gc_cycles()?,
+        clock,
+        |id| attached.alloc_stack(id),
+        decoder,
+    )
+}
+
 /// Buckets of `COUNTED_RESIDENCY`: log2 of a u64 of nanoseconds, 0..=64.
 const RESIDENCY_BUCKETS: usize = 65;
 
@@ -231,7 +246,9 @@ struct Fate {
     residency: Vec<u64>,
 }
 
-pub fn build(
+/// Symbolizes what the kernel counted. `stack_of` returns a recorded stack's return addresses,
+/// innermost (the probed instruction in `runtime.mallocgc`) first.
+fn build(
     sites: Vec<(AllocKey, AllocStats)>,
     live: Vec<LiveObject>,
     gc: &[GcCycleRecord],

@@ -131,14 +131,7 @@ async fn allocs(args: AllocsArgs) -> anyhow::Result<()> {
     let (ended, _) = run?;
     let elapsed = started.elapsed();
     let mut decoder = Decoder::new(&target.binary, &target.process, target.bias);
-    let report = escapade::allocs::build(
-        attached.alloc_sites()?,
-        attached.sampled_live()?,
-        &attached.gc_cycles()?,
-        &WallClock::now(),
-        |id| attached.alloc_stack(id),
-        &mut decoder,
-    )?;
+    let report = escapade::allocs::view(&attached, &WallClock::now(), &mut decoder)?;
     let stdout = std::io::stdout().lock();
     write_allocs(
         &report,

@@ -588,14 +588,7 @@ impl Counting<'_> {
         metrics.events_dropped.inc_by(new(COUNTER_DROPPED));
         self.counters = counters;
         if let Some(allocs) = self.allocs.as_mut() {
-            let report = allocs::build(
-                attached.alloc_sites()?,
-                attached.sampled_live()?,
-                &attached.gc_cycles()?,
-                &allocs.clock,
-                |id| attached.alloc_stack(id),
-                &mut allocs.decoder,
-            )?;
+            let report = allocs::view(attached, &allocs.clock, &mut allocs.decoder)?;
             let counted = allocs.fold(&self.name, &self.shared, &report, &mut self.hits);
             self.hits.emulated += counted;
             let mut profile = lock_profile(&self.profile);

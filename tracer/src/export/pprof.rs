@@ -376,7 +376,7 @@ fn build(
     let mapping = proto::Mapping {
         id: 1,
         memory_start: 0,
-        memory_limit: max_pc + 1,
+        memory_limit: max_pc.saturating_add(1),
         filename: t.string(&header.binary),
         build_id: t.string(header.build_id.as_deref().unwrap_or("")),
         has_functions: true,

@@ -105,14 +105,7 @@ impl<'a, W: Write> RecordSink<'a, W> {
             && (allocs_due || ended.is_some())
         {
             let began = Instant::now();
-            let built = allocs::build(
-                attached.alloc_sites()?,
-                attached.sampled_live()?,
-                &attached.gc_cycles()?,
-                &self.clock,
-                |id| attached.alloc_stack(id),
-                decoder,
-            )?;
+            let built = allocs::view(attached, &self.clock, decoder)?;
             for pc in built.stacks.iter().flat_map(|s| &s.pcs) {
                 self.symbols.learn(decoder.binary, *pc);
             }

@@ -173,8 +173,28 @@ fn create_private(path: &Path) -> anyhow::Result<std::fs::File> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("creating the recording {} (-o)", path.display()))?;
-    // An existing file keeps its mode through `open`.
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("making {} private (mode 0600)", path.display()))?;
+    // An existing file keeps its mode through `open`; a device (`-o /dev/null`) is not ours
+    // to change.
+    let regular = file.metadata().is_ok_and(|m| m.is_file());
+    if regular {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("making {} private (mode 0600)", path.display()))?;
+    }
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_keeps_its_mode() {
+        let null = Path::new("/dev/null");
+        let before = std::fs::metadata(null).unwrap().permissions();
+        create_private(null).unwrap();
+        let after = std::fs::metadata(null).unwrap().permissions();
+        // Put it back before failing: the machine needs its /dev/null.
+        std::fs::set_permissions(null, before.clone()).unwrap();
+        assert_eq!(after.mode(), before.mode());
+    }
 }
