@@ -10,7 +10,9 @@
 //! writes them to a file and reads them back; `export` turns a read-back recording into other
 //! tools' formats. `clock` converts the probes' monotonic timestamps to wall time. `cpu` samples
 //! the target's CPU per user stack; `hot` joins those samples to the traced calls' parameter
-//! lifetimes into scored paths.
+//! lifetimes into scored paths. `launch` starts a program stopped until the probes are in
+//! place, `memprofile` reads and sets the target's `runtime.MemProfileRate`, `status` keeps a
+//! terminal's status line, and `agent` runs all of it as a daemon for many targets.
 
 pub mod agent;
 pub mod allocs;
