@@ -22,6 +22,11 @@ impl WallClock {
     }
 }
 
+/// CLOCK_MONOTONIC now, in nanoseconds: the probes' clock.
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
 fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,

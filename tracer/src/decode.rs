@@ -3,7 +3,6 @@
 //! `pt_regs` has no XMM state. Pointers are classified by what they point into.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
 use probe_common::{CallEvent, MAX_STACK_WORDS, MAX_STRING_CAPTURES, StringCapture};
 use serde::{Deserialize, Serialize};
@@ -202,14 +201,12 @@ pub struct Decoder<'a> {
     /// Added to link-time addresses to get runtime ones (PIE).
     pub bias: u64,
     type_names: HashMap<u64, Option<String>>,
-    /// The process's mappings as last re-read, and when: the heap grows after escapade
-    /// attaches, into memory the maps read at open do not show as writable.
+    /// The process's mappings as last re-read, and when (CLOCK_MONOTONIC, the probes' clock):
+    /// the heap grows after escapade attaches, into memory the maps read at open do not show
+    /// as writable.
     fresh_maps: Vec<Mapping>,
-    maps_read_at: Option<Instant>,
+    maps_read_ns: u64,
 }
-
-/// How often the mappings are re-read at most, for pointers into none of them.
-const MAPS_REREAD: Duration = Duration::from_millis(50);
 
 impl<'a> Decoder<'a> {
     pub fn new(binary: &'a GoBinary, process: &'a Process, bias: u64) -> Self {
@@ -219,7 +216,7 @@ impl<'a> Decoder<'a> {
             bias,
             type_names: HashMap::new(),
             fresh_maps: Vec::new(),
-            maps_read_at: None,
+            maps_read_ns: 0,
         }
     }
 
@@ -354,12 +351,10 @@ impl<'a> Decoder<'a> {
         if heap(self.process.mapping_at(addr)) {
             return Region::Heap;
         }
-        if !heap(Mapping::find(&self.fresh_maps, addr))
-            && self
-                .maps_read_at
-                .is_none_or(|at| at.elapsed() >= MAPS_REREAD)
-        {
-            self.maps_read_at = Some(Instant::now());
+        // Maps read before the event may miss memory mapped in between; maps read after it
+        // show what was there (Go does not unmap its heap), so one re-read a drain suffices.
+        if !heap(Mapping::find(&self.fresh_maps, addr)) && self.maps_read_ns < event.ktime_ns {
+            self.maps_read_ns = crate::clock::monotonic_ns();
             if let Ok(maps) = self.process.current_maps() {
                 self.fresh_maps = maps;
             }

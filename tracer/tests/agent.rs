@@ -630,3 +630,33 @@ fn cpu_profile_windows_over_http_show_the_programs_split() {
         "pathA {a:.3}, pathB {b:.3} in the window; the program's own split {theirs:.3}\n{top}"
     );
 }
+
+/// A process that exited but that its parent has not reaped yet still has its command name in
+/// /proc: the agent lets it go rather than failing to attach to it.
+#[test]
+fn an_exited_process_not_yet_reaped_is_let_go() {
+    let dir = temp_dir("agent-zombie");
+    let go = toolchains().pop().unwrap();
+    let bin = install(&dir, "zombie-go", &go, &[]);
+    let config = "[[target]]\nname = \"z\"\ncomm = \"zombie-go\"\nfunctions = [\"main.work\"]\n\
+                  allocs = \"off\"\n";
+    let agent = Agent::start(&dir, config);
+    let mut program = Target::start(&bin, &["10"]);
+    agent.wait_attached("z", program.pid);
+    program.go();
+    assert_eq!(program.read_count("calls"), 10);
+    // The program exits now, and this test reaps it only at the end.
+    wait_until(Duration::from_secs(10), "the session to end", || {
+        (agent.targets()["z"]["state"] == "waiting").then_some(())
+    });
+    // Several scans later it is still not taken for a process to attach to.
+    std::thread::sleep(Duration::from_secs(3));
+    let status = agent.targets();
+    assert_eq!(status["z"]["state"], "waiting", "{status}");
+    assert_eq!(
+        status["z"]["last_error"],
+        serde_json::Value::Null,
+        "{status}"
+    );
+    program.finish();
+}

@@ -9,7 +9,7 @@ pub fn matching(selector: &Selector) -> Vec<u32> {
     let me = std::process::id();
     if let Selector::Pid(pid) = selector {
         let exists = Path::new(&format!("/proc/{pid}")).exists();
-        return if exists && *pid != me {
+        return if exists && *pid != me && !exited(*pid) {
             vec![*pid]
         } else {
             vec![]
@@ -26,7 +26,7 @@ pub fn matching(selector: &Selector) -> Vec<u32> {
     let mut pids: Vec<u32> = entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| pid != me)
+        .filter(|&pid| pid != me && !exited(pid))
         .filter(|&pid| match (selector, &want_exe) {
             (Selector::Exe(_), Some(want)) => runs(pid, want),
             (Selector::Comm(comm), _) => has_comm(pid, comm),
@@ -35,6 +35,23 @@ pub fn matching(selector: &Selector) -> Vec<u32> {
         .collect();
     pids.sort_unstable();
     pids
+}
+
+/// Whether `pid` has exited and only waits for its parent to reap it (a zombie keeps its
+/// /proc entry and its command name, but nothing left to trace).
+fn exited(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat
+                .rsplit(')')
+                .next()?
+                .split_whitespace()
+                .next()?
+                .to_string();
+            Some(state == "Z" || state == "X")
+        })
+        .unwrap_or(true)
 }
 
 /// Whether `pid` runs the executable at `path`. A process started before its file was replaced
