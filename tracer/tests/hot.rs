@@ -77,16 +77,19 @@ fn cpu_split(go: &Go) {
         "pathA {a:.3} + pathB {b:.3}: too little of the CPU"
     );
 
+    // The runtime's profile puts some of a loaded machine's samples outside both paths (Go
+    // 1.27 under CI's load: pathA 0.627 where escapade and the thread's own clock said 0.68
+    // and 0.70), so the two profiles are compared on how they split the paths' CPU.
     let top = common::go_tool(go, &["pprof", "-top", "-cum", profile_arg]);
-    let pprof_share = |function: &str| common::cum_share(&top, function);
-    for (function, ours) in [("main.pathA", a), ("main.pathB", b)] {
-        let theirs = pprof_share(function);
-        eprintln!("{function}: runtime/pprof {theirs:.3}");
-        assert!(
-            (ours - theirs).abs() < 0.05,
-            "{function}: escapade {ours:.3} of the CPU samples, runtime/pprof {theirs:.3}\n{top}"
-        );
-    }
+    let (pa, pb) = (
+        common::cum_share(&top, "main.pathA"),
+        common::cum_share(&top, "main.pathB"),
+    );
+    eprintln!("runtime/pprof: pathA {pa:.3}, pathB {pb:.3}");
+    assert!(
+        (a / (a + b) - pa / (pa + pb)).abs() < 0.05,
+        "escapade splits pathA {a:.3} / pathB {b:.3}, runtime/pprof {pa:.3} / {pb:.3}\n{top}"
+    );
 }
 
 #[test]
