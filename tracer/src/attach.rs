@@ -1,5 +1,6 @@
 //! Loads the embedded eBPF object, fills its maps for one process, and attaches a uprobe at
-//! every probe point. Dropping [`Attached`] detaches everything.
+//! every probe point: through one `uprobe_multi` link per kind of probe where the kernel has
+//! them (6.6+), else one perf event per probe. Dropping [`Attached`] detaches everything.
 
 use std::num::NonZeroU32;
 use std::path::Path;
@@ -9,6 +10,8 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::UProbe;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
 use aya::{Ebpf, EbpfLoader};
+
+use crate::uprobe_multi::{self, MultiLink, MultiPrograms};
 use probe_common::{
     AllocKey, AllocStats, COUNTED_STACK_GROWTH, COUNTERS, GcCycleRecord, GoOffsets, LiveObject,
     MAX_PROBES, ProbeConfig, StackRecord,
@@ -58,11 +61,9 @@ pub struct ProbePoint {
 }
 
 pub struct Attached {
-    /// Keeps the programs and links alive.
+    /// Keeps the maps, and the programs of perf-event links, alive.
     ebpf: Ebpf,
-    /// The links of every probe but the return probes, with their program's name, to detach
-    /// them first.
-    entry_links: Vec<(&'static str, UProbeLinkId)>,
+    links: Links,
     events: Option<RingBuf<MapData>>,
     counters: PerCpuArray<MapData, u64>,
     alloc_sites: PerCpuHashMap<MapData, AllocKey, AllocStats>,
@@ -81,13 +82,13 @@ impl Attached {
     /// still return; the rest detaches on drop. Detaching in the other order would show calls
     /// entered in between as never returning.
     pub fn detach_entries(&mut self) -> anyhow::Result<()> {
-        for (name, link) in self.entry_links.drain(..) {
-            let program: &mut UProbe = self
-                .ebpf
-                .program_mut(name)
-                .with_context(|| format!("program {name} missing from the eBPF object"))?
-                .try_into()?;
-            program.detach(link)?;
+        match &mut self.links {
+            Links::Multi { entries, .. } => uprobe_multi::close_together(std::mem::take(entries)),
+            Links::PerfEvents { entries } => {
+                for (name, link) in entries.drain(..) {
+                    uprobe_program(&mut self.ebpf, name)?.detach(link)?;
+                }
+            }
         }
         Ok(())
     }
@@ -200,80 +201,36 @@ pub fn attach(
         }
     }
 
-    let pid = NonZeroU32::new(pid).context("PID 0 is not a process")?;
-    let program_for = |kind| match (programs, kind) {
-        (Programs::Empty, _) => "go_empty",
-        (Programs::Tracing, ProbeKind::Entry) => "go_entry",
-        (Programs::Tracing, ProbeKind::Return) => "go_return",
-        (Programs::Tracing, ProbeKind::Malloc) => "go_malloc",
-        (Programs::Tracing, ProbeKind::Newproc) => "go_newproc",
-        (Programs::Tracing, ProbeKind::GcCycle) => "go_gc",
-        (Programs::Tracing, ProbeKind::StackGrowth) => "go_copystack",
-        (Programs::Tracing, ProbeKind::Allocating) => "go_allocating",
-        (Programs::Tracing, ProbeKind::Allocated) => "go_allocated",
-        (Programs::Tracing, ProbeKind::SampledMalloc) => "go_mprof_malloc",
-        (Programs::Tracing, ProbeKind::FreeSpecial) => "go_free_special",
+    let groups: Vec<Group> = ATTACH_ORDER
+        .into_iter()
+        .map(|kind| Group {
+            program: program_for(programs, kind),
+            kind,
+            sites: points
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.kind == kind)
+                .map(|(id, p)| Site {
+                    addr: p.addr,
+                    file_offset: p.file_offset,
+                    cookie: id as u64 | p.flags,
+                })
+                .collect(),
+        })
+        .filter(|g| !g.sites.is_empty())
+        .collect();
+    let multi = if std::env::var_os(PERF_EVENT_UPROBES).is_some() {
+        Err(anyhow::anyhow!("{PERF_EVENT_UPROBES} is set"))
+    } else {
+        attach_multi(&ebpf, exe, pid, &groups)
     };
-    // Load every program before attaching any, so the returns-then-entries gap stays short.
-    let mut loaded: Vec<&str> = Vec::new();
-    for name in points.iter().map(|p| program_for(p.kind)) {
-        if !loaded.contains(&name) {
-            let program: &mut UProbe = ebpf
-                .program_mut(name)
-                .with_context(|| format!("program {name} missing from the eBPF object"))?
-                .try_into()?;
-            program
-                .load()
-                .with_context(|| format!("loading program {name}"))?;
-            loaded.push(name);
+    let links = match multi {
+        Ok(links) => links,
+        Err(e) => {
+            tracing::debug!("one perf event per uprobe, slower to detach: {e:#}");
+            attach_perf_events(&mut ebpf, exe, pid, &groups)?
         }
-    }
-    let mut entry_links = Vec::new();
-    // Returns first: a call that starts between the two would otherwise show an entry that
-    // never returns; this way it shows as a return without entry, like any call in flight.
-    let in_attach_order = [
-        ProbeKind::Return,
-        ProbeKind::Allocated,
-        ProbeKind::Allocating,
-        ProbeKind::Entry,
-        ProbeKind::Malloc,
-        ProbeKind::Newproc,
-        ProbeKind::GcCycle,
-        ProbeKind::StackGrowth,
-        // Frees before samples: a sample taken between the two would show as never freed.
-        ProbeKind::FreeSpecial,
-        ProbeKind::SampledMalloc,
-    ]
-    .into_iter()
-    .flat_map(|kind| {
-        points
-            .iter()
-            .enumerate()
-            .filter(move |(_, p)| p.kind == kind)
-    });
-    for (id, point) in in_attach_order {
-        let name = program_for(point.kind);
-        let program: &mut UProbe = ebpf
-            .program_mut(name)
-            .with_context(|| format!("program {name} missing from the eBPF object"))?
-            .try_into()?;
-        let attach_point = UProbeAttachPoint {
-            location: UProbeAttachLocation::AbsoluteOffset(point.file_offset),
-            cookie: Some(id as u64 | point.flags),
-        };
-        let link = program
-            .attach(attach_point, exe, UProbeScope::OneProcess(pid))
-            .with_context(|| {
-                format!(
-                    "attaching a uprobe at {:#x} in {}",
-                    point.addr,
-                    exe.display()
-                )
-            })?;
-        if point.kind != ProbeKind::Return {
-            entry_links.push((name, link));
-        }
-    }
+    };
 
     let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS")?)?;
     let counters = PerCpuArray::try_from(
@@ -291,12 +248,159 @@ pub fn attach(
         gc_cycles,
         sampled_live,
         ebpf,
-        entry_links,
+        links,
         events: Some(events),
         counters,
         alloc_sites,
         alloc_stacks,
     })
+}
+
+/// Set, escapade attaches one perf event per uprobe even where the kernel has `uprobe_multi`
+/// links: what it does on kernels before 6.6, here to test that path.
+pub const PERF_EVENT_UPROBES: &str = "ESCAPADE_PERF_EVENT_UPROBES";
+
+/// The order probes go in. Returns first: a call that starts between the two would otherwise
+/// show an entry that never returns; this way it shows as a return without entry, like any
+/// call in flight. Frees before samples: a sample taken between the two would show as never
+/// freed.
+const ATTACH_ORDER: [ProbeKind; 10] = [
+    ProbeKind::Return,
+    ProbeKind::Allocated,
+    ProbeKind::Allocating,
+    ProbeKind::Entry,
+    ProbeKind::Malloc,
+    ProbeKind::Newproc,
+    ProbeKind::GcCycle,
+    ProbeKind::StackGrowth,
+    ProbeKind::FreeSpecial,
+    ProbeKind::SampledMalloc,
+];
+
+/// The probe points of one kind, which one program serves.
+struct Group {
+    program: &'static str,
+    kind: ProbeKind,
+    sites: Vec<Site>,
+}
+
+struct Site {
+    /// Link-time address, for messages.
+    addr: u64,
+    file_offset: u64,
+    /// The probe id (its index in `PROBE_CONFIGS`) and its `COOKIE_*` flags.
+    cookie: u64,
+}
+
+/// How the uprobes are held.
+enum Links {
+    /// One link per kind of probe: detaching one waits one grace period however many uprobes
+    /// it holds. The return probes' link stays until the end, to see calls in flight return.
+    Multi {
+        entries: Vec<MultiLink>,
+        _returns: Vec<MultiLink>,
+    },
+    /// One perf event per uprobe (kernels before 6.6); the return probes' detach with the
+    /// eBPF object.
+    PerfEvents {
+        entries: Vec<(&'static str, UProbeLinkId)>,
+    },
+}
+
+fn program_for(programs: Programs, kind: ProbeKind) -> &'static str {
+    match (programs, kind) {
+        (Programs::Empty, _) => "go_empty",
+        (Programs::Tracing, ProbeKind::Entry) => "go_entry",
+        (Programs::Tracing, ProbeKind::Return) => "go_return",
+        (Programs::Tracing, ProbeKind::Malloc) => "go_malloc",
+        (Programs::Tracing, ProbeKind::Newproc) => "go_newproc",
+        (Programs::Tracing, ProbeKind::GcCycle) => "go_gc",
+        (Programs::Tracing, ProbeKind::StackGrowth) => "go_copystack",
+        (Programs::Tracing, ProbeKind::Allocating) => "go_allocating",
+        (Programs::Tracing, ProbeKind::Allocated) => "go_allocated",
+        (Programs::Tracing, ProbeKind::SampledMalloc) => "go_mprof_malloc",
+        (Programs::Tracing, ProbeKind::FreeSpecial) => "go_free_special",
+    }
+}
+
+/// Every group in one `uprobe_multi` link. On failure nothing stays attached, so that the
+/// caller can fall back to perf events.
+fn attach_multi(ebpf: &Ebpf, exe: &Path, pid: u32, groups: &[Group]) -> anyhow::Result<Links> {
+    let mut names: Vec<&'static str> = groups.iter().map(|g| g.program).collect();
+    names.sort_unstable();
+    names.dedup();
+    let programs = MultiPrograms::load(PROBES, ebpf, &names)?;
+    let (mut entries, mut returns) = (Vec::new(), Vec::new());
+    for group in groups {
+        let sites: Vec<(u64, u64)> = group
+            .sites
+            .iter()
+            .map(|s| (s.file_offset, s.cookie))
+            .collect();
+        let link = programs
+            .attach(group.program, exe, pid, &sites)
+            .with_context(|| format!("attaching {} uprobe_multi link", group.program));
+        let link = match link {
+            Ok(link) => link,
+            Err(e) => {
+                uprobe_multi::close_together(entries.into_iter().chain(returns).collect());
+                return Err(e);
+            }
+        };
+        if group.kind == ProbeKind::Return {
+            returns.push(link);
+        } else {
+            entries.push(link);
+        }
+    }
+    Ok(Links::Multi {
+        entries,
+        _returns: returns,
+    })
+}
+
+fn attach_perf_events(
+    ebpf: &mut Ebpf,
+    exe: &Path,
+    pid: u32,
+    groups: &[Group],
+) -> anyhow::Result<Links> {
+    let pid = NonZeroU32::new(pid).context("PID 0 is not a process")?;
+    // Load every program before attaching any, so the returns-then-entries gap stays short.
+    for group in groups {
+        let program = uprobe_program(ebpf, group.program)?;
+        if program.fd().is_err() {
+            program
+                .load()
+                .with_context(|| format!("loading program {}", group.program))?;
+        }
+    }
+    let mut entries = Vec::new();
+    for group in groups {
+        let program = uprobe_program(ebpf, group.program)?;
+        for site in &group.sites {
+            let attach_point = UProbeAttachPoint {
+                location: UProbeAttachLocation::AbsoluteOffset(site.file_offset),
+                cookie: Some(site.cookie),
+            };
+            let link = program
+                .attach(attach_point, exe, UProbeScope::OneProcess(pid))
+                .with_context(|| {
+                    format!("attaching a uprobe at {:#x} in {}", site.addr, exe.display())
+                })?;
+            if group.kind != ProbeKind::Return {
+                entries.push((group.program, link));
+            }
+        }
+    }
+    Ok(Links::PerfEvents { entries })
+}
+
+fn uprobe_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut UProbe> {
+    Ok(ebpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing from the eBPF object"))?
+        .try_into()?)
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones ignore it.

@@ -19,7 +19,7 @@ pub enum Region {
     Nil,
     /// The calling goroutine's own stack.
     Stack,
-    /// Go's heap arenas (anonymous writable mappings).
+    /// Go's heap arenas (anonymous mappings, reserved inaccessible, made writable as used).
     Heap,
     /// The binary's initialised globals (`.data`, `.noptrdata`).
     Data,
@@ -202,8 +202,7 @@ pub struct Decoder<'a> {
     pub bias: u64,
     type_names: HashMap<u64, Option<String>>,
     /// The process's mappings as last re-read, and when (CLOCK_MONOTONIC, the probes' clock):
-    /// the heap grows after escapade attaches, into memory the maps read at open do not show
-    /// as writable.
+    /// the heap grows after escapade attaches, into memory the maps read at open may not show.
     fresh_maps: Vec<Mapping>,
     maps_read_ns: u64,
 }
@@ -347,7 +346,10 @@ impl<'a> Decoder<'a> {
                 _ => Region::Rodata,
             };
         }
-        let heap = |m: Option<&Mapping>| m.is_some_and(|m| m.path.is_empty() && m.writable);
+        // Go reserves its heap arenas as inaccessible anonymous memory and makes them
+        // writable as the heap grows: memory reserved when the maps were read may have been
+        // heap by the time of the event, and the process may be gone before a re-read.
+        let heap = |m: Option<&Mapping>| m.is_some_and(|m| m.path.is_empty());
         if heap(self.process.mapping_at(addr)) {
             return Region::Heap;
         }

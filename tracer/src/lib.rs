@@ -37,3 +37,4 @@ pub mod report;
 pub mod ringbuf;
 pub mod session;
 pub mod status;
+pub mod uprobe_multi;

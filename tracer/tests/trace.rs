@@ -207,12 +207,32 @@ fn every_prologue_shape_gives_one_entry_and_one_return_per_call() {
         let bin = common::build(&go, "shapes", &[]);
         for placement in ["fast", "callsites"] {
             eprintln!("== {} --placement {placement}", go.version);
-            check_shapes(&bin, placement);
+            check_shapes(&bin, placement, Links::UprobeMulti);
         }
     }
 }
 
-fn check_shapes(bin: &std::path::Path, placement: &str) {
+/// Kernels before 6.6 have no `uprobe_multi` links; escapade then attaches one perf event per
+/// uprobe (slower to detach), and sees the same calls.
+#[test]
+fn perf_event_uprobes_see_the_same_calls() {
+    for go in common::toolchains() {
+        let bin = common::build(&go, "shapes", &[]);
+        eprintln!("== {}", go.version);
+        check_shapes(&bin, "fast", Links::PerfEvents);
+    }
+}
+
+/// How escapade holds its uprobes.
+#[derive(PartialEq)]
+enum Links {
+    /// One `uprobe_multi` link per kind of probe, where the kernel has them (6.6+).
+    UprobeMulti,
+    /// One perf event per uprobe, forced with `ESCAPADE_PERF_EVENT_UPROBES`.
+    PerfEvents,
+}
+
+fn check_shapes(bin: &std::path::Path, placement: &str, links: Links) {
     let functions = [
         "main.small",
         "main.large",
@@ -227,7 +247,17 @@ fn check_shapes(bin: &std::path::Path, placement: &str) {
     let pid = target.pid.to_string();
     let mut args = vec!["trace", "--pid", &pid, "--json", "--placement", placement];
     args.extend(functions);
-    let mut escapade = Escapade::attach(&args);
+    let env: &[(&str, &str)] = match links {
+        Links::UprobeMulti => &[],
+        Links::PerfEvents => &[("ESCAPADE_PERF_EVENT_UPROBES", "1")],
+    };
+    let mut escapade = Escapade::attach_with_env(&args, env);
+    // An entry and a return probe for each of the 8 functions, at least.
+    let (multi, perf) = (escapade.bpf_links("uprobe_multi"), escapade.bpf_links("perf"));
+    match links {
+        Links::UprobeMulti => assert!(multi >= 2 && perf == 0, "{multi} {perf}"),
+        Links::PerfEvents => assert!(multi == 0 && perf >= 16, "{multi} {perf}"),
+    }
     target.go();
     // 3 rounds of 7 functions, then deep(100) which prints once but runs 101 calls.
     let printed = common::json_lines(&target.read_lines(3 * 7 + 1).concat());

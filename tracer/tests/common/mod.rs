@@ -209,9 +209,15 @@ pub struct Escapade {
 impl Escapade {
     /// Starts `escapade <args>` and waits until it reports that its probes are attached.
     pub fn attach(args: &[&str]) -> Escapade {
+        Escapade::attach_with_env(args, &[])
+    }
+
+    /// [`Escapade::attach`] with variables added to escapade's environment.
+    pub fn attach_with_env(args: &[&str], env: &[(&str, &str)]) -> Escapade {
         use std::process::Stdio;
         let mut child = Command::new(env!("CARGO_BIN_EXE_escapade"))
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -260,6 +266,17 @@ impl Escapade {
 }
 
 impl Escapade {
+    /// How many BPF links of `link_type` (`uprobe_multi`, `perf`, ...) escapade holds, as
+    /// the kernel reports them in /proc/PID/fdinfo.
+    pub fn bpf_links(&self, link_type: &str) -> usize {
+        let want = format!("link_type:\t{link_type}");
+        std::fs::read_dir(format!("/proc/{}/fdinfo", self.child.id()))
+            .unwrap()
+            .filter_map(|fd| std::fs::read_to_string(fd.ok()?.path()).ok())
+            .filter(|info| info.lines().any(|l| l == want))
+            .count()
+    }
+
     /// Kills escapade with SIGKILL, as a crash would end it, and waits for it.
     pub fn kill9(mut self) {
         self.child.kill().unwrap();
