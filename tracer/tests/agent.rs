@@ -193,6 +193,8 @@ struct Ran {
     calls: u64,
     mallocs: u64,
     goroutines: u64,
+    /// GC cycles over the program's life.
+    gcs: u64,
 }
 
 /// Starts the test program at `bin`, waits until the agent attached to it under `target`, lets
@@ -206,6 +208,7 @@ fn run_traced(agent: &Agent, target: &str, bin: &Path, n: u64) -> (Ran, Duration
         calls: program.read_count("calls"),
         mallocs: program.read_count("mallocs"),
         goroutines: program.read_count("goroutines"),
+        gcs: program.read_count("gcs"),
     };
     let pid = program.pid;
     program.finish();
@@ -283,6 +286,25 @@ fn prometheus_and_pprof_see_what_each_program_did() {
             "escapade_goroutines_created_total{{target=\"{name}\",site=\"main.main (agent.go:50)\"}}"
         ));
         assert_eq!(goroutines, Some(ran.goroutines as f64), "{}", go.version);
+        let series = |metric: &str, labels: &str| {
+            let series = format!("escapade_{metric}{{target=\"{name}\"{labels}}}");
+            agent.metric(&series).unwrap_or_else(|| panic!("no {series}"))
+        };
+        let work = ",function=\"main.work\"";
+        assert_eq!(series("call_duration_seconds_count", work), n as f64);
+        // Each call allocates one 16-byte node, and nothing else allocates there.
+        let site = ",site=\"main.work (agent.go:24)\"";
+        assert_eq!(series("alloc_objects_total", site), n as f64);
+        assert_eq!(series("alloc_bytes_total", site), 16.0 * n as f64);
+        assert_eq!(series("gc_cycles_total", ""), ran.gcs as f64, "{}", go.version);
+        assert_eq!(series("gc_pause_seconds_count", ""), ran.gcs as f64);
+        // Entries on the stack check's JBE, which the kernel emulates; returns on the RET,
+        // which it single-steps.
+        for kind in ["emulated", "single_stepped"] {
+            let hits = series("probe_hits_total", &format!(",kind=\"{kind}\""));
+            assert!(hits >= n as f64, "{name}: {hits} {kind} hits for {n} calls");
+        }
+        assert!(series("probe_cost_seconds_total", "") > 0.0);
 
         // go tool pprof fetches the profile itself, as it does from a Go server.
         let url = agent.url(&format!("/targets/{name}/debug/pprof/allocs"));
@@ -304,6 +326,11 @@ fn prometheus_and_pprof_see_what_each_program_did() {
         &["pprof", "-top", "-sample_index=calls", &calls],
     );
     assert!(top.contains("main.work"), "{top}");
+    // Every program has exited: each target waits for the next.
+    let waiting = agent.metric("escapade_targets{state=\"waiting\"}");
+    assert_eq!(waiting, Some(programs.len() as f64));
+    let events = agent.metric("escapade_events_total").unwrap();
+    assert!(events >= 2.0 * 1000.0 * programs.len() as f64, "{events} events");
 }
 
 #[test]

@@ -1,6 +1,6 @@
 // A target for the agent tests: prints "ready <pid>", waits for a line on stdin, then calls
 // main.work N times (argument 1), each call allocating one node on the heap, starts a few
-// goroutines, and prints what it did as the runtime counted it before it exits.
+// goroutines, runs two GC cycles, and prints what it did as the runtime counted it.
 package main
 
 import (
@@ -52,7 +52,12 @@ func main() {
 		}()
 	}
 	wg.Wait()
+	runtime.GC()
+	runtime.GC()
+	var end runtime.MemStats
+	runtime.ReadMemStats(&end)
 	fmt.Printf("calls %d\n", n)
 	fmt.Printf("mallocs %d\n", after.Mallocs-before.Mallocs)
 	fmt.Printf("goroutines %d\n", workers)
+	fmt.Printf("gcs %d\n", end.NumGC)
 }
