@@ -386,7 +386,11 @@ fn attach_perf_events(
             let link = program
                 .attach(attach_point, exe, UProbeScope::OneProcess(pid))
                 .with_context(|| {
-                    format!("attaching a uprobe at {:#x} in {}", site.addr, exe.display())
+                    format!(
+                        "attaching a uprobe at {:#x} in {}",
+                        site.addr,
+                        exe.display()
+                    )
                 })?;
             if group.kind != ProbeKind::Return {
                 entries.push((group.program, link));

@@ -163,7 +163,10 @@ fn load_program(name: &str, insns: &[bpf_insn], license: &CString) -> io::Result
             let last = text.lines().rev().take(5).collect::<Vec<_>>();
             io::Error::new(
                 e.kind(),
-                format!("{e}; verifier: {}", last.into_iter().rev().collect::<Vec<_>>().join(" | ")),
+                format!(
+                    "{e}; verifier: {}",
+                    last.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                ),
             )
         })
     })

@@ -253,7 +253,10 @@ fn check_shapes(bin: &std::path::Path, placement: &str, links: Links) {
     };
     let mut escapade = Escapade::attach_with_env(&args, env);
     // An entry and a return probe for each of the 8 functions, at least.
-    let (multi, perf) = (escapade.bpf_links("uprobe_multi"), escapade.bpf_links("perf"));
+    let (multi, perf) = (
+        escapade.bpf_links("uprobe_multi"),
+        escapade.bpf_links("perf"),
+    );
     match links {
         Links::UprobeMulti => assert!(multi >= 2 && perf == 0, "{multi} {perf}"),
         Links::PerfEvents => assert!(multi == 0 && perf >= 16, "{multi} {perf}"),

@@ -10,6 +10,10 @@ use tokio::io::unix::AsyncFd;
 
 use crate::ringbuf::watch_readable;
 
+/// Set, the agent does without the tracepoint, as where the kernel refuses it; here to test
+/// that path.
+pub const NO_EXEC_TRACEPOINT: &str = "ESCAPADE_NO_EXEC_TRACEPOINT";
+
 static WATCHER: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe-exec"));
 
 pub struct ExecWatcher {

@@ -145,7 +145,11 @@ async fn apply(
 /// Counts the processes that exec'd, for supervisors to look for their targets' new processes
 /// at once; None where the kernel's tracepoint cannot be used, and they scan /proc more often.
 fn watch_execs() -> Option<watch::Receiver<u64>> {
-    let mut watcher = match execs::ExecWatcher::start() {
+    let started = match std::env::var_os(execs::NO_EXEC_TRACEPOINT) {
+        Some(_) => Err(anyhow::anyhow!("{} is set", execs::NO_EXEC_TRACEPOINT)),
+        None => execs::ExecWatcher::start(),
+    };
+    let mut watcher = match started {
         Ok(watcher) => watcher,
         Err(error) => {
             eprintln!(
