@@ -21,7 +21,8 @@ static CPU_SAMPLES: PerCpuHashMap<i64, u64> = PerCpuHashMap::with_max_entries(MA
 /// existed before it was opened.
 #[perf_event]
 pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
-    if crate::current_tgid() != target_tgid() {
+    let target = target_tgid();
+    if target == 0 || crate::current_tgid() != target {
         return 0;
     }
     // The kernel walks the user stack from the registers the task entered the kernel with,

@@ -5,8 +5,12 @@
 //! the reader: it drains on a timer, and a probe only forces a wake-up when the buffer is filling.
 #![no_std]
 #![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod cpu;
+
+use core::intrinsics::AtomicOrdering;
 
 use aya_ebpf::{
     EbpfContext,
@@ -52,12 +56,51 @@ static GO_OFFSETS: Array<GoOffsets> = Array::with_max_entries(1, 0);
 static PROBE_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS, 0);
 
 /// The traced process; attachments are already scoped to it, this guards against PID reuse.
+/// 0 when the probes are attached to the file ahead of the program's next process: then the
+/// first process to hit one claims them, in `CLAIMED_TGID`.
 #[unsafe(no_mangle)]
 static TARGET_TGID: u32 = 0;
 
+#[map]
+static CLAIMED_TGID: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Whether the current process is the traced one; with probes attached to the file ahead of
+/// it, the first process to ask claims them. Only for probes in the program's own code: any
+/// process can run a perf event's program.
+fn is_target() -> bool {
+    let tgid = current_tgid();
+    // SAFETY: a read of a constant the loader patched.
+    let target = unsafe { core::ptr::read_volatile(&TARGET_TGID) };
+    if target != 0 {
+        return tgid == target;
+    }
+    let Some(slot) = CLAIMED_TGID.get_ptr_mut(0) else {
+        return false;
+    };
+    let tgid = u64::from(tgid);
+    // SAFETY: the map's one value, aligned and valid while the program runs; every access to
+    // it, here and from userspace, is atomic. (The BPF target's `AtomicU64` has no
+    // compare-exchange; the instruction exists.)
+    let (owner, _) = unsafe {
+        core::intrinsics::atomic_cxchg::<
+            u64,
+            { AtomicOrdering::Relaxed },
+            { AtomicOrdering::Relaxed },
+        >(slot, 0, tgid)
+    };
+    owner == 0 || owner == tgid
+}
+
+/// The traced process, 0 while the probes attached to the file wait for one.
 fn target_tgid() -> u32 {
     // SAFETY: a read of a constant the loader patched.
-    unsafe { core::ptr::read_volatile(&TARGET_TGID) }
+    match unsafe { core::ptr::read_volatile(&TARGET_TGID) } {
+        0 => CLAIMED_TGID.get(0).map_or(0, |claimed| {
+            // SAFETY: the map's one value, aligned (an aligned 64-bit load is atomic).
+            (unsafe { core::ptr::read_volatile(claimed) }) as u32
+        }),
+        target => target,
+    }
 }
 
 fn current_tgid() -> u32 {
@@ -276,7 +319,7 @@ fn try_free_special(ctx: &ProbeContext) -> Result<(), ()> {
 /// The registers at a probe on a runtime function's entry, or None when this hit is not one:
 /// another process, or the stack-check branch about to grow the stack.
 fn runtime_probe_regs(ctx: &ProbeContext) -> Option<&pt_regs> {
-    if current_tgid() != target_tgid() {
+    if !is_target() {
         return None;
     }
     // SAFETY: the context of a uprobe program is its pt_regs.
@@ -475,7 +518,7 @@ fn count(counter: u32) {
 fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if tgid != target_tgid() {
+    if !is_target() {
         return Ok(());
     }
     // SAFETY: the context of a uprobe program is its pt_regs.

@@ -70,6 +70,7 @@ pub struct Attached {
     alloc_stacks: HashMap<MapData, u64, StackRecord>,
     sampled_live: HashMap<MapData, u64, LiveObject>,
     gc_cycles: HashMap<MapData, u64, GcCycleRecord>,
+    claimed_tgid: Array<MapData, u64>,
 }
 
 impl Attached {
@@ -91,6 +92,22 @@ impl Attached {
             }
         }
         Ok(())
+    }
+
+    /// Whether probes attached for [`Scope::NextProcess`] serve process `pid`: it claimed them
+    /// by hitting one first, or none has yet and it claims them now. Two processes of the file
+    /// starting in the same instant could both count into them until this settles it.
+    pub fn claim(&mut self, pid: u32) -> bool {
+        match self.claimed_by() {
+            None => self.claimed_tgid.set(0, u64::from(pid), 0).is_ok(),
+            Some(owner) => owner == pid,
+        }
+    }
+
+    /// The process that claimed probes attached for [`Scope::NextProcess`], if one has.
+    pub fn claimed_by(&self) -> Option<u32> {
+        let pid = self.claimed_tgid.get(&0, 0).ok()?;
+        u32::try_from(pid).ok().filter(|&pid| pid != 0)
     }
 
     /// What the counting probes counted, per (stack, caller, type), summed over CPUs.
@@ -166,8 +183,29 @@ pub enum Programs {
     Empty,
 }
 
+/// Which processes the probes serve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// The running process of this PID.
+    Process(u32),
+    /// The next process to run the file: the probes wait in the file, and the first process
+    /// to hit one claims them (see [`Attached::claim`]). It runs its first instruction
+    /// with them in place.
+    NextProcess,
+}
+
+impl Scope {
+    /// The PID the kernel filters on, 0 for every process.
+    fn pid(self) -> u32 {
+        match self {
+            Scope::Process(pid) => pid,
+            Scope::NextProcess => 0,
+        }
+    }
+}
+
 pub fn attach(
-    pid: u32,
+    scope: Scope,
     exe: &Path,
     offsets: GoOffsets,
     points: &[ProbePoint],
@@ -183,7 +221,7 @@ pub fn attach(
     // returns then keep track of.
     let track_calls = u32::from(points.iter().any(|p| p.kind == ProbeKind::Allocating));
     let mut ebpf = EbpfLoader::new()
-        .override_global("TARGET_TGID", &pid, true)
+        .override_global("TARGET_TGID", &scope.pid(), true)
         .override_global("TRACK_CALLS", &track_calls, true)
         .load(PROBES)
         .context("loading the eBPF programs")?;
@@ -222,13 +260,13 @@ pub fn attach(
     let multi = if std::env::var_os(PERF_EVENT_UPROBES).is_some() {
         Err(anyhow::anyhow!("{PERF_EVENT_UPROBES} is set"))
     } else {
-        attach_multi(&ebpf, exe, pid, &groups)
+        attach_multi(&ebpf, exe, scope.pid(), &groups)
     };
     let links = match multi {
         Ok(links) => links,
         Err(e) => {
             tracing::debug!("one perf event per uprobe, slower to detach: {e:#}");
-            attach_perf_events(&mut ebpf, exe, pid, &groups)?
+            attach_perf_events(&mut ebpf, exe, scope, &groups)?
         }
     };
 
@@ -244,7 +282,9 @@ pub fn attach(
     let sampled_live =
         HashMap::try_from(ebpf.take_map("SAMPLED_LIVE").context("map SAMPLED_LIVE")?)?;
     let gc_cycles = HashMap::try_from(ebpf.take_map("GC_CYCLES").context("map GC_CYCLES")?)?;
+    let claimed_tgid = Array::try_from(ebpf.take_map("CLAIMED_TGID").context("map CLAIMED_TGID")?)?;
     Ok(Attached {
+        claimed_tgid,
         gc_cycles,
         sampled_live,
         ebpf,
@@ -362,10 +402,15 @@ fn attach_multi(ebpf: &Ebpf, exe: &Path, pid: u32, groups: &[Group]) -> anyhow::
 fn attach_perf_events(
     ebpf: &mut Ebpf,
     exe: &Path,
-    pid: u32,
+    scope: Scope,
     groups: &[Group],
 ) -> anyhow::Result<Links> {
-    let pid = NonZeroU32::new(pid).context("PID 0 is not a process")?;
+    let scope = match scope {
+        Scope::Process(pid) => {
+            UProbeScope::OneProcess(NonZeroU32::new(pid).context("PID 0 is not a process")?)
+        }
+        Scope::NextProcess => UProbeScope::AllProcesses,
+    };
     // Load every program before attaching any, so the returns-then-entries gap stays short.
     for group in groups {
         let program = uprobe_program(ebpf, group.program)?;
@@ -383,15 +428,13 @@ fn attach_perf_events(
                 location: UProbeAttachLocation::AbsoluteOffset(site.file_offset),
                 cookie: Some(site.cookie),
             };
-            let link = program
-                .attach(attach_point, exe, UProbeScope::OneProcess(pid))
-                .with_context(|| {
-                    format!(
-                        "attaching a uprobe at {:#x} in {}",
-                        site.addr,
-                        exe.display()
-                    )
-                })?;
+            let link = program.attach(attach_point, exe, scope).with_context(|| {
+                format!(
+                    "attaching a uprobe at {:#x} in {}",
+                    site.addr,
+                    exe.display()
+                )
+            })?;
             if group.kind != ProbeKind::Return {
                 entries.push((group.program, link));
             }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 
-use escapade::attach::{Attached, ProbePoint, Programs, attach};
+use escapade::attach::{Attached, ProbePoint, Programs, Scope, attach};
 use escapade::cli::{
     AllocModeArgs, AllocsArgs, CallArgs, Cli, Command, ExportArgs, HotArgs, ParamsArgs, RecordArgs,
     ReportArgs, TargetArgs, TraceArgs,
@@ -614,7 +614,7 @@ fn attach_to(
     doing: &str,
 ) -> anyhow::Result<Attached> {
     let attached = attach(
-        target.process.pid,
+        Scope::Process(target.process.pid),
         &target.process.exe,
         target.binary.go_offsets(target.bias),
         points,

@@ -410,6 +410,63 @@ fn restarts(name: &str, env: &[(&str, &str)]) {
     );
 }
 
+/// While none of its processes runs, the agent attaches to an `exe` target's file ahead of the
+/// next one: the calls that process makes the instant it starts, long before the agent could
+/// attach to it, are counted. A build copied over the file in place (same inode: the probes'
+/// offsets would fall inside other instructions) first makes the agent detach, its lease on the
+/// file holding the copy back until then, and the next process runs the new build unharmed,
+/// again counted from its first call.
+#[test]
+fn probes_wait_in_the_file_for_the_next_process() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = temp_dir("agent-ahead");
+    let gos = toolchains();
+    let installed = install(&dir, "api", &gos[0], &[]);
+    let config = format!(
+        "[[target]]\nname = \"api\"\nexe = \"{}\"\nfunctions = [\"main.work\"]\nallocs = \"exact\"\n",
+        installed.display()
+    );
+    let agent = Agent::start(&dir, &config);
+    let mut total = 0;
+    let mut build_ids = Vec::new();
+    for run in 0..3 {
+        if run == 2 {
+            let other = build(gos.last().unwrap(), "agent", &["-ldflags=-s -w"]);
+            let inode = std::fs::metadata(&installed).unwrap().ino();
+            std::fs::copy(other, &installed).unwrap();
+            assert_eq!(std::fs::metadata(&installed).unwrap().ino(), inode);
+        }
+        wait_until(
+            Duration::from_secs(20),
+            "probes ahead of the next process",
+            || (agent.targets()["api"]["probes_ahead"] == true).then_some(()),
+        );
+        let n = 1000 + run;
+        let mut program = Target::start(&installed, &[&n.to_string()]);
+        // At once: the agent has not seen this process yet.
+        program.go();
+        total += program.read_count("calls");
+        let pid = program.pid;
+        program.finish();
+        let series = "escapade_calls_total{target=\"api\",function=\"main.work\"}";
+        let seen = wait_until(Duration::from_secs(10), "the calls counted", || {
+            agent.metric(series).filter(|&v| v == total as f64)
+        });
+        assert_eq!(seen, total as f64, "run {run}");
+        let previous = wait_until(Duration::from_secs(10), "the process let go", || {
+            let previous = agent.targets()["api"]["previous"].clone();
+            (previous["pid"] == pid).then_some(previous)
+        });
+        assert_eq!(previous["attached_ahead"], true, "{previous}");
+        build_ids.push(attached_build_id(&agent));
+    }
+    assert_eq!(build_ids[0], build_ids[1]);
+    assert_ne!(
+        build_ids[1], build_ids[2],
+        "the build copied in place was planned afresh"
+    );
+}
+
 /// The build ID of the last process the agent was attached to.
 fn attached_build_id(agent: &Agent) -> String {
     let status = agent.targets();

@@ -10,6 +10,7 @@ pub mod config;
 mod discover;
 mod execs;
 mod http;
+mod lease;
 mod metrics;
 mod retention;
 mod state;

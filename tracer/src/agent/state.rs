@@ -55,6 +55,9 @@ pub struct TargetStatus {
     pub previous: Option<ProcessStatus>,
     /// Why the latest process that matched could not be traced.
     pub last_error: Option<String>,
+    /// Whether probes wait in the target's file for its next process (see
+    /// [`ProcessStatus::attached_ahead`]).
+    pub probes_ahead: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -67,6 +70,9 @@ pub struct ProcessStatus {
     pub probes: Vec<(String, String)>,
     /// What the process cannot give that the target's config asks for, and why.
     pub notes: Vec<String>,
+    /// Whether the probes were in place before the process's first instruction (attached to
+    /// the file ahead of it), rather than attached once it ran.
+    pub attached_ahead: bool,
     /// Unix seconds.
     pub attached_at: u64,
 }
@@ -99,6 +105,7 @@ impl Shared {
                 processes: Vec::new(),
                 previous: None,
                 last_error: None,
+                probes_ahead: false,
             });
     }
 
@@ -133,6 +140,10 @@ impl Shared {
                 s.previous = Some(s.processes.remove(at));
             }
         });
+    }
+
+    pub fn probes_ahead(&self, name: &str, ahead: bool) {
+        self.update(name, |s| s.probes_ahead = ahead);
     }
 
     pub fn failed(&self, name: &str, error: String) {

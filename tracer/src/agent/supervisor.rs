@@ -13,14 +13,16 @@ use std::time::{Duration, Instant};
 use probe_common::{COUNTER_DROPPED, COUNTER_EVENTS, COUNTERS, CallEvent};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
-use super::config::{AllocMode, RecordConfig, TargetConfig};
+use super::config::{AllocMode, RecordConfig, Selector, TargetConfig};
+use super::lease::Lease;
 use super::metrics::SiteLabels;
 use super::state::{LiveProfile, ProcessStatus, Shared, lock_profile};
 use super::{discover, retention};
 use crate::allocs::{self, AllocReport};
-use crate::attach::{Attached, Programs, attach};
+use crate::attach::{Attached, ProbePoint, Programs, Scope, attach};
 use crate::clock::WallClock;
 use crate::decode::Decoder;
 use crate::export::CallSites;
@@ -65,18 +67,41 @@ pub async fn supervise(
     // Processes that could not be traced are not retried until they exit.
     let mut failed: HashSet<u32> = HashSet::new();
     let mut scan_stop = stop.clone();
+    let mut ahead: Option<Ahead> = None;
+    let (ended_tx, mut ended_rx) = tokio::sync::mpsc::unbounded_channel();
+    // A writer opening a file the probes wait in breaks their lease, with this signal.
+    let mut lease_breaks = signal(SignalKind::io())
+        .map_err(|e| tracing::warn!("no probes ahead of new processes: handling SIGIO: {e}"))
+        .ok();
     loop {
+        if ahead.as_ref().is_some_and(|a| a.lease.broken()) {
+            // Detaches, then lets the writer go.
+            ahead = None;
+        }
         running.retain(|_, task| !task.is_finished());
         let pids = discover::matching(&config.selector);
         failed.retain(|pid| pids.contains(pid));
+        let mut sleep = interval;
+        if pids.is_empty() && running.is_empty() && lease_breaks.is_some() {
+            let armed = rearm(&mut ahead, &config, &mut models);
+            if !armed {
+                // A writer may still hold the file: try again soon after it is done.
+                sleep = SCAN_INTERVAL;
+            }
+        }
         for pid in pids {
             if running.contains_key(&pid) || failed.contains(&pid) {
                 continue;
             }
-            match Session::open(pid, &config, &mut models) {
+            match Session::open(pid, &config, &mut models, &mut ahead) {
                 Ok(session) => {
                     let task =
                         session.run(shared.clone(), sites.clone(), writing.clone(), stop.clone());
+                    let ended = ended_tx.clone();
+                    let task = async move {
+                        task.await;
+                        let _ = ended.send(());
+                    };
                     running.insert(pid, tokio::task::spawn_local(task));
                 }
                 Err(error) => {
@@ -87,6 +112,7 @@ pub async fn supervise(
                 }
             }
         }
+        shared.probes_ahead(&config.name, ahead.is_some());
         let exec = async {
             let changed = match execs.as_mut() {
                 Some(execs) => execs.changed().await.is_ok(),
@@ -97,13 +123,49 @@ pub async fn supervise(
             }
         };
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(sleep) => {}
             _ = exec => {}
+            // To attach ahead of the next process as soon as the last one is gone.
+            _ = ended_rx.recv() => {}
+            _ = lease_broken(&mut lease_breaks) => {}
             _ = scan_stop.wait_for(|stop| *stop) => break,
         }
     }
     for (_, task) in running {
         let _ = task.await;
+    }
+}
+
+async fn lease_broken(breaks: &mut Option<Signal>) {
+    match breaks {
+        Some(breaks) => _ = breaks.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Keeps probes attached ahead of the target's next process while none runs: for the file at
+/// its path now, and not claimed by a process that has come and gone unseen.
+/// Returns false when it could not (and may succeed later).
+fn rearm(ahead: &mut Option<Ahead>, config: &TargetConfig, models: &mut Models) -> bool {
+    if let (Some(a), Selector::Exe(exe)) = (ahead.as_ref(), &config.selector) {
+        let current = models
+            .get(exe, config.symbols.as_deref())
+            .is_ok_and(|binary| Arc::ptr_eq(&binary, &a.binary));
+        if current && a.attached.claimed_by().is_none() {
+            return true;
+        }
+    }
+    // Detach the old probes before attaching new ones.
+    *ahead = None;
+    match Ahead::arm(config, models) {
+        Ok(armed) => {
+            *ahead = armed;
+            true
+        }
+        Err(error) => {
+            tracing::debug!("target {}: no probes ahead: {error:#}", config.name);
+            false
+        }
     }
 }
 
@@ -145,64 +207,146 @@ impl Models {
     }
 }
 
-/// A process of the target, opened and planned, not attached yet.
-struct Session {
-    target: Target,
-    config: TargetConfig,
+/// What to probe in one binary for a target's config: the same for each of its processes.
+struct Probes {
     plan: Plan,
-    counting: Option<(Option<MemProfileRate>, CountingProbes)>,
-    /// What this process cannot give that its target's config asks for.
+    counting: Option<CountingProbes>,
+    /// What the binary cannot give that the config asks for.
     notes: Vec<String>,
 }
 
-impl Session {
-    fn open(pid: u32, config: &TargetConfig, models: &mut Models) -> anyhow::Result<Session> {
-        let target = Target::open_with(pid, |exe| models.get(exe, config.symbols.as_deref()))?;
+impl Probes {
+    fn plan(binary: &GoBinary, config: &TargetConfig) -> anyhow::Result<Probes> {
         let plan = if config.functions.is_empty() {
             Plan {
                 traced: Vec::new(),
                 points: Vec::new(),
             }
         } else {
-            let functions = target.binary.resolve(&config.functions)?;
+            let functions = binary.resolve(&config.functions)?;
             let options = PlanOptions {
                 capture_strings: config.capture_strings,
                 placement: PlacementMode::Fast,
                 // Counting and timing needs the returns, not the values.
                 entries_only: false,
             };
-            Plan::new(&target.binary, functions, &options)?
+            Plan::new(binary, functions, &options)?
         };
-        let mut notes: Vec<String> = without_dwarf(target.binary.has_dwarf())
+        let notes = without_dwarf(binary.has_dwarf())
             .into_iter()
             .map(|what| format!("{what} (`symbols = FILE` in the target's config)"))
             .collect();
         let counting = match config.allocs {
             AllocMode::Off => None,
-            // GC cycles and goroutines are still counted when the program sampled nothing:
-            // a daemon says what it misses rather than refusing the target.
-            AllocMode::Sampled => Some((
-                MemProfileRate::prepare(&target, None)
-                    .map_err(|e| notes.push(format!("allocations not sampled: {e:#}")))
-                    .ok(),
-                counting_probes(&target.binary, PlacementMode::Fast, false)?,
-            )),
-            AllocMode::Exact => Some((
-                None,
-                counting_probes(&target.binary, PlacementMode::Fast, true)?,
-            )),
+            AllocMode::Sampled => Some(counting_probes(binary, PlacementMode::Fast, false)?),
+            AllocMode::Exact => Some(counting_probes(binary, PlacementMode::Fast, true)?),
         };
-        Ok(Session {
-            target,
-            config: config.clone(),
+        Ok(Probes {
             plan,
             counting,
             notes,
         })
     }
 
+    /// The call probes first (events carry their index, which the plan's points keep), then
+    /// the counting probes.
+    fn points(&self) -> Vec<ProbePoint> {
+        let counting = self.counting.iter().flat_map(|c| c.points.iter());
+        self.plan.points.iter().chain(counting).cloned().collect()
+    }
+}
+
+/// Probes attached to an `exe` target's file while none of its processes runs, so that the
+/// next one runs its first instruction with them in place (non-PIE builds, whose addresses
+/// are known before the process exists).
+struct Ahead {
+    binary: Arc<GoBinary>,
+    probes: Probes,
+    /// Dropped before the lease: the probes go before a writer may change the file.
+    attached: Attached,
+    lease: Lease,
+}
+
+impl Ahead {
+    /// Attaches ahead of the next process of `config`'s file, if the target names one.
+    fn arm(config: &TargetConfig, models: &mut Models) -> anyhow::Result<Option<Ahead>> {
+        let Selector::Exe(exe) = &config.selector else {
+            return Ok(None);
+        };
+        let lease = Lease::take(exe)
+            .with_context(|| format!("taking a read lease on {}", exe.display()))?;
+        // Read after the lease is held: the file cannot change unseen from here on.
+        let binary = models.get(exe, config.symbols.as_deref())?;
+        if binary.is_pie {
+            return Ok(None);
+        }
+        let probes = Probes::plan(&binary, config)?;
+        let attached = attach(
+            Scope::NextProcess,
+            exe,
+            binary.go_offsets(0),
+            &probes.points(),
+            Programs::Tracing,
+        )?;
+        Ok(Some(Ahead {
+            binary,
+            probes,
+            attached,
+            lease,
+        }))
+    }
+}
+
+/// A process of the target, opened and planned, not attached yet.
+struct Session {
+    target: Target,
+    config: TargetConfig,
+    probes: Probes,
+    /// The heap profiler's sampling rate (sampled mode), when it could be checked.
+    rate: Option<MemProfileRate>,
+    /// What this process cannot give that its target's config asks for.
+    notes: Vec<String>,
+    /// The probes attached ahead of this process, when it was the one to run next.
+    ahead: Option<Attached>,
+}
+
+impl Session {
+    /// Opens process `pid`, with the probes attached ahead of it if it is the process they
+    /// wait for (or claimed, being the only one that runs the file).
+    fn open(
+        pid: u32,
+        config: &TargetConfig,
+        models: &mut Models,
+        ahead: &mut Option<Ahead>,
+    ) -> anyhow::Result<Session> {
+        let target = Target::open_with(pid, |exe| models.get(exe, config.symbols.as_deref()))?;
+        let (probes, ahead) = match ahead
+            .take_if(|a| Arc::ptr_eq(&a.binary, &target.binary) && a.attached.claim(pid))
+        {
+            Some(a) => (a.probes, Some(a.attached)),
+            None => (Probes::plan(&target.binary, config)?, None),
+        };
+        let mut notes = probes.notes.clone();
+        // GC cycles and goroutines are still counted when the program sampled nothing: a
+        // daemon says what it misses rather than refusing the target.
+        let rate = match config.allocs {
+            AllocMode::Sampled => MemProfileRate::prepare(&target, None)
+                .map_err(|e| notes.push(format!("allocations not sampled: {e:#}")))
+                .ok(),
+            AllocMode::Exact | AllocMode::Off => None,
+        };
+        Ok(Session {
+            target,
+            config: config.clone(),
+            probes,
+            rate,
+            notes,
+            ahead,
+        })
+    }
+
     async fn run(
-        self,
+        mut self,
         shared: Arc<Shared>,
         sites: Arc<Mutex<SiteLabels>>,
         writing: Writing,
@@ -210,8 +354,9 @@ impl Session {
     ) {
         let name = self.config.name.clone();
         let pid = self.target.process.pid;
+        let ahead = self.ahead.take();
         if let Err(error) = self
-            .attach_and_count(&shared, sites, writing, &mut stop)
+            .attach_and_count(ahead, &shared, sites, writing, &mut stop)
             .await
         {
             let error = format!("PID {pid}: {error:#}");
@@ -223,23 +368,22 @@ impl Session {
 
     async fn attach_and_count(
         &self,
+        ahead: Option<Attached>,
         shared: &Arc<Shared>,
         sites: Arc<Mutex<SiteLabels>>,
         writing: Writing,
         stop: &mut watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         let target = &self.target;
-        // Call probes first: events carry their index, which the plan's points keep.
-        let mut points = self.plan.points.clone();
         let mut probes: Vec<(String, String)> = self
+            .probes
             .plan
             .traced
             .iter()
             .map(|t| (t.function.name.clone(), t.entry.to_string()))
             .collect();
         let mut settings = None;
-        if let Some((rate, counting)) = &self.counting {
-            points.extend(counting.points.iter().cloned());
+        if let Some(counting) = &self.probes.counting {
             let placed: Vec<(String, String)> = counting
                 .placed
                 .iter()
@@ -247,17 +391,21 @@ impl Session {
                 .collect();
             probes.extend(placed.iter().cloned());
             settings = Some(AllocSettings {
-                mem_profile_rate: rate.as_ref().map(|r| r.in_effect),
+                mem_profile_rate: self.rate.as_ref().map(|r| r.in_effect),
                 probes: placed,
             });
         }
-        let mut attached = attach(
-            target.process.pid,
-            &target.process.exe,
-            target.binary.go_offsets(target.bias),
-            &points,
-            Programs::Tracing,
-        )?;
+        let attached_ahead = ahead.is_some();
+        let mut attached = match ahead {
+            Some(attached) => attached,
+            None => attach(
+                Scope::Process(target.process.pid),
+                &target.process.exe,
+                target.binary.go_offsets(target.bias),
+                &self.probes.points(),
+                Programs::Tracing,
+            )?,
+        };
         let mut notes = self.notes.clone();
         let cpu = match self.config.cpu_hz {
             0 => None,
@@ -271,9 +419,15 @@ impl Session {
                     bias: target.bias,
                 }),
         };
-        let functions: Vec<FunctionInfo> = self.plan.traced.iter().map(FunctionInfo::of).collect();
+        let functions: Vec<FunctionInfo> = self
+            .probes
+            .plan
+            .traced
+            .iter()
+            .map(FunctionInfo::of)
+            .collect();
         let mut symbols = Symbols::default();
-        for t in &self.plan.traced {
+        for t in &self.probes.plan.traced {
             symbols.learn(&target.binary, t.function.entry);
         }
         let header = Header {
@@ -289,8 +443,8 @@ impl Session {
                 record,
                 header.clone(),
                 functions,
-                &self.plan,
-                self.counting.is_some().then(decoder),
+                &self.probes.plan,
+                self.probes.counting.is_some().then(decoder),
                 decoder,
                 &symbols,
                 writing,
@@ -314,6 +468,7 @@ impl Session {
                 go_version: target.binary.build.go_version.clone(),
                 probes,
                 notes,
+                attached_ahead,
                 attached_at: std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs()),
@@ -322,9 +477,10 @@ impl Session {
         );
         let mut sink = Counting {
             name: self.config.name.clone(),
-            model: (!self.plan.traced.is_empty())
-                .then(|| CallModel::new(decoder(), &self.plan, false)),
+            model: (!self.probes.plan.traced.is_empty())
+                .then(|| CallModel::new(decoder(), &self.probes.plan, false)),
             calls: self
+                .probes
                 .plan
                 .traced
                 .iter()
@@ -340,9 +496,9 @@ impl Session {
                     )
                 })
                 .collect(),
-            allocs: self.counting.as_ref().map(|(rate, _)| AllocCounting {
+            allocs: self.probes.counting.as_ref().map(|_| AllocCounting {
                 decoder: decoder(),
-                rate: rate.as_ref().map(|r| r.in_effect),
+                rate: self.rate.as_ref().map(|r| r.in_effect),
                 clock: WallClock::now(),
                 sites,
                 last: Folded::default(),
@@ -360,7 +516,7 @@ impl Session {
             Ended::Interrupted
         };
         let run = session::run_until(target, &mut attached, stopped, &mut sink, None).await;
-        if let Some((Some(rate), _)) = &self.counting {
+        if let Some(rate) = &self.rate {
             rate.restore(target)?;
         }
         let (ended, malformed) = run?;
