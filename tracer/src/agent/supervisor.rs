@@ -151,7 +151,13 @@ fn rearm(ahead: &mut Option<Ahead>, config: &TargetConfig, models: &mut Models) 
         let current = models
             .get(exe, config.symbols.as_deref())
             .is_ok_and(|binary| Arc::ptr_eq(&binary, &a.binary));
-        if current && a.attached.claimed_by().is_none() {
+        // A live claimant not among the target's processes (the same file under another
+        // path) would claim new probes at once too.
+        let claimant_gone = a
+            .attached
+            .claimed_by()
+            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+        if current && !claimant_gone {
             return true;
         }
     }
