@@ -9,9 +9,9 @@ use std::path::PathBuf;
 pub enum ProcessError {
     #[error("no process with PID {0} (it has exited, or the PID is wrong)")]
     Gone(u32),
-    #[error("not allowed to inspect PID {pid}: {source}")]
+    #[error("not allowed to inspect PID {pid}")]
     Denied { pid: u32, source: std::io::Error },
-    #[error("reading /proc/{pid}/{what}: {source}")]
+    #[error("reading /proc/{pid}/{what}")]
     Io {
         pid: u32,
         what: &'static str,

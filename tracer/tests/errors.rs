@@ -17,6 +17,13 @@ fn fails_with(args: &[&str], want: &str) {
         "{args:?}: {stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+    // Each cause is said once, however many layers pass it on.
+    let message = stderr.trim_end();
+    let message = message.split(" (hint: ").next().unwrap();
+    let causes: Vec<&str> = message.split(": ").collect();
+    for pair in causes.windows(2) {
+        assert!(!pair[0].ends_with(pair[1]), "said twice: {stderr}");
+    }
 }
 
 #[test]

@@ -174,7 +174,7 @@ impl std::str::FromStr for AllocMode {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read the config {path}: {source}")]
+    #[error("cannot read the config {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,

@@ -29,7 +29,7 @@ pub struct BuildInfo {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildInfoError {
-    #[error("not a Go binary: no .go.buildinfo section")]
+    #[error("no .go.buildinfo section")]
     NotGo,
     #[error("Go binary is too old: its build info predates Go 1.18; escapade needs Go 1.21+")]
     TooOld,

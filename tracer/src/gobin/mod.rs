@@ -27,12 +27,12 @@ pub const MIN_GO: (u32, u32) = (1, 21);
 
 #[derive(Debug, thiserror::Error)]
 pub enum GoBinError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is not an ELF executable: {source}")]
+    #[error("{path} is not an ELF executable")]
     NotElf {
         path: PathBuf,
         source: object::Error,
@@ -213,7 +213,8 @@ impl GoBinary {
             path: path.to_path_buf(),
             reason,
         };
-        let build = buildinfo::read(&file).map_err(|e| not_go(e.to_string()))?;
+        let build =
+            buildinfo::read(&file).map_err(|e| not_go(format!("{:#}", anyhow::Error::new(e))))?;
         let version = buildinfo::parse_go_version(&build.go_version).ok_or_else(|| {
             GoBinError::UnknownVersion {
                 path: path.to_path_buf(),
@@ -226,7 +227,8 @@ impl GoBinary {
                 version: build.go_version.clone(),
             });
         }
-        let pclntab = Pclntab::from_object(&file).map_err(|e| not_go(e.to_string()))?;
+        let pclntab = Pclntab::from_object(&file)
+            .map_err(|e| not_go(format!("{:#}", anyhow::Error::new(e))))?;
         let funcs = pclntab.funcs();
         let symbols_file = debugfile::find(&file, symbols)?;
         let symbols_object = symbols_file

@@ -62,7 +62,7 @@ const MD_GOFUNC_SINCE_1_27: usize = 344;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PclntabError {
-    #[error("not a Go binary: no .gopclntab section and no pclntab magic found")]
+    #[error("no .gopclntab section and no pclntab magic found")]
     NotGo,
     #[error("Go binary is too old: its pclntab is from Go {0}; escapade needs Go 1.21+")]
     TooOld(&'static str),
@@ -74,7 +74,7 @@ pub enum PclntabError {
         "cannot find where Go code starts: the pclntab header has no text address and no runtime moduledata points at the pclntab"
     )]
     NoTextStart,
-    #[error("cannot read section {section}: {source}")]
+    #[error("cannot read section {section}")]
     Read {
         section: String,
         #[source]
