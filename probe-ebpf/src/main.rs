@@ -594,6 +594,7 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
     let stack = unsafe {
         core::slice::from_raw_parts_mut(e.stack.as_mut_ptr() as *mut u8, MAX_STACK_WORDS * 8)
     };
+    // SAFETY: the helper checks the user address and writes at most the slice's length.
     if bytes > 0
         && unsafe { bpf_probe_read_user_buf((sp + 8) as *const u8, &mut stack[..bytes]) }.is_err()
     {
@@ -624,6 +625,7 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
         if n == 0 || ptr == 0 {
             continue;
         }
+        // SAFETY: as for the stack words above.
         if unsafe { bpf_probe_read_user_buf(ptr as *const u8, &mut e.strings[i][..n]) }.is_ok() {
             e.string_lens[i] = n as u32;
         } else {
