@@ -10,12 +10,12 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::UProbe;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
 use aya::{Ebpf, EbpfLoader};
-
-use crate::uprobe_multi::{self, MultiLink, MultiPrograms};
 use probe_common::{
     AllocKey, AllocStats, COUNTED_STACK_GROWTH, COUNTERS, GcCycleRecord, GoOffsets, LiveObject,
     MAX_PROBES, ProbeConfig, StackRecord,
 };
+
+use crate::uprobe_multi::{self, MultiLink, MultiPrograms};
 
 static PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe-ebpf"));
 

@@ -61,7 +61,10 @@ impl MultiPrograms {
                 .programs
                 .get(name)
                 .ok_or_else(|| anyhow::anyhow!("program {name} missing from the eBPF object"))?;
-            let function = &obj.functions[&program.function_key()];
+            let function = obj
+                .functions
+                .get(&program.function_key())
+                .ok_or_else(|| anyhow::anyhow!("program {name} has no code in the eBPF object"))?;
             let fd = load_program(name, &function.instructions, &obj.license)
                 .map_err(|e| anyhow::anyhow!("loading program {name} for uprobe_multi: {e}"))?;
             fds.insert(name, fd);
@@ -69,7 +72,8 @@ impl MultiPrograms {
         Ok(MultiPrograms { fds })
     }
 
-    /// Attaches program `name` at each `(file offset, cookie)` of `exe`, in process `pid` only.
+    /// Attaches program `name` at each `(file offset, cookie)` of `exe`, in process `pid` only
+    /// (0: in every process that runs the file).
     pub fn attach(
         &self,
         name: &str,
