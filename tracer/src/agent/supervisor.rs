@@ -83,9 +83,7 @@ pub async fn supervise(
         failed.retain(|pid| pids.contains(pid));
         let mut sleep = interval;
         if pids.is_empty() && running.is_empty() && lease_breaks.is_some() {
-            let armed = rearm(&mut ahead, &config, &mut models);
-            if !armed {
-                // A writer may still hold the file: try again soon after it is done.
+            if !rearm(&mut ahead, &config, &mut models) {
                 sleep = SCAN_INTERVAL;
             }
         }
@@ -145,7 +143,7 @@ async fn lease_broken(breaks: &mut Option<Signal>) {
 
 /// Keeps probes attached ahead of the target's next process while none runs: for the file at
 /// its path now, and not claimed by a process that has come and gone unseen.
-/// Returns false when it could not (and may succeed later).
+/// Returns false while a writer has the file open (armed again as soon as it is done).
 fn rearm(ahead: &mut Option<Ahead>, config: &TargetConfig, models: &mut Models) -> bool {
     if let (Some(a), Selector::Exe(exe)) = (ahead.as_ref(), &config.selector) {
         let current = models
@@ -170,7 +168,10 @@ fn rearm(ahead: &mut Option<Ahead>, config: &TargetConfig, models: &mut Models) 
         }
         Err(error) => {
             tracing::debug!("target {}: no probes ahead: {error:#}", config.name);
-            false
+            let busy = error
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::WouldBlock);
+            !busy
         }
     }
 }
