@@ -82,6 +82,60 @@ pub struct ProbeConfig {
     /// How many bytes of each captured string to copy (0..=STRING_CAPTURE_BYTES).
     pub string_bytes: u32,
     pub strings: [StringCapture; MAX_STRING_CAPTURES],
+    /// For entry and return probes, the traced function's index (into `CALL_STATS`).
+    pub function: u32,
+}
+
+/// Traced functions the kernel counts and times calls of (`CALL_STATS`).
+pub const MAX_TRACED_FUNCTIONS: u32 = 4096;
+
+/// Calls entered and not returned yet, whose entry time the kernel keeps (`CALL_STARTS`); the
+/// least recently entered go first when it is full.
+pub const MAX_OPEN_CALLS: u32 = 65_536;
+
+/// Log2 latency buckets: bucket `i` counts calls that took `[2^i, 2^(i+1))` ns (bucket 0 also
+/// 0 ns; the last also anything longer, past 18 minutes).
+pub const LATENCY_BUCKETS: usize = 40;
+
+/// One traced function's calls, counted and timed by the probes in the kernel, with no event
+/// per call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallStats {
+    pub entries: u64,
+    /// Returns whose entry the kernel saw (a call already running at attach is not counted).
+    pub returns: u64,
+    pub total_ns: u64,
+    pub latency: [u64; LATENCY_BUCKETS],
+}
+
+impl Default for CallStats {
+    fn default() -> Self {
+        CallStats {
+            entries: 0,
+            returns: 0,
+            total_ns: 0,
+            latency: [0; LATENCY_BUCKETS],
+        }
+    }
+}
+
+/// A call entered and not returned yet: its goroutine and its frame's distance from the top
+/// of the goroutine's stack (`stack.hi - SP`), as userspace pairs calls.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenCall {
+    pub goid: u64,
+    pub depth: u64,
+}
+
+/// When an open call entered, and from where (a restarted single-stepped entry hits again
+/// with the same return address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallStart {
+    pub ktime_ns: u64,
+    pub return_addr: u64,
 }
 
 /// Offsets into the traced process's runtime structures, found from DWARF or the version tables.
@@ -284,4 +338,5 @@ mod pod {
     unsafe impl aya::Pod for super::LiveObject {}
     unsafe impl aya::Pod for super::StackRecord {}
     unsafe impl aya::Pod for super::GcCycleRecord {}
+    unsafe impl aya::Pod for super::CallStats {}
 }

@@ -31,7 +31,7 @@ use probe_common::{
     COUNTED_GC_CYCLE, COUNTED_GOROUTINE, COUNTED_RESIDENCY, COUNTED_SAMPLED, COUNTED_SAMPLED_FREED,
     COUNTED_STACK_GROWTH, COUNTER_ALLOCS_LOST, COUNTER_DROPPED, COUNTER_EVENTS, COUNTER_MORESTACK,
     COUNTER_READ_ERRORS, COUNTERS, CallEvent, EFLAGS_CF, EFLAGS_ZF, EventKind, GC_FIELDS, GC_NUMGC,
-    GcCycleRecord, GoOffsets, LiveObject, MAX_ACTIVE_GOROUTINES, MAX_ALLOC_SITES, MAX_ALLOC_STACKS,
+    CallStart, CallStats, GcCycleRecord, GoOffsets, LATENCY_BUCKETS, LiveObject, MAX_ACTIVE_GOROUTINES, MAX_OPEN_CALLS, MAX_TRACED_FUNCTIONS, OpenCall, MAX_ALLOC_SITES, MAX_ALLOC_STACKS,
     MAX_GC_CYCLES, MAX_LIVE_SAMPLES, MAX_PROBES, MAX_STACK_FRAMES, MAX_STACK_WORDS,
     MAX_STRING_CAPTURES, NO_STACK, ProbeConfig, STRING_CAPTURE_BYTES, StackRecord,
 };
@@ -548,6 +548,35 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
         return Ok(());
     }
 
+    // SAFETY: no preconditions.
+    let ktime_ns = unsafe { bpf_ktime_get_ns() };
+    let at_call_site = cookie & COOKIE_AT_CALL_SITE != 0;
+    let sp = if at_call_site { regs.rsp - 8 } else { regs.rsp };
+    let return_addr = if at_call_site {
+        // CALL rel32 is 5 bytes; the kernel reports the probed instruction's address in ip.
+        Some(regs.rip + 5)
+    } else {
+        read_u64(sp)
+    };
+    let stack_hi = read_u64(g + offsets.g_stack_hi);
+    if let (Some(goid), Some(stack_hi), Some(return_addr)) = (goid, stack_hi, return_addr) {
+        let call = OpenCall {
+            goid,
+            depth: stack_hi.wrapping_sub(sp),
+        };
+        match kind {
+            EventKind::Entry => call_entered(config.function, call, ktime_ns, return_addr),
+            EventKind::Return => call_returned(config.function, call, ktime_ns),
+            EventKind::Allocating | EventKind::Allocated => {}
+        }
+    }
+    // SAFETY: a read of a constant the loader patched.
+    if unsafe { core::ptr::read_volatile(&SEND_CALLS) } == 0
+        && matches!(kind, EventKind::Entry | EventKind::Return)
+    {
+        return Ok(());
+    }
+
     let Some(mut entry) = EVENTS.reserve::<CallEvent>(0) else {
         count(COUNTER_DROPPED);
         return Err(());
@@ -555,9 +584,7 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
     let event = entry.as_mut_ptr();
     // SAFETY: `event` points at a reserved, writable CallEvent until submit/discard.
     let e = unsafe { &mut *event };
-    let at_call_site = cookie & COOKIE_AT_CALL_SITE != 0;
-    let sp = if at_call_site { regs.rsp - 8 } else { regs.rsp };
-    e.ktime_ns = unsafe { bpf_ktime_get_ns() };
+    e.ktime_ns = ktime_ns;
     e.kind = kind as u32;
     e.probe_id = probe_id;
     e.tgid = tgid;
@@ -566,22 +593,11 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
     e.regs = [
         regs.rax, regs.rbx, regs.rcx, regs.rdi, regs.rsi, regs.r8, regs.r9, regs.r10, regs.r11,
     ];
-    let mut read_failed = false;
-    e.return_addr = if at_call_site {
-        // CALL rel32 is 5 bytes; the kernel reports the probed instruction's address in ip.
-        regs.rip + 5
-    } else {
-        read_u64(sp).unwrap_or_else(|| {
-            read_failed = true;
-            0
-        })
-    };
-    e.goid = goid.unwrap_or_else(|| {
-        read_failed = true;
-        0
-    });
+    let mut read_failed = return_addr.is_none() || goid.is_none();
+    e.return_addr = return_addr.unwrap_or(0);
+    e.goid = goid.unwrap_or(0);
     e.stack_lo = read_u64(g + offsets.g_stack_lo).unwrap_or(0);
-    e.stack_hi = read_u64(g + offsets.g_stack_hi).unwrap_or(0);
+    e.stack_hi = stack_hi.unwrap_or(0);
 
     // The argument area starts right above the return address.
     let words = config.stack_words as usize;
@@ -647,6 +663,72 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
 }
 
 /// Counts `goid` into a traced call on entry and out of it on return.
+/// 1 to send an event per entry and return; 0 to count and time calls in the kernel only
+/// (`CALL_STATS`).
+#[unsafe(no_mangle)]
+static SEND_CALLS: u32 = 1;
+
+/// Per traced function, its calls counted and timed (per CPU, summed by userspace).
+#[map]
+static CALL_STATS: PerCpuArray<CallStats> = PerCpuArray::with_max_entries(MAX_TRACED_FUNCTIONS, 0);
+
+/// The entry time of each call in flight, to time it at its return.
+#[map]
+static CALL_STARTS: LruHashMap<OpenCall, CallStart> =
+    LruHashMap::with_max_entries(MAX_OPEN_CALLS, 0);
+
+fn call_entered(function: u32, call: OpenCall, ktime_ns: u64, return_addr: u64) {
+    // SAFETY: the value is copied.
+    let open = unsafe { CALL_STARTS.get(&call) }.copied();
+    // A single-stepped entry restarted by a signal hits again, from the same return address:
+    // still the same call.
+    if open.is_some_and(|open| open.return_addr == return_addr) {
+        return;
+    }
+    let start = CallStart {
+        ktime_ns,
+        return_addr,
+    };
+    let _ = CALL_STARTS.insert(&call, &start, 0);
+    if let Some(stats) = CALL_STATS.get_ptr_mut(function) {
+        // SAFETY: this CPU's slot; nothing else writes it while the program runs here.
+        unsafe { (*stats).entries += 1 };
+    }
+}
+
+fn call_returned(function: u32, call: OpenCall, ktime_ns: u64) {
+    // SAFETY: the value is copied before the entry is removed.
+    let Some(start) = (unsafe { CALL_STARTS.get(&call) }).copied() else {
+        // Already running at attach, or the restart of a single-stepped RET.
+        return;
+    };
+    let _ = CALL_STARTS.remove(&call);
+    let Some(stats) = CALL_STATS.get_ptr_mut(function) else {
+        return;
+    };
+    let took = ktime_ns.saturating_sub(start.ktime_ns);
+    let bucket = log2(took).min(LATENCY_BUCKETS - 1);
+    // SAFETY: this CPU's slot; nothing else writes it while the program runs here.
+    let stats = unsafe { &mut *stats };
+    stats.returns += 1;
+    stats.total_ns += took;
+    if let Some(slot) = stats.latency.get_mut(bucket) {
+        *slot += 1;
+    }
+}
+
+/// floor(log2(n)), 0 for 0: without a count-leading-zeros instruction in BPF.
+fn log2(mut n: u64) -> usize {
+    let mut log = 0;
+    for shift in [32, 16, 8, 4, 2, 1] {
+        if n >> shift != 0 {
+            n >>= shift;
+            log += shift;
+        }
+    }
+    log
+}
+
 fn track_calls(goid: u64, kind: EventKind) {
     // SAFETY: the value is copied out.
     let inside = unsafe { ACTIVE_CALLS.get(goid) }.copied().unwrap_or(0);

@@ -11,8 +11,8 @@ use aya::programs::UProbe;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
 use aya::{Ebpf, EbpfLoader};
 use probe_common::{
-    AllocKey, AllocStats, COUNTED_STACK_GROWTH, COUNTERS, GcCycleRecord, GoOffsets, LiveObject,
-    MAX_PROBES, ProbeConfig, StackRecord,
+    AllocKey, AllocStats, COUNTED_STACK_GROWTH, COUNTERS, CallStats, GcCycleRecord, GoOffsets,
+    LiveObject, MAX_PROBES, MAX_TRACED_FUNCTIONS, ProbeConfig, StackRecord,
 };
 
 use crate::uprobe_multi::{self, MultiLink, MultiPrograms};
@@ -71,6 +71,7 @@ pub struct Attached {
     sampled_live: HashMap<MapData, u64, LiveObject>,
     gc_cycles: HashMap<MapData, u64, GcCycleRecord>,
     claimed_tgid: Array<MapData, u64>,
+    call_stats: PerCpuArray<MapData, CallStats>,
 }
 
 impl Attached {
@@ -108,6 +109,25 @@ impl Attached {
     pub fn claimed_by(&self) -> Option<u32> {
         let pid = self.claimed_tgid.get(&0, 0).ok()?;
         u32::try_from(pid).ok().filter(|&pid| pid != 0)
+    }
+
+    /// The calls of the first `functions` traced functions as the kernel counted and timed
+    /// them, summed over CPUs.
+    pub fn call_stats(&self, functions: usize) -> anyhow::Result<Vec<CallStats>> {
+        (0..functions as u32)
+            .map(|i| {
+                let per_cpu = self.call_stats.get(&i, 0)?;
+                Ok(per_cpu.iter().fold(CallStats::default(), |mut t, s| {
+                    t.entries += s.entries;
+                    t.returns += s.returns;
+                    t.total_ns += s.total_ns;
+                    for (t, s) in t.latency.iter_mut().zip(&s.latency) {
+                        *t += s;
+                    }
+                    t
+                }))
+            })
+            .collect()
     }
 
     /// What the counting probes counted, per (stack, caller, type), summed over CPUs.
@@ -177,8 +197,10 @@ impl Attached {
 /// Which programs run at the probe points.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Programs {
-    /// Record entries and returns.
+    /// Record entries and returns, an event each; and count and time calls in the kernel.
     Tracing,
+    /// Count and time calls in the kernel only ([`Attached::call_stats`]): no event per call.
+    Counting,
     /// An empty program everywhere: what a uprobe costs before escapade does any work.
     Empty,
 }
@@ -220,9 +242,15 @@ pub fn attach(
     // The allocator's probes report only goroutines inside traced calls, which entries and
     // returns then keep track of.
     let track_calls = u32::from(points.iter().any(|p| p.kind == ProbeKind::Allocating));
+    let send_calls = u32::from(programs != Programs::Counting);
+    anyhow::ensure!(
+        points.iter().all(|p| p.config.function < MAX_TRACED_FUNCTIONS),
+        "more than {MAX_TRACED_FUNCTIONS} traced functions: name fewer"
+    );
     let mut ebpf = EbpfLoader::new()
         .override_global("TARGET_TGID", &scope.pid(), true)
         .override_global("TRACK_CALLS", &track_calls, true)
+        .override_global("SEND_CALLS", &send_calls, true)
         .load(PROBES)
         .context("loading the eBPF programs")?;
 
@@ -283,7 +311,10 @@ pub fn attach(
         HashMap::try_from(ebpf.take_map("SAMPLED_LIVE").context("map SAMPLED_LIVE")?)?;
     let gc_cycles = HashMap::try_from(ebpf.take_map("GC_CYCLES").context("map GC_CYCLES")?)?;
     let claimed_tgid = Array::try_from(ebpf.take_map("CLAIMED_TGID").context("map CLAIMED_TGID")?)?;
+    let call_stats =
+        PerCpuArray::try_from(ebpf.take_map("CALL_STATS").context("map CALL_STATS")?)?;
     Ok(Attached {
+        call_stats,
         claimed_tgid,
         gc_cycles,
         sampled_live,
@@ -350,16 +381,16 @@ enum Links {
 fn program_for(programs: Programs, kind: ProbeKind) -> &'static str {
     match (programs, kind) {
         (Programs::Empty, _) => "go_empty",
-        (Programs::Tracing, ProbeKind::Entry) => "go_entry",
-        (Programs::Tracing, ProbeKind::Return) => "go_return",
-        (Programs::Tracing, ProbeKind::Malloc) => "go_malloc",
-        (Programs::Tracing, ProbeKind::Newproc) => "go_newproc",
-        (Programs::Tracing, ProbeKind::GcCycle) => "go_gc",
-        (Programs::Tracing, ProbeKind::StackGrowth) => "go_copystack",
-        (Programs::Tracing, ProbeKind::Allocating) => "go_allocating",
-        (Programs::Tracing, ProbeKind::Allocated) => "go_allocated",
-        (Programs::Tracing, ProbeKind::SampledMalloc) => "go_mprof_malloc",
-        (Programs::Tracing, ProbeKind::FreeSpecial) => "go_free_special",
+        (_, ProbeKind::Entry) => "go_entry",
+        (_, ProbeKind::Return) => "go_return",
+        (_, ProbeKind::Malloc) => "go_malloc",
+        (_, ProbeKind::Newproc) => "go_newproc",
+        (_, ProbeKind::GcCycle) => "go_gc",
+        (_, ProbeKind::StackGrowth) => "go_copystack",
+        (_, ProbeKind::Allocating) => "go_allocating",
+        (_, ProbeKind::Allocated) => "go_allocated",
+        (_, ProbeKind::SampledMalloc) => "go_mprof_malloc",
+        (_, ProbeKind::FreeSpecial) => "go_free_special",
     }
 }
 

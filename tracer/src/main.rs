@@ -81,6 +81,9 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     let plan = plan_calls(&target, &args.functions, &args.calls)?;
     let programs = if args.empty_probes {
         Programs::Empty
+    } else if args.quiet {
+        // The summary alone: the kernel counts and times the calls, no event per call.
+        Programs::Counting
     } else {
         Programs::Tracing
     };
@@ -101,7 +104,8 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     );
     let (ended, malformed) =
         session::run(&target, &mut attached, args.target.duration, &mut printer).await?;
-    printer.summary(ended, attached.counters(), malformed)?;
+    let kernel = attached.call_stats(plan.traced.len())?;
+    printer.summary(ended, attached.counters(), malformed, &kernel)?;
     exit_as(launched)
 }
 

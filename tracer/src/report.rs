@@ -10,7 +10,7 @@ use std::io::Write;
 
 use probe_common::{
     COUNTER_ALLOCS_LOST, COUNTER_DROPPED, COUNTER_EVENTS, COUNTER_MORESTACK, COUNTER_READ_ERRORS,
-    COUNTERS, CallEvent,
+    COUNTERS, CallEvent, CallStats,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -30,6 +30,35 @@ struct FunctionStats {
     total_ns: u64,
 }
 
+impl FunctionStats {
+    /// The kernel's count: each return it counted closed an entry it saw.
+    fn of_kernel(calls: &CallStats) -> FunctionStats {
+        FunctionStats {
+            entries: calls.entries,
+            returns: calls.returns,
+            paired: calls.returns,
+            total_ns: calls.total_ns,
+        }
+    }
+}
+
+/// Latency quantiles from the kernel's log2 histogram: the upper bound, in ns, of the bucket
+/// holding each of p50, p90 and p99 (a call in bucket `i` took under `2^(i+1)` ns).
+fn quantiles(calls: &CallStats) -> Option<[u64; 3]> {
+    let total: u64 = calls.latency.iter().sum();
+    let below = |q: f64| {
+        let rank = ((q * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        let bucket = calls.latency.iter().position(|&n| {
+            seen += n;
+            seen >= rank
+        })?;
+        Some(1u64 << (bucket + 1))
+    };
+    (total > 0).then_some(())?;
+    Some([below(0.5)?, below(0.9)?, below(0.99)?])
+}
+
 /// The live `trace` view: probe events modelled into records, rendered as they come.
 pub struct TracePrinter<'a, W: Write> {
     model: CallModel<'a>,
@@ -47,19 +76,22 @@ impl<'a, W: Write> TracePrinter<'a, W> {
         }
     }
 
-    /// The end-of-run summary: calls per function, where each probe sits, events and losses.
+    /// The end-of-run summary: calls per function, where each probe sits, events and losses,
+    /// and the calls as the kernel counted and timed them.
     pub fn summary(
         self,
         ended: Ended,
         counters: [u64; COUNTERS as usize],
         malformed: u64,
+        kernel: &[CallStats],
     ) -> std::io::Result<()> {
-        self.view.summary(&TraceTotals {
+        let totals = TraceTotals {
             ended: Some(ended),
             counters,
             malformed,
             pairing: self.model.pairing(),
-        })
+        };
+        self.view.summary(&totals, Some(kernel))
     }
 }
 
@@ -217,22 +249,44 @@ impl<W: Write> TraceView<W> {
     }
 
     /// The end-of-run summary: calls per function, where each probe sits, events and losses.
-    pub fn summary(mut self, totals: &TraceTotals) -> std::io::Result<()> {
+    /// With `kernel` (live sessions), each function's latency quantiles, and in quiet mode,
+    /// where no event per call was sent, its counts, come from the kernel's.
+    pub fn summary(
+        mut self,
+        totals: &TraceTotals,
+        kernel: Option<&[CallStats]>,
+    ) -> std::io::Result<()> {
         let counters = &totals.counters;
         let pairing = &totals.pairing;
         let dropped = counters[COUNTER_DROPPED as usize];
+        let rows: Vec<(&FunctionInfo, FunctionStats, Option<&CallStats>)> = self
+            .functions
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let kernel = kernel.and_then(|k| k.get(i));
+                let stats = match kernel {
+                    Some(k) if self.quiet => FunctionStats::of_kernel(k),
+                    _ => self.stats[i],
+                };
+                (f, stats, kernel)
+            })
+            .collect();
         if self.json {
-            let functions: Vec<_> = self
-                .functions
+            let functions: Vec<_> = rows
                 .iter()
-                .zip(&self.stats)
-                .map(|(f, s)| {
+                .map(|(f, s, kernel)| {
+                    let q = kernel.and_then(quantiles);
                     json!({
                         "function": f.name,
                         "entries": s.entries,
                         "returns": s.returns,
                         "paired": s.paired,
                         "total_ns": s.total_ns,
+                        "p50_below_ns": q.map(|q| q[0]),
+                        "p90_below_ns": q.map(|q| q[1]),
+                        "p99_below_ns": q.map(|q| q[2]),
+                        "latency_log2_ns": kernel.map(|k| k.latency.to_vec()),
                         "entry_probe": f.entry_probe,
                         "fast": f.fast,
                         "return_probes": f.return_probes,
@@ -268,17 +322,21 @@ impl<W: Write> TraceView<W> {
                 .max(8);
             writeln!(
                 self.out,
-                "  {:width$}  {:>9}  {:>9}  {:>10}  entry probe",
-                "function", "calls", "returns", "mean"
+                "  {:width$}  {:>9}  {:>9}  {:>10}  {:>9}  {:>9}  {:>9}  entry probe",
+                "function", "calls", "returns", "mean", "p50", "p90", "p99"
             )?;
-            for (f, s) in self.functions.iter().zip(&self.stats) {
+            for (f, s, kernel) in &rows {
                 let mean = s
                     .total_ns
                     .checked_div(s.paired)
                     .map_or_else(|| "-".into(), duration_text);
+                let [p50, p90, p99] = match kernel.and_then(quantiles) {
+                    Some(q) => q.map(|below| format!("<{}", duration_text(below))),
+                    None => ["-".to_string(), "-".to_string(), "-".to_string()],
+                };
                 writeln!(
                     self.out,
-                    "  {:width$}  {:>9}  {:>9}  {:>10}  {}",
+                    "  {:width$}  {:>9}  {:>9}  {:>10}  {p50:>9}  {p90:>9}  {p99:>9}  {}",
                     f.name, s.entries, s.returns, mean, f.entry_probe
                 )?;
             }

@@ -189,12 +189,13 @@ impl Plan {
             } else {
                 Captures::default()
             };
+            let index = traced.len();
             let config = ProbeConfig {
                 stack_words: (stack_bytes.div_ceil(8) as u32).min(MAX_STACK_WORDS as u32),
                 string_bytes: opts.capture_strings.min(STRING_CAPTURE_BYTES as u32),
                 strings: captures.configs,
+                function: index as u32,
             };
-            let index = traced.len();
             let file_offset = |addr: u64| {
                 binary
                     .file_offset(addr)

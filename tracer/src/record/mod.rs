@@ -164,7 +164,7 @@ pub fn write_summaries<W: Write>(
     } = latest;
     let (elapsed_ns, totals) = totals.unwrap_or_default();
     if !header.functions.is_empty() {
-        view.summary(&totals)?;
+        view.summary(&totals, None)?;
         if !json && let Some(note) = crate::hints::without_dwarf(header.dwarf) {
             writeln!(out, "  {note}")?;
         }
