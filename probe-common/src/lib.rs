@@ -18,6 +18,11 @@ pub const STRING_CAPTURE_BYTES: usize = 64;
 /// Number of probe slots in the `PROBE_CONFIGS` array.
 pub const MAX_PROBES: u32 = 8192;
 
+/// The event ring buffer's size in bytes: about 25,000 events, enough to ride out a slow drain
+/// (the detach at the end of a session blocks the reader) at a few hundred thousand events a
+/// second.
+pub const EVENTS_BYTES: u32 = 16 << 20;
+
 /// The attach cookie carries the probe id in its low 32 bits and these flags above.
 pub const COOKIE_FLAGS_SHIFT: u32 = 32;
 /// The probe sits on the conditional branch of the stack-bound check: when CF or ZF is set the

@@ -30,15 +30,14 @@ use probe_common::{
     AllocKey, AllocStats, COOKIE_AT_CALL_SITE, COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTED_ALLOCATION,
     COUNTED_GC_CYCLE, COUNTED_GOROUTINE, COUNTED_RESIDENCY, COUNTED_SAMPLED, COUNTED_SAMPLED_FREED,
     COUNTED_STACK_GROWTH, COUNTER_ALLOCS_LOST, COUNTER_DROPPED, COUNTER_EVENTS, COUNTER_MORESTACK,
-    COUNTER_READ_ERRORS, COUNTERS, CallEvent, EFLAGS_CF, EFLAGS_ZF, EventKind, GC_FIELDS, GC_NUMGC,
-    CallStart, CallStats, GcCycleRecord, GoOffsets, LATENCY_BUCKETS, LiveObject, MAX_ACTIVE_GOROUTINES, MAX_OPEN_CALLS, MAX_TRACED_FUNCTIONS, OpenCall, MAX_ALLOC_SITES, MAX_ALLOC_STACKS,
-    MAX_GC_CYCLES, MAX_LIVE_SAMPLES, MAX_PROBES, MAX_STACK_FRAMES, MAX_STACK_WORDS,
-    MAX_STRING_CAPTURES, NO_STACK, ProbeConfig, STRING_CAPTURE_BYTES, StackRecord,
+    COUNTER_READ_ERRORS, COUNTERS, CallEvent, CallStart, CallStats, EFLAGS_CF, EFLAGS_ZF,
+    EVENTS_BYTES, EventKind, GC_FIELDS, GC_NUMGC, GcCycleRecord, GoOffsets, LATENCY_BUCKETS,
+    LiveObject, MAX_ACTIVE_GOROUTINES, MAX_ALLOC_SITES, MAX_ALLOC_STACKS, MAX_GC_CYCLES,
+    MAX_LIVE_SAMPLES, MAX_OPEN_CALLS, MAX_PROBES, MAX_STACK_FRAMES, MAX_STACK_WORDS,
+    MAX_STRING_CAPTURES, MAX_TRACED_FUNCTIONS, NO_STACK, OpenCall, ProbeConfig,
+    STRING_CAPTURE_BYTES, StackRecord,
 };
 
-/// Ring buffer size in bytes: about 25,000 events, enough to ride out a slow drain (the
-/// detach at the end of a session blocks the reader) at a few hundred thousand events a second.
-const EVENTS_BYTES: u32 = 16 << 20;
 /// Wake the reader once this many bytes wait, so a burst does not overflow before the timer.
 const WAKEUP_THRESHOLD: u64 = (EVENTS_BYTES / 2) as u64;
 

@@ -244,7 +244,9 @@ pub fn attach(
     let track_calls = u32::from(points.iter().any(|p| p.kind == ProbeKind::Allocating));
     let send_calls = u32::from(programs != Programs::Counting);
     anyhow::ensure!(
-        points.iter().all(|p| p.config.function < MAX_TRACED_FUNCTIONS),
+        points
+            .iter()
+            .all(|p| p.config.function < MAX_TRACED_FUNCTIONS),
         "more than {MAX_TRACED_FUNCTIONS} traced functions: name fewer"
     );
     let mut ebpf = EbpfLoader::new()
@@ -311,8 +313,7 @@ pub fn attach(
         HashMap::try_from(ebpf.take_map("SAMPLED_LIVE").context("map SAMPLED_LIVE")?)?;
     let gc_cycles = HashMap::try_from(ebpf.take_map("GC_CYCLES").context("map GC_CYCLES")?)?;
     let claimed_tgid = Array::try_from(ebpf.take_map("CLAIMED_TGID").context("map CLAIMED_TGID")?)?;
-    let call_stats =
-        PerCpuArray::try_from(ebpf.take_map("CALL_STATS").context("map CALL_STATS")?)?;
+    let call_stats = PerCpuArray::try_from(ebpf.take_map("CALL_STATS").context("map CALL_STATS")?)?;
     Ok(Attached {
         call_stats,
         claimed_tgid,

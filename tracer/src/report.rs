@@ -249,8 +249,8 @@ impl<W: Write> TraceView<W> {
     }
 
     /// The end-of-run summary: calls per function, where each probe sits, events and losses.
-    /// With `kernel` (live sessions), each function's latency quantiles, and in quiet mode,
-    /// where no event per call was sent, its counts, come from the kernel's.
+    /// With `kernel` (live sessions), each function's counts, mean and latency quantiles come
+    /// from the kernel's.
     pub fn summary(
         mut self,
         totals: &TraceTotals,
@@ -265,10 +265,9 @@ impl<W: Write> TraceView<W> {
             .enumerate()
             .map(|(i, f)| {
                 let kernel = kernel.and_then(|k| k.get(i));
-                let stats = match kernel {
-                    Some(k) if self.quiet => FunctionStats::of_kernel(k),
-                    _ => self.stats[i],
-                };
+                // Live, the kernel's counts, which lose nothing to a full ring buffer; from a
+                // recording, what its events show.
+                let stats = kernel.map_or(self.stats[i], FunctionStats::of_kernel);
                 (f, stats, kernel)
             })
             .collect();

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
-use probe_common::CallEvent;
+use probe_common::{CallEvent, EVENTS_BYTES};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
@@ -43,10 +43,16 @@ impl EventReader {
         Ok(())
     }
 
-    /// Hands every event in the buffer to `sink`, oldest first, then flushes it.
+    /// Hands the events in the buffer to `sink`, oldest first, then flushes it: at most a full
+    /// buffer's worth, so that a sink slower than the probes cannot keep the session from
+    /// seeing Ctrl-C or its deadline (the probes count what they then drop).
     pub fn drain(&mut self, sink: &mut impl EventSink) -> anyhow::Result<()> {
         let ring = self.ring.get_mut();
-        while let Some(item) = ring.next() {
+        let most = EVENTS_BYTES as usize / size_of::<CallEvent>();
+        for _ in 0..most {
+            let Some(item) = ring.next() else {
+                break;
+            };
             if item.len() != size_of::<CallEvent>() {
                 self.malformed += 1;
                 continue;

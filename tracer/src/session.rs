@@ -443,6 +443,10 @@ pub async fn run_until(
                 reader.drain(sink)?;
             }
         }
+        // A drain can take long when the sink is slower than the probes: let the runtime see
+        // the clock and signals before going on, or the deadline and Ctrl-C wait for tokio's
+        // budget of 128 drains to run out.
+        tokio::task::yield_now().await;
     };
     if let Some(status) = status.as_mut() {
         status.clear();

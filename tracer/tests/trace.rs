@@ -451,3 +451,44 @@ fn heap_grown_after_attach_is_heap() {
         assert_eq!(value["region"], "heap", "{entry}");
     }
 }
+
+/// A sink slower than the probes (every call of a function called in a tight loop, decoded
+/// into JSON lines by this debug build) does not keep escapade from stopping at its deadline:
+/// it stops, and says how many events it could not take.
+#[test]
+fn a_sink_slower_than_the_probes_still_stops_at_its_deadline() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let go = common::toolchains().pop().unwrap();
+    let bin = common::build(&go, "agent", &[]);
+    let mut target = Target::start(&bin, &["2000000000"]);
+    let pid = target.pid.to_string();
+    let escapade = Command::new(env!("CARGO_BIN_EXE_escapade"))
+        .args([
+            "trace",
+            "--pid",
+            &pid,
+            "--json",
+            "--duration",
+            "3s",
+            "main.work",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    target.go();
+    let out = escapade.wait_with_output().unwrap();
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("events were lost"),
+        "the sink kept up, so this tests nothing: {stderr}"
+    );
+    // Before the fix it ran on for over a minute, one drain after another.
+    assert!(took < Duration::from_secs(30), "stopped after {took:?}");
+    target.child.kill().unwrap();
+    target.child.wait().unwrap();
+}
