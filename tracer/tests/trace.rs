@@ -288,6 +288,15 @@ fn check_shapes(bin: &std::path::Path, placement: &str, links: Links) {
         };
         assert_eq!(entries.len(), expected, "{function} ({placement}): entries");
         assert_eq!(returns.len(), expected, "{function} ({placement}): returns");
+        // The summary's counts are the kernel's, which pairs calls the same way.
+        let counted = events
+            .iter()
+            .filter(|e| e["type"] == "summary")
+            .flat_map(|s| s["functions"].as_array().unwrap())
+            .find(|f| f["function"] == function)
+            .unwrap();
+        assert_eq!(counted["entries"], expected, "{function}: {counted}");
+        assert_eq!(counted["returns"], expected, "{function}: {counted}");
         if function == "main.deep" {
             // The outermost call is the first entry and the last return.
             compare(
@@ -491,4 +500,63 @@ fn a_sink_slower_than_the_probes_still_stops_at_its_deadline() {
     assert!(took < Duration::from_secs(30), "stopped after {took:?}");
     target.child.kill().unwrap();
     target.child.wait().unwrap();
+}
+
+/// The kernel counts and times every call, with no event per call under `--quiet`: the counts
+/// equal the program's rounds, and the log2 latency histogram holds each function's calls
+/// where their known durations put them: `main.outer` spins 30 ms in all, `main.inner` 10 ms
+/// (2^24 <= 30 ms < 2^25 ns, 2^23 <= 10 ms < 2^24 ns). No call takes less; a busy machine may
+/// deschedule a spinning thread past the end of its spin, so the median may be a bucket up.
+#[test]
+fn quiet_counts_and_times_every_call_in_the_kernel() {
+    for go in common::toolchains() {
+        eprintln!("== {}", go.version);
+        let bin = common::build(&go, "hot", &[]);
+        let mut target = Target::start(&bin, &["nested", "2"]);
+        let pid = target.pid.to_string();
+        let escapade = Escapade::attach(&[
+            "trace",
+            "--pid",
+            &pid,
+            "--quiet",
+            "--json",
+            "main.outer",
+            "main.inner",
+        ]);
+        target.go();
+        let rounds = target.read_count("done");
+        target.go();
+        target.finish();
+        let lines = escapade.finish();
+        let summary = lines
+            .iter()
+            .find(|l| l["type"] == "summary")
+            .expect("a summary");
+        assert_eq!(summary["events"], 0, "an event per call: {summary}");
+        for (name, below) in [("main.outer", 1u64 << 25), ("main.inner", 1 << 24)] {
+            let f = summary["functions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["function"] == name)
+                .unwrap();
+            assert_eq!(f["entries"], rounds, "{f}");
+            assert_eq!(f["returns"], rounds, "{f}");
+            let histogram: Vec<u64> = f["latency_log2_ns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_u64().unwrap())
+                .collect();
+            assert_eq!(histogram.iter().sum::<u64>(), rounds, "{f}");
+            let bucket = below.trailing_zeros() as usize - 1;
+            assert_eq!(
+                histogram[..bucket].iter().sum::<u64>(),
+                0,
+                "faster than it spins: {f}"
+            );
+            let p50 = f["p50_below_ns"].as_u64().unwrap();
+            assert!(p50 == below || p50 == 2 * below, "{f}");
+        }
+    }
 }
