@@ -271,6 +271,14 @@ impl<W: Write> TraceView<W> {
                 (f, stats, kernel)
             })
             .collect();
+        // Calls entered and not returned, by the same count as the rows'.
+        let in_flight = match kernel {
+            Some(kernel) => kernel
+                .iter()
+                .map(|k| k.entries.saturating_sub(k.returns))
+                .sum(),
+            None => pairing.in_flight,
+        };
         if self.json {
             let functions: Vec<_> = rows
                 .iter()
@@ -304,7 +312,7 @@ impl<W: Write> TraceView<W> {
                 "unmatched_returns": pairing.unmatched_returns,
                 "unwound": pairing.unwound,
                 "repeated_hits": pairing.repeated_hits,
-                "in_flight": pairing.in_flight,
+                "in_flight": in_flight,
             });
             writeln!(self.out, "{line}")?;
         } else {
@@ -349,7 +357,7 @@ impl<W: Write> TraceView<W> {
                 pairing.unmatched_returns,
                 pairing.unwound,
                 pairing.repeated_hits,
-                pairing.in_flight,
+                in_flight,
             )?;
         }
         self.out.flush()?;
