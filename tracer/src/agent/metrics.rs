@@ -2,11 +2,16 @@
 //! on across the restarts of its processes; the `pid` and `binary` of each run are on
 //! `/targets`, not in labels, which would start new series at every restart.
 
+use std::sync::{Arc, Mutex};
+
+use probe_common::{CallStats, LATENCY_BUCKETS};
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(&'static str, String)>;
@@ -22,7 +27,7 @@ const SINGLE_STEPPED_HIT_SECONDS: f64 = 10e-6;
 pub struct Metrics {
     registry: Registry,
     pub calls: Family<Labels, Counter>,
-    pub call_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    pub call_duration: Family<Labels, CallLatency>,
     pub alloc_objects: Family<Labels, Counter>,
     pub alloc_bytes: Family<Labels, Counter>,
     pub gc_cycles: Family<Labels, Counter>,
@@ -36,9 +41,57 @@ pub struct Metrics {
     pub probe_cost: Family<Labels, Counter<f64, std::sync::atomic::AtomicU64>>,
 }
 
-/// Call durations from 1 us to about 4 s.
-fn call_buckets() -> Histogram {
-    Histogram::new(exponential_buckets(1e-6, 4.0, 12))
+/// A call-duration histogram fed with the kernel's own log2 buckets (`CALL_STATS`), so that it
+/// counts every call, however many events the ring buffer lost. Its `le` bounds are powers of
+/// two nanoseconds, 2^10 (about 1 us) to 2^35 (about 34 s).
+#[derive(Clone, Debug, Default)]
+pub struct CallLatency(Arc<Mutex<CallStats>>);
+
+/// The kernel's buckets with a bound of their own; those below fold into the first, those
+/// above into `+Inf`.
+const FIRST_BUCKET: usize = 9;
+const LAST_BUCKET: usize = 34;
+
+impl CallLatency {
+    /// Adds calls the kernel timed: only `returns`, `total_ns` and `latency` are read.
+    pub fn add(&self, new: &CallStats) {
+        let mut stats = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        stats.returns += new.returns;
+        stats.total_ns += new.total_ns;
+        for (total, n) in stats.latency.iter_mut().zip(&new.latency) {
+            *total += n;
+        }
+    }
+}
+
+impl TypedMetric for CallLatency {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for CallLatency {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let stats = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let bound = |bucket: usize| (1u64 << (bucket + 1)) as f64 / 1e9;
+        let mut buckets = vec![(
+            bound(FIRST_BUCKET),
+            stats.latency[..=FIRST_BUCKET].iter().sum(),
+        )];
+        buckets.extend((FIRST_BUCKET + 1..=LAST_BUCKET).map(|b| (bound(b), stats.latency[b])));
+        buckets.push((
+            f64::INFINITY,
+            stats.latency[LAST_BUCKET + 1..LATENCY_BUCKETS].iter().sum(),
+        ));
+        encoder.encode_histogram::<NoLabelSet>(
+            stats.total_ns as f64 / 1e9,
+            stats.returns,
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
 }
 
 /// GC pauses from 10 us to about 0.3 s.
@@ -51,7 +104,7 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("escapade");
         let m = Metrics {
             calls: Family::default(),
-            call_duration: Family::new_with_constructor(call_buckets),
+            call_duration: Family::default(),
             alloc_objects: Family::default(),
             alloc_bytes: Family::default(),
             gc_cycles: Family::default(),

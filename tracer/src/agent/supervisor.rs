@@ -10,15 +10,14 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context as _;
 use std::time::{Duration, Instant};
 
-use probe_common::{COUNTER_DROPPED, COUNTER_EVENTS, COUNTERS, CallEvent};
+use probe_common::{COUNTER_DROPPED, COUNTER_EVENTS, COUNTERS, CallEvent, CallStats};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::histogram::Histogram;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
 use super::config::{AllocMode, RecordConfig, Selector, TargetConfig};
 use super::lease::Lease;
-use super::metrics::SiteLabels;
+use super::metrics::{CallLatency, SiteLabels};
 use super::state::{LiveProfile, ProcessStatus, Shared, lock_profile};
 use super::{discover, retention};
 use crate::allocs::{self, AllocReport};
@@ -30,7 +29,7 @@ use crate::export::pprof::scale;
 use crate::gobin::GoBinary;
 use crate::hints::without_dwarf;
 use crate::memprofile::MemProfileRate;
-use crate::model::{CallModel, CallRecord, FunctionInfo, Symbols};
+use crate::model::{CallModel, FunctionInfo, Symbols};
 use crate::record::live::{CpuSampling, RecordSink};
 use crate::record::writer::Writer;
 use crate::record::{AllocSettings, Header};
@@ -503,6 +502,7 @@ impl Session {
                     )
                 })
                 .collect(),
+            folded_calls: vec![CallStats::default(); self.probes.plan.traced.len()],
             allocs: self.probes.counting.as_ref().map(|_| AllocCounting {
                 decoder: decoder(),
                 rate: self.rate.as_ref().map(|r| r.in_effect),
@@ -674,7 +674,9 @@ struct Counting<'a> {
     model: Option<CallModel<'a>>,
     /// Per traced function: its calls counter, duration histogram, and whether its entry probe
     /// is emulated.
-    calls: Vec<(Counter, Histogram, bool)>,
+    calls: Vec<(Counter, CallLatency, bool)>,
+    /// What the kernel had counted and timed of each traced function at the last fold.
+    folded_calls: Vec<CallStats>,
     allocs: Option<AllocCounting<'a>>,
     shared: Arc<Shared>,
     profile: Arc<Mutex<LiveProfile>>,
@@ -700,23 +702,6 @@ impl EventSink for Counting<'_> {
         };
         profile.calls.add(&record);
         drop(profile);
-        let (calls, durations, fast) = &self.calls[record.function()];
-        match record {
-            CallRecord::Entry { .. } => {
-                calls.inc();
-                if *fast {
-                    self.hits.emulated += 1;
-                } else {
-                    self.hits.single_stepped += 1;
-                }
-            }
-            CallRecord::Return { duration_ns, .. } => {
-                self.hits.single_stepped += 1;
-                if let Some(ns) = duration_ns {
-                    durations.observe(ns as f64 / 1e9);
-                }
-            }
-        }
         Ok(())
     }
 
@@ -750,6 +735,28 @@ impl Counting<'_> {
         metrics.events.inc_by(new(COUNTER_EVENTS));
         metrics.events_dropped.inc_by(new(COUNTER_DROPPED));
         self.counters = counters;
+        // Calls as the kernel counted and timed them: none lost with the events.
+        let now = attached.call_stats(self.calls.len())?;
+        for (((calls, latency, fast), was), now) in
+            self.calls.iter().zip(&self.folded_calls).zip(&now)
+        {
+            let entries = now.entries.saturating_sub(was.entries);
+            let mut new = *now;
+            new.returns = now.returns.saturating_sub(was.returns);
+            new.total_ns = now.total_ns.saturating_sub(was.total_ns);
+            for (n, was) in new.latency.iter_mut().zip(&was.latency) {
+                *n = n.saturating_sub(*was);
+            }
+            calls.inc_by(entries);
+            latency.add(&new);
+            if *fast {
+                self.hits.emulated += entries;
+            } else {
+                self.hits.single_stepped += entries;
+            }
+            self.hits.single_stepped += new.returns;
+        }
+        self.folded_calls = now;
         if let Some(allocs) = self.allocs.as_mut() {
             let report = allocs::view(attached, &allocs.clock, &mut allocs.decoder)?;
             let counted = allocs.fold(&self.name, &self.shared, &report, &mut self.hits);
