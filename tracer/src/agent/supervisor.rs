@@ -81,10 +81,12 @@ pub async fn supervise(
         let pids = discover::matching(&config.selector);
         failed.retain(|pid| pids.contains(pid));
         let mut sleep = interval;
-        if pids.is_empty() && running.is_empty() && lease_breaks.is_some() {
-            if !rearm(&mut ahead, &config, &mut models) {
-                sleep = SCAN_INTERVAL;
-            }
+        if pids.is_empty()
+            && running.is_empty()
+            && lease_breaks.is_some()
+            && !rearm(&mut ahead, &config, &mut models)
+        {
+            sleep = SCAN_INTERVAL;
         }
         for pid in pids {
             if running.contains_key(&pid) || failed.contains(&pid) {
