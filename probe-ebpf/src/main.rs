@@ -678,7 +678,7 @@ static CALL_STARTS: LruHashMap<OpenCall, CallStart> =
 
 fn call_entered(function: u32, call: OpenCall, ktime_ns: u64, return_addr: u64) {
     // SAFETY: the value is copied.
-    let open = unsafe { CALL_STARTS.get(&call) }.copied();
+    let open = unsafe { CALL_STARTS.get(call) }.copied();
     // A single-stepped entry restarted by a signal hits again, from the same return address:
     // still the same call.
     if open.is_some_and(|open| open.return_addr == return_addr) {
@@ -688,7 +688,7 @@ fn call_entered(function: u32, call: OpenCall, ktime_ns: u64, return_addr: u64) 
         ktime_ns,
         return_addr,
     };
-    let _ = CALL_STARTS.insert(&call, &start, 0);
+    let _ = CALL_STARTS.insert(call, start, 0);
     if let Some(stats) = CALL_STATS.get_ptr_mut(function) {
         // SAFETY: this CPU's slot; nothing else writes it while the program runs here.
         unsafe { (*stats).entries += 1 };
@@ -697,11 +697,11 @@ fn call_entered(function: u32, call: OpenCall, ktime_ns: u64, return_addr: u64) 
 
 fn call_returned(function: u32, call: OpenCall, ktime_ns: u64) {
     // SAFETY: the value is copied before the entry is removed.
-    let Some(start) = (unsafe { CALL_STARTS.get(&call) }).copied() else {
+    let Some(start) = (unsafe { CALL_STARTS.get(call) }).copied() else {
         // Already running at attach, or the restart of a single-stepped RET.
         return;
     };
-    let _ = CALL_STARTS.remove(&call);
+    let _ = CALL_STARTS.remove(call);
     let Some(stats) = CALL_STATS.get_ptr_mut(function) else {
         return;
     };
