@@ -1,6 +1,12 @@
 //! A model of a Go binary, built once before anything attaches and read-only after:
 //! build info, every function (from `.gopclntab`, so stripped binaries work), each traced
 //! function's parameters with their ABI locations (from DWARF), and runtime layouts.
+//!
+//! The file stays open and is read where needed (a function's code, a word of data) rather
+//! than held in memory, so that a model costs about its function table however big the
+//! binary. Reads use `pread`, not a mapping: a binary truncated under a mapping would kill the
+//! agent with SIGBUS, where a read fails, and [`GoBinary`] refuses bytes read after the file
+//! changed.
 
 pub mod abi;
 pub mod arginfo;
@@ -12,15 +18,21 @@ pub mod pclntab;
 pub mod runtime_vars;
 pub mod types;
 
+use std::os::unix::fs::{FileExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
 
-use object::{Object as _, ObjectSection as _, ObjectSegment as _, ObjectSymbol as _};
+use object::{
+    Object as _, ObjectSection as _, ObjectSegment as _, ObjectSymbol as _, ReadCache, ReadRef as _,
+};
 
 use self::abi::Location;
 use self::buildinfo::BuildInfo;
 use self::dwarf::{DwarfError, DwarfInfo, GLayout};
 use self::pclntab::Pclntab;
 use self::types::{GoType, TypeKind};
+
+/// An ELF file parsed as it is read, so only the parts looked at are ever in memory.
+pub type Elf<'d> = object::File<'d, &'d ReadCache<std::fs::File>>;
 
 /// Go 1.21 is the oldest release whose register ABI and runtime layouts escapade knows.
 pub const MIN_GO: (u32, u32) = (1, 21);
@@ -32,6 +44,14 @@ pub enum GoBinError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{path} has no bytes in the file at {addr:#x}")]
+    NotInFile { path: PathBuf, addr: u64 },
+    #[error(
+        "{path} changed on disk after escapade read it, so its model no longer describes it: \
+         trace a process started from the new file (run escapade again; the agent re-reads it \
+         for the next process)"
+    )]
+    Changed { path: PathBuf },
     #[error("{path} is not an ELF executable: {source}")]
     NotElf {
         path: PathBuf,
@@ -192,20 +212,41 @@ pub struct GoBinary {
     /// [`debugfile::SymbolsFile`] names it.
     pub symbols: Option<String>,
     pclntab: Pclntab,
-    funcs: Vec<pclntab::Func>,
     dwarf: Option<DwarfInfo>,
-    data: Vec<u8>,
+    file: std::fs::File,
+    /// The file's size and modification time when it was modelled.
+    stamp: Stamp,
+}
+
+/// What says a file was rewritten in place: the inode stays, these change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    size: u64,
+    mtime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(file: &std::fs::File) -> std::io::Result<Stamp> {
+        let meta = file.metadata()?;
+        Ok(Stamp {
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+        })
+    }
 }
 
 impl GoBinary {
     /// The binary at `path`, described by the DWARF and symbol table of `symbols` when given
     /// (`--symbols`), else of its own or an installed debug file ([`debugfile::find`]).
     pub fn open(path: &Path, symbols: Option<&Path>) -> Result<GoBinary, GoBinError> {
-        let data = std::fs::read(path).map_err(|source| GoBinError::Read {
+        let read_error = |source| GoBinError::Read {
             path: path.to_path_buf(),
             source,
-        })?;
-        let file = object::File::parse(&*data).map_err(|source| GoBinError::NotElf {
+        };
+        let opened = std::fs::File::open(path).map_err(read_error)?;
+        let stamp = Stamp::of(&opened).map_err(read_error)?;
+        let cache = ReadCache::new(opened);
+        let file = object::File::parse(&cache).map_err(|source| GoBinError::NotElf {
             path: path.to_path_buf(),
             source,
         })?;
@@ -227,7 +268,6 @@ impl GoBinary {
             });
         }
         let pclntab = Pclntab::from_object(&file).map_err(|e| not_go(e.to_string()))?;
-        let funcs = pclntab.funcs();
         let symbols_file = debugfile::find(&file, symbols)?;
         let symbols_object = symbols_file
             .as_ref()
@@ -263,17 +303,15 @@ impl GoBinary {
         // Without a symbol table (`-ldflags=-s`), the runtime's own code says where its
         // variables are.
         let in_code = if file.symbols().next().is_none() {
+            let bytes_at = |addr: u64, len: u64| {
+                (&cache)
+                    .read_bytes_at(file_offset_in(&sections, addr)?, len)
+                    .ok()
+            };
             runtime_vars::CodeVars::find(
-                &funcs,
-                |f| {
-                    let start = file_offset_in(&sections, f.entry)? as usize;
-                    data.get(start..start + (f.end - f.entry) as usize)
-                },
-                |addr| {
-                    let start = file_offset_in(&sections, addr)? as usize;
-                    let bytes = data.get(start..start + 8)?;
-                    Some(u64::from_le_bytes(bytes.try_into().ok()?))
-                },
+                &pclntab,
+                |f| bytes_at(f.entry, f.end - f.entry),
+                |addr| Some(u64::from_le_bytes(bytes_at(addr, 8)?.try_into().ok()?)),
                 |pc| pclntab.frames(pc).into_iter().next().map(|(f, _)| f),
             )
         } else {
@@ -306,6 +344,8 @@ impl GoBinary {
         drop(symbols_object);
         drop(file);
         Ok(GoBinary {
+            file: cache.into_inner(),
+            stamp,
             symbols: symbols_file.map(|s| s.to_string()),
             path: path.to_path_buf(),
             build,
@@ -320,9 +360,7 @@ impl GoBinary {
             disable_memory_profiling,
             runtime_vars,
             pclntab,
-            funcs,
             dwarf,
-            data,
         })
     }
 
@@ -330,7 +368,7 @@ impl GoBinary {
     pub fn go_offsets(&self, bias: u64) -> probe_common::GoOffsets {
         let vars = &self.runtime_vars;
         let at = |addr: u64| if addr == 0 { 0 } else { addr + bias };
-        let mallocgc = self.funcs.iter().find(|f| f.name == "runtime.mallocgc");
+        let mallocgc = self.pclntab.func_named("runtime.mallocgc");
         // Versions without a profile layout have no table entry yet; zeros there make the
         // heap-profile probes read nothing useful.
         let profile = layouts::profile_layout(self.version);
@@ -358,10 +396,10 @@ impl GoBinary {
     /// Names of the functions that match `pattern` (`*` and `?` wildcards), perhaps none.
     pub fn functions_named(&self, pattern: &str) -> Vec<String> {
         let matcher = wildmatch::WildMatch::new(pattern);
-        self.funcs
-            .iter()
-            .filter(|f| matcher.matches(&f.name))
-            .map(|f| f.name.clone())
+        self.pclntab
+            .funcs()
+            .filter(|f| matcher.matches(f.name))
+            .map(|f| f.name.to_string())
             .collect()
     }
 
@@ -371,10 +409,10 @@ impl GoBinary {
         let mut out: Vec<Function> = Vec::new();
         for pattern in patterns {
             let matcher = wildmatch::WildMatch::new(pattern);
-            let matched: Vec<&pclntab::Func> = self
-                .funcs
-                .iter()
-                .filter(|f| matcher.matches(&f.name))
+            let matched: Vec<pclntab::Func> = self
+                .pclntab
+                .funcs()
+                .filter(|f| matcher.matches(f.name))
                 .collect();
             if matched.is_empty() {
                 let inlined = self.pclntab.has_name(pattern)
@@ -398,9 +436,9 @@ impl GoBinary {
                 if out.iter().any(|o| o.entry == f.entry) {
                     continue;
                 }
-                let signature = self.signature(&f.name)?;
+                let signature = self.signature(f.name)?;
                 let mut function = Function {
-                    name: f.name.clone(),
+                    name: f.name.to_string(),
                     entry: f.entry,
                     end: f.end,
                     signature,
@@ -410,8 +448,8 @@ impl GoBinary {
                     function.traceback = self
                         .pclntab
                         .funcdata(f.entry, pclntab::FUNCDATA_ARG_INFO)
-                        .zip(self.code(&function))
-                        .and_then(|(info, code)| arginfo::ArgLayout::new(info, code, f.entry));
+                        .zip(self.code(&function).ok())
+                        .and_then(|(info, code)| arginfo::ArgLayout::new(info, &code, f.entry));
                 }
                 out.push(function);
             }
@@ -483,17 +521,38 @@ impl GoBinary {
     }
 
     /// The machine code of `f`, as in the file.
-    pub fn code(&self, f: &Function) -> Option<&[u8]> {
-        let start = self.file_offset(f.entry)? as usize;
-        let len = (f.end - f.entry) as usize;
-        self.data.get(start..start + len)
+    pub fn code(&self, f: &Function) -> Result<Vec<u8>, GoBinError> {
+        self.read(f.entry, f.end - f.entry)
     }
 
     /// The whole `.text` section and its address, for finding call sites.
-    pub fn text(&self) -> Option<(&[u8], u64)> {
-        let s = self.sections.iter().find(|s| s.name == ".text")?;
-        let start = s.file_offset? as usize;
-        Some((self.data.get(start..start + s.size as usize)?, s.addr))
+    pub fn text(&self) -> Result<(Vec<u8>, u64), GoBinError> {
+        let text = self.sections.iter().find(|s| s.name == ".text");
+        let addr = text.map_or(0, |s| s.addr);
+        Ok((self.read(addr, text.map_or(0, |s| s.size))?, addr))
+    }
+
+    /// `len` bytes of the file from link-time address `addr`, if the file is still the one
+    /// modelled.
+    fn read(&self, addr: u64, len: u64) -> Result<Vec<u8>, GoBinError> {
+        let not_in_file = || GoBinError::NotInFile {
+            path: self.path.clone(),
+            addr,
+        };
+        let offset = self.file_offset(addr).ok_or_else(not_in_file)?;
+        let mut bytes = vec![0; usize::try_from(len).map_err(|_| not_in_file())?];
+        let read = self.file.read_exact_at(&mut bytes, offset);
+        // Checked after the read: a change before it or during it shows in the stamp now.
+        if Stamp::of(&self.file).ok() != Some(self.stamp) {
+            return Err(GoBinError::Changed {
+                path: self.path.clone(),
+            });
+        }
+        read.map_err(|source| GoBinError::Read {
+            path: self.path.clone(),
+            source,
+        })?;
+        Ok(bytes)
     }
 
     /// File offset of a link-time address, as uprobes want it.
@@ -529,9 +588,8 @@ impl GoBinary {
     }
 
     /// Bytes of the file at a link-time address, for data the runtime never changes.
-    pub fn bytes_at(&self, addr: u64, len: usize) -> Option<&[u8]> {
-        let start = self.file_offset(addr)? as usize;
-        self.data.get(start..start + len)
+    pub fn bytes_at(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
+        self.read(addr, len as u64).ok()
     }
 }
 
