@@ -79,6 +79,11 @@ pub fn read<'d, R: ReadRef<'d>>(file: &object::File<'d, R>) -> Result<BuildInfo,
     })
 }
 
+/// Where the file holds `.note.go.buildid`: offset and length.
+pub fn build_id_range<'d, R: ReadRef<'d>>(file: &object::File<'d, R>) -> Option<(u64, u64)> {
+    file.section_by_name(".note.go.buildid")?.file_range()
+}
+
 /// The ELF note `.note.go.buildid`: name size, descriptor size, type (4), name "Go\0\0",
 /// then the ID.
 pub fn build_id<'d, R: ReadRef<'d>>(file: &object::File<'d, R>) -> Option<String> {

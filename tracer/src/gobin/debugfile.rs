@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use object::{Object as _, ReadCache, ReadRef};
 
 use super::Elf;
+use super::source::Source;
 
 /// Where distributions install debug files, by GNU build ID.
 const BUILD_ID_DIR: &str = "/usr/lib/debug/.build-id";
@@ -64,11 +65,17 @@ pub struct SymbolsFile {
     pub found: Found,
     /// Read as parsing asks, not whole: only the sections used are ever in memory.
     file: ReadCache<std::fs::File>,
+    build_id_at: Option<(u64, u64)>,
 }
 
 impl SymbolsFile {
     pub fn parse(&self) -> Result<Elf<'_>, SymbolsError> {
         parse(&self.path, &self.file)
+    }
+
+    /// The file, to read DWARF from again.
+    pub fn into_source(self) -> Result<Source, super::GoBinError> {
+        Source::new(&self.path, self.file.into_inner(), self.build_id_at)
     }
 }
 
@@ -147,11 +154,13 @@ fn open<'d, R: ReadRef<'d>>(
             path: path.to_path_buf(),
         });
     }
+    let build_id_at = super::buildinfo::build_id_range(&symbols);
     drop(symbols);
     Ok(SymbolsFile {
         path: path.to_path_buf(),
         found,
         file: cache,
+        build_id_at,
     })
 }
 

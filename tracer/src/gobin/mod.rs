@@ -2,11 +2,9 @@
 //! build info, every function (from `.gopclntab`, so stripped binaries work), each traced
 //! function's parameters with their ABI locations (from DWARF), and runtime layouts.
 //!
-//! The file stays open and is read where needed (a function's code, a word of data) rather
-//! than held in memory, so that a model costs about its function table however big the
-//! binary. Reads use `pread`, not a mapping: a binary truncated under a mapping would kill the
-//! agent with SIGBUS, where a read fails, and [`GoBinary`] refuses bytes read after the file
-//! changed.
+//! The binary stays open and is read where needed ([`source`]); DWARF, which a Go toolchain
+//! compresses and which is several times bigger uncompressed, is read again when a function's
+//! signature is first asked for rather than kept.
 
 pub mod abi;
 pub mod arginfo;
@@ -16,10 +14,12 @@ pub mod dwarf;
 pub mod layouts;
 pub mod pclntab;
 pub mod runtime_vars;
+pub mod source;
 pub mod types;
 
-use std::os::unix::fs::{FileExt as _, MetadataExt as _};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use object::{
     Object as _, ObjectSection as _, ObjectSegment as _, ObjectSymbol as _, ReadCache, ReadRef as _,
@@ -29,6 +29,7 @@ use self::abi::Location;
 use self::buildinfo::BuildInfo;
 use self::dwarf::{DwarfError, DwarfInfo, GLayout};
 use self::pclntab::Pclntab;
+use self::source::Source;
 use self::types::{GoType, TypeKind};
 
 /// An ELF file parsed as it is read, so only the parts looked at are ever in memory.
@@ -44,12 +45,14 @@ pub enum GoBinError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} has no bytes in the file at {addr:#x}")]
-    NotInFile { path: PathBuf, addr: u64 },
+    #[error("{path} has no bytes at address {addr:#x}")]
+    NoBytesAt { path: PathBuf, addr: u64 },
+    #[error("{path}: cannot read {offset:#x}: out of range")]
+    NotInFile { path: PathBuf, offset: u64 },
     #[error(
-        "{path} changed on disk after escapade read it, so its model no longer describes it: \
-         trace a process started from the new file (run escapade again; the agent re-reads it \
-         for the next process)"
+        "{path} was rewritten with another build after escapade read it, so its model no \
+         longer describes it: trace a process started from the new file (run escapade again; \
+         the agent re-reads it for the next process)"
     )]
     Changed { path: PathBuf },
     #[error("{path} is not an ELF executable: {source}")]
@@ -212,39 +215,22 @@ pub struct GoBinary {
     /// [`debugfile::SymbolsFile`] names it.
     pub symbols: Option<String>,
     pclntab: Pclntab,
-    dwarf: Option<DwarfInfo>,
-    file: std::fs::File,
-    /// The file's size and modification time when it was modelled.
-    stamp: Stamp,
-}
-
-/// What says a file was rewritten in place: the inode stays, these change.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Stamp {
-    size: u64,
-    mtime: (i64, i64),
-}
-
-impl Stamp {
-    fn of(file: &std::fs::File) -> std::io::Result<Stamp> {
-        let meta = file.metadata()?;
-        Ok(Stamp {
-            size: meta.size(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-        })
-    }
+    has_dwarf: bool,
+    file: Source,
+    /// Where DWARF is when not in the binary itself.
+    symbols_file: Option<Source>,
+    /// The signatures DWARF was read for, by function name: the functions traced so far.
+    signatures: Mutex<HashMap<String, Option<Signature>>>,
 }
 
 impl GoBinary {
     /// The binary at `path`, described by the DWARF and symbol table of `symbols` when given
     /// (`--symbols`), else of its own or an installed debug file ([`debugfile::find`]).
     pub fn open(path: &Path, symbols: Option<&Path>) -> Result<GoBinary, GoBinError> {
-        let read_error = |source| GoBinError::Read {
+        let opened = std::fs::File::open(path).map_err(|source| GoBinError::Read {
             path: path.to_path_buf(),
             source,
-        };
-        let opened = std::fs::File::open(path).map_err(read_error)?;
-        let stamp = Stamp::of(&opened).map_err(read_error)?;
+        })?;
         let cache = ReadCache::new(opened);
         let file = object::File::parse(&cache).map_err(|source| GoBinError::NotElf {
             path: path.to_path_buf(),
@@ -302,6 +288,7 @@ impl GoBinary {
             .collect::<Vec<_>>();
         // Without a symbol table (`-ldflags=-s`), the runtime's own code says where its
         // variables are.
+        let has_dwarf = dwarf.is_some();
         let in_code = if file.symbols().next().is_none() {
             let bytes_at = |addr: u64, len: u64| {
                 (&cache)
@@ -341,12 +328,17 @@ impl GoBinary {
             .map(|s| s.address())
             .min()
             .ok_or_else(|| not_go("it has no loadable segments".into()))?;
+        let build_id_at = buildinfo::build_id_range(&file);
+        drop(dwarf);
         drop(symbols_object);
         drop(file);
         Ok(GoBinary {
-            file: cache.into_inner(),
-            stamp,
-            symbols: symbols_file.map(|s| s.to_string()),
+            file: Source::new(path, cache.into_inner(), build_id_at)?,
+            symbols: symbols_file.as_ref().map(|s| s.to_string()),
+            symbols_file: symbols_file
+                .map(debugfile::SymbolsFile::into_source)
+                .transpose()?,
+            signatures: Mutex::default(),
             path: path.to_path_buf(),
             build,
             version,
@@ -360,7 +352,7 @@ impl GoBinary {
             disable_memory_profiling,
             runtime_vars,
             pclntab,
-            dwarf,
+            has_dwarf,
         })
     }
 
@@ -390,7 +382,7 @@ impl GoBinary {
     }
 
     pub fn has_dwarf(&self) -> bool {
-        self.dwarf.is_some()
+        self.has_dwarf
     }
 
     /// Names of the functions that match `pattern` (`*` and `?` wildcards), perhaps none.
@@ -407,6 +399,8 @@ impl GoBinary {
     /// naming the first pattern that matches nothing.
     pub fn resolve(&self, patterns: &[String]) -> Result<Vec<Function>, GoBinError> {
         let mut out: Vec<Function> = Vec::new();
+        // Read once for the whole call, when a signature not known yet is asked for.
+        let mut dwarf = None;
         for pattern in patterns {
             let matcher = wildmatch::WildMatch::new(pattern);
             let matched: Vec<pclntab::Func> = self
@@ -417,8 +411,7 @@ impl GoBinary {
             if matched.is_empty() {
                 let inlined = self.pclntab.has_name(pattern)
                     || self
-                        .dwarf
-                        .as_ref()
+                        .dwarf(&mut dwarf)?
                         .is_some_and(|d| d.is_inlined_only(pattern));
                 return Err(if inlined {
                     GoBinError::Inlined {
@@ -436,7 +429,7 @@ impl GoBinary {
                 if out.iter().any(|o| o.entry == f.entry) {
                     continue;
                 }
-                let signature = self.signature(f.name)?;
+                let signature = self.signature(f.name, &mut dwarf)?;
                 let mut function = Function {
                     name: f.name.to_string(),
                     entry: f.entry,
@@ -457,67 +450,54 @@ impl GoBinary {
         Ok(out)
     }
 
-    /// Parameters and results with their ABI locations, cross-checked against DWARF.
-    fn signature(&self, name: &str) -> Result<Option<Signature>, GoBinError> {
-        let Some(dwarf) = &self.dwarf else {
+    /// The binary's DWARF, read into `loaded` unless it already was; None without DWARF.
+    fn dwarf<'a>(
+        &self,
+        loaded: &'a mut Option<DwarfInfo>,
+    ) -> Result<Option<&'a DwarfInfo>, GoBinError> {
+        if !self.has_dwarf {
+            return Ok(None);
+        }
+        if loaded.is_none() {
+            let source = self.symbols_file.as_ref().unwrap_or(&self.file);
+            let cache = source.cache();
+            let file = object::File::parse(&cache).map_err(|e| GoBinError::NotElf {
+                path: source.path.clone(),
+                source: e,
+            })?;
+            let dwarf = DwarfInfo::load(&file)?;
+            source.check()?;
+            *loaded = dwarf;
+        }
+        Ok(loaded.as_ref())
+    }
+
+    /// Parameters and results with their ABI locations, cross-checked against DWARF; read from
+    /// DWARF (into `dwarf`) the first time `name` is asked for.
+    fn signature(
+        &self,
+        name: &str,
+        dwarf: &mut Option<DwarfInfo>,
+    ) -> Result<Option<Signature>, GoBinError> {
+        let known = |signatures: &Mutex<HashMap<_, _>>| {
+            signatures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(name)
+                .cloned()
+        };
+        if let Some(signature) = known(&self.signatures) {
+            return Ok(signature);
+        }
+        let Some(dwarf) = self.dwarf(dwarf)? else {
             return Ok(None);
         };
-        let Some(all) = dwarf.params(name)? else {
-            return Ok(None);
-        };
-        let (mut results, mut params): (Vec<_>, Vec<_>) =
-            all.into_iter().partition(|p| p.is_result);
-        // The compiler lists a result twice in functions with a defer; a result name is unique.
-        let mut seen = std::collections::HashSet::new();
-        results.retain(|r| seen.insert(r.name.clone()));
-        // A shaped generic instantiation takes its dictionary first; DWARF leaves it out
-        // before Go 1.27.
-        if name.contains("[go.shape.") && !params.iter().any(|p| p.name == ".dict") {
-            // A method's receiver comes before the dictionary: `pkg.(*T[go.shape.int]).M`.
-            let method = name
-                .rsplit_once(']')
-                .is_some_and(|(_, rest)| !rest.is_empty());
-            params.insert(
-                usize::from(method && !params.is_empty()),
-                dwarf::DwarfParam {
-                    name: ".dict".into(),
-                    ty: GoType::word("*uint8", TypeKind::Pointer),
-                    is_result: false,
-                    entry_location: None,
-                },
-            );
-        }
-        let assignment = abi::assign(
-            &params.iter().map(|p| &p.ty).collect::<Vec<_>>(),
-            &results.iter().map(|p| &p.ty).collect::<Vec<_>>(),
-        );
-        let mut abi_mismatches = Vec::new();
-        for (p, loc) in params.iter().zip(&assignment.params) {
-            if let Some(dwarf_loc) = &p.entry_location
-                && *dwarf_loc != loc.to_string()
-            {
-                abi_mismatches.push(format!(
-                    "{}: DWARF says {dwarf_loc}, ABI says {loc}",
-                    p.name
-                ));
-            }
-        }
-        let zip = |ps: Vec<dwarf::DwarfParam>, locs: Vec<Location>| -> Vec<Param> {
-            ps.into_iter()
-                .zip(locs)
-                .map(|(p, location)| Param {
-                    name: p.name,
-                    ty: p.ty,
-                    location,
-                })
-                .collect()
-        };
-        Ok(Some(Signature {
-            params: zip(params, assignment.params),
-            results: zip(results, assignment.results),
-            stack_bytes: assignment.stack_bytes,
-            abi_mismatches,
-        }))
+        let signature = signature_from(dwarf, name)?;
+        self.signatures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), signature.clone());
+        Ok(signature)
     }
 
     /// The machine code of `f`, as in the file.
@@ -535,24 +515,11 @@ impl GoBinary {
     /// `len` bytes of the file from link-time address `addr`, if the file is still the one
     /// modelled.
     fn read(&self, addr: u64, len: u64) -> Result<Vec<u8>, GoBinError> {
-        let not_in_file = || GoBinError::NotInFile {
+        let offset = self.file_offset(addr).ok_or_else(|| GoBinError::NoBytesAt {
             path: self.path.clone(),
             addr,
-        };
-        let offset = self.file_offset(addr).ok_or_else(not_in_file)?;
-        let mut bytes = vec![0; usize::try_from(len).map_err(|_| not_in_file())?];
-        let read = self.file.read_exact_at(&mut bytes, offset);
-        // Checked after the read: a change before it or during it shows in the stamp now.
-        if Stamp::of(&self.file).ok() != Some(self.stamp) {
-            return Err(GoBinError::Changed {
-                path: self.path.clone(),
-            });
-        }
-        read.map_err(|source| GoBinError::Read {
-            path: self.path.clone(),
-            source,
         })?;
-        Ok(bytes)
+        self.file.read(offset, len)
     }
 
     /// File offset of a link-time address, as uprobes want it.
@@ -591,6 +558,66 @@ impl GoBinary {
     pub fn bytes_at(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
         self.read(addr, len as u64).ok()
     }
+}
+
+/// `name`'s parameters and results with their ABI locations, cross-checked against DWARF.
+fn signature_from(dwarf: &DwarfInfo, name: &str) -> Result<Option<Signature>, GoBinError> {
+    let Some(all) = dwarf.params(name)? else {
+        return Ok(None);
+    };
+    let (mut results, mut params): (Vec<_>, Vec<_>) =
+        all.into_iter().partition(|p| p.is_result);
+    // The compiler lists a result twice in functions with a defer; a result name is unique.
+    let mut seen = std::collections::HashSet::new();
+    results.retain(|r| seen.insert(r.name.clone()));
+    // A shaped generic instantiation takes its dictionary first; DWARF leaves it out
+    // before Go 1.27.
+    if name.contains("[go.shape.") && !params.iter().any(|p| p.name == ".dict") {
+        // A method's receiver comes before the dictionary: `pkg.(*T[go.shape.int]).M`.
+        let method = name
+            .rsplit_once(']')
+            .is_some_and(|(_, rest)| !rest.is_empty());
+        params.insert(
+            usize::from(method && !params.is_empty()),
+            dwarf::DwarfParam {
+                name: ".dict".into(),
+                ty: GoType::word("*uint8", TypeKind::Pointer),
+                is_result: false,
+                entry_location: None,
+            },
+        );
+    }
+    let assignment = abi::assign(
+        &params.iter().map(|p| &p.ty).collect::<Vec<_>>(),
+        &results.iter().map(|p| &p.ty).collect::<Vec<_>>(),
+    );
+    let mut abi_mismatches = Vec::new();
+    for (p, loc) in params.iter().zip(&assignment.params) {
+        if let Some(dwarf_loc) = &p.entry_location
+            && *dwarf_loc != loc.to_string()
+        {
+            abi_mismatches.push(format!(
+                "{}: DWARF says {dwarf_loc}, ABI says {loc}",
+                p.name
+            ));
+        }
+    }
+    let zip = |ps: Vec<dwarf::DwarfParam>, locs: Vec<Location>| -> Vec<Param> {
+        ps.into_iter()
+            .zip(locs)
+            .map(|(p, location)| Param {
+                name: p.name,
+                ty: p.ty,
+                location,
+            })
+            .collect()
+    };
+    Ok(Some(Signature {
+        params: zip(params, assignment.params),
+        results: zip(results, assignment.results),
+        stack_bytes: assignment.stack_bytes,
+        abi_mismatches,
+    }))
 }
 
 fn section_in(sections: &[Section], addr: u64) -> Option<&Section> {
