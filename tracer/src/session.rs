@@ -93,9 +93,8 @@ impl EntrySite {
                     ..
                 },
             ) => {
-                let (text, text_addr) = binary
-                    .text()
-                    .context("reading .text to find call sites")?;
+                let (text, text_addr) =
+                    binary.text().context("reading .text to find call sites")?;
                 let sites = placement::call_sites(&text, text_addr, function.entry);
                 if sites.is_empty() {
                     EntrySite::Function(e)

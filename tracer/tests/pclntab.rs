@@ -378,7 +378,7 @@ fn inlined_frames() {
             assert_eq!(frames, expected, "{what}: frames at {:#x}", pc - 1);
             // The physical function is still the outermost frame.
             assert_eq!(
-                table.func_for_pc(pc - 1).map(|f| f.name).as_deref(),
+                table.func_for_pc(pc - 1).map(|f| f.name),
                 Some("main.outer"),
                 "{what}"
             );

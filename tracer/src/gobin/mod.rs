@@ -515,10 +515,12 @@ impl GoBinary {
     /// `len` bytes of the file from link-time address `addr`, if the file is still the one
     /// modelled.
     fn read(&self, addr: u64, len: u64) -> Result<Vec<u8>, GoBinError> {
-        let offset = self.file_offset(addr).ok_or_else(|| GoBinError::NoBytesAt {
-            path: self.path.clone(),
-            addr,
-        })?;
+        let offset = self
+            .file_offset(addr)
+            .ok_or_else(|| GoBinError::NoBytesAt {
+                path: self.path.clone(),
+                addr,
+            })?;
         self.file.read(offset, len)
     }
 
@@ -565,8 +567,7 @@ fn signature_from(dwarf: &DwarfInfo, name: &str) -> Result<Option<Signature>, Go
     let Some(all) = dwarf.params(name)? else {
         return Ok(None);
     };
-    let (mut results, mut params): (Vec<_>, Vec<_>) =
-        all.into_iter().partition(|p| p.is_result);
+    let (mut results, mut params): (Vec<_>, Vec<_>) = all.into_iter().partition(|p| p.is_result);
     // The compiler lists a result twice in functions with a defer; a result name is unique.
     let mut seen = std::collections::HashSet::new();
     results.retain(|r| seen.insert(r.name.clone()));

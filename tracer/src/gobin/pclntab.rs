@@ -334,9 +334,7 @@ impl Pclntab {
 
 /// Finds the pclntab: by section name, else by scanning for its header, which is how it is
 /// found when an external linker merges `.data.rel.ro.gopclntab` into `.data.rel.ro`.
-fn locate<'d, R: ReadRef<'d>>(
-    file: &object::File<'d, R>,
-) -> Result<(u64, Pclntab), PclntabError> {
+fn locate<'d, R: ReadRef<'d>>(file: &object::File<'d, R>) -> Result<(u64, Pclntab), PclntabError> {
     // Internal-linked PIE builds before Go 1.26 keep it writable for the textStart relocation.
     for name in [".gopclntab", ".data.rel.ro.gopclntab"] {
         if let Some(section) = file.section_by_name(name) {
@@ -474,7 +472,10 @@ fn find_moduledata<'d, R: ReadRef<'d>>(
 }
 
 /// The bytes of the loaded, file-backed section holding `addr`, from `addr` to its end.
-fn section_bytes_from<'d, R: ReadRef<'d>>(file: &object::File<'d, R>, addr: u64) -> Option<Vec<u8>> {
+fn section_bytes_from<'d, R: ReadRef<'d>>(
+    file: &object::File<'d, R>,
+    addr: u64,
+) -> Option<Vec<u8>> {
     let section = file.sections().find(|s| {
         let alloc = matches!(s.flags(), SectionFlags::Elf { sh_flags } if sh_flags & u64::from(SHF_ALLOC) != 0);
         alloc && s.address() <= addr && addr < s.address() + s.size()
