@@ -219,8 +219,11 @@ pub struct GoBinary {
     file: Source,
     /// Where DWARF is when not in the binary itself.
     symbols_file: Option<Source>,
-    /// The signatures DWARF was read for, by function name: the functions traced so far.
+    /// What DWARF was read for, so that it is not read again for the same question (the
+    /// agent resolves the same patterns for every process): signatures by function name, and
+    /// whether a name that matched no function is one DWARF knows only inlined.
     signatures: Mutex<HashMap<String, Option<Signature>>>,
+    inlined_only: Mutex<HashMap<String, bool>>,
 }
 
 impl GoBinary {
@@ -339,6 +342,7 @@ impl GoBinary {
                 .map(debugfile::SymbolsFile::into_source)
                 .transpose()?,
             signatures: Mutex::default(),
+            inlined_only: Mutex::default(),
             path: path.to_path_buf(),
             build,
             version,
@@ -409,10 +413,8 @@ impl GoBinary {
                 .filter(|f| matcher.matches(f.name))
                 .collect();
             if matched.is_empty() {
-                let inlined = self.pclntab.has_name(pattern)
-                    || self
-                        .dwarf(&mut dwarf)?
-                        .is_some_and(|d| d.is_inlined_only(pattern));
+                let inlined =
+                    self.pclntab.has_name(pattern) || self.is_inlined_only(pattern, &mut dwarf)?;
                 return Err(if inlined {
                     GoBinError::Inlined {
                         name: pattern.clone(),
@@ -479,25 +481,22 @@ impl GoBinary {
         name: &str,
         dwarf: &mut Option<DwarfInfo>,
     ) -> Result<Option<Signature>, GoBinError> {
-        let known = |signatures: &Mutex<HashMap<_, _>>| {
-            signatures
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(name)
-                .cloned()
-        };
-        if let Some(signature) = known(&self.signatures) {
-            return Ok(signature);
-        }
-        let Some(dwarf) = self.dwarf(dwarf)? else {
-            return Ok(None);
-        };
-        let signature = signature_from(dwarf, name)?;
-        self.signatures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string(), signature.clone());
-        Ok(signature)
+        remembered(&self.signatures, name, || match self.dwarf(dwarf)? {
+            Some(d) => signature_from(d, name),
+            None => Ok(None),
+        })
+    }
+
+    /// Whether DWARF knows `name` only as inlined; read from DWARF (into `dwarf`) the first
+    /// time `name` is asked for.
+    fn is_inlined_only(
+        &self,
+        name: &str,
+        dwarf: &mut Option<DwarfInfo>,
+    ) -> Result<bool, GoBinError> {
+        remembered(&self.inlined_only, name, || {
+            Ok(self.dwarf(dwarf)?.is_some_and(|d| d.is_inlined_only(name)))
+        })
     }
 
     /// The machine code of `f`, as in the file.
@@ -560,6 +559,21 @@ impl GoBinary {
     pub fn bytes_at(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
         self.read(addr, len as u64).ok()
     }
+}
+
+/// The answer `known` holds for `name`, else `answer()`, then remembered.
+fn remembered<T: Clone>(
+    known: &Mutex<HashMap<String, T>>,
+    name: &str,
+    answer: impl FnOnce() -> Result<T, GoBinError>,
+) -> Result<T, GoBinError> {
+    let lock = || known.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(value) = lock().get(name) {
+        return Ok(value.clone());
+    }
+    let value = answer()?;
+    lock().insert(name.to_string(), value.clone());
+    Ok(value)
 }
 
 /// `name`'s parameters and results with their ABI locations, cross-checked against DWARF.
