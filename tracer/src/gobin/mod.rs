@@ -506,9 +506,15 @@ impl GoBinary {
 
     /// The whole `.text` section and its address, for finding call sites.
     pub fn text(&self) -> Result<(Vec<u8>, u64), GoBinError> {
-        let text = self.sections.iter().find(|s| s.name == ".text");
-        let addr = text.map_or(0, |s| s.addr);
-        Ok((self.read(addr, text.map_or(0, |s| s.size))?, addr))
+        let text = self
+            .sections
+            .iter()
+            .find(|s| s.name == ".text")
+            .ok_or_else(|| GoBinError::NotGo {
+                path: self.path.clone(),
+                reason: "it has no .text section".into(),
+            })?;
+        Ok((self.read(text.addr, text.size)?, text.addr))
     }
 
     /// `len` bytes of the file from link-time address `addr`, if the file is still the one
