@@ -47,8 +47,12 @@ pub enum GoBinError {
     },
     #[error("{path} has no bytes at address {addr:#x}")]
     NoBytesAt { path: PathBuf, addr: u64 },
-    #[error("{path}: cannot read {offset:#x}: out of range")]
-    NotInFile { path: PathBuf, offset: u64 },
+    #[error("{path}: {len} bytes at offset {offset:#x} run past the end of the file")]
+    NotInFile {
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+    },
     #[error(
         "{path} was rewritten with another build after escapade read it, so its model no \
          longer describes it: trace a process started from the new file (run escapade again; \

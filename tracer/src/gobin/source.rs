@@ -65,13 +65,19 @@ impl Source {
 
     /// `len` bytes at file offset `offset`.
     pub fn read(&self, offset: u64, len: u64) -> Result<Vec<u8>, GoBinError> {
-        let mut bytes = vec![
-            0;
-            usize::try_from(len).map_err(|_| GoBinError::NotInFile {
-                path: self.path.clone(),
-                offset,
-            })?
-        ];
+        let past_end = || GoBinError::NotInFile {
+            path: self.path.clone(),
+            offset,
+            len,
+        };
+        // A malformed length must not become an allocation bigger than the file.
+        if offset
+            .checked_add(len)
+            .is_none_or(|end| end > self.stamp.size)
+        {
+            return Err(past_end());
+        }
+        let mut bytes = vec![0; usize::try_from(len).map_err(|_| past_end())?];
         let read = self.file.read_exact_at(&mut bytes, offset);
         // Checked after the read: a change before it or during it shows in the stamp now.
         self.check()?;
