@@ -402,10 +402,9 @@ impl<'a> Decoder<'a> {
     /// flags): from the binary when it holds them, so it works after the target exits, else
     /// from the process.
     fn read_static(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
-        match self.binary.bytes_at(addr.wrapping_sub(self.bias), len) {
-            Some(bytes) => Some(bytes.to_vec()),
-            None => self.process.read(addr, len),
-        }
+        self.binary
+            .bytes_at(addr.wrapping_sub(self.bias), len)
+            .or_else(|| self.process.read(addr, len))
     }
 
     /// Reads a runtime type descriptor's name (`internal/abi.Type.Str`, a NameOff from

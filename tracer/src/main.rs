@@ -31,6 +31,7 @@ use escapade::session::{
 };
 
 fn main() -> ExitCode {
+    keep_malloc_from_hoarding();
     let cli = Cli::parse();
     let filter = if cli.verbose {
         "escapade=debug"
@@ -60,6 +61,21 @@ fn main() -> ExitCode {
             }
             ExitCode::from(2)
         }
+    }
+}
+
+/// glibc's malloc raises its mmap threshold to the size of any big block freed (up to 32 MB),
+/// and its trim threshold to twice that, after which freed heap memory stays with the process:
+/// the section copies freed while a big binary is modelled would leave the agent holding
+/// another 15 MB for good. A fixed threshold turns that adjustment off, so big blocks go back
+/// to the kernel when freed. Not glibc's initial 128 KiB: buffers of a few hundred KiB that
+/// come and go with every batch of events (a deep call stack's in-flight calls) would then be
+/// mapped and unmapped each time, slowly enough to lose events (tests/stress.rs).
+fn keep_malloc_from_hoarding() {
+    const MMAP_THRESHOLD: libc::c_int = 4 << 20;
+    // SAFETY: mallopt only sets a malloc parameter; it is called before any other thread runs.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
     }
 }
 

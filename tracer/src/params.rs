@@ -231,8 +231,8 @@ impl AllocationProbes {
             };
             let code = binary
                 .code(&function)
-                .with_context(|| format!("{}: code not found in the file", function.name))?;
-            for call in placement::allocation_calls(code, function.entry, &allocators) {
+                .with_context(|| format!("reading the code of {}", function.name))?;
+            for call in placement::allocation_calls(&code, function.entry, &allocators) {
                 let Some(site) = move_site(decoder, &sig.params, &call) else {
                     continue;
                 };
@@ -262,8 +262,8 @@ impl AllocationProbes {
         for (function, _) in &functions {
             let code = binary
                 .code(function)
-                .with_context(|| format!("{}: code not found in the file", function.name))?;
-            let placed = placement::place(code, function.entry)
+                .with_context(|| format!("reading the code of {}", function.name))?;
+            let placed = placement::place(&code, function.entry)
                 .with_context(|| format!("disassembling {}", function.name))?;
             let entry = EntrySite::choose(binary, function, placed.entry, PlacementMode::Fast)?;
             for (addr, flags) in entry.points() {

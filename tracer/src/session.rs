@@ -93,8 +93,9 @@ impl EntrySite {
                     ..
                 },
             ) => {
-                let (text, text_addr) = binary.text().context("the binary has no .text")?;
-                let sites = placement::call_sites(text, text_addr, function.entry);
+                let (text, text_addr) =
+                    binary.text().context("reading .text to find call sites")?;
+                let sites = placement::call_sites(&text, text_addr, function.entry);
                 if sites.is_empty() {
                     EntrySite::Function(e)
                 } else {
@@ -175,8 +176,8 @@ impl Plan {
         for function in functions {
             let code = binary
                 .code(&function)
-                .with_context(|| format!("{}: code not found in the file", function.name))?;
-            let placed = placement::place(code, function.entry)
+                .with_context(|| format!("reading the code of {}", function.name))?;
+            let placed = placement::place(&code, function.entry)
                 .with_context(|| format!("disassembling {}", function.name))?;
             let entry = EntrySite::choose(binary, &function, placed.entry, opts.placement)?;
             let (params, stack_bytes) = match (&function.signature, &function.traceback) {
@@ -318,12 +319,12 @@ pub fn counting_probes(
         let function = binary.resolve(std::slice::from_ref(&name))?.remove(0);
         let code = binary
             .code(&function)
-            .with_context(|| format!("{name}: code not found in the file"))?;
-        let placed = placement::place(code, function.entry)
+            .with_context(|| format!("reading the code of {name}"))?;
+        let placed = placement::place(&code, function.entry)
             .with_context(|| format!("disassembling {name}"))?;
         let (probe, at) = if kind == ProbeKind::GcCycle {
             let flush = binary.resolve(&[GC_RECORD_DONE.to_string()])?.remove(0);
-            match placement::call_sites(code, function.entry, flush.entry)[..] {
+            match placement::call_sites(&code, function.entry, flush.entry)[..] {
                 [call] => (RuntimeProbe::AtCall(GC_RECORD_DONE), vec![(call, 0)]),
                 // A runtime that calls it elsewhere: the returns, where the record is complete
                 // too but, the GC's locks released, may hold the next cycle's first times.

@@ -206,7 +206,7 @@ fn symbols_program() {
             assert!(version >= Some((1, 21, 0)), "{what}: version {version:?}");
 
             let table = Pclntab::from_object(&file).unwrap_or_else(|e| panic!("{what}: {e}"));
-            let funcs = table.funcs();
+            let funcs: Vec<Func> = table.funcs().collect();
             assert_table_consistent(&what, &table, &funcs);
             if build.has_symtab {
                 assert_funcs_match(&what, &funcs, &symtab_funcs(&file), true);
@@ -248,7 +248,7 @@ fn go_command() {
         assert_eq!(info.main_module.as_deref(), Some("cmd/go"));
 
         let table = Pclntab::from_object(&file).unwrap();
-        let funcs = table.funcs();
+        let funcs: Vec<Func> = table.funcs().collect();
         assert_table_consistent(&go.version, &table, &funcs);
         assert_funcs_match(&go.version, &funcs, &symtab_funcs(&file), true);
     }
@@ -378,7 +378,7 @@ fn inlined_frames() {
             assert_eq!(frames, expected, "{what}: frames at {:#x}", pc - 1);
             // The physical function is still the outermost frame.
             assert_eq!(
-                table.func_for_pc(pc - 1).map(|f| f.name).as_deref(),
+                table.func_for_pc(pc - 1).map(|f| f.name),
                 Some("main.outer"),
                 "{what}"
             );

@@ -4,7 +4,7 @@
 //! pointers) followed by two varint-length-prefixed strings: the Go version and the module info
 //! that `go version -m` prints. See debug/buildinfo/buildinfo.go.
 
-use object::{Object, ObjectSection};
+use object::{Object, ObjectSection, ReadRef};
 
 const MAGIC: &[u8] = b"\xff Go buildinf:";
 const HEADER_SIZE: usize = 32;
@@ -39,7 +39,7 @@ pub enum BuildInfoError {
     Read(#[source] object::Error),
 }
 
-pub fn read(file: &object::File) -> Result<BuildInfo, BuildInfoError> {
+pub fn read<'d, R: ReadRef<'d>>(file: &object::File<'d, R>) -> Result<BuildInfo, BuildInfoError> {
     let section = file
         .section_by_name(".go.buildinfo")
         .ok_or(BuildInfoError::NotGo)?;
@@ -79,9 +79,14 @@ pub fn read(file: &object::File) -> Result<BuildInfo, BuildInfoError> {
     })
 }
 
+/// Where the file holds `.note.go.buildid`: offset and length.
+pub fn build_id_range<'d, R: ReadRef<'d>>(file: &object::File<'d, R>) -> Option<(u64, u64)> {
+    file.section_by_name(".note.go.buildid")?.file_range()
+}
+
 /// The ELF note `.note.go.buildid`: name size, descriptor size, type (4), name "Go\0\0",
 /// then the ID.
-pub fn build_id(file: &object::File) -> Option<String> {
+pub fn build_id<'d, R: ReadRef<'d>>(file: &object::File<'d, R>) -> Option<String> {
     let data = file.section_by_name(".note.go.buildid")?.data().ok()?;
     let word = |at: usize| Some(u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?));
     let (name_size, desc_size) = (word(0)? as usize, word(4)? as usize);

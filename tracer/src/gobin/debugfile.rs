@@ -13,7 +13,10 @@
 
 use std::path::{Path, PathBuf};
 
-use object::Object as _;
+use object::{Object as _, ReadCache, ReadRef};
+
+use super::Elf;
+use super::source::Source;
 
 /// Where distributions install debug files, by GNU build ID.
 const BUILD_ID_DIR: &str = "/usr/lib/debug/.build-id";
@@ -60,12 +63,19 @@ pub enum Found {
 pub struct SymbolsFile {
     pub path: PathBuf,
     pub found: Found,
-    data: Vec<u8>,
+    /// Read as parsing asks, not whole: only the sections used are ever in memory.
+    file: ReadCache<std::fs::File>,
+    build_id_at: Option<(u64, u64)>,
 }
 
 impl SymbolsFile {
-    pub fn parse(&self) -> Result<object::File<'_>, SymbolsError> {
-        parse(&self.path, &self.data)
+    pub fn parse(&self) -> Result<Elf<'_>, SymbolsError> {
+        parse(&self.path, &self.file)
+    }
+
+    /// The file, to read DWARF from again.
+    pub fn into_source(self) -> Result<Source, super::GoBinError> {
+        Source::new(&self.path, self.file.into_inner(), self.build_id_at)
     }
 }
 
@@ -81,8 +91,8 @@ impl std::fmt::Display for SymbolsFile {
 /// The symbols file for the target binary `file`: `given`, checked; else, when
 /// the target lacks DWARF or a symbol table, the one its GNU build ID names, if installed and
 /// of the same Go build (one from another build is skipped with a warning).
-pub fn find(
-    file: &object::File,
+pub fn find<'d, R: ReadRef<'d>>(
+    file: &object::File<'d, R>,
     given: Option<&Path>,
 ) -> Result<Option<SymbolsFile>, SymbolsError> {
     if let Some(path) = given {
@@ -105,7 +115,7 @@ pub fn find(
 }
 
 /// `/usr/lib/debug/.build-id/xx/rest.debug` for the GNU build ID `xxrest...`, if there is one.
-fn build_id_path(file: &object::File) -> Option<PathBuf> {
+fn build_id_path<'d, R: ReadRef<'d>>(file: &object::File<'d, R>) -> Option<PathBuf> {
     let id = file.build_id().ok().flatten().filter(|id| id.len() >= 2)?;
     let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
     Some(
@@ -115,12 +125,17 @@ fn build_id_path(file: &object::File) -> Option<PathBuf> {
     )
 }
 
-fn open(file: &object::File, path: &Path, found: Found) -> Result<SymbolsFile, SymbolsError> {
-    let data = std::fs::read(path).map_err(|source| SymbolsError::Read {
+fn open<'d, R: ReadRef<'d>>(
+    file: &object::File<'d, R>,
+    path: &Path,
+    found: Found,
+) -> Result<SymbolsFile, SymbolsError> {
+    let opened = std::fs::File::open(path).map_err(|source| SymbolsError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    let symbols = parse(path, &data)?;
+    let cache = ReadCache::new(opened);
+    let symbols = parse(path, &cache)?;
     let no_id = |which| SymbolsError::NoBuildId {
         path: path.to_path_buf(),
         which,
@@ -139,16 +154,18 @@ fn open(file: &object::File, path: &Path, found: Found) -> Result<SymbolsFile, S
             path: path.to_path_buf(),
         });
     }
+    let build_id_at = super::buildinfo::build_id_range(&symbols);
     drop(symbols);
     Ok(SymbolsFile {
         path: path.to_path_buf(),
         found,
-        data,
+        file: cache,
+        build_id_at,
     })
 }
 
-fn parse<'d>(path: &Path, data: &'d [u8]) -> Result<object::File<'d>, SymbolsError> {
-    object::File::parse(data).map_err(|source| SymbolsError::NotElf {
+fn parse<'d>(path: &Path, file: &'d ReadCache<std::fs::File>) -> Result<Elf<'d>, SymbolsError> {
+    object::File::parse(file).map_err(|source| SymbolsError::NotElf {
         path: path.to_path_buf(),
         source,
     })

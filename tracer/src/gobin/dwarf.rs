@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use gimli::{AttributeValue, EndianArcSlice, LittleEndian, Reader as _, UnitOffset};
-use object::{Object as _, ObjectSection as _};
+use object::{Object as _, ObjectSection as _, ReadRef};
 
 use super::types::{Field, GoType, TypeKind};
 
@@ -69,7 +69,9 @@ pub struct DwarfInfo {
 
 impl DwarfInfo {
     /// Reads the DWARF sections; `Ok(None)` when the binary has none (built with `-ldflags=-w`).
-    pub fn load(file: &object::File) -> Result<Option<DwarfInfo>, DwarfError> {
+    pub fn load<'d, D: ReadRef<'d>>(
+        file: &object::File<'d, D>,
+    ) -> Result<Option<DwarfInfo>, DwarfError> {
         if file.section_by_name(".debug_info").is_none() {
             return Ok(None);
         }

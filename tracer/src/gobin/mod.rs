@@ -1,6 +1,10 @@
 //! A model of a Go binary, built once before anything attaches and read-only after:
 //! build info, every function (from `.gopclntab`, so stripped binaries work), each traced
 //! function's parameters with their ABI locations (from DWARF), and runtime layouts.
+//!
+//! The binary stays open and is read where needed ([`source`]); DWARF, which a Go toolchain
+//! compresses and which is several times bigger uncompressed, is read again when a function's
+//! signature is first asked for rather than kept.
 
 pub mod abi;
 pub mod arginfo;
@@ -10,17 +14,26 @@ pub mod dwarf;
 pub mod layouts;
 pub mod pclntab;
 pub mod runtime_vars;
+pub mod source;
 pub mod types;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
-use object::{Object as _, ObjectSection as _, ObjectSegment as _, ObjectSymbol as _};
+use object::{
+    Object as _, ObjectSection as _, ObjectSegment as _, ObjectSymbol as _, ReadCache, ReadRef as _,
+};
 
 use self::abi::Location;
 use self::buildinfo::BuildInfo;
 use self::dwarf::{DwarfError, DwarfInfo, GLayout};
 use self::pclntab::Pclntab;
+use self::source::Source;
 use self::types::{GoType, TypeKind};
+
+/// An ELF file parsed as it is read, so only the parts looked at are ever in memory.
+pub type Elf<'d> = object::File<'d, &'d ReadCache<std::fs::File>>;
 
 /// Go 1.21 is the oldest release whose register ABI and runtime layouts escapade knows.
 pub const MIN_GO: (u32, u32) = (1, 21);
@@ -32,6 +45,20 @@ pub enum GoBinError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{path} has no bytes at address {addr:#x}")]
+    NoBytesAt { path: PathBuf, addr: u64 },
+    #[error("{path}: {len} bytes at offset {offset:#x} run past the end of the file")]
+    NotInFile {
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+    },
+    #[error(
+        "{path} was rewritten with another build after escapade read it, so its model no \
+         longer describes it: trace a process started from the new file (run escapade again; \
+         the agent re-reads it for the next process)"
+    )]
+    Changed { path: PathBuf },
     #[error("{path} is not an ELF executable")]
     NotElf {
         path: PathBuf,
@@ -192,20 +219,27 @@ pub struct GoBinary {
     /// [`debugfile::SymbolsFile`] names it.
     pub symbols: Option<String>,
     pclntab: Pclntab,
-    funcs: Vec<pclntab::Func>,
-    dwarf: Option<DwarfInfo>,
-    data: Vec<u8>,
+    has_dwarf: bool,
+    file: Source,
+    /// Where DWARF is when not in the binary itself.
+    symbols_file: Option<Source>,
+    /// What DWARF was read for, so that it is not read again for the same question (the
+    /// agent resolves the same patterns for every process): signatures by function name, and
+    /// whether a name that matched no function is one DWARF knows only inlined.
+    signatures: Mutex<HashMap<String, Option<Signature>>>,
+    inlined_only: Mutex<HashMap<String, bool>>,
 }
 
 impl GoBinary {
     /// The binary at `path`, described by the DWARF and symbol table of `symbols` when given
     /// (`--symbols`), else of its own or an installed debug file ([`debugfile::find`]).
     pub fn open(path: &Path, symbols: Option<&Path>) -> Result<GoBinary, GoBinError> {
-        let data = std::fs::read(path).map_err(|source| GoBinError::Read {
+        let opened = std::fs::File::open(path).map_err(|source| GoBinError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        let file = object::File::parse(&*data).map_err(|source| GoBinError::NotElf {
+        let cache = ReadCache::new(opened);
+        let file = object::File::parse(&cache).map_err(|source| GoBinError::NotElf {
             path: path.to_path_buf(),
             source,
         })?;
@@ -229,7 +263,6 @@ impl GoBinary {
         }
         let pclntab = Pclntab::from_object(&file)
             .map_err(|e| not_go(format!("{:#}", anyhow::Error::new(e))))?;
-        let funcs = pclntab.funcs();
         let symbols_file = debugfile::find(&file, symbols)?;
         let symbols_object = symbols_file
             .as_ref()
@@ -264,18 +297,17 @@ impl GoBinary {
             .collect::<Vec<_>>();
         // Without a symbol table (`-ldflags=-s`), the runtime's own code says where its
         // variables are.
+        let has_dwarf = dwarf.is_some();
         let in_code = if file.symbols().next().is_none() {
+            let bytes_at = |addr: u64, len: u64| {
+                (&cache)
+                    .read_bytes_at(file_offset_in(&sections, addr)?, len)
+                    .ok()
+            };
             runtime_vars::CodeVars::find(
-                &funcs,
-                |f| {
-                    let start = file_offset_in(&sections, f.entry)? as usize;
-                    data.get(start..start + (f.end - f.entry) as usize)
-                },
-                |addr| {
-                    let start = file_offset_in(&sections, addr)? as usize;
-                    let bytes = data.get(start..start + 8)?;
-                    Some(u64::from_le_bytes(bytes.try_into().ok()?))
-                },
+                &pclntab,
+                |f| bytes_at(f.entry, f.end - f.entry),
+                |addr| Some(u64::from_le_bytes(bytes_at(addr, 8)?.try_into().ok()?)),
                 |pc| pclntab.frames(pc).into_iter().next().map(|(f, _)| f),
             )
         } else {
@@ -305,10 +337,18 @@ impl GoBinary {
             .map(|s| s.address())
             .min()
             .ok_or_else(|| not_go("it has no loadable segments".into()))?;
+        let build_id_at = buildinfo::build_id_range(&file);
+        drop(dwarf);
         drop(symbols_object);
         drop(file);
         Ok(GoBinary {
-            symbols: symbols_file.map(|s| s.to_string()),
+            file: Source::new(path, cache.into_inner(), build_id_at)?,
+            symbols: symbols_file.as_ref().map(|s| s.to_string()),
+            symbols_file: symbols_file
+                .map(debugfile::SymbolsFile::into_source)
+                .transpose()?,
+            signatures: Mutex::default(),
+            inlined_only: Mutex::default(),
             path: path.to_path_buf(),
             build,
             version,
@@ -322,9 +362,7 @@ impl GoBinary {
             disable_memory_profiling,
             runtime_vars,
             pclntab,
-            funcs,
-            dwarf,
-            data,
+            has_dwarf,
         })
     }
 
@@ -332,7 +370,7 @@ impl GoBinary {
     pub fn go_offsets(&self, bias: u64) -> probe_common::GoOffsets {
         let vars = &self.runtime_vars;
         let at = |addr: u64| if addr == 0 { 0 } else { addr + bias };
-        let mallocgc = self.funcs.iter().find(|f| f.name == "runtime.mallocgc");
+        let mallocgc = self.pclntab.func_named("runtime.mallocgc");
         // Versions without a profile layout have no table entry yet; zeros there make the
         // heap-profile probes read nothing useful.
         let profile = layouts::profile_layout(self.version);
@@ -354,16 +392,16 @@ impl GoBinary {
     }
 
     pub fn has_dwarf(&self) -> bool {
-        self.dwarf.is_some()
+        self.has_dwarf
     }
 
     /// Names of the functions that match `pattern` (`*` and `?` wildcards), perhaps none.
     pub fn functions_named(&self, pattern: &str) -> Vec<String> {
         let matcher = wildmatch::WildMatch::new(pattern);
-        self.funcs
-            .iter()
-            .filter(|f| matcher.matches(&f.name))
-            .map(|f| f.name.clone())
+        self.pclntab
+            .funcs()
+            .filter(|f| matcher.matches(f.name))
+            .map(|f| f.name.to_string())
             .collect()
     }
 
@@ -371,19 +409,18 @@ impl GoBinary {
     /// naming the first pattern that matches nothing.
     pub fn resolve(&self, patterns: &[String]) -> Result<Vec<Function>, GoBinError> {
         let mut out: Vec<Function> = Vec::new();
+        // Read once for the whole call, when a signature not known yet is asked for.
+        let mut dwarf = None;
         for pattern in patterns {
             let matcher = wildmatch::WildMatch::new(pattern);
-            let matched: Vec<&pclntab::Func> = self
-                .funcs
-                .iter()
-                .filter(|f| matcher.matches(&f.name))
+            let matched: Vec<pclntab::Func> = self
+                .pclntab
+                .funcs()
+                .filter(|f| matcher.matches(f.name))
                 .collect();
             if matched.is_empty() {
-                let inlined = self.pclntab.has_name(pattern)
-                    || self
-                        .dwarf
-                        .as_ref()
-                        .is_some_and(|d| d.is_inlined_only(pattern));
+                let inlined =
+                    self.pclntab.has_name(pattern) || self.is_inlined_only(pattern, &mut dwarf)?;
                 return Err(if inlined {
                     GoBinError::Inlined {
                         name: pattern.clone(),
@@ -400,9 +437,9 @@ impl GoBinary {
                 if out.iter().any(|o| o.entry == f.entry) {
                     continue;
                 }
-                let signature = self.signature(&f.name)?;
+                let signature = self.signature(f.name, &mut dwarf)?;
                 let mut function = Function {
-                    name: f.name.clone(),
+                    name: f.name.to_string(),
                     entry: f.entry,
                     end: f.end,
                     signature,
@@ -412,8 +449,8 @@ impl GoBinary {
                     function.traceback = self
                         .pclntab
                         .funcdata(f.entry, pclntab::FUNCDATA_ARG_INFO)
-                        .zip(self.code(&function))
-                        .and_then(|(info, code)| arginfo::ArgLayout::new(info, code, f.entry));
+                        .zip(self.code(&function).ok())
+                        .and_then(|(info, code)| arginfo::ArgLayout::new(info, &code, f.entry));
                 }
                 out.push(function);
             }
@@ -421,81 +458,81 @@ impl GoBinary {
         Ok(out)
     }
 
-    /// Parameters and results with their ABI locations, cross-checked against DWARF.
-    fn signature(&self, name: &str) -> Result<Option<Signature>, GoBinError> {
-        let Some(dwarf) = &self.dwarf else {
+    /// The binary's DWARF, read into `loaded` unless it already was; None without DWARF.
+    fn dwarf<'a>(
+        &self,
+        loaded: &'a mut Option<DwarfInfo>,
+    ) -> Result<Option<&'a DwarfInfo>, GoBinError> {
+        if !self.has_dwarf {
             return Ok(None);
-        };
-        let Some(all) = dwarf.params(name)? else {
-            return Ok(None);
-        };
-        let (mut results, mut params): (Vec<_>, Vec<_>) =
-            all.into_iter().partition(|p| p.is_result);
-        // The compiler lists a result twice in functions with a defer; a result name is unique.
-        let mut seen = std::collections::HashSet::new();
-        results.retain(|r| seen.insert(r.name.clone()));
-        // A shaped generic instantiation takes its dictionary first; DWARF leaves it out
-        // before Go 1.27.
-        if name.contains("[go.shape.") && !params.iter().any(|p| p.name == ".dict") {
-            // A method's receiver comes before the dictionary: `pkg.(*T[go.shape.int]).M`.
-            let method = name
-                .rsplit_once(']')
-                .is_some_and(|(_, rest)| !rest.is_empty());
-            params.insert(
-                usize::from(method && !params.is_empty()),
-                dwarf::DwarfParam {
-                    name: ".dict".into(),
-                    ty: GoType::word("*uint8", TypeKind::Pointer),
-                    is_result: false,
-                    entry_location: None,
-                },
-            );
         }
-        let assignment = abi::assign(
-            &params.iter().map(|p| &p.ty).collect::<Vec<_>>(),
-            &results.iter().map(|p| &p.ty).collect::<Vec<_>>(),
-        );
-        let mut abi_mismatches = Vec::new();
-        for (p, loc) in params.iter().zip(&assignment.params) {
-            if let Some(dwarf_loc) = &p.entry_location
-                && *dwarf_loc != loc.to_string()
-            {
-                abi_mismatches.push(format!(
-                    "{}: DWARF says {dwarf_loc}, ABI says {loc}",
-                    p.name
-                ));
-            }
+        if loaded.is_none() {
+            let source = self.symbols_file.as_ref().unwrap_or(&self.file);
+            let cache = source.cache();
+            let file = object::File::parse(&cache).map_err(|e| GoBinError::NotElf {
+                path: source.path.clone(),
+                source: e,
+            })?;
+            let dwarf = DwarfInfo::load(&file)?;
+            source.check()?;
+            *loaded = dwarf;
         }
-        let zip = |ps: Vec<dwarf::DwarfParam>, locs: Vec<Location>| -> Vec<Param> {
-            ps.into_iter()
-                .zip(locs)
-                .map(|(p, location)| Param {
-                    name: p.name,
-                    ty: p.ty,
-                    location,
-                })
-                .collect()
-        };
-        Ok(Some(Signature {
-            params: zip(params, assignment.params),
-            results: zip(results, assignment.results),
-            stack_bytes: assignment.stack_bytes,
-            abi_mismatches,
-        }))
+        Ok(loaded.as_ref())
+    }
+
+    /// Parameters and results with their ABI locations, cross-checked against DWARF; read from
+    /// DWARF (into `dwarf`) the first time `name` is asked for.
+    fn signature(
+        &self,
+        name: &str,
+        dwarf: &mut Option<DwarfInfo>,
+    ) -> Result<Option<Signature>, GoBinError> {
+        remembered(&self.signatures, name, || match self.dwarf(dwarf)? {
+            Some(d) => signature_from(d, name),
+            None => Ok(None),
+        })
+    }
+
+    /// Whether DWARF knows `name` only as inlined; read from DWARF (into `dwarf`) the first
+    /// time `name` is asked for.
+    fn is_inlined_only(
+        &self,
+        name: &str,
+        dwarf: &mut Option<DwarfInfo>,
+    ) -> Result<bool, GoBinError> {
+        remembered(&self.inlined_only, name, || {
+            Ok(self.dwarf(dwarf)?.is_some_and(|d| d.is_inlined_only(name)))
+        })
     }
 
     /// The machine code of `f`, as in the file.
-    pub fn code(&self, f: &Function) -> Option<&[u8]> {
-        let start = self.file_offset(f.entry)? as usize;
-        let len = (f.end - f.entry) as usize;
-        self.data.get(start..start + len)
+    pub fn code(&self, f: &Function) -> Result<Vec<u8>, GoBinError> {
+        self.read(f.entry, f.end - f.entry)
     }
 
     /// The whole `.text` section and its address, for finding call sites.
-    pub fn text(&self) -> Option<(&[u8], u64)> {
-        let s = self.sections.iter().find(|s| s.name == ".text")?;
-        let start = s.file_offset? as usize;
-        Some((self.data.get(start..start + s.size as usize)?, s.addr))
+    pub fn text(&self) -> Result<(Vec<u8>, u64), GoBinError> {
+        let text = self
+            .sections
+            .iter()
+            .find(|s| s.name == ".text")
+            .ok_or_else(|| GoBinError::NotGo {
+                path: self.path.clone(),
+                reason: "it has no .text section".into(),
+            })?;
+        Ok((self.read(text.addr, text.size)?, text.addr))
+    }
+
+    /// `len` bytes of the file from link-time address `addr`, if the file is still the one
+    /// modelled.
+    fn read(&self, addr: u64, len: u64) -> Result<Vec<u8>, GoBinError> {
+        let offset = self
+            .file_offset(addr)
+            .ok_or_else(|| GoBinError::NoBytesAt {
+                path: self.path.clone(),
+                addr,
+            })?;
+        self.file.read(offset, len)
     }
 
     /// File offset of a link-time address, as uprobes want it.
@@ -531,10 +568,83 @@ impl GoBinary {
     }
 
     /// Bytes of the file at a link-time address, for data the runtime never changes.
-    pub fn bytes_at(&self, addr: u64, len: usize) -> Option<&[u8]> {
-        let start = self.file_offset(addr)? as usize;
-        self.data.get(start..start + len)
+    pub fn bytes_at(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
+        self.read(addr, len as u64).ok()
     }
+}
+
+/// The answer `known` holds for `name`, else `answer()`, then remembered.
+fn remembered<T: Clone>(
+    known: &Mutex<HashMap<String, T>>,
+    name: &str,
+    answer: impl FnOnce() -> Result<T, GoBinError>,
+) -> Result<T, GoBinError> {
+    let lock = || known.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(value) = lock().get(name) {
+        return Ok(value.clone());
+    }
+    let value = answer()?;
+    lock().insert(name.to_string(), value.clone());
+    Ok(value)
+}
+
+/// `name`'s parameters and results with their ABI locations, cross-checked against DWARF.
+fn signature_from(dwarf: &DwarfInfo, name: &str) -> Result<Option<Signature>, GoBinError> {
+    let Some(all) = dwarf.params(name)? else {
+        return Ok(None);
+    };
+    let (mut results, mut params): (Vec<_>, Vec<_>) = all.into_iter().partition(|p| p.is_result);
+    // The compiler lists a result twice in functions with a defer; a result name is unique.
+    let mut seen = std::collections::HashSet::new();
+    results.retain(|r| seen.insert(r.name.clone()));
+    // A shaped generic instantiation takes its dictionary first; DWARF leaves it out
+    // before Go 1.27.
+    if name.contains("[go.shape.") && !params.iter().any(|p| p.name == ".dict") {
+        // A method's receiver comes before the dictionary: `pkg.(*T[go.shape.int]).M`.
+        let method = name
+            .rsplit_once(']')
+            .is_some_and(|(_, rest)| !rest.is_empty());
+        params.insert(
+            usize::from(method && !params.is_empty()),
+            dwarf::DwarfParam {
+                name: ".dict".into(),
+                ty: GoType::word("*uint8", TypeKind::Pointer),
+                is_result: false,
+                entry_location: None,
+            },
+        );
+    }
+    let assignment = abi::assign(
+        &params.iter().map(|p| &p.ty).collect::<Vec<_>>(),
+        &results.iter().map(|p| &p.ty).collect::<Vec<_>>(),
+    );
+    let mut abi_mismatches = Vec::new();
+    for (p, loc) in params.iter().zip(&assignment.params) {
+        if let Some(dwarf_loc) = &p.entry_location
+            && *dwarf_loc != loc.to_string()
+        {
+            abi_mismatches.push(format!(
+                "{}: DWARF says {dwarf_loc}, ABI says {loc}",
+                p.name
+            ));
+        }
+    }
+    let zip = |ps: Vec<dwarf::DwarfParam>, locs: Vec<Location>| -> Vec<Param> {
+        ps.into_iter()
+            .zip(locs)
+            .map(|(p, location)| Param {
+                name: p.name,
+                ty: p.ty,
+                location,
+            })
+            .collect()
+    };
+    Ok(Some(Signature {
+        params: zip(params, assignment.params),
+        results: zip(results, assignment.results),
+        stack_bytes: assignment.stack_bytes,
+        abi_mismatches,
+    }))
 }
 
 fn section_in(sections: &[Section], addr: u64) -> Option<&Section> {

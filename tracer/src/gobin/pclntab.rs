@@ -16,7 +16,7 @@
 use std::ops::Range;
 
 use object::elf::{SHF_ALLOC, SHF_EXECINSTR, SHF_WRITE};
-use object::{Architecture, Object, ObjectSection, SectionFlags};
+use object::{Architecture, Object, ObjectSection, ReadRef, SectionFlags};
 
 const MAGIC: u32 = 0xffff_fff1;
 const OLD_MAGICS: [(u32, &str); 3] = [
@@ -82,15 +82,17 @@ pub enum PclntabError {
     },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Func {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Func<'t> {
     /// As the runtime prints it in stack traces, e.g. "main.(*T).M" or "main.Max[go.shape.int]".
-    pub name: String,
+    pub name: &'t str,
     pub entry: u64,
     pub end: u64,
 }
 
-/// A copy of the function table; addresses are link-time virtual addresses.
+/// A copy of the function table; addresses are link-time virtual addresses. Functions are
+/// looked up in place, as the runtime does, so a big binary costs its table and nothing per
+/// function.
 pub struct Pclntab {
     /// From the header to the end of its section.
     data: Vec<u8>,
@@ -110,7 +112,9 @@ pub struct Pclntab {
 }
 
 impl Pclntab {
-    pub fn from_object(file: &object::File) -> Result<Pclntab, PclntabError> {
+    pub fn from_object<'d, R: ReadRef<'d>>(
+        file: &object::File<'d, R>,
+    ) -> Result<Pclntab, PclntabError> {
         if file.architecture() != Architecture::X86_64 {
             return Err(PclntabError::UnsupportedArch(file.architecture()));
         }
@@ -134,11 +138,16 @@ impl Pclntab {
     }
 
     /// Every function, sorted by entry.
-    pub fn funcs(&self) -> Vec<Func> {
-        (0..self.nfunc).filter_map(|i| self.func(i)).collect()
+    pub fn funcs(&self) -> impl Iterator<Item = Func<'_>> {
+        (0..self.nfunc).filter_map(|i| self.func(i))
     }
 
-    pub fn func_for_pc(&self, pc: u64) -> Option<Func> {
+    /// The function called `name`; the table is sorted by address, so this is a scan.
+    pub fn func_named(&self, name: &str) -> Option<Func<'_>> {
+        self.funcs().find(|f| f.name == name)
+    }
+
+    pub fn func_for_pc(&self, pc: u64) -> Option<Func<'_>> {
         self.func(self.index_for_pc(pc)?)
     }
 
@@ -188,7 +197,7 @@ impl Pclntab {
             pc = func.entry + u64::from(parent_pc);
         }
         let position = self.file_line_in(i, pc);
-        frames.push((func.name, position));
+        frames.push((func.name.to_string(), position));
         frames
     }
 
@@ -273,10 +282,10 @@ impl Pclntab {
         c_string(self.data[self.funcnametab.clone()].get(off as usize..)?)
     }
 
-    fn func(&self, i: usize) -> Option<Func> {
+    fn func(&self, i: usize) -> Option<Func<'_>> {
         let name = self.name_at(read_u32(self.func_record(i)?, FUNC_NAME_OFF)?)?;
         Some(Func {
-            name: name.to_string(),
+            name,
             entry: self.text_start + u64::from(self.entry_off(i)),
             end: self.text_start + u64::from(self.entry_off(i + 1)),
         })
@@ -325,7 +334,7 @@ impl Pclntab {
 
 /// Finds the pclntab: by section name, else by scanning for its header, which is how it is
 /// found when an external linker merges `.data.rel.ro.gopclntab` into `.data.rel.ro`.
-fn locate(file: &object::File) -> Result<(u64, Pclntab), PclntabError> {
+fn locate<'d, R: ReadRef<'d>>(file: &object::File<'d, R>) -> Result<(u64, Pclntab), PclntabError> {
     // Internal-linked PIE builds before Go 1.26 keep it writable for the textStart relocation.
     for name in [".gopclntab", ".data.rel.ro.gopclntab"] {
         if let Some(section) = file.section_by_name(name) {
@@ -411,7 +420,11 @@ fn parse(data: &[u8]) -> Result<Pclntab, PclntabError> {
 /// `runtime.text` and `gofunc` as recorded in the runtime's moduledata, found by scanning
 /// writable data for the moduledata whose first fields point at the pclntab header and its
 /// function name table.
-fn find_moduledata(file: &object::File, pclntab_addr: u64, table: &Pclntab) -> Option<(u64, u64)> {
+fn find_moduledata<'d, R: ReadRef<'d>>(
+    file: &object::File<'d, R>,
+    pclntab_addr: u64,
+    table: &Pclntab,
+) -> Option<(u64, u64)> {
     let funcnametab_addr = pclntab_addr + table.funcnametab.start as u64;
     let first_entry_off = u64::from(table.entry_off(0));
     for section in file.sections() {
@@ -459,7 +472,10 @@ fn find_moduledata(file: &object::File, pclntab_addr: u64, table: &Pclntab) -> O
 }
 
 /// The bytes of the loaded, file-backed section holding `addr`, from `addr` to its end.
-fn section_bytes_from(file: &object::File, addr: u64) -> Option<Vec<u8>> {
+fn section_bytes_from<'d, R: ReadRef<'d>>(
+    file: &object::File<'d, R>,
+    addr: u64,
+) -> Option<Vec<u8>> {
     let section = file.sections().find(|s| {
         let alloc = matches!(s.flags(), SectionFlags::Elf { sh_flags } if sh_flags & u64::from(SHF_ALLOC) != 0);
         alloc && s.address() <= addr && addr < s.address() + s.size()
@@ -471,7 +487,9 @@ fn section_bytes_from(file: &object::File, addr: u64) -> Option<Vec<u8>> {
     )
 }
 
-fn section_data<'d>(section: &object::Section<'d, '_>) -> Result<&'d [u8], PclntabError> {
+fn section_data<'d, R: ReadRef<'d>>(
+    section: &object::Section<'d, '_, R>,
+) -> Result<&'d [u8], PclntabError> {
     section.data().map_err(|source| PclntabError::Read {
         section: section.name().unwrap_or("?").to_string(),
         source,

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction, OpKind, Register};
 
-use super::pclntab::Func;
+use super::pclntab::{Func, Pclntab};
 
 /// `runtime.MemProfileRate`'s initial value (512 KiB), which the file holds.
 const DEFAULT_MEM_PROFILE_RATE: u64 = 512 * 1024;
@@ -36,12 +36,12 @@ impl CodeVars {
     /// `word_at` the file's word at a link-time address, `function_at` the innermost function,
     /// inlined or not, holding a code address).
     pub fn find<'a>(
-        funcs: &[Func],
+        funcs: &Pclntab,
         code: impl Fn(&Func) -> Option<&'a [u8]>,
         word_at: impl Fn(u64) -> Option<u64>,
         function_at: impl Fn(u64) -> Option<String>,
     ) -> CodeVars {
-        let named = |name: &str| funcs.iter().find(|f| f.name == name);
+        let named = |name: &str| funcs.func_named(name);
         let decode = |f: &Func| -> Vec<Instruction> {
             code(f).map_or_else(Vec::new, |bytes| {
                 Decoder::with_ip(64, bytes, f.entry, DecoderOptions::NONE)
@@ -50,7 +50,7 @@ impl CodeVars {
             })
         };
         // schedinit: `if disableMemoryProfiling { MemProfileRate = 0 }`.
-        let profiling = named("runtime.schedinit").and_then(|f| disable_then_zero(&decode(f)));
+        let profiling = named("runtime.schedinit").and_then(|f| disable_then_zero(&decode(&f)));
         // A wrong match would have escapade write --mem-profile-rate into another variable:
         // the rate must hold its initial value in the file.
         let profiling =
@@ -58,7 +58,7 @@ impl CodeVars {
         // gcComputeStartingStackSize: `startingStackSize = fixedStack` when no stack was
         // scanned.
         let starting_stack_size = named("runtime.gcComputeStartingStackSize")
-            .and_then(|f| store32_of(&decode(f), FIXED_STACK));
+            .and_then(|f| store32_of(&decode(&f), FIXED_STACK));
         // The first field of the other three (`work.full`, `memstats.heapStats`), or the
         // variable itself, is the receiver of its type's methods: `work.full.push(...)` in
         // putfull, `memstats.heapStats.acquire()`, `gcController.startCycle(...)`. The last two
@@ -135,20 +135,20 @@ fn store32_of(code: &[Instruction], value: u64) -> Option<u64> {
 /// of those functions (inlined or not; any function when none are named), with how often each
 /// was.
 fn receivers(
-    funcs: &[Func],
+    funcs: &Pclntab,
     prefixes: &[(&str, &[&str])],
     decode: impl Fn(&Func) -> Vec<Instruction>,
     function_at: impl Fn(u64) -> Option<String>,
 ) -> Vec<HashMap<u64, usize>> {
     let mut methods: HashMap<u64, usize> = HashMap::new();
-    for f in funcs {
+    for f in funcs.funcs() {
         if let Some(i) = prefixes.iter().position(|(p, _)| f.name.starts_with(p)) {
             methods.insert(f.entry, i);
         }
     }
     let mut found = vec![HashMap::new(); prefixes.len()];
-    for f in funcs {
-        let code = decode(f);
+    for f in funcs.funcs() {
+        let code = decode(&f);
         for (at, call) in code.iter().enumerate() {
             if call.flow_control() != FlowControl::Call || call.op0_kind() != OpKind::NearBranch64 {
                 continue;
