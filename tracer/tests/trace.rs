@@ -560,3 +560,49 @@ fn quiet_counts_and_times_every_call_in_the_kernel() {
         }
     }
 }
+
+/// When the sink falls behind and the ring buffer drops events, the summary's counts, which
+/// the kernel keeps, still equal the program's calls.
+#[test]
+fn summary_counts_lose_nothing_when_events_are_dropped() {
+    use std::io::BufRead as _;
+    use std::process::{Command, Stdio};
+    let go = common::toolchains().pop().unwrap();
+    let bin = common::build(&go, "agent", &[]);
+    let n: u64 = 1_500_000;
+    let mut target = Target::start(&bin, &[&n.to_string()]);
+    let pid = target.pid.to_string();
+    let mut escapade = Command::new(env!("CARGO_BIN_EXE_escapade"))
+        .args(["trace", "--pid", &pid, "--json", "main.work"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until attached, then let the program run its calls.
+    let mut stderr = std::io::BufReader::new(escapade.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("attached to PID") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "escapade did not attach"
+        );
+    }
+    target.go();
+    let calls = target.read_count("calls");
+    target.finish();
+    let stdout = std::io::BufReader::new(escapade.stdout.take().unwrap());
+    let last = stdout.lines().map(Result::unwrap).last().unwrap();
+    let mut warnings = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut warnings).unwrap();
+    assert!(escapade.wait().unwrap().success(), "{warnings}");
+    assert!(
+        warnings.contains("events were lost"),
+        "the sink kept up, so this tests nothing: {warnings}"
+    );
+    let summary: Value = serde_json::from_str(&last).unwrap();
+    let work = &summary["functions"][0];
+    assert_eq!(calls, n);
+    assert_eq!(work["entries"], n, "{summary}");
+    assert_eq!(work["returns"], n, "{summary}");
+}
