@@ -203,6 +203,14 @@ struct Ran {
     gcs: u64,
 }
 
+/// One `[[target]]` tracing `main.work` in the program at `exe`, with `rest` added to it.
+fn target_config(name: &str, exe: &Path, rest: &str) -> String {
+    format!(
+        "[[target]]\nname = \"{name}\"\nexe = \"{}\"\nfunctions = [\"main.work\"]\n{rest}",
+        exe.display()
+    )
+}
+
 /// Starts the test program at `bin`, waits until the agent attached to it under `target`, lets
 /// it make `n` calls, waits until the agent let it go (and so counted what its probes saw
 /// last), and returns what it printed and how long attaching took.
@@ -261,11 +269,7 @@ fn prometheus_and_pprof_see_what_each_program_did() {
                 "symbols" => format!("symbols = \"{}\"\n", unstripped.display()),
                 _ => String::new(),
             };
-            format!(
-                "[[target]]\nname = \"{name}\"\nexe = \"{}\"\nfunctions = [\"main.work\"]\n\
-                 allocs = \"exact\"\n{symbols}",
-                bin.display()
-            )
+            target_config(name, bin, &format!("allocs = \"exact\"\n{symbols}"))
         })
         .collect();
     let agent = Agent::start(&dir, &config);
@@ -368,10 +372,7 @@ fn restarts(name: &str, env: &[(&str, &str)]) {
     let dir = temp_dir(name);
     let gos = toolchains();
     let installed = install(&dir, "api", &gos[0], &[]);
-    let config = format!(
-        "[[target]]\nname = \"api\"\nexe = \"{}\"\nfunctions = [\"main.work\"]\nallocs = \"off\"\n",
-        installed.display()
-    );
+    let config = target_config("api", &installed, "allocs = \"off\"\n");
     let agent = Agent::start_with_env(&dir, &config, env);
     let mut total = 0;
     let mut build_ids = Vec::new();
@@ -422,10 +423,7 @@ fn probes_wait_in_the_file_for_the_next_process() {
     let dir = temp_dir("agent-ahead");
     let gos = toolchains();
     let installed = install(&dir, "api", &gos[0], &[]);
-    let config = format!(
-        "[[target]]\nname = \"api\"\nexe = \"{}\"\nfunctions = [\"main.work\"]\nallocs = \"exact\"\n",
-        installed.display()
-    );
+    let config = target_config("api", &installed, "allocs = \"exact\"\n");
     let agent = Agent::start(&dir, &config);
     let mut total = 0;
     let mut build_ids = Vec::new();
@@ -475,12 +473,11 @@ fn calls_are_counted_in_the_kernel_while_every_call_is_recorded() {
     let dir = temp_dir("agent-overflow");
     let go = toolchains().pop().unwrap();
     let installed = install(&dir, "busy", &go, &[]);
-    let config = format!(
-        "[[target]]\nname = \"busy\"\nexe = \"{}\"\nfunctions = [\"main.work\"]\nallocs = \"off\"\n\
-         record = {{ dir = \"{}\" }}\n",
-        installed.display(),
+    let record = format!(
+        "record = {{ dir = \"{}\" }}\n",
         dir.join("recordings").display()
     );
+    let config = target_config("busy", &installed, &format!("allocs = \"off\"\n{record}"));
     let agent = Agent::start(&dir, &config);
     let n = 1_000_000;
     let (ran, _) = run_traced(&agent, "busy", &installed, n);
@@ -507,10 +504,7 @@ fn sigkill_of_the_agent_leaves_the_target_running() {
     let dir = temp_dir("agent-sigkill");
     let go = toolchains().pop().unwrap();
     let bin = install(&dir, "agent", &go, &[]);
-    let config = format!(
-        "[[target]]\nname = \"t\"\nexe = \"{}\"\nfunctions = [\"main.work\"]\nallocs = \"exact\"\n",
-        bin.display()
-    );
+    let config = target_config("t", &bin, "allocs = \"exact\"\n");
     let mut agent = Agent::start(&dir, &config);
     let n = 1_000_000;
     let mut program = Target::start(&bin, &[&n.to_string()]);
@@ -532,10 +526,7 @@ fn sigterm_detaches_and_exits_cleanly() {
     let dir = temp_dir("agent-sigterm");
     let go = toolchains().pop().unwrap();
     let bin = install(&dir, "agent", &go, &[]);
-    let config = format!(
-        "[[target]]\nname = \"t\"\nexe = \"{}\"\nfunctions = [\"main.work\"]\n",
-        bin.display()
-    );
+    let config = target_config("t", &bin, "");
     let mut agent = Agent::start(&dir, &config);
     let mut program = Target::start(&bin, &["1000"]);
     agent.wait_attached("t", program.pid);
@@ -552,12 +543,7 @@ fn sighup_adds_and_removes_targets_without_disturbing_the_others() {
     let dir = temp_dir("agent-sighup");
     let go = toolchains().pop().unwrap();
     let bin = install(&dir, "agent", &go, &[]);
-    let target = |name: &str| {
-        format!(
-            "[[target]]\nname = \"{name}\"\nexe = \"{}\"\nfunctions = [\"main.work\"]\nallocs = \"off\"\n",
-            bin.display()
-        )
-    };
+    let target = |name: &str| target_config(name, &bin, "allocs = \"off\"\n");
     let agent = Agent::start(&dir, &target("a"));
     let mut program = Target::start(&bin, &["700"]);
     agent.wait_attached("a", program.pid);
@@ -695,12 +681,11 @@ fn recordings_rotate_read_back_and_stay_within_their_bounds() {
     let go = toolchains().pop().unwrap();
     let (all, bounded) = (dir.join("all"), dir.join("bounded"));
     let target = |name: &str, keep_total: &str| {
-        format!(
-            "[[target]]\nname = \"{name}\"\nexe = \"{}\"\nfunctions = [\"main.work\"]\n\
-             allocs = \"off\"\nrecord = {{ dir = \"{}\", rotate = \"16K\", keep_total = \"{keep_total}\" }}\n",
-            dir.join(name).display(),
+        let record = format!(
+            "allocs = \"off\"\nrecord = {{ dir = \"{}\", rotate = \"16K\", keep_total = \"{keep_total}\" }}\n",
             dir.join(name).with_extension("d").display()
-        )
+        );
+        target_config(name, &dir.join(name), &record)
     };
     // One target keeps everything, the other 50 KB.
     let config = format!("{}{}", target("all", "1G"), target("bounded", "50K"));
