@@ -89,6 +89,9 @@ pub struct ProbeConfig {
     pub strings: [StringCapture; MAX_STRING_CAPTURES],
     /// For entry and return probes, the traced function's index (into `CALL_STATS`).
     pub function: u32,
+    /// 1 when the function's returns are probed too, so that its calls can be timed; without
+    /// them (`--entries-only`, a function without a `RET`) the kernel only counts entries.
+    pub timed: u32,
 }
 
 /// Traced functions the kernel counts and times calls of (`CALL_STATS`).

@@ -66,8 +66,7 @@ static CLAIMED_TGID: Array<u64> = Array::with_max_entries(1, 0);
 /// Whether the current process is the traced one; with probes attached to the file ahead of
 /// it, the first process to ask claims them. Only for probes in the program's own code: any
 /// process can run a perf event's program.
-fn is_target() -> bool {
-    let tgid = current_tgid();
+fn is_target(tgid: u32) -> bool {
     // SAFETY: a read of a constant the loader patched.
     let target = unsafe { core::ptr::read_volatile(&TARGET_TGID) };
     if target != 0 {
@@ -318,7 +317,7 @@ fn try_free_special(ctx: &ProbeContext) -> Result<(), ()> {
 /// The registers at a probe on a runtime function's entry, or None when this hit is not one:
 /// another process, or the stack-check branch about to grow the stack.
 fn runtime_probe_regs(ctx: &ProbeContext) -> Option<&pt_regs> {
-    if !is_target() {
+    if !is_target(current_tgid()) {
         return None;
     }
     // SAFETY: the context of a uprobe program is its pt_regs.
@@ -517,7 +516,7 @@ fn count(counter: u32) {
 fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if !is_target() {
+    if !is_target(tgid) {
         return Ok(());
     }
     // SAFETY: the context of a uprobe program is its pt_regs.
@@ -564,7 +563,12 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
             depth: stack_hi.wrapping_sub(sp),
         };
         match kind {
-            EventKind::Entry => call_entered(config.function, call, ktime_ns, return_addr),
+            EventKind::Entry if config.timed == 0 => count_entry(config.function),
+            EventKind::Entry => {
+                if start_call(call, ktime_ns, return_addr) {
+                    count_entry(config.function);
+                }
+            }
             EventKind::Return => call_returned(config.function, call, ktime_ns),
             EventKind::Allocating | EventKind::Allocated => {}
         }
@@ -661,7 +665,6 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
     Ok(())
 }
 
-/// Counts `goid` into a traced call on entry and out of it on return.
 /// 1 to send an event per entry and return; 0 to count and time calls in the kernel only
 /// (`CALL_STATS`).
 #[unsafe(no_mangle)]
@@ -676,19 +679,23 @@ static CALL_STATS: PerCpuArray<CallStats> = PerCpuArray::with_max_entries(MAX_TR
 static CALL_STARTS: LruHashMap<OpenCall, CallStart> =
     LruHashMap::with_max_entries(MAX_OPEN_CALLS, 0);
 
-fn call_entered(function: u32, call: OpenCall, ktime_ns: u64, return_addr: u64) {
+/// Keeps the entry time of a new call; false for a restarted single-stepped entry, which hits
+/// again from the same return address: still the same call.
+fn start_call(call: OpenCall, ktime_ns: u64, return_addr: u64) -> bool {
     // SAFETY: the value is copied.
     let open = unsafe { CALL_STARTS.get(call) }.copied();
-    // A single-stepped entry restarted by a signal hits again, from the same return address:
-    // still the same call.
     if open.is_some_and(|open| open.return_addr == return_addr) {
-        return;
+        return false;
     }
     let start = CallStart {
         ktime_ns,
         return_addr,
     };
     let _ = CALL_STARTS.insert(call, start, 0);
+    true
+}
+
+fn count_entry(function: u32) {
     if let Some(stats) = CALL_STATS.get_ptr_mut(function) {
         // SAFETY: this CPU's slot; nothing else writes it while the program runs here.
         unsafe { (*stats).entries += 1 };
@@ -728,6 +735,7 @@ fn log2(mut n: u64) -> usize {
     log
 }
 
+/// Counts `goid` into a traced call on entry and out of it on return.
 fn track_calls(goid: u64, kind: EventKind) {
     // SAFETY: the value is copied out.
     let inside = unsafe { ACTIVE_CALLS.get(goid) }.copied().unwrap_or(0);

@@ -273,9 +273,11 @@ impl<W: Write> TraceView<W> {
             .collect();
         // Calls entered and not returned, by the same count as the rows'.
         let in_flight = match kernel {
-            Some(kernel) => kernel
+            // A function without a return probe has no returns to wait for.
+            Some(_) => rows
                 .iter()
-                .map(|k| k.entries.saturating_sub(k.returns))
+                .filter(|(f, _, _)| f.return_probes > 0)
+                .filter_map(|(_, _, k)| k.map(|k| k.entries.saturating_sub(k.returns)))
                 .sum(),
             None => pairing.in_flight,
         };

@@ -191,11 +191,17 @@ impl Plan {
                 Captures::default()
             };
             let index = traced.len();
+            let returns: &[u64] = if opts.entries_only {
+                &[]
+            } else {
+                &placed.returns
+            };
             let config = ProbeConfig {
                 stack_words: (stack_bytes.div_ceil(8) as u32).min(MAX_STACK_WORDS as u32),
                 string_bytes: opts.capture_strings.min(STRING_CAPTURE_BYTES as u32),
                 strings: captures.configs,
                 function: index as u32,
+                timed: u32::from(!returns.is_empty()),
             };
             let file_offset = |addr: u64| {
                 binary
@@ -212,11 +218,6 @@ impl Plan {
                     config,
                 });
             }
-            let returns: &[u64] = if opts.entries_only {
-                &[]
-            } else {
-                &placed.returns
-            };
             for &ret in returns {
                 points.push(ProbePoint {
                     function: index,

@@ -606,3 +606,32 @@ fn summary_counts_lose_nothing_when_events_are_dropped() {
     assert_eq!(work["entries"], n, "{summary}");
     assert_eq!(work["returns"], n, "{summary}");
 }
+
+/// With no return probes (`--entries-only`), the kernel counts every entry, however often the
+/// same call site calls again at the same depth, and reports none of them as still running.
+#[test]
+fn entries_only_counts_every_call_in_the_kernel() {
+    let go = common::toolchains().pop().unwrap();
+    let bin = common::build(&go, "hot", &[]);
+    let mut target = Target::start(&bin, &["nested", "1"]);
+    let pid = target.pid.to_string();
+    let escapade = Escapade::attach(&[
+        "trace",
+        "--pid",
+        &pid,
+        "--quiet",
+        "--json",
+        "--entries-only",
+        "main.inner",
+    ]);
+    target.go();
+    let rounds = target.read_count("done");
+    target.go();
+    target.finish();
+    let summary = escapade.finish().pop().expect("a summary");
+    let inner = &summary["functions"][0];
+    assert!(rounds > 1, "the program ran {rounds} rounds");
+    assert_eq!(inner["entries"], rounds, "{summary}");
+    assert_eq!(inner["returns"], 0, "{summary}");
+    assert_eq!(summary["in_flight"], 0, "{summary}");
+}
