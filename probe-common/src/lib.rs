@@ -31,6 +31,11 @@ pub const COOKIE_SKIP_IF_BELOW_OR_EQUAL: u64 = 1 << COOKIE_FLAGS_SHIFT;
 /// The probe sits on a `CALL` to the function rather than in it: the return address is not pushed
 /// yet, so the callee's SP is SP-8 and the argument area starts at SP.
 pub const COOKIE_AT_CALL_SITE: u64 = 2 << COOKIE_FLAGS_SHIFT;
+/// A return probe in the caller, on the first instruction after one direct call site that the
+/// kernel emulates: the call has returned, SP is the callee's entry SP + 8, and the call it
+/// closes is the one entered from `ProbeConfig::return_site`. Other paths through the same
+/// instruction are not returns.
+pub const COOKIE_AT_RETURN_SITE: u64 = 4 << COOKIE_FLAGS_SHIFT;
 
 /// x86 `EFLAGS` bits read from `pt_regs.flags`.
 pub const EFLAGS_CF: u64 = 1 << 0;
@@ -92,7 +97,18 @@ pub struct ProbeConfig {
     /// 1 when the function's returns are probed too, so that its calls can be timed; without
     /// them (`--entries-only`, a function without a `RET`) the kernel only counts entries.
     pub timed: u32,
+    /// 1 when the function's `RET`s are probed, so that every call's return is seen; 0 when
+    /// only the return sites in `FAST_RETURNS` are.
+    pub ret_probed: u32,
+    pub _pad: u32,
+    /// For a probe at a return site (`COOKIE_AT_RETURN_SITE`): the link-time return address of
+    /// the call it closes.
+    pub return_site: u64,
 }
+
+/// Call sites whose return is probed in the caller (`FAST_RETURNS`, keyed by link-time return
+/// address).
+pub const MAX_FAST_RETURNS: u32 = 65_536;
 
 /// Traced functions the kernel counts and times calls of (`CALL_STATS`).
 pub const MAX_TRACED_FUNCTIONS: u32 = 4096;
@@ -113,6 +129,11 @@ pub struct CallStats {
     pub entries: u64,
     /// Returns whose entry the kernel saw (a call already running at attach is not counted).
     pub returns: u64,
+    /// Of `returns`, those seen in the caller, at a return site; the rest were seen on a `RET`.
+    pub caller_returns: u64,
+    /// Entries whose return no probe would see: calls from a site without a return-site probe
+    /// while the function's `RET`s are not probed (`--returns direct`).
+    pub unobserved: u64,
     pub total_ns: u64,
     pub latency: [u64; LATENCY_BUCKETS],
 }
@@ -122,6 +143,8 @@ impl Default for CallStats {
         CallStats {
             entries: 0,
             returns: 0,
+            caller_returns: 0,
+            unobserved: 0,
             total_ns: 0,
             latency: [0; LATENCY_BUCKETS],
         }
@@ -144,6 +167,9 @@ pub struct OpenCall {
 pub struct CallStart {
     pub ktime_ns: u64,
     pub return_addr: u64,
+    /// 1 when the return address is a return site in `FAST_RETURNS`: the probe there closes
+    /// the call, and the callee's `RET` probe leaves it alone.
+    pub at_return_site: u64,
 }
 
 /// Offsets into the traced process's runtime structures, found from DWARF or the version tables.
@@ -177,6 +203,10 @@ pub struct GoOffsets {
     /// mallocgc calls them too: a call from within mallocgc is already counted there.
     pub mallocgc_start: u64,
     pub mallocgc_end: u64,
+    /// Run-time address minus link-time address of the program's code (non-zero for PIE):
+    /// `FAST_RETURNS` and `ProbeConfig::return_site` hold link-time addresses, so that one
+    /// plan serves every process of a build.
+    pub code_bias: u64,
 }
 
 /// What `runtime.gcMarkTermination` leaves behind when it returns, read into a

@@ -1,4 +1,5 @@
-//! uprobes on Go functions: one program for entries, one for returns.
+//! uprobes on traced Go functions (entries; returns on their `RET`s or at their callers'
+//! return sites) and on the Go runtime (allocations, goroutines, stack growth, GC cycles).
 //!
 //! Each attachment's cookie carries a probe id (an index into `PROBE_CONFIGS`, mapped back to a
 //! function by the tracer) and placement flags. Events go out through `EVENTS` without waking
@@ -27,12 +28,13 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use probe_common::{
-    AllocKey, AllocStats, COOKIE_AT_CALL_SITE, COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTED_ALLOCATION,
-    COUNTED_GC_CYCLE, COUNTED_GOROUTINE, COUNTED_RESIDENCY, COUNTED_SAMPLED, COUNTED_SAMPLED_FREED,
-    COUNTED_STACK_GROWTH, COUNTER_ALLOCS_LOST, COUNTER_DROPPED, COUNTER_EVENTS, COUNTER_MORESTACK,
-    COUNTER_READ_ERRORS, COUNTERS, CallEvent, CallStart, CallStats, EFLAGS_CF, EFLAGS_ZF,
-    EVENTS_BYTES, EventKind, GC_FIELDS, GC_NUMGC, GcCycleRecord, GoOffsets, LATENCY_BUCKETS,
-    LiveObject, MAX_ACTIVE_GOROUTINES, MAX_ALLOC_SITES, MAX_ALLOC_STACKS, MAX_GC_CYCLES,
+    AllocKey, AllocStats, COOKIE_AT_CALL_SITE, COOKIE_AT_RETURN_SITE,
+    COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTED_ALLOCATION, COUNTED_GC_CYCLE, COUNTED_GOROUTINE,
+    COUNTED_RESIDENCY, COUNTED_SAMPLED, COUNTED_SAMPLED_FREED, COUNTED_STACK_GROWTH,
+    COUNTER_ALLOCS_LOST, COUNTER_DROPPED, COUNTER_EVENTS, COUNTER_MORESTACK, COUNTER_READ_ERRORS,
+    COUNTERS, CallEvent, CallStart, CallStats, EFLAGS_CF, EFLAGS_ZF, EVENTS_BYTES, EventKind,
+    GC_FIELDS, GC_NUMGC, GcCycleRecord, GoOffsets, LATENCY_BUCKETS, LiveObject,
+    MAX_ACTIVE_GOROUTINES, MAX_ALLOC_SITES, MAX_ALLOC_STACKS, MAX_FAST_RETURNS, MAX_GC_CYCLES,
     MAX_LIVE_SAMPLES, MAX_OPEN_CALLS, MAX_PROBES, MAX_STACK_FRAMES, MAX_STACK_WORDS,
     MAX_STRING_CAPTURES, MAX_TRACED_FUNCTIONS, NO_STACK, OpenCall, ProbeConfig,
     STRING_CAPTURE_BYTES, StackRecord,
@@ -533,9 +535,51 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
     // R14 holds the current g in Go's register ABI.
     let g = regs.r14;
     let goid = read_u64(g + offsets.g_goid);
+    // SAFETY: no preconditions.
+    let ktime_ns = unsafe { bpf_ktime_get_ns() };
+    let at_call_site = cookie & COOKIE_AT_CALL_SITE != 0;
+    let at_return_site = cookie & COOKIE_AT_RETURN_SITE != 0;
+    // Before a CALL the return address is not pushed yet, after the return it is popped: either
+    // way the callee's SP is 8 below.
+    let sp = if at_call_site || at_return_site {
+        regs.rsp - 8
+    } else {
+        regs.rsp
+    };
+    let return_addr = if at_call_site {
+        // CALL rel32 is 5 bytes; the kernel reports the probed instruction's address in ip.
+        Some(regs.rip + 5)
+    } else if at_return_site {
+        Some(config.return_site + offsets.code_bias)
+    } else {
+        read_u64(sp)
+    };
+    let stack_hi = read_u64(g + offsets.g_stack_hi);
+    let call = match (goid, stack_hi) {
+        (Some(goid), Some(stack_hi)) => Some(OpenCall {
+            goid,
+            depth: stack_hi.wrapping_sub(sp),
+        }),
+        _ => None,
+    };
+    let observed = match (kind, call, return_addr) {
+        (EventKind::Entry, Some(call), Some(return_addr)) => {
+            entered(config, call, ktime_ns, return_addr, offsets.code_bias)
+        }
+        (EventKind::Return, Some(call), _) => {
+            returned(config, call, ktime_ns, at_return_site, offsets.code_bias)
+        }
+        // Without the goroutine a return site cannot tell its call from other paths.
+        (EventKind::Return, None, _) if at_return_site => CallHit::NotThisCall,
+        _ => CallHit::Unpaired,
+    };
+    if observed == CallHit::NotThisCall {
+        return Ok(());
+    }
     // SAFETY: a read of a constant the loader patched.
     if unsafe { core::ptr::read_volatile(&TRACK_CALLS) } != 0
         && let Some(goid) = goid
+        && observed != CallHit::Unobserved
     {
         track_calls(goid, kind);
     }
@@ -544,34 +588,6 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
         && goid.is_none_or(|goid| unsafe { ACTIVE_CALLS.get(goid) }.is_none())
     {
         return Ok(());
-    }
-
-    // SAFETY: no preconditions.
-    let ktime_ns = unsafe { bpf_ktime_get_ns() };
-    let at_call_site = cookie & COOKIE_AT_CALL_SITE != 0;
-    let sp = if at_call_site { regs.rsp - 8 } else { regs.rsp };
-    let return_addr = if at_call_site {
-        // CALL rel32 is 5 bytes; the kernel reports the probed instruction's address in ip.
-        Some(regs.rip + 5)
-    } else {
-        read_u64(sp)
-    };
-    let stack_hi = read_u64(g + offsets.g_stack_hi);
-    if let (Some(goid), Some(stack_hi), Some(return_addr)) = (goid, stack_hi, return_addr) {
-        let call = OpenCall {
-            goid,
-            depth: stack_hi.wrapping_sub(sp),
-        };
-        match kind {
-            EventKind::Entry if config.timed == 0 => count_entry(config.function),
-            EventKind::Entry => {
-                if start_call(call, ktime_ns, return_addr) {
-                    count_entry(config.function);
-                }
-            }
-            EventKind::Return => call_returned(config.function, call, ktime_ns),
-            EventKind::Allocating | EventKind::Allocated => {}
-        }
     }
     // SAFETY: a read of a constant the loader patched.
     if unsafe { core::ptr::read_volatile(&SEND_CALLS) } == 0
@@ -679,48 +695,114 @@ static CALL_STATS: PerCpuArray<CallStats> = PerCpuArray::with_max_entries(MAX_TR
 static CALL_STARTS: LruHashMap<OpenCall, CallStart> =
     LruHashMap::with_max_entries(MAX_OPEN_CALLS, 0);
 
-/// Keeps the entry time of a new call; false for a restarted single-stepped entry, which hits
-/// again from the same return address: still the same call.
-fn start_call(call: OpenCall, ktime_ns: u64, return_addr: u64) -> bool {
+/// Return addresses, link-time, whose call sites have a probe on the caller's side
+/// (`COOKIE_AT_RETURN_SITE`): the calls made there are closed by that probe.
+#[map]
+static FAST_RETURNS: HashMap<u64, u8> = HashMap::with_max_entries(MAX_FAST_RETURNS, 0);
+
+/// What the kernel made of a probe hit on a traced function's entry or return.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CallHit {
+    /// An entry or a return it counted (or an entry or return it does not time).
+    Unpaired,
+    /// An entry whose return no probe will see: the function's `RET`s are not probed and the
+    /// call site has no return-site probe.
+    Unobserved,
+    /// A return it paired with its entry.
+    Paired,
+    /// Not the return of the call this probe closes: another path through a return site, or
+    /// a `RET` of a call a return site closes.
+    NotThisCall,
+}
+
+/// Counts a call's entry and, where its return will be seen, keeps its start.
+fn entered(
+    config: &ProbeConfig,
+    call: OpenCall,
+    ktime_ns: u64,
+    return_addr: u64,
+    code_bias: u64,
+) -> CallHit {
+    if config.timed == 0 {
+        count_entry(config.function, false);
+        return CallHit::Unpaired;
+    }
+    let link_time = return_addr.wrapping_sub(code_bias);
+    // SAFETY: lookup only tests presence.
+    let at_return_site = unsafe { FAST_RETURNS.get(link_time) }.is_some();
+    if !at_return_site && config.ret_probed == 0 {
+        count_entry(config.function, true);
+        return CallHit::Unobserved;
+    }
     // SAFETY: the value is copied.
     let open = unsafe { CALL_STARTS.get(call) }.copied();
-    if open.is_some_and(|open| open.return_addr == return_addr) {
-        return false;
+    // A restarted single-stepped entry hits again from the same return address: still the
+    // same call.
+    if !open.is_some_and(|open| open.return_addr == return_addr) {
+        let start = CallStart {
+            ktime_ns,
+            return_addr,
+            at_return_site: u64::from(at_return_site),
+        };
+        let _ = CALL_STARTS.insert(call, start, 0);
+        count_entry(config.function, false);
     }
-    let start = CallStart {
-        ktime_ns,
-        return_addr,
-    };
-    let _ = CALL_STARTS.insert(call, start, 0);
-    true
+    CallHit::Unpaired
 }
 
-fn count_entry(function: u32) {
+fn count_entry(function: u32, unobserved: bool) {
     if let Some(stats) = CALL_STATS.get_ptr_mut(function) {
         // SAFETY: this CPU's slot; nothing else writes it while the program runs here.
-        unsafe { (*stats).entries += 1 };
+        unsafe {
+            (*stats).entries += 1;
+            (*stats).unobserved += u64::from(unobserved);
+        }
     }
 }
 
-fn call_returned(function: u32, call: OpenCall, ktime_ns: u64) {
+/// Pairs a return with its entry and times the call.
+fn returned(
+    config: &ProbeConfig,
+    call: OpenCall,
+    ktime_ns: u64,
+    at_return_site: bool,
+    code_bias: u64,
+) -> CallHit {
+    if config.timed == 0 {
+        return CallHit::Unpaired;
+    }
     // SAFETY: the value is copied before the entry is removed.
     let Some(start) = (unsafe { CALL_STARTS.get(call) }).copied() else {
         // Already running at attach, or the restart of a single-stepped RET.
-        return;
+        return if at_return_site {
+            CallHit::NotThisCall
+        } else {
+            CallHit::Unpaired
+        };
     };
+    let closes = if at_return_site {
+        start.at_return_site != 0 && start.return_addr == config.return_site + code_bias
+    } else {
+        start.at_return_site == 0
+    };
+    if !closes {
+        return CallHit::NotThisCall;
+    }
     let _ = CALL_STARTS.remove(call);
-    let Some(stats) = CALL_STATS.get_ptr_mut(function) else {
-        return;
+    let Some(stats) = CALL_STATS.get_ptr_mut(config.function) else {
+        return CallHit::Paired;
     };
     let took = ktime_ns.saturating_sub(start.ktime_ns);
     let bucket = log2(took).min(LATENCY_BUCKETS - 1);
     // SAFETY: this CPU's slot; nothing else writes it while the program runs here.
     let stats = unsafe { &mut *stats };
     stats.returns += 1;
+    stats.caller_returns += u64::from(at_return_site);
     stats.total_ns += took;
     if let Some(slot) = stats.latency.get_mut(bucket) {
         *slot += 1;
     }
+    CallHit::Paired
 }
 
 /// floor(log2(n)), 0 for 0: without a count-leading-zeros instruction in BPF.

@@ -202,6 +202,8 @@ impl Plan {
                 strings: captures.configs,
                 function: index as u32,
                 timed: u32::from(!returns.is_empty()),
+                ret_probed: u32::from(!returns.is_empty()),
+                ..ProbeConfig::default()
             };
             let file_offset = |addr: u64| {
                 binary

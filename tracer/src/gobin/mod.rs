@@ -388,6 +388,7 @@ impl GoBinary {
             gc_fields: vars.gc_fields.unwrap_or_default().map(at),
             mallocgc_start: mallocgc.map_or(0, |f| f.entry + bias),
             mallocgc_end: mallocgc.map_or(0, |f| f.end + bias),
+            code_bias: bias,
         }
     }
 
