@@ -104,7 +104,32 @@ pub struct ProbeConfig {
     /// For a probe at a return site (`COOKIE_AT_RETURN_SITE`): the link-time return address of
     /// the call it closes.
     pub return_site: u64,
+    /// For a probe at a return site: where each integer result register's value is by then
+    /// (the caller may have moved it between the return and the probe).
+    pub results: [ResultSource; INT_ARG_REGS],
 }
+
+/// Where a return-site probe finds one integer result word.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResultSource {
+    /// `RESULT_*`.
+    pub kind: u32,
+    /// For `RESULT_IN_REGISTER`, an index into [`RESULT_REGISTERS`]; for `RESULT_ON_STACK`,
+    /// the byte offset from the caller's SP.
+    pub at: u32,
+}
+
+/// Still in its own register, or not a result at all.
+pub const RESULT_AS_IS: u32 = 0;
+pub const RESULT_IN_REGISTER: u32 = 1;
+pub const RESULT_ON_STACK: u32 = 2;
+/// The caller overwrote it without keeping it: it never saw the value.
+pub const RESULT_DISCARDED: u32 = 3;
+
+/// The registers a result can be moved to, in `ResultSource::at` order: Go's nine integer
+/// argument registers, then RDX, RBP, R12, R13 and R15 (not RSP, nor R14, which holds g).
+pub const RESULT_REGISTERS: usize = 14;
 
 /// Call sites whose return is probed in the caller (`FAST_RETURNS`, keyed by link-time return
 /// address).
@@ -369,6 +394,7 @@ pub struct StackRecord {
 mod pod {
     // SAFETY: all of these are repr(C), Copy, and every bit pattern is valid.
     unsafe impl aya::Pod for super::ProbeConfig {}
+    unsafe impl aya::Pod for super::ResultSource {}
     unsafe impl aya::Pod for super::GoOffsets {}
     unsafe impl aya::Pod for super::CallEvent {}
     unsafe impl aya::Pod for super::AllocKey {}

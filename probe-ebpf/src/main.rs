@@ -33,11 +33,11 @@ use probe_common::{
     COUNTED_RESIDENCY, COUNTED_SAMPLED, COUNTED_SAMPLED_FREED, COUNTED_STACK_GROWTH,
     COUNTER_ALLOCS_LOST, COUNTER_DROPPED, COUNTER_EVENTS, COUNTER_MORESTACK, COUNTER_READ_ERRORS,
     COUNTERS, CallEvent, CallStart, CallStats, EFLAGS_CF, EFLAGS_ZF, EVENTS_BYTES, EventKind,
-    GC_FIELDS, GC_NUMGC, GcCycleRecord, GoOffsets, LATENCY_BUCKETS, LiveObject,
+    GC_FIELDS, GC_NUMGC, GcCycleRecord, GoOffsets, INT_ARG_REGS, LATENCY_BUCKETS, LiveObject,
     MAX_ACTIVE_GOROUTINES, MAX_ALLOC_SITES, MAX_ALLOC_STACKS, MAX_FAST_RETURNS, MAX_GC_CYCLES,
     MAX_LIVE_SAMPLES, MAX_OPEN_CALLS, MAX_PROBES, MAX_STACK_FRAMES, MAX_STACK_WORDS,
-    MAX_STRING_CAPTURES, MAX_TRACED_FUNCTIONS, NO_STACK, OpenCall, ProbeConfig,
-    STRING_CAPTURE_BYTES, StackRecord,
+    MAX_STRING_CAPTURES, MAX_TRACED_FUNCTIONS, NO_STACK, OpenCall, ProbeConfig, RESULT_DISCARDED,
+    RESULT_IN_REGISTER, RESULT_ON_STACK, RESULT_REGISTERS, STRING_CAPTURE_BYTES, StackRecord,
 };
 
 /// Wake the reader once this many bytes wait, so a burst does not overflow before the timer.
@@ -613,6 +613,9 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
         regs.rax, regs.rbx, regs.rcx, regs.rdi, regs.rsi, regs.r8, regs.r9, regs.r10, regs.r11,
     ];
     let mut read_failed = return_addr.is_none() || goid.is_none();
+    if at_return_site && !restore_results(e, regs, config) {
+        read_failed = true;
+    }
     e.return_addr = return_addr.unwrap_or(0);
     e.goid = goid.unwrap_or(0);
     e.stack_lo = read_u64(g + offsets.g_stack_lo).unwrap_or(0);
@@ -699,6 +702,50 @@ static CALL_STARTS: LruHashMap<OpenCall, CallStart> =
 /// (`COOKIE_AT_RETURN_SITE`): the calls made there are closed by that probe.
 #[map]
 static FAST_RETURNS: HashMap<u64, u8> = HashMap::with_max_entries(MAX_FAST_RETURNS, 0);
+
+/// At a return site, puts each result word the caller has moved since the return back in its
+/// register, as the callee left it (see `ProbeConfig::results`); false if a read failed.
+fn restore_results(e: &mut CallEvent, regs: &pt_regs, config: &ProbeConfig) -> bool {
+    // In `RESULT_REGISTERS` order. Read every candidate first: the verifier refuses an offset
+    // into the context computed from a value it cannot bound.
+    // SAFETY: plain reads of the context's fields.
+    let registers: [u64; RESULT_REGISTERS] = unsafe {
+        [
+            core::ptr::read_volatile(&regs.rax),
+            core::ptr::read_volatile(&regs.rbx),
+            core::ptr::read_volatile(&regs.rcx),
+            core::ptr::read_volatile(&regs.rdi),
+            core::ptr::read_volatile(&regs.rsi),
+            core::ptr::read_volatile(&regs.r8),
+            core::ptr::read_volatile(&regs.r9),
+            core::ptr::read_volatile(&regs.r10),
+            core::ptr::read_volatile(&regs.r11),
+            core::ptr::read_volatile(&regs.rdx),
+            core::ptr::read_volatile(&regs.rbp),
+            core::ptr::read_volatile(&regs.r12),
+            core::ptr::read_volatile(&regs.r13),
+            core::ptr::read_volatile(&regs.r15),
+        ]
+    };
+    let mut read = true;
+    for i in 0..INT_ARG_REGS {
+        let source = config.results[i];
+        match source.kind {
+            RESULT_IN_REGISTER => {
+                if let Some(value) = registers.get(source.at as usize) {
+                    e.regs[i] = *value;
+                }
+            }
+            RESULT_ON_STACK => match read_u64(regs.rsp + source.at as u64) {
+                Some(value) => e.regs[i] = value,
+                None => read = false,
+            },
+            RESULT_DISCARDED => e.regs[i] = 0,
+            _ => {}
+        }
+    }
+    read
+}
 
 /// What the kernel made of a probe hit on a traced function's entry or return.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -11,8 +11,9 @@ use aya::programs::UProbe;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
 use aya::{Ebpf, EbpfLoader};
 use probe_common::{
-    AllocKey, AllocStats, COUNTED_STACK_GROWTH, COUNTERS, CallStats, GcCycleRecord, GoOffsets,
-    LiveObject, MAX_PROBES, MAX_TRACED_FUNCTIONS, ProbeConfig, StackRecord,
+    AllocKey, AllocStats, COOKIE_AT_RETURN_SITE, COUNTED_STACK_GROWTH, COUNTERS, CallStats,
+    GcCycleRecord, GoOffsets, LiveObject, MAX_FAST_RETURNS, MAX_PROBES, MAX_TRACED_FUNCTIONS,
+    ProbeConfig, StackRecord,
 };
 
 use crate::uprobe_multi::{self, MultiLink, MultiPrograms};
@@ -266,6 +267,22 @@ pub fn attach(
             Array::try_from(ebpf.map_mut("PROBE_CONFIGS").context("map PROBE_CONFIGS")?)?;
         for (id, point) in points.iter().enumerate() {
             configs.set(id as u32, point.config, 0)?;
+        }
+    }
+    {
+        let mut fast_returns: HashMap<_, u64, u8> =
+            HashMap::try_from(ebpf.map_mut("FAST_RETURNS").context("map FAST_RETURNS")?)?;
+        let sites = points
+            .iter()
+            .filter(|p| p.flags & COOKIE_AT_RETURN_SITE != 0)
+            .map(|p| p.config.return_site);
+        for (n, site) in sites.enumerate() {
+            anyhow::ensure!(
+                n < MAX_FAST_RETURNS as usize,
+                "the traced functions have more than {MAX_FAST_RETURNS} direct call sites: \
+                 name fewer, or use --entries-only"
+            );
+            fast_returns.insert(site, 0, 0)?;
         }
     }
 

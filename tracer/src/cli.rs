@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::export::Weight;
 use crate::hot::Weights;
-use crate::session::PlacementMode;
+use crate::session::{PlacementMode, PlanOptions, ReturnsMode};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -102,10 +102,48 @@ pub struct CallArgs {
     /// the first instruction (single-stepped, about 20x slower per hit).
     #[arg(long, value_enum, default_value_t = PlacementMode::Fast)]
     pub placement: PlacementMode,
-    /// Probe entries only: arguments but no results or durations, for hot functions. Saves the
-    /// return probe, which the kernel single-steps (~10 us a call).
-    #[arg(long)]
+    /// Probe entries only: arguments but no results or durations.
+    #[arg(long, conflicts_with_all = ["returns", "results"])]
     pub entries_only: bool,
+    /// Which returns are seen. `all`: every call's, in the caller just after a direct call
+    /// (emulated, ~0.5 us) where it can be, else on the function's RETs (single-stepped, ~10
+    /// us a call; kept for functions called through func values or interfaces). `direct`:
+    /// only the callers' side; the other calls are counted as not observed.
+    #[arg(long, value_enum, default_value_t = Returns::All)]
+    pub returns: Returns,
+    /// `exact` also probes the RETs for call sites that discard a result (`_ = f()`), so that
+    /// its value is shown; by default such a result shows as `discarded`.
+    #[arg(long, value_enum, default_value_t = Results::Seen)]
+    pub results: Results,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Returns {
+    All,
+    Direct,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Results {
+    /// The values the caller sees.
+    Seen,
+    /// Every value the function returns.
+    Exact,
+}
+
+impl CallArgs {
+    pub fn plan_options(&self) -> PlanOptions {
+        PlanOptions {
+            capture_strings: self.capture_strings,
+            placement: self.placement,
+            entries_only: self.entries_only,
+            returns: match self.returns {
+                Returns::All => ReturnsMode::All,
+                Returns::Direct => ReturnsMode::Direct,
+            },
+            exact_results: self.results == Results::Exact,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

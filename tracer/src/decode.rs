@@ -108,6 +108,8 @@ pub enum Value {
     Unreadable {
         reason: String,
     },
+    /// A result its caller overwrote without reading: the caller never saw it.
+    Discarded,
 }
 
 /// A decoded parameter or result.
@@ -125,11 +127,20 @@ struct Bytes {
     data: Vec<u8>,
     known: Vec<bool>,
     /// Why unknown bytes are unknown, by their offset: the X register, or "beyond the copied stack".
-    why: HashMap<u64, String>,
+    why: HashMap<u64, Unseen>,
+}
+
+/// Why a value's bytes were not seen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Unseen {
+    Discarded,
+    Because(String),
 }
 
 impl Bytes {
-    fn gather(event: &CallEvent, ty: &GoType, location: &Location) -> Bytes {
+    /// The bytes of a value at `location`; `discarded` marks the integer registers (by index)
+    /// whose values the caller discarded before a return-site probe saw them.
+    fn gather(event: &CallEvent, ty: &GoType, location: &Location, discarded: &[usize]) -> Bytes {
         let size = ty.size as usize;
         let mut b = Bytes {
             data: vec![0; size],
@@ -141,6 +152,9 @@ impl Bytes {
             Location::Registers(pieces) => {
                 for p in pieces {
                     match p.reg {
+                        Reg::Int(i) if discarded.contains(&(i as usize)) => {
+                            b.why.insert(p.offset, Unseen::Discarded);
+                        }
                         Reg::Int(i) => {
                             let word = event.regs[i as usize].to_le_bytes();
                             b.fill(p.offset as usize, &word[..p.size as usize]);
@@ -148,7 +162,7 @@ impl Bytes {
                         Reg::Float(_) => {
                             b.why.insert(
                                 p.offset,
-                                format!("in {}, not readable at a uprobe", p.reg),
+                                Unseen::Because(format!("in {}, not readable at a uprobe", p.reg)),
                             );
                         }
                     }
@@ -163,7 +177,8 @@ impl Bytes {
                 }
                 if start + size > stack.len() {
                     let reason = format!("beyond the {} stack bytes copied", MAX_STACK_WORDS * 8);
-                    b.why.insert(end.saturating_sub(start) as u64, reason);
+                    b.why
+                        .insert(end.saturating_sub(start) as u64, Unseen::Because(reason));
                 }
             }
         }
@@ -176,7 +191,7 @@ impl Bytes {
         self.known[at..end].iter_mut().for_each(|k| *k = true);
     }
 
-    fn get(&self, at: u64, size: u64) -> Result<u64, String> {
+    fn get(&self, at: u64, size: u64) -> Result<u64, Unseen> {
         let (at, size) = (at as usize, size as usize);
         if at + size > self.data.len() || !self.known[at..at + size].iter().all(|k| *k) {
             let reason = self
@@ -185,7 +200,7 @@ impl Bytes {
                 .find(|(o, _)| (**o as usize) >= at && (**o as usize) < at + size.max(1))
                 .or_else(|| self.why.iter().next())
                 .map(|(_, r)| r.clone())
-                .unwrap_or_else(|| "not captured".into());
+                .unwrap_or_else(|| Unseen::Because("not captured".into()));
             return Err(reason);
         }
         let mut word = [0u8; 8];
@@ -220,11 +235,32 @@ impl<'a> Decoder<'a> {
     }
 
     pub fn args(&mut self, event: &CallEvent, params: &[Param], captures: &Captures) -> Vec<Arg> {
+        self.decode(event, params, captures, &[])
+    }
+
+    /// A return's results; `discarded` are the integer result registers (by index) that the
+    /// caller discarded before the return-site probe saw them.
+    pub fn results(
+        &mut self,
+        event: &CallEvent,
+        results: &[Param],
+        discarded: &[usize],
+    ) -> Vec<Arg> {
+        self.decode(event, results, &Captures::default(), discarded)
+    }
+
+    fn decode(
+        &mut self,
+        event: &CallEvent,
+        params: &[Param],
+        captures: &Captures,
+        discarded: &[usize],
+    ) -> Vec<Arg> {
         params
             .iter()
             .enumerate()
             .map(|(index, p)| {
-                let bytes = Bytes::gather(event, &p.ty, &p.location);
+                let bytes = Bytes::gather(event, &p.ty, &p.location, discarded);
                 let ctx = Ctx {
                     event,
                     captures,
@@ -242,18 +278,19 @@ impl<'a> Decoder<'a> {
 
     /// The bytes of `param` in `event`, if the probe saw all of them.
     pub fn param_bytes(event: &CallEvent, param: &Param) -> Option<Vec<u8>> {
-        let b = Bytes::gather(event, &param.ty, &param.location);
+        let b = Bytes::gather(event, &param.ty, &param.location, &[]);
         b.known.iter().all(|k| *k).then_some(b.data)
     }
 
     fn value(&mut self, ctx: &Ctx, ty: &GoType, b: &Bytes, at: u64) -> Value {
         match self.try_value(ctx, ty, b, at) {
             Ok(v) => v,
-            Err(reason) => Value::Unreadable { reason },
+            Err(Unseen::Discarded) => Value::Discarded,
+            Err(Unseen::Because(reason)) => Value::Unreadable { reason },
         }
     }
 
-    fn try_value(&mut self, ctx: &Ctx, ty: &GoType, b: &Bytes, at: u64) -> Result<Value, String> {
+    fn try_value(&mut self, ctx: &Ctx, ty: &GoType, b: &Bytes, at: u64) -> Result<Value, Unseen> {
         Ok(match &ty.kind {
             TypeKind::Bool => Value::Bool {
                 value: b.get(at, 1)? != 0,
@@ -325,7 +362,10 @@ impl<'a> Decoder<'a> {
                     .collect(),
             },
             TypeKind::Opaque => {
-                return Err(format!("no DWARF description of type {}", ty.name));
+                return Err(Unseen::Because(format!(
+                    "no DWARF description of type {}",
+                    ty.name
+                )));
             }
         })
     }

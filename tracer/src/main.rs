@@ -8,7 +8,7 @@ use clap::Parser as _;
 
 use escapade::attach::{Attached, ProbePoint, Programs, Scope, attach};
 use escapade::cli::{
-    AllocModeArgs, AllocsArgs, CallArgs, Cli, Command, ExportArgs, HotArgs, ParamsArgs, RecordArgs,
+    AllocModeArgs, AllocsArgs, Cli, Command, ExportArgs, HotArgs, ParamsArgs, RecordArgs,
     ReportArgs, TargetArgs, TraceArgs,
 };
 use escapade::clock::WallClock;
@@ -94,7 +94,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     let (target, launched) = open_target(&args.target)?;
-    let plan = plan_calls(&target, &args.functions, &args.calls)?;
+    let plan = plan_calls(&target, &args.functions, &args.calls.plan_options())?;
     let programs = if args.empty_probes {
         Programs::Empty
     } else if args.quiet {
@@ -173,12 +173,7 @@ async fn params(args: ParamsArgs) -> anyhow::Result<()> {
     let (target, launched) = open_target(&args.target)?;
     ensure_dwarf(&target)?;
     let functions = target.binary.resolve(&args.functions)?;
-    let options = PlanOptions {
-        capture_strings: 0,
-        placement: PlacementMode::Fast,
-        entries_only: false,
-    };
-    let mut plan = Plan::new(&target.binary, functions, &options)?;
+    let mut plan = Plan::new(&target.binary, functions, &PlanOptions::default())?;
     let mut decoder = Decoder::new(&target.binary, &target.process, target.bias);
     let probes = AllocationProbes::plan(&target.binary, &mut decoder, &mut plan, !args.no_allocs)?;
     let doing = format!(
@@ -216,12 +211,7 @@ async fn params(args: ParamsArgs) -> anyhow::Result<()> {
 async fn hot(args: HotArgs) -> anyhow::Result<()> {
     escapade::cpu::check_rate(args.cpu.hz)?;
     let (target, launched) = open_target(&args.target)?;
-    let calls = CallArgs {
-        capture_strings: 0,
-        placement: PlacementMode::Fast,
-        entries_only: false,
-    };
-    let plan = plan_calls(&target, &args.functions, &calls)?;
+    let plan = plan_calls(&target, &args.functions, &PlanOptions::default())?;
     let doing = format!(
         "{} functions, {} probes, sampling CPU at {} Hz",
         plan.traced.len(),
@@ -253,20 +243,15 @@ async fn hot(args: HotArgs) -> anyhow::Result<()> {
 }
 
 /// Resolves and places the probes of traced functions; logs where they sit.
-fn plan_calls(target: &Target, patterns: &[String], args: &CallArgs) -> anyhow::Result<Plan> {
+fn plan_calls(target: &Target, patterns: &[String], options: &PlanOptions) -> anyhow::Result<Plan> {
     let functions = target.binary.resolve(patterns)?;
     if let Some(note) = without_dwarf(target.binary.has_dwarf()) {
         eprintln!("escapade: {}: {note}", target.process.exe_target.display());
     }
-    let options = PlanOptions {
-        capture_strings: args.capture_strings,
-        placement: args.placement,
-        entries_only: args.entries_only,
-    };
-    let plan = Plan::new(&target.binary, functions, &options)?;
+    let plan = Plan::new(&target.binary, functions, options)?;
     for t in &plan.traced {
         tracing::debug!(
-            "{}: entry {}, {} return probes",
+            "{}: entry {}, returns {}",
             t.function.name,
             t.entry,
             t.returns
@@ -331,7 +316,7 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
             points: Vec::new(),
         }
     } else {
-        plan_calls(&target, &args.functions, &args.calls)?
+        plan_calls(&target, &args.functions, &args.calls.plan_options())?
     };
     let params = if args.params {
         let mut decoder = Decoder::new(&target.binary, &target.process, target.bias);

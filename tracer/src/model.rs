@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use probe_common::{COUNTERS, CallEvent, EventKind};
+use probe_common::{COUNTERS, CallEvent, EventKind, ProbeConfig, RESULT_DISCARDED};
 use serde::{Deserialize, Serialize};
 
 use crate::attach::ProbePoint;
@@ -39,6 +39,10 @@ pub struct FunctionInfo {
     /// Whether the kernel emulates the entry probe's instruction.
     pub fast: bool,
     pub return_probes: usize,
+    /// Where the returns are probed: return sites in the callers, the function's `RET`s, or
+    /// both, and why.
+    #[serde(default)]
+    pub return_probe: String,
 }
 
 impl FunctionInfo {
@@ -61,7 +65,8 @@ impl FunctionInfo {
             results: sig.map(|s| infos(&s.results)).unwrap_or_default(),
             entry_probe: traced.entry.to_string(),
             fast: traced.entry.is_fast(),
-            return_probes: traced.returns,
+            return_probes: traced.returns.sites + traced.returns.rets,
+            return_probe: traced.returns.to_string(),
         }
     }
 }
@@ -222,7 +227,7 @@ impl<'a> CallModel<'a> {
             EventKind::Entry => {
                 // Without return probes there is nothing to pair, nor a return to tell a
                 // repeated hit from a new call.
-                if traced.returns > 0 && self.calls.enter(hit) == Entered::Repeat {
+                if traced.returns.any() && self.calls.enter(hit) == Entered::Repeat {
                     return None;
                 }
                 // A return address: the call is the instruction before it.
@@ -266,9 +271,12 @@ impl<'a> CallModel<'a> {
                     goid: e.goid,
                     tid: e.tid,
                     function: index as u32,
-                    // Strings are captured at entry only.
                     results: sig
-                        .map(|s| values(&mut self.decoder, e, &s.results, &Captures::default()))
+                        .map(|s| {
+                            let discarded = discarded(&point.config);
+                            let results = self.decoder.results(e, &s.results, &discarded);
+                            results.into_iter().map(|a| a.value).collect()
+                        })
                         .unwrap_or_default(),
                     duration_ns,
                 })
@@ -285,6 +293,14 @@ impl<'a> CallModel<'a> {
             unknown_probe: self.unknown_probe,
         }
     }
+}
+
+/// The integer result registers a return-site probe found discarded by the caller.
+fn discarded(config: &ProbeConfig) -> Vec<usize> {
+    (config.results.iter().enumerate())
+        .filter(|(_, r)| r.kind == RESULT_DISCARDED)
+        .map(|(i, _)| i)
+        .collect()
 }
 
 fn values(
@@ -322,6 +338,7 @@ mod stored_values {
         Struct(Vec<(String, Stored)>),
         Array(Vec<Stored>),
         Unreadable(String),
+        Discarded,
     }
 
     fn store(v: Value) -> Stored {
@@ -354,6 +371,7 @@ mod stored_values {
             }
             Value::Array { elems } => Stored::Array(elems.into_iter().map(store).collect()),
             Value::Unreadable { reason } => Stored::Unreadable(reason),
+            Value::Discarded => Stored::Discarded,
         }
     }
 
@@ -389,6 +407,7 @@ mod stored_values {
                 elems: elems.into_iter().map(load).collect(),
             },
             Stored::Unreadable(reason) => Value::Unreadable { reason },
+            Stored::Discarded => Value::Discarded,
         }
     }
 

@@ -489,6 +489,7 @@ pub fn value_text(v: &Value) -> String {
             format!("[{}]", inner.join(", "))
         }
         Value::Unreadable { reason } => format!("<{reason}>"),
+        Value::Discarded => "<discarded>".into(),
     }
 }
 

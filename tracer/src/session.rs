@@ -4,15 +4,19 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
+use std::collections::HashMap;
+
 use probe_common::{
-    COOKIE_AT_CALL_SITE, COOKIE_SKIP_IF_BELOW_OR_EQUAL, CallEvent, MAX_STACK_WORDS, ProbeConfig,
-    STRING_CAPTURE_BYTES,
+    COOKIE_AT_CALL_SITE, COOKIE_AT_RETURN_SITE, COOKIE_SKIP_IF_BELOW_OR_EQUAL, CallEvent,
+    INT_ARG_REGS, MAX_STACK_WORDS, ProbeConfig, RESULT_DISCARDED, RESULT_IN_REGISTER,
+    RESULT_ON_STACK, ResultSource, STRING_CAPTURE_BYTES,
 };
 
 use crate::attach::{Attached, ProbeKind, ProbePoint};
 use crate::decode::Captures;
+use crate::gobin::abi::{Location, Reg};
 use crate::gobin::{Function, GoBinary};
-use crate::placement::{self, EntryProbe, SlowReason};
+use crate::placement::{self, EntryProbe, NoReturnSite, ResultWord, ResultsNeeded, SlowReason};
 use crate::process::Process;
 use crate::ringbuf::{EventReader, POLL_INTERVAL};
 use crate::status::StatusLine;
@@ -149,6 +153,67 @@ pub struct PlanOptions {
     /// Probe entries only: no results or durations, and no `RET` probes, which the kernel
     /// single-steps (~10 us a call).
     pub entries_only: bool,
+    pub returns: ReturnsMode,
+    /// Probe the `RET`s for calls whose caller discards a result, so that its value is seen.
+    pub exact_results: bool,
+}
+
+impl Default for PlanOptions {
+    /// Fast entries and every return, no strings copied.
+    fn default() -> Self {
+        PlanOptions {
+            capture_strings: 0,
+            placement: PlacementMode::Fast,
+            entries_only: false,
+            returns: ReturnsMode::All,
+            exact_results: false,
+        }
+    }
+}
+
+/// Which calls' returns the probes see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReturnsMode {
+    /// Every call's: at its return site in the caller where it has one (emulated, ~0.5 us),
+    /// else on the function's `RET`s (single-stepped, ~10 us), which stay probed only where
+    /// some call needs them: a call site without a return site, or a function whose address
+    /// is taken (func values, interfaces, method values).
+    All,
+    /// Only at return sites: the `RET`s are not probed, and the kernel counts the other calls
+    /// as not observed.
+    Direct,
+}
+
+/// How a traced function's returns are probed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReturnProbes {
+    /// Direct call sites whose return is probed in the caller.
+    pub sites: usize,
+    /// `RET`s probed.
+    pub rets: usize,
+    /// Why the `RET`s are probed (or, with `--returns direct`, would be), if they are.
+    pub rets_needed: Option<String>,
+}
+
+impl ReturnProbes {
+    pub fn any(&self) -> bool {
+        self.sites + self.rets > 0
+    }
+}
+
+impl std::fmt::Display for ReturnProbes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.sites, self.rets) {
+            (0, 0) => f.write_str("none")?,
+            (sites, 0) => write!(f, "fast: {sites} return sites")?,
+            (0, rets) => write!(f, "slow: {rets} RETs")?,
+            (sites, rets) => write!(f, "{sites} return sites (fast) and {rets} RETs (slow)")?,
+        }
+        match &self.rets_needed {
+            Some(why) => write!(f, " ({why})"),
+            None => Ok(()),
+        }
+    }
 }
 
 /// A function being traced and how its probes sit.
@@ -156,7 +221,7 @@ pub struct PlanOptions {
 pub struct Traced {
     pub function: Function,
     pub entry: EntrySite,
-    pub returns: usize,
+    pub returns: ReturnProbes,
     pub captures: Captures,
 }
 
@@ -171,15 +236,24 @@ impl Plan {
         functions: Vec<Function>,
         opts: &PlanOptions,
     ) -> anyhow::Result<Plan> {
-        let mut traced = Vec::new();
-        let mut points = Vec::new();
+        let mut placed = Vec::new();
         for function in functions {
             let code = binary
                 .code(&function)
                 .with_context(|| format!("reading the code of {}", function.name))?;
-            let placed = placement::place(&code, function.entry)
+            let place = placement::place(&code, function.entry)
                 .with_context(|| format!("disassembling {}", function.name))?;
-            let entry = EntrySite::choose(binary, &function, placed.entry, opts.placement)?;
+            let entry = EntrySite::choose(binary, &function, place.entry, opts.placement)?;
+            placed.push((function, place.returns, entry));
+        }
+        let mut sites = if opts.entries_only {
+            ReturnSites::default()
+        } else {
+            ReturnSites::find(binary, &placed, opts)?
+        };
+        let mut traced = Vec::new();
+        let mut points = Vec::new();
+        for (function, rets, entry) in placed {
             let (params, stack_bytes) = match (&function.signature, &function.traceback) {
                 (Some(s), _) => (&s.params[..], s.stack_bytes),
                 (None, Some(layout)) => (&[][..], layout.stack_bytes()),
@@ -191,18 +265,21 @@ impl Plan {
                 Captures::default()
             };
             let index = traced.len();
-            let returns: &[u64] = if opts.entries_only {
-                &[]
-            } else {
-                &placed.returns
+            let (return_sites, rets_needed) = sites.take(function.entry);
+            let rets: &[u64] = match (&rets_needed, opts.returns) {
+                (Some(_), ReturnsMode::All) if !opts.entries_only => &rets,
+                _ => &[],
             };
+            let timed = !opts.entries_only && !(return_sites.is_empty() && rets.is_empty());
             let config = ProbeConfig {
                 stack_words: (stack_bytes.div_ceil(8) as u32).min(MAX_STACK_WORDS as u32),
                 string_bytes: opts.capture_strings.min(STRING_CAPTURE_BYTES as u32),
                 strings: captures.configs,
                 function: index as u32,
-                timed: u32::from(!returns.is_empty()),
-                ret_probed: u32::from(!returns.is_empty()),
+                timed: u32::from(
+                    timed || opts.returns == ReturnsMode::Direct && !opts.entries_only,
+                ),
+                ret_probed: u32::from(!rets.is_empty()),
                 ..ProbeConfig::default()
             };
             let file_offset = |addr: u64| {
@@ -220,30 +297,213 @@ impl Plan {
                     config,
                 });
             }
-            for &ret in returns {
+            // Strings are captured at entry only.
+            let at_return = ProbeConfig {
+                string_bytes: 0,
+                strings: Default::default(),
+                ..config
+            };
+            for &ret in rets {
                 points.push(ProbePoint {
                     function: index,
                     kind: ProbeKind::Return,
                     addr: ret,
                     file_offset: file_offset(ret)?,
                     flags: 0,
-                    // Strings are captured at entry only.
+                    config: at_return,
+                });
+            }
+            for site in &return_sites {
+                points.push(ProbePoint {
+                    function: index,
+                    kind: ProbeKind::Return,
+                    addr: site.probe,
+                    file_offset: file_offset(site.probe)?,
+                    flags: COOKIE_AT_RETURN_SITE,
                     config: ProbeConfig {
-                        string_bytes: 0,
-                        strings: Default::default(),
-                        ..config
+                        return_site: site.returns_to,
+                        results: site.sources,
+                        ..at_return
                     },
                 });
             }
             traced.push(Traced {
                 function,
                 entry,
-                returns: returns.len(),
+                returns: ReturnProbes {
+                    sites: return_sites.len(),
+                    rets: rets.len(),
+                    rets_needed,
+                },
                 captures,
             });
         }
         Ok(Plan { traced, points })
     }
+}
+
+/// A return site as the probe there is configured.
+struct PlannedSite {
+    returns_to: u64,
+    probe: u64,
+    sources: [ResultSource; INT_ARG_REGS],
+}
+
+/// The return sites of the traced functions' direct calls, and which functions need their
+/// `RET`s probed all the same.
+#[derive(Default)]
+struct ReturnSites {
+    by_callee: HashMap<u64, (Vec<PlannedSite>, Option<String>)>,
+}
+
+impl ReturnSites {
+    /// The return sites of `functions` (each with its `RET`s and entry probe).
+    fn find(
+        binary: &GoBinary,
+        functions: &[(Function, Vec<u64>, EntrySite)],
+        opts: &PlanOptions,
+    ) -> anyhow::Result<Self> {
+        let needed: HashMap<u64, ResultsNeeded> = functions
+            .iter()
+            .map(|(f, _, _)| (f.entry, results_needed(f)))
+            .collect();
+        let (text, text_addr) = binary
+            .text()
+            .context("reading .text to find the traced functions' call sites")?;
+        let entries: Vec<u64> = functions.iter().map(|(f, _, _)| f.entry).collect();
+        let indirect = binary.called_indirectly(&entries)?;
+        // A return site on a CALL that carries an entry probe would see the next call's entry
+        // before its own return, whichever the kernel runs first.
+        let entry_probes: std::collections::HashSet<u64> = functions
+            .iter()
+            .filter_map(|(_, _, entry)| match entry {
+                EntrySite::CallSites(sites) => Some(sites.iter().copied()),
+                EntrySite::Function(_) => None,
+            })
+            .flatten()
+            .collect();
+        let mut by_callee: HashMap<u64, (Vec<PlannedSite>, Vec<NoReturnSite>, usize)> =
+            HashMap::new();
+        for (callee, _call, site) in placement::return_sites(&text, text_addr, &needed) {
+            let site = site.and_then(|s| {
+                if entry_probes.contains(&s.probe) {
+                    Err(NoReturnSite::EntryProbeThere)
+                } else {
+                    Ok(s)
+                }
+            });
+            let (planned, slow, discarding) = by_callee.entry(callee).or_default();
+            match site {
+                Ok(site) if site.results.contains(&ResultWord::Discarded) && opts.exact_results => {
+                    *discarding += 1;
+                }
+                Ok(site) => planned.push(PlannedSite {
+                    returns_to: site.returns_to,
+                    probe: site.probe,
+                    sources: sources(&needed[&callee], &site.results),
+                }),
+                Err(why) => slow.push(why),
+            }
+        }
+        let by_callee = entries
+            .iter()
+            .map(|&entry| {
+                let (planned, slow, discarding) = by_callee.remove(&entry).unwrap_or_default();
+                let mut why = Vec::new();
+                if indirect.contains(&entry) {
+                    why.push(
+                        "its address is taken: called through func values or interfaces"
+                            .to_string(),
+                    );
+                }
+                if planned.is_empty() && slow.is_empty() && discarding == 0 {
+                    why.push("no direct call sites".to_string());
+                }
+                if !slow.is_empty() {
+                    why.push(format!(
+                        "{} call sites without a return site, e.g. {}",
+                        slow.len(),
+                        slow[0]
+                    ));
+                }
+                if discarding > 0 {
+                    why.push(format!(
+                        "{discarding} call sites discard a result (--results exact)"
+                    ));
+                }
+                let why = (!why.is_empty()).then(|| why.join("; "));
+                (entry, (planned, why))
+            })
+            .collect();
+        Ok(ReturnSites { by_callee })
+    }
+
+    /// The return sites of the function at `entry`, and why its `RET`s are needed, if they are.
+    fn take(&mut self, entry: u64) -> (Vec<PlannedSite>, Option<String>) {
+        self.by_callee.remove(&entry).unwrap_or_else(|| {
+            (
+                Vec::new(),
+                Some("its returns are probed on its RETs".into()),
+            )
+        })
+    }
+}
+
+/// The result registers and stack bytes a return site must still hold for `function`'s results
+/// to be read there. Without DWARF results are not decoded: nothing needs holding.
+fn results_needed(function: &Function) -> ResultsNeeded {
+    let mut needed = ResultsNeeded::default();
+    let Some(sig) = &function.signature else {
+        return needed;
+    };
+    let mut stack: Option<std::ops::Range<u64>> = None;
+    for result in &sig.results {
+        match &result.location {
+            Location::Registers(pieces) => {
+                needed
+                    .registers
+                    .extend(pieces.iter().filter_map(|p| match p.reg {
+                        Reg::Int(i) => Some(i as usize),
+                        Reg::Float(_) => None,
+                    }))
+            }
+            Location::Stack { offset } => {
+                let end = offset + result.ty.size;
+                stack = Some(match stack {
+                    Some(s) => s.start.min(*offset)..s.end.max(end),
+                    None => *offset..end,
+                });
+            }
+            Location::Nowhere => {}
+        }
+    }
+    needed.registers.sort_unstable();
+    needed.registers.dedup();
+    needed.stack = stack.unwrap_or(0..0);
+    needed
+}
+
+/// The probe's configuration for where each needed result register's value is.
+fn sources(needed: &ResultsNeeded, words: &[ResultWord]) -> [ResultSource; INT_ARG_REGS] {
+    let mut sources = [ResultSource::default(); INT_ARG_REGS];
+    for (&register, word) in needed.registers.iter().zip(words) {
+        sources[register] = match *word {
+            ResultWord::Register(r) if r == register => ResultSource::default(),
+            ResultWord::Register(r) => ResultSource {
+                kind: RESULT_IN_REGISTER,
+                at: r as u32,
+            },
+            ResultWord::Stack(at) => ResultSource {
+                kind: RESULT_ON_STACK,
+                at: at as u32,
+            },
+            ResultWord::Discarded => ResultSource {
+                kind: RESULT_DISCARDED,
+                at: 0,
+            },
+        };
+    }
+    sources
 }
 
 /// Allocators the Go 1.27 compiler calls instead of `runtime.mallocgc` for small objects of a

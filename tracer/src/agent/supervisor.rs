@@ -234,9 +234,7 @@ impl Probes {
             let functions = binary.resolve(&config.functions)?;
             let options = PlanOptions {
                 capture_strings: config.capture_strings,
-                placement: PlacementMode::Fast,
-                // Counting and timing needs the returns, not the values.
-                entries_only: false,
+                ..PlanOptions::default()
             };
             Plan::new(binary, functions, &options)?
         };

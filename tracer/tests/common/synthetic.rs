@@ -35,6 +35,7 @@ pub fn header() -> Header {
             entry_probe: "fast: stack-check JBE at 0x4a2544".into(),
             fast: true,
             return_probes: 1,
+            return_probe: "slow: 1 RETs".into(),
         }],
         capture_strings: 0,
         entries_only: false,
