@@ -498,7 +498,10 @@ impl Session {
                     (
                         shared.metrics.calls.get_or_create(&labels).clone(),
                         shared.metrics.call_duration.get_or_create(&labels).clone(),
-                        t.entry.is_fast(),
+                        Probed {
+                            fast_entry: t.entry.is_fast(),
+                            rets: t.returns.rets > 0,
+                        },
                     )
                 })
                 .collect(),
@@ -667,14 +670,21 @@ struct AllocCounting<'a> {
     last: Folded,
 }
 
+/// How a traced function's probes sit, for the probe-hit metrics.
+struct Probed {
+    /// The entry probe is on an instruction the kernel emulates.
+    fast_entry: bool,
+    /// Its `RET`s are probed (single-stepped).
+    rets: bool,
+}
+
 /// The agent's sink: counts and times calls as their events come, and folds what the kernel
 /// counts into the metrics once a second.
 struct Counting<'a> {
     name: String,
     model: Option<CallModel<'a>>,
-    /// Per traced function: its calls counter, duration histogram, and whether its entry probe
-    /// is emulated.
-    calls: Vec<(Counter, CallLatency, bool)>,
+    /// Per traced function: its calls counter, duration histogram, and how it is probed.
+    calls: Vec<(Counter, CallLatency, Probed)>,
     /// What the kernel had counted and timed of each traced function at the last fold.
     folded_calls: Vec<CallStats>,
     allocs: Option<AllocCounting<'a>>,
@@ -737,24 +747,30 @@ impl Counting<'_> {
         self.counters = counters;
         // Calls as the kernel counted and timed them: none lost with the events.
         let now = attached.call_stats(self.calls.len())?;
-        for (((calls, latency, fast), was), now) in
+        for (((calls, latency, probed), was), now) in
             self.calls.iter().zip(&self.folded_calls).zip(&now)
         {
             let entries = now.entries.saturating_sub(was.entries);
             let mut new = *now;
             new.returns = now.returns.saturating_sub(was.returns);
+            new.caller_returns = now.caller_returns.saturating_sub(was.caller_returns);
             new.total_ns = now.total_ns.saturating_sub(was.total_ns);
             for (n, was) in new.latency.iter_mut().zip(&was.latency) {
                 *n = n.saturating_sub(*was);
             }
             calls.inc_by(entries);
             latency.add(&new);
-            if *fast {
+            if probed.fast_entry {
                 self.hits.emulated += entries;
             } else {
                 self.hits.single_stepped += entries;
             }
-            self.hits.single_stepped += new.returns;
+            self.hits.emulated += new.caller_returns;
+            // Where the RETs are probed every call that returns hits one, also those a return
+            // site closes.
+            if probed.rets {
+                self.hits.single_stepped += new.returns;
+            }
         }
         self.folded_calls = now;
         if let Some(allocs) = self.allocs.as_mut() {
