@@ -192,9 +192,15 @@ pub struct OpenCall {
 pub struct CallStart {
     pub ktime_ns: u64,
     pub return_addr: u64,
+    /// The goroutine's `g`: at the end of a session, a call still open is still running only
+    /// if its goroutine is alive and its frame still holds `return_addr` (a panic unwinds
+    /// frames without a return).
+    pub g: u64,
+    /// The traced function's index.
+    pub function: u32,
     /// 1 when the return address is a return site in `FAST_RETURNS`: the probe there closes
     /// the call, and the callee's `RET` probe leaves it alone.
-    pub at_return_site: u64,
+    pub at_return_site: u32,
 }
 
 /// Offsets into the traced process's runtime structures, found from DWARF or the version tables.
@@ -403,4 +409,6 @@ mod pod {
     unsafe impl aya::Pod for super::StackRecord {}
     unsafe impl aya::Pod for super::GcCycleRecord {}
     unsafe impl aya::Pod for super::CallStats {}
+    unsafe impl aya::Pod for super::CallStart {}
+    unsafe impl aya::Pod for super::OpenCall {}
 }

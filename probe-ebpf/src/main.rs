@@ -564,7 +564,7 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
     };
     let observed = match (kind, call, return_addr) {
         (EventKind::Entry, Some(call), Some(return_addr)) => {
-            entered(config, call, ktime_ns, return_addr, offsets.code_bias)
+            entered(config, call, ktime_ns, return_addr, offsets.code_bias, g)
         }
         (EventKind::Return, Some(call), _) => {
             returned(config, call, ktime_ns, at_return_site, offsets.code_bias)
@@ -769,6 +769,7 @@ fn entered(
     ktime_ns: u64,
     return_addr: u64,
     code_bias: u64,
+    g: u64,
 ) -> CallHit {
     if config.timed == 0 {
         count_entry(config.function, false);
@@ -789,7 +790,9 @@ fn entered(
         let start = CallStart {
             ktime_ns,
             return_addr,
-            at_return_site: u64::from(at_return_site),
+            g,
+            function: config.function,
+            at_return_site: u32::from(at_return_site),
         };
         let _ = CALL_STARTS.insert(call, start, 0);
         count_entry(config.function, false);

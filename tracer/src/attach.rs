@@ -11,9 +11,9 @@ use aya::programs::UProbe;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
 use aya::{Ebpf, EbpfLoader};
 use probe_common::{
-    AllocKey, AllocStats, COOKIE_AT_RETURN_SITE, COUNTED_STACK_GROWTH, COUNTERS, CallStats,
-    GcCycleRecord, GoOffsets, LiveObject, MAX_FAST_RETURNS, MAX_PROBES, MAX_TRACED_FUNCTIONS,
-    ProbeConfig, StackRecord,
+    AllocKey, AllocStats, COOKIE_AT_RETURN_SITE, COUNTED_STACK_GROWTH, COUNTERS, CallStart,
+    CallStats, GcCycleRecord, GoOffsets, LiveObject, MAX_FAST_RETURNS, MAX_PROBES,
+    MAX_TRACED_FUNCTIONS, OpenCall, ProbeConfig, StackRecord,
 };
 
 use crate::uprobe_multi::{self, MultiLink, MultiPrograms};
@@ -73,6 +73,7 @@ pub struct Attached {
     gc_cycles: HashMap<MapData, u64, GcCycleRecord>,
     claimed_tgid: Array<MapData, u64>,
     call_stats: PerCpuArray<MapData, CallStats>,
+    call_starts: HashMap<MapData, OpenCall, CallStart>,
 }
 
 impl Attached {
@@ -112,6 +113,11 @@ impl Attached {
         u32::try_from(pid).ok().filter(|&pid| pid != 0)
     }
 
+    /// The calls the kernel saw enter and not return: still running, or unwound by a panic.
+    pub fn open_calls(&self) -> anyhow::Result<Vec<(OpenCall, CallStart)>> {
+        Ok(self.call_starts.iter().collect::<Result<_, _>>()?)
+    }
+
     /// The calls of the first `functions` traced functions as the kernel counted and timed
     /// them, summed over CPUs.
     pub fn call_stats(&self, functions: usize) -> anyhow::Result<Vec<CallStats>> {
@@ -121,6 +127,8 @@ impl Attached {
                 Ok(per_cpu.iter().fold(CallStats::default(), |mut t, s| {
                     t.entries += s.entries;
                     t.returns += s.returns;
+                    t.caller_returns += s.caller_returns;
+                    t.unobserved += s.unobserved;
                     t.total_ns += s.total_ns;
                     for (t, s) in t.latency.iter_mut().zip(&s.latency) {
                         *t += s;
@@ -331,8 +339,10 @@ pub fn attach(
     let gc_cycles = HashMap::try_from(ebpf.take_map("GC_CYCLES").context("map GC_CYCLES")?)?;
     let claimed_tgid = Array::try_from(ebpf.take_map("CLAIMED_TGID").context("map CLAIMED_TGID")?)?;
     let call_stats = PerCpuArray::try_from(ebpf.take_map("CALL_STATS").context("map CALL_STATS")?)?;
+    let call_starts = HashMap::try_from(ebpf.take_map("CALL_STARTS").context("map CALL_STARTS")?)?;
     Ok(Attached {
         call_stats,
+        call_starts,
         claimed_tgid,
         gc_cycles,
         sampled_live,

@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use probe_common::CallEvent;
+use probe_common::{CallEvent, CallStart, OpenCall};
+
+use crate::process::Process;
 
 /// One probe hit, as pairing sees it.
 #[derive(Clone, Copy, Debug)]
@@ -193,4 +195,44 @@ mod tests {
         assert!(matches!(c.leave(hit(1, 100, 8)), Left::Paired(_)));
         assert_eq!((c.repeats, c.unwound, c.unmatched_returns), (2, 0, 0));
     }
+}
+
+/// `runtime.g.atomicstatus` sits right before `goid` in every supported Go version; `_Gdead`
+/// and the `_Gscan` bit are from runtime2.go.
+const STATUS_BEFORE_GOID: u64 = 8;
+const G_DEAD: u32 = 6;
+const G_SCAN: u32 = 0x1000;
+
+/// Per traced function (of `functions`), how many of the calls the kernel still holds open
+/// are really running: a panic unwinds frames without a return, leaving their entries behind.
+/// A call runs while its goroutine is alive and the slot its return address was pushed to
+/// still holds it, which the frames that reuse the memory after an unwind overwrite.
+pub fn still_running(
+    open: &[(OpenCall, CallStart)],
+    process: &Process,
+    goid_offset: u64,
+    stack_hi_offset: u64,
+    functions: usize,
+) -> Vec<u64> {
+    let mut running = vec![0; functions];
+    for (call, start) in open {
+        let alive = || -> Option<bool> {
+            if process.read_u64(start.g + goid_offset)? != call.goid {
+                return Some(false);
+            }
+            let status = process.read_u64(start.g + goid_offset - STATUS_BEFORE_GOID)? as u32;
+            if status & !G_SCAN == G_DEAD {
+                return Some(false);
+            }
+            let stack_hi = process.read_u64(start.g + stack_hi_offset)?;
+            let slot = stack_hi.checked_sub(call.depth)?;
+            Some(process.read_u64(slot)? == start.return_addr)
+        };
+        if let Some(n) = running.get_mut(start.function as usize)
+            && alive() == Some(true)
+        {
+            *n += 1;
+        }
+    }
+    running
 }

@@ -121,6 +121,9 @@ pub struct CallArgs {
 pub enum Returns {
     All,
     Direct,
+    /// Every return on the function's RETs, none at return sites (for benchmarks).
+    #[value(hide = true)]
+    Rets,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -140,6 +143,7 @@ impl CallArgs {
             returns: match self.returns {
                 Returns::All => ReturnsMode::All,
                 Returns::Direct => ReturnsMode::Direct,
+                Returns::Rets => ReturnsMode::Rets,
             },
             exact_results: self.results == Results::Exact,
         }

@@ -190,11 +190,12 @@ pub fn call_sites(text: &[u8], text_addr: u64, target: u64) -> Vec<u64> {
 }
 
 /// What the caller must still hold at a return-site probe for the callee's results to be read
-/// there: the integer result registers (by index in Go's order, RAX, RBX, ...) and the bytes
-/// of the caller's outgoing argument area that hold stack-assigned results.
+/// there: the integer result registers (by index in Go's order, RAX, RBX, ...) with how many
+/// of their low bytes hold a result, and the bytes of the caller's outgoing argument area that
+/// hold stack-assigned results.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ResultsNeeded {
-    pub registers: Vec<usize>,
+    pub registers: Vec<(usize, u64)>,
     pub stack: std::ops::Range<u64>,
 }
 
@@ -310,8 +311,9 @@ fn follow_results(
     let mut results: Vec<Tracked> = needed
         .registers
         .iter()
-        .map(|&r| Tracked {
+        .map(|&(r, bytes)| Tracked {
             places: vec![Place::Register(RESULT_REGISTERS[r])],
+            bytes,
             read: false,
         })
         .collect();
@@ -390,10 +392,11 @@ fn follow_results(
                         && at < m.displacement() + m.memory_size().size() as u64
                 }),
             };
-            let source_held =
-                copy.is_some_and(|(from, _)| result.places.contains(&Place::Register(from)));
-            // A 64-bit move keeps the value whole: that is not a use but a new place for it.
-            if copy.is_none() && result.places.iter().any(held) {
+            // A move as wide as the value keeps it whole: not a use but a new place for it.
+            let moved = copy.filter(|&(from, _, width)| {
+                width >= result.bytes && result.places.contains(&Place::Register(from))
+            });
+            if moved.is_none() && result.places.iter().any(held) {
                 result.read = true;
             }
             result.places.retain(|place| match place {
@@ -402,12 +405,10 @@ fn follow_results(
                     .as_ref()
                     .is_some_and(|s| s.start < at + 8 && *at < s.end),
             });
-            if source_held {
-                match copy {
-                    Some((_, To::Register(r))) => result.places.push(Place::Register(r)),
-                    Some((_, To::Stack(at))) => result.places.push(Place::Stack(at)),
-                    None => {}
-                }
+            match moved {
+                Some((_, To::Register(r), _)) => result.places.push(Place::Register(r)),
+                Some((_, To::Stack(at), _)) => result.places.push(Place::Stack(at)),
+                None => {}
             }
         }
     }
@@ -418,7 +419,9 @@ fn follow_results(
 struct Tracked {
     /// Everywhere it is now.
     places: Vec<Place>,
-    /// Whether an instruction other than a whole-word move has read it.
+    /// How many low bytes of the word the value takes.
+    bytes: u64,
+    /// Whether an instruction other than a move that keeps it whole has read it.
     read: bool,
 }
 
@@ -454,23 +457,41 @@ enum To {
     Stack(u64),
 }
 
-/// A whole 64-bit register copied to another register or to an RSP-relative slot.
-fn copied_register(i: &Instruction) -> Option<(Register, To)> {
-    match i.code() {
-        Code::Mov_r64_rm64 | Code::Mov_rm64_r64
-            if i.op0_kind() == OpKind::Register && i.op1_kind() == OpKind::Register =>
-        {
-            Some((i.op1_register(), To::Register(i.op0_register())))
-        }
-        Code::Mov_rm64_r64
-            if i.op0_kind() == OpKind::Memory
-                && i.memory_base() == Register::RSP
-                && i.memory_index() == Register::None =>
-        {
-            Some((i.op1_register(), To::Stack(i.memory_displacement64())))
-        }
-        _ => None,
+/// A register's low bytes copied to another register or to an RSP-relative slot: the source
+/// (full) register, the destination, and how many bytes the copy keeps.
+fn copied_register(i: &Instruction) -> Option<(Register, To, u64)> {
+    let width = match i.code() {
+        Code::Mov_r64_rm64 | Code::Mov_rm64_r64 => 8,
+        Code::Mov_r32_rm32 | Code::Mov_rm32_r32 => 4,
+        Code::Mov_r16_rm16 | Code::Mov_rm16_r16 => 2,
+        Code::Mov_r8_rm8 | Code::Mov_rm8_r8 => 1,
+        Code::Movzx_r32_rm8 | Code::Movzx_r64_rm8 | Code::Movsx_r32_rm8 | Code::Movsx_r64_rm8 => 1,
+        Code::Movzx_r32_rm16
+        | Code::Movzx_r64_rm16
+        | Code::Movsx_r32_rm16
+        | Code::Movsx_r64_rm16 => 2,
+        Code::Movsxd_r64_rm32 => 4,
+        _ => return None,
+    };
+    if i.op1_kind() != OpKind::Register
+        || matches!(
+            i.op1_register(),
+            Register::AH | Register::BH | Register::CH | Register::DH
+        )
+    {
+        return None;
     }
+    let from = i.op1_register().full_register();
+    let to = match i.op0_kind() {
+        OpKind::Register => To::Register(i.op0_register().full_register()),
+        OpKind::Memory
+            if i.memory_base() == Register::RSP && i.memory_index() == Register::None =>
+        {
+            To::Stack(i.memory_displacement64())
+        }
+        _ => return None,
+    };
+    Some((from, to, width))
 }
 
 /// Whether the kernel emulates `i` at a uprobe rather than single-stepping it

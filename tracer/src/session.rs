@@ -182,6 +182,8 @@ pub enum ReturnsMode {
     /// Only at return sites: the `RET`s are not probed, and the kernel counts the other calls
     /// as not observed.
     Direct,
+    /// Only on the `RET`s, as before return sites: for benchmarks.
+    Rets,
 }
 
 /// How a traced function's returns are probed.
@@ -265,9 +267,13 @@ impl Plan {
                 Captures::default()
             };
             let index = traced.len();
-            let (return_sites, rets_needed) = sites.take(function.entry);
+            let (mut return_sites, mut rets_needed) = sites.take(function.entry);
+            if opts.returns == ReturnsMode::Rets {
+                return_sites.clear();
+                rets_needed = Some("--returns rets".into());
+            }
             let rets: &[u64] = match (&rets_needed, opts.returns) {
-                (Some(_), ReturnsMode::All) if !opts.entries_only => &rets,
+                (Some(_), ReturnsMode::All | ReturnsMode::Rets) if !opts.entries_only => &rets,
                 _ => &[],
             };
             let timed = !opts.entries_only && !(return_sites.is_empty() && rets.is_empty());
@@ -460,12 +466,11 @@ fn results_needed(function: &Function) -> ResultsNeeded {
     for result in &sig.results {
         match &result.location {
             Location::Registers(pieces) => {
-                needed
-                    .registers
-                    .extend(pieces.iter().filter_map(|p| match p.reg {
-                        Reg::Int(i) => Some(i as usize),
-                        Reg::Float(_) => None,
-                    }))
+                for p in pieces {
+                    if let Reg::Int(i) = p.reg {
+                        needed.registers.push((i as usize, p.size));
+                    }
+                }
             }
             Location::Stack { offset } => {
                 let end = offset + result.ty.size;
@@ -477,8 +482,11 @@ fn results_needed(function: &Function) -> ResultsNeeded {
             Location::Nowhere => {}
         }
     }
-    needed.registers.sort_unstable();
-    needed.registers.dedup();
+    // One entry per register, as wide as its widest piece.
+    needed
+        .registers
+        .sort_unstable_by_key(|&(r, bytes)| (r, std::cmp::Reverse(bytes)));
+    needed.registers.dedup_by_key(|&mut (r, _)| r);
     needed.stack = stack.unwrap_or(0..0);
     needed
 }
@@ -486,7 +494,7 @@ fn results_needed(function: &Function) -> ResultsNeeded {
 /// The probe's configuration for where each needed result register's value is.
 fn sources(needed: &ResultsNeeded, words: &[ResultWord]) -> [ResultSource; INT_ARG_REGS] {
     let mut sources = [ResultSource::default(); INT_ARG_REGS];
-    for (&register, word) in needed.registers.iter().zip(words) {
+    for (&(register, _), word) in needed.registers.iter().zip(words) {
         sources[register] = match *word {
             ResultWord::Register(r) if r == register => ResultSource::default(),
             ResultWord::Register(r) => ResultSource {

@@ -18,7 +18,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cmd, setup};
+use crate::{cmd, setup, tracefs};
 
 /// One benchmarked program and what traces it in turn.
 struct Suite {
@@ -71,6 +71,14 @@ enum Tool {
     None,
     /// escapade with these arguments; `--pid PID` goes after the first (the command).
     Escapade(&'static [&'static str]),
+    /// The same, its stdout (an event per line) thrown away.
+    EscapadeToNull(&'static [&'static str]),
+    /// The kernel's own uprobes through tracefs, no BPF program: one on this function's first
+    /// instruction and one on each of its `RET`s, like-for-like with tracers that cannot put a
+    /// probe inside a function (bpftrace 0.17 cannot).
+    Tracefs {
+        function: &'static str,
+    },
     /// bpftrace with a uprobe on this function's first instruction running this action: what
     /// the established tracers do. The action must count into `@c`.
     Bpftrace {
@@ -85,27 +93,37 @@ const HOT: Suite = Suite {
     phases: HOT_PHASES,
     ratios: &[
         (
-            "escapade / empty BPF program, fast placement",
+            "escapade (entry + return site) / bpftrace (entry only)",
+            "fast",
+            "bpftrace",
+        ),
+        (
+            "escapade --json, an event per call / bpftrace",
+            "events",
+            "bpftrace",
+        ),
+        ("escapade entry + return site / entry + RET", "fast", "rets"),
+        (
+            "escapade / empty BPF program, return sites",
             "fast",
             "fast-empty",
         ),
+        ("escapade / empty BPF program, RETs", "rets", "rets-empty"),
         (
-            "escapade / empty BPF program, entry placement",
-            "entry",
-            "entry-empty",
-        ),
-        ("escapade entry / fast placement", "entry", "fast"),
-        (
-            "empty BPF program entry / fast placement",
-            "entry-empty",
-            "fast-empty",
+            "escapade (entry + return site) / tracefs (first instruction + RET)",
+            "fast",
+            "tracefs",
         ),
         (
             "escapade --entries-only / bpftrace",
             "entries-only",
             "bpftrace",
         ),
-        ("escapade entry + return / bpftrace", "fast", "bpftrace"),
+        (
+            "escapade --placement entry / fast placement",
+            "entry",
+            "fast",
+        ),
     ],
 };
 
@@ -113,35 +131,45 @@ const HOT_PHASES: &[Phase] = &[
     UNTRACED,
     Phase {
         id: "fast",
-        name: "escapade (fast: JBE entry + RET)",
+        name: "escapade trace --quiet (JBE entry + return site, counted in the kernel)",
         tracer: Tool::Escapade(&["trace", "--quiet", "main.hot"]),
     },
     Phase {
+        id: "events",
+        name: "escapade trace --json > /dev/null (+ an event per entry and return, results decoded)",
+        tracer: Tool::EscapadeToNull(&["trace", "--json", "main.hot"]),
+    },
+    Phase {
+        id: "rets",
+        name: "escapade --returns rets (JBE entry + RET)",
+        tracer: Tool::Escapade(&["trace", "--quiet", "--returns", "rets", "main.hot"]),
+    },
+    Phase {
         id: "entries-only",
-        name: "escapade --entries-only (JBE, no RET probe)",
+        name: "escapade --entries-only (JBE, no return probe)",
         tracer: Tool::Escapade(&["trace", "--quiet", "--entries-only", "main.hot"]),
     },
     Phase {
         id: "fast-empty",
-        name: "empty BPF program, fast placement",
+        name: "empty BPF program, JBE + return site",
         tracer: Tool::Escapade(&["trace", "--quiet", "--empty-probes", "main.hot"]),
     },
     Phase {
-        id: "entry",
-        name: "escapade --placement entry (single-stepped)",
-        tracer: Tool::Escapade(&["trace", "--quiet", "--placement", "entry", "main.hot"]),
-    },
-    Phase {
-        id: "entry-empty",
-        name: "empty BPF program, entry placement",
+        id: "rets-empty",
+        name: "empty BPF program, JBE + RET",
         tracer: Tool::Escapade(&[
             "trace",
             "--quiet",
-            "--placement",
-            "entry",
             "--empty-probes",
+            "--returns",
+            "rets",
             "main.hot",
         ]),
+    },
+    Phase {
+        id: "entry",
+        name: "escapade --placement entry (first instruction, single-stepped, + return site)",
+        tracer: Tool::Escapade(&["trace", "--quiet", "--placement", "entry", "main.hot"]),
     },
     Phase {
         id: "bpftrace",
@@ -149,6 +177,13 @@ const HOT_PHASES: &[Phase] = &[
         tracer: Tool::Bpftrace {
             function: "main.hot",
             action: "@c = count();",
+        },
+    },
+    Phase {
+        id: "tracefs",
+        name: "the kernel's tracefs uprobes, no BPF: first instruction + every RET",
+        tracer: Tool::Tracefs {
+            function: "main.hot",
         },
     },
     DRIFT,
@@ -289,10 +324,20 @@ fn run_suite<'a>(
                 results.push((phase, hot.measure(seconds)?));
                 continue;
             }
-            Tool::Escapade(args) => {
+            Tool::Escapade(args) | Tool::EscapadeToNull(args) => {
                 let mut trace = Command::new(escapade);
                 trace.arg(args[0]).args(["--pid", &pid]).args(&args[1..]);
                 trace
+            }
+            Tool::Tracefs { function } => {
+                let probes = tracefs::Probes::add(binary, function)?;
+                say!("phase: {} ({})", phase.name, probes.describe());
+                let ns = hot.measure(seconds);
+                probes.remove()?;
+                let ns = ns?;
+                say!("{}: {ns:.2} ns/call", phase.name);
+                results.push((phase, ns));
+                continue;
             }
             Tool::Bpftrace { function, action } => {
                 setup::tracefs()?;
@@ -309,7 +354,7 @@ fn run_suite<'a>(
             }
         };
         say!("phase: {} (`{}`)", phase.name, cmd::display(&trace));
-        let tracer = Tracer::start(&mut trace)?;
+        let tracer = Tracer::start(&mut trace, matches!(phase.tracer, Tool::EscapadeToNull(_)))?;
         let ns = hot.measure(seconds);
         let stopped = tracer.stop();
         let ns = ns?;
@@ -448,14 +493,20 @@ struct Tracer {
 }
 
 impl Tracer {
-    /// Starts the tracer and waits until it says it attached.
-    fn start(command: &mut Command) -> Result<Tracer> {
+    /// Starts the tracer and waits until it says it attached; `discard_stdout` throws its
+    /// stdout away rather than keeping it.
+    fn start(command: &mut Command, discard_stdout: bool) -> Result<Tracer> {
         let display = cmd::display(command);
         // One pipe for both streams: escapade says it attached on stderr, bpftrace on stdout.
         let (reader, writer) = std::io::pipe()?;
+        let stdout = if discard_stdout {
+            Stdio::null()
+        } else {
+            writer.try_clone()?.into()
+        };
         let child = command
             .stdin(Stdio::null())
-            .stdout(writer.try_clone()?)
+            .stdout(stdout)
             .stderr(writer)
             .spawn();
         // Our copies of the write end must go, or the reader never sees the end of the output.

@@ -14,6 +14,7 @@ mod lint;
 mod paths;
 mod setup;
 mod test;
+mod tracefs;
 
 use std::process::ExitCode;
 
