@@ -82,15 +82,7 @@ fn record_report_and_export() {
 
         // What record printed agrees with the program.
         let summary = live.iter().find(|l| l["type"] == "summary").unwrap();
-        let calls = |function: &str| {
-            summary["functions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|f| f["function"] == function)
-                .unwrap_or_else(|| panic!("no {function} in {summary}"))
-                .clone()
-        };
+        let calls = |name: &str| function(summary, name);
         assert_eq!(calls("main.add")["entries"], ADDS, "{summary}");
         assert_eq!(calls("main.add")["paired"], ADDS, "{summary}");
         assert_eq!(calls("main.worker")["entries"], WORKERS, "{summary}");
@@ -164,7 +156,8 @@ fn top(go: &common::Go, sample_index: &str, profile: &str) -> (Vec<(String, f64,
         .find_map(|l| l.strip_prefix("Showing nodes accounting for "))
         .and_then(|l| l.strip_suffix(" total"))
         .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
+        .map(pprof_value)
+        .filter(|n| !n.is_nan())
         .unwrap_or_else(|| panic!("no total in {out}"));
     let rows = out
         .lines()
@@ -172,28 +165,69 @@ fn top(go: &common::Go, sample_index: &str, profile: &str) -> (Vec<(String, f64,
         .skip(1)
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 6).then(|| {
-                (
-                    f[5..].join(" "),
-                    f[0].parse().unwrap_or(f64::NAN),
-                    f[3].parse().unwrap_or(f64::NAN),
-                )
-            })
+            (f.len() >= 6).then(|| (f[5..].join(" "), pprof_value(f[0]), pprof_value(f[3])))
         })
         .collect();
     (rows, total)
 }
 
-fn check_pprof(go: &common::Go, recording: &str, allocs: &Value) {
-    let profile = scratch(go, "run.pb.gz");
-    let profile = profile.to_str().unwrap();
-    run(&["export", recording, "--pprof", profile]);
-    let row = |rows: &[(String, f64, f64)], function: &str| {
-        rows.iter()
-            .find(|r| r.0 == function)
-            .unwrap_or_else(|| panic!("pprof -top has no {function}: {rows:?}"))
-            .clone()
+/// A value as `go tool pprof` prints it: a count, or a time in nanoseconds (it prints times in
+/// the unit that suits them, to two decimals); NaN if it is neither.
+fn pprof_value(text: &str) -> f64 {
+    let digits = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let scale = match unit {
+        "" | "ns" => 1.0,
+        "us" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        "mins" => 60e9,
+        "hrs" => 3600e9,
+        _ => f64::NAN,
     };
+    number.parse::<f64>().map_or(f64::NAN, |n| n * scale)
+}
+
+/// The row of `function` in `go tool pprof -top`'s rows, as [`top`] returns them.
+fn row(rows: &[(String, f64, f64)], function: &str) -> (String, f64, f64) {
+    rows.iter()
+        .find(|r| r.0 == function)
+        .unwrap_or_else(|| panic!("pprof -top has no {function}: {rows:?}"))
+        .clone()
+}
+
+/// The entry of function `name` in a trace summary.
+fn function<'a>(summary: &'a Value, name: &str) -> &'a Value {
+    summary["functions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no functions in {summary}"))
+        .iter()
+        .find(|f| f["function"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {summary}"))
+}
+
+/// The latency histogram of function `f` in a trace summary.
+fn histogram(f: &Value) -> Vec<u64> {
+    f["latency_log2_ns"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no latency histogram in {f}"))
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .collect()
+}
+
+/// `escapade export --pprof` of `recording` into the scratch file `name`; returns its path.
+fn export_pprof(go: &common::Go, recording: &str, name: &str) -> String {
+    let profile = scratch(go, name).to_str().unwrap().to_string();
+    run(&["export", recording, "--pprof", &profile]);
+    profile
+}
+
+fn check_pprof(go: &common::Go, recording: &str, allocs: &Value) {
+    let profile = export_pprof(go, recording, "run.pb.gz");
+    let profile = profile.as_str();
     let (calls, _) = top(go, "calls", profile);
     assert_eq!(row(&calls, "main.add").1, ADDS as f64);
     assert_eq!(row(&calls, "main.worker").1, WORKERS as f64);
@@ -351,7 +385,7 @@ fn check_flamegraph(go: &common::Go, recording: &str) {
 }
 
 /// A recording cut short by `kill -9` reads up to its last chunk, at most a second before the
-/// kill; damaged files (truncated, a flipped byte, another format version, empty, not a
+/// kill, the kernel's counts of the calls included; damaged files (truncated, a flipped byte, another format version, empty, not a
 /// recording) fail with one line saying what was readable, after reporting it.
 #[test]
 fn killed_and_damaged_recordings() {
@@ -362,7 +396,7 @@ fn killed_and_damaged_recordings() {
     target.go();
     std::thread::sleep(std::time::Duration::from_millis(2500));
     escapade.kill9();
-    target.read_count("calls");
+    let calls = target.read_count("calls");
     target.go();
     target.finish();
 
@@ -378,8 +412,16 @@ fn killed_and_damaged_recordings() {
     assert!(covered >= 1.0, "at most the last second is lost: {stderr}");
     let summary = common::json_lines(&String::from_utf8_lossy(&out.stdout)).remove(0);
     assert_eq!(summary["ended"], Value::Null, "{summary}");
+    let hot = function(&summary, "main.hot");
+    let counted = hot["entries"].as_u64().unwrap();
+    // Counted while the program ran, in the second before the kill at the latest.
     assert!(
-        summary["functions"][0]["entries"].as_u64().unwrap() > 0,
+        counted > 0 && counted <= calls,
+        "{counted} of {calls}: {summary}"
+    );
+    assert_eq!(
+        histogram(hot).iter().sum::<u64>(),
+        hot["returns"].as_u64().unwrap(),
         "{summary}"
     );
 
@@ -504,8 +546,9 @@ fn sampled_allocations_export_inuse() {
     }
 }
 
-/// `--max-size` splits a recording into files that each read alone; their calls add up to
-/// what the program made, and each but the last says where the recording goes on.
+/// `--max-size` splits a recording into files that each read alone; their call records add up
+/// to what the program made, each but the last says where the recording goes on, and each has
+/// the kernel's counts since the start, the last one all of them, as `record` printed.
 #[test]
 fn rotated_files_add_up_to_the_programs_calls() {
     let go = &common::toolchains()[0];
@@ -527,8 +570,10 @@ fn rotated_files_add_up_to_the_programs_calls() {
     target.read_count("gcs");
     target.go();
     target.finish();
-    escapade.finish();
-    let mut entries = 0;
+    let live = escapade.finish();
+    let mut recorded = 0;
+    let mut counted = Vec::new();
+    let mut summary = Value::Null;
     let mut part = 0;
     loop {
         let path = if part == 0 {
@@ -539,7 +584,7 @@ fn rotated_files_add_up_to_the_programs_calls() {
         if !path.exists() {
             break;
         }
-        let out = common::escapade(&["report", path.to_str().unwrap(), "--quiet", "--json"]);
+        let out = common::escapade(&["report", path.to_str().unwrap(), "--json"]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stderr}");
         let next = format!("{}.{}", file.display(), part + 1);
@@ -549,12 +594,21 @@ fn rotated_files_add_up_to_the_programs_calls() {
             "{}: {stderr}",
             path.display()
         );
-        let summary = common::json_lines(&String::from_utf8_lossy(&out.stdout)).remove(0);
-        for f in summary["functions"].as_array().unwrap() {
-            entries += f["entries"].as_u64().unwrap();
-        }
+        let mut lines = common::json_lines(&String::from_utf8_lossy(&out.stdout));
+        summary = lines.pop().unwrap();
+        recorded += lines.iter().filter(|l| l["type"] == "entry").count() as u64;
+        let entries = |name| function(&summary, name)["entries"].as_u64().unwrap();
+        assert!(
+            function(&summary, "main.add")["latency_log2_ns"].is_array(),
+            "{}: no kernel counts: {summary}",
+            path.display()
+        );
+        counted.push(entries("main.add") + entries("main.worker"));
         part += 1;
     }
     assert!(part > 2, "only {part} files");
-    assert_eq!(entries, ADDS + WORKERS, "calls over {part} files");
+    assert_eq!(recorded, ADDS + WORKERS, "calls over {part} files");
+    assert!(counted.is_sorted(), "counted since the start: {counted:?}");
+    assert_eq!(live, [summary], "the last file vs record's live summary");
+    assert_eq!(counted.last(), Some(&(ADDS + WORKERS)), "{counted:?}");
 }
