@@ -502,8 +502,14 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
             eprintln!("escapade: wrote {path}; {}", view(path.clone()));
         }
     };
+    let calls = if replay.calls_counted.is_some() {
+        "every call: -sample_index=kernel_calls or kernel_call_time; recorded calls by caller: \
+         calls or call_time"
+    } else {
+        "calls: -sample_index=calls"
+    };
     wrote(request.pprof, &|p| {
-        format!("view it with `go tool pprof -http=: {p}` (calls: -sample_index=calls)")
+        format!("view it with `go tool pprof -http=: {p}` ({calls})")
     });
     wrote(request.perfetto, &|_| {
         "view it in ui.perfetto.dev or chrome://tracing".into()

@@ -208,6 +208,15 @@ fn function<'a>(summary: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {name} in {summary}"))
 }
 
+/// The trace summary `report --quiet --json` prints for `recording`.
+fn reported_summary(recording: &str) -> Value {
+    let lines = common::json_lines(&run(&["report", recording, "--quiet", "--json"]));
+    lines
+        .into_iter()
+        .find(|l| l["type"] == "summary")
+        .expect("a summary")
+}
+
 /// The latency histogram of function `f` in a trace summary.
 fn histogram(f: &Value) -> Vec<u64> {
     f["latency_log2_ns"]
@@ -611,4 +620,182 @@ fn rotated_files_add_up_to_the_programs_calls() {
     assert!(counted.is_sorted(), "counted since the start: {counted:?}");
     assert_eq!(live, [summary], "the last file vs record's live summary");
     assert_eq!(counted.last(), Some(&(ADDS + WORKERS)), "{counted:?}");
+}
+
+/// `report` prints the calls of a recording as the kernel counted and timed them, the summary
+/// `record` printed live, as `trace` prints it: the program's own count of calls, each in the
+/// histogram bucket of the time it spins, every return seen on the RET; and the pprof export
+/// ranks the functions by those calls and their total time.
+#[test]
+fn report_and_pprof_give_the_kernels_counts_and_latencies() {
+    for go in common::toolchains() {
+        eprintln!("== {}", go.version);
+        let (mut target, escapade, file) = start_recording(
+            &go,
+            "hot",
+            &["nested", "1"],
+            "kernel.esc",
+            &["--json", "main.outer", "main.inner"],
+        );
+        let path = file.to_str().unwrap();
+        target.go();
+        let rounds = target.read_count("done");
+        target.go();
+        target.finish();
+        let live = escapade.finish();
+        let summary = reported_summary(path);
+        assert_eq!(
+            live,
+            std::slice::from_ref(&summary),
+            "report vs record's live summary"
+        );
+        // outer spins 30 ms in all (10 of them in inner), inner 10 ms.
+        for (name, below) in [("main.outer", 1u64 << 25), ("main.inner", 1 << 24)] {
+            let f = function(&summary, name);
+            assert_eq!(f["entries"], rounds, "{f}");
+            assert_eq!(f["returns"], rounds, "{f}");
+            assert_eq!(f["returns_at_ret"], rounds, "{f}");
+            assert_eq!(f["returns_at_return_site"], 0, "{f}");
+            assert_eq!(f["unobserved"], 0, "{f}");
+            let histogram = histogram(f);
+            assert_eq!(histogram.iter().sum::<u64>(), rounds, "{f}");
+            let bucket = below.trailing_zeros() as usize - 1;
+            let faster: u64 = histogram[..bucket].iter().sum();
+            assert_eq!(faster, 0, "faster than it spins: {f}");
+            let p50 = f["p50_below_ns"].as_u64().unwrap();
+            assert!(p50 == below || p50 == 2 * below, "{f}");
+        }
+        let text = run(&["report", path, "--quiet"]);
+        assert!(
+            !text.contains("at RET") && !text.contains("unobserved"),
+            "where returns were seen, only when not all on the RET: {text}"
+        );
+
+        let profile = export_pprof(&go, path, "kernel.pb.gz");
+        let (calls, total) = top(&go, "kernel_calls", &profile);
+        assert_eq!(row(&calls, "main.outer").1, rounds as f64, "{calls:?}");
+        assert_eq!(row(&calls, "main.inner").1, rounds as f64, "{calls:?}");
+        assert_eq!(total, 2.0 * rounds as f64, "{calls:?}");
+        let (time, _) = top(&go, "kernel_call_time", &profile);
+        assert_eq!(time[0].0, "main.outer", "ranked by time: {time:?}");
+        for name in ["main.outer", "main.inner"] {
+            let total_ns = function(&summary, name)["total_ns"].as_f64().unwrap();
+            let shown = row(&time, name).1;
+            assert!(
+                (shown - total_ns).abs() <= total_ns * 1e-3,
+                "{name}: pprof {shown} ns, report {total_ns} ns"
+            );
+        }
+    }
+}
+
+/// Events lost while escapade could not read them (stopped, as a sink far behind would be)
+/// cost the recording call records, not the counts: `report` and the pprof export still have
+/// every call the program made, each in the histogram.
+#[test]
+fn dropped_events_cost_call_records_not_counts() {
+    use std::io::{BufRead as _, Read as _};
+    use std::process::{Command, Stdio};
+    let go = common::toolchains().pop().unwrap();
+    let bin = common::build(&go, "agent", &[]);
+    let n: u64 = 100_000;
+    let file = scratch(&go, "dropped.esc");
+    let path = file.to_str().unwrap();
+    let mut target = Target::start(&bin, &[&n.to_string()]);
+    let pid = target.pid.to_string();
+    let mut escapade = Command::new(env!("CARGO_BIN_EXE_escapade"))
+        .args(["record", "--pid", &pid, "-o", path, "--json", "main.work"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(escapade.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("attached to PID") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "escapade did not attach"
+        );
+    }
+    let escapade_pid = escapade.id().to_string();
+    let signal = |signal: &str| {
+        let status = Command::new("kill")
+            .args([signal, &escapade_pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal}");
+    };
+    signal("-STOP");
+    target.go();
+    let calls = target.read_count("calls");
+    target.finish();
+    signal("-CONT");
+    let mut warnings = String::new();
+    stderr.read_to_string(&mut warnings).unwrap();
+    let out = escapade.wait_with_output().unwrap();
+    assert!(out.status.success(), "{warnings}");
+    assert_eq!(calls, n);
+
+    let live = common::json_lines(&String::from_utf8_lossy(&out.stdout));
+    let summary = reported_summary(path);
+    assert_eq!(
+        live,
+        std::slice::from_ref(&summary),
+        "report vs record's live summary"
+    );
+    assert!(
+        summary["dropped"].as_u64().unwrap() > 0,
+        "no event was lost, so this tests nothing: {summary}"
+    );
+    let work = function(&summary, "main.work");
+    assert_eq!(work["entries"], n, "{summary}");
+    assert_eq!(work["returns"], n, "{summary}");
+    assert_eq!(histogram(work).iter().sum::<u64>(), n, "{summary}");
+    let recorded = common::json_lines(&run(&["report", path, "--json"]))
+        .iter()
+        .filter(|l| l["type"] == "entry")
+        .count() as u64;
+    assert!(recorded < n, "{recorded} calls recorded of {n}");
+
+    let profile = export_pprof(&go, path, "dropped.pb.gz");
+    let (counted, _) = top(&go, "kernel_calls", &profile);
+    assert_eq!(row(&counted, "main.work").1, n as f64, "{counted:?}");
+    let (recorded_calls, _) = top(&go, "calls", &profile);
+    assert_eq!(row(&recorded_calls, "main.work").1, recorded as f64);
+}
+
+/// With `--entries-only` no return is recorded nor counted, and the recording still has every
+/// call, as the kernel counted them, with none still running.
+#[test]
+fn entries_only_recordings_count_every_call() {
+    let go = common::toolchains().pop().unwrap();
+    let (mut target, escapade, file) = start_recording(
+        &go,
+        "hot",
+        &["nested", "1"],
+        "entries.esc",
+        &["--json", "--entries-only", "main.inner"],
+    );
+    let path = file.to_str().unwrap();
+    target.go();
+    let rounds = target.read_count("done");
+    target.go();
+    target.finish();
+    let live = escapade.finish();
+    let summary = reported_summary(path);
+    assert_eq!(
+        live,
+        std::slice::from_ref(&summary),
+        "report vs record's live summary"
+    );
+    let inner = function(&summary, "main.inner");
+    assert!(rounds > 1, "the program ran {rounds} rounds");
+    assert_eq!(inner["entries"], rounds, "{summary}");
+    assert_eq!(inner["returns"], 0, "{summary}");
+    assert_eq!(inner["returns_at_ret"], 0, "{summary}");
+    assert_eq!(summary["in_flight"], 0, "{summary}");
+    let profile = export_pprof(&go, path, "entries.pb.gz");
+    let (calls, _) = top(&go, "kernel_calls", &profile);
+    assert_eq!(row(&calls, "main.inner").1, rounds as f64, "{calls:?}");
 }
