@@ -423,6 +423,7 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
             params: finished.last.params.as_ref(),
             allocs: finished.last.allocs.as_ref(),
             cpu: finished.last.cpu.as_ref(),
+            calls_counted: finished.last.calls_counted.as_deref(),
         },
         args.view.json,
         args.view.top,
@@ -460,6 +461,7 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
             params: replay.params.as_ref(),
             allocs: replay.allocs.as_ref(),
             cpu: replay.cpu.as_ref(),
+            calls_counted: replay.calls_counted.as_deref(),
         },
         args.view.json,
         args.view.top,
@@ -485,8 +487,14 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
             eprintln!("escapade: wrote {path}; {}", view(path.clone()));
         }
     };
+    let calls = if replay.calls_counted.is_some() {
+        "every call: -sample_index=kernel_calls or kernel_call_time; recorded calls by caller: \
+         calls or call_time"
+    } else {
+        "calls: -sample_index=calls"
+    };
     wrote(request.pprof, &|p| {
-        format!("view it with `go tool pprof -http=: {p}` (calls: -sample_index=calls)")
+        format!("view it with `go tool pprof -http=: {p}` ({calls})")
     });
     wrote(request.perfetto, &|_| {
         "view it in ui.perfetto.dev or chrome://tracing".into()

@@ -42,6 +42,11 @@ impl FunctionStats {
     }
 }
 
+/// Of the returns the kernel counted, those seen on the function's own `RET`s.
+fn returns_at_ret(calls: &CallStats) -> u64 {
+    calls.returns.saturating_sub(calls.caller_returns)
+}
+
 /// Latency quantiles from the kernel's log2 histogram: the upper bound, in ns, of the bucket
 /// holding each of p50, p90 and p99 (a call in bucket `i` took under `2^(i+1)` ns).
 fn quantiles(calls: &CallStats) -> Option<[u64; 3]> {
@@ -249,8 +254,8 @@ impl<W: Write> TraceView<W> {
     }
 
     /// The end-of-run summary: calls per function, where each probe sits, events and losses.
-    /// With `kernel` (live sessions), each function's counts, mean and latency quantiles come
-    /// from the kernel's.
+    /// With `kernel` (live sessions, and recordings that hold it), each function's counts, mean,
+    /// latency quantiles and where its returns were seen come from the kernel's.
     pub fn summary(
         mut self,
         totals: &TraceTotals,
@@ -265,8 +270,8 @@ impl<W: Write> TraceView<W> {
             .enumerate()
             .map(|(i, f)| {
                 let kernel = kernel.and_then(|k| k.get(i));
-                // Live, the kernel's counts, which lose nothing to a full ring buffer; from a
-                // recording, what its events show.
+                // The kernel's counts, which lose nothing to a full ring buffer; from a
+                // recording without them, what its events show.
                 let stats = kernel.map_or(self.stats[i], FunctionStats::of_kernel);
                 (f, stats, kernel)
             })
@@ -277,7 +282,9 @@ impl<W: Write> TraceView<W> {
             Some(_) => rows
                 .iter()
                 .filter(|(f, _, _)| f.return_probes > 0)
-                .filter_map(|(_, _, k)| k.map(|k| k.entries.saturating_sub(k.returns)))
+                .filter_map(|(_, _, k)| {
+                    k.map(|k| k.entries.saturating_sub(k.returns + k.unobserved))
+                })
                 .sum(),
             None => pairing.in_flight,
         };
@@ -296,6 +303,9 @@ impl<W: Write> TraceView<W> {
                         "p90_below_ns": q.map(|q| q[1]),
                         "p99_below_ns": q.map(|q| q[2]),
                         "latency_log2_ns": kernel.map(|k| k.latency.to_vec()),
+                        "returns_at_return_site": kernel.map(|k| k.caller_returns),
+                        "returns_at_ret": kernel.map(returns_at_ret),
+                        "unobserved": kernel.map(|k| k.unobserved),
                         "entry_probe": f.entry_probe,
                         "fast": f.fast,
                         "return_probes": f.return_probes,
@@ -329,10 +339,35 @@ impl<W: Write> TraceView<W> {
                 .max()
                 .unwrap_or(8)
                 .max(8);
+            // Where returns were seen, in columns only when a probe saw any elsewhere than on
+            // the function's RET, or missed some.
+            let at_sites = rows
+                .iter()
+                .any(|(_, _, k)| k.is_some_and(|k| k.caller_returns > 0));
+            let unobserved = rows
+                .iter()
+                .any(|(_, _, k)| k.is_some_and(|k| k.unobserved > 0));
+            let seen = |[at_site, at_ret, missed]: [String; 3]| {
+                let mut cells = String::new();
+                if at_sites {
+                    let _ = write!(cells, "  {at_site:>9}  {at_ret:>9}");
+                }
+                if unobserved {
+                    let _ = write!(cells, "  {missed:>10}");
+                }
+                cells
+            };
             writeln!(
                 self.out,
-                "  {:width$}  {:>9}  {:>9}  {:>10}  {:>9}  {:>9}  {:>9}  entry probe",
-                "function", "calls", "returns", "mean", "p50", "p90", "p99"
+                "  {:width$}  {:>9}  {:>9}{}  {:>10}  {:>9}  {:>9}  {:>9}  entry probe",
+                "function",
+                "calls",
+                "returns",
+                seen(["at site", "at RET", "unobserved"].map(String::from)),
+                "mean",
+                "p50",
+                "p90",
+                "p99"
             )?;
             for (f, s, kernel) in &rows {
                 let mean = s
@@ -343,10 +378,30 @@ impl<W: Write> TraceView<W> {
                     Some(q) => q.map(|below| format!("<{}", duration_text(below))),
                     None => ["-".to_string(), "-".to_string(), "-".to_string()],
                 };
+                let seen = seen(match kernel {
+                    Some(k) => {
+                        [k.caller_returns, returns_at_ret(k), k.unobserved].map(|n| n.to_string())
+                    }
+                    None => ["-", "-", "-"].map(String::from),
+                });
                 writeln!(
                     self.out,
-                    "  {:width$}  {:>9}  {:>9}  {:>10}  {p50:>9}  {p90:>9}  {p99:>9}  {}",
+                    "  {:width$}  {:>9}  {:>9}{seen}  {:>10}  {p50:>9}  {p90:>9}  {p99:>9}  {}",
                     f.name, s.entries, s.returns, mean, f.entry_probe
+                )?;
+            }
+            if at_sites {
+                writeln!(
+                    self.out,
+                    "  at site: returns seen in the caller, at the call's return site; at RET: \
+                     seen on the function's own RET"
+                )?;
+            }
+            if unobserved {
+                writeln!(
+                    self.out,
+                    "  unobserved: calls whose return no probe sees (not observed: called \
+                     indirectly, from a site without a return-site probe)"
                 )?;
             }
             writeln!(
@@ -770,4 +825,89 @@ pub fn write_allocs(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The summary of one function, `main.f`, as the kernel counted its calls.
+    fn summary(json: bool, kernel: CallStats) -> String {
+        let function = FunctionInfo {
+            name: "main.f".into(),
+            entry: 0x401000,
+            params: Vec::new(),
+            results: Vec::new(),
+            entry_probe: "fast".into(),
+            fast: true,
+            return_probes: 1,
+        };
+        let mut out = Vec::new();
+        TraceView::new(vec![function], json, true, &mut out)
+            .summary(&TraceTotals::default(), Some(&[kernel]))
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    /// Tests against real probes see every return on the RET: these are the other cases.
+    #[test]
+    fn where_returns_were_seen_shows_when_not_all_on_the_ret() {
+        let all_on_ret = CallStats {
+            entries: 5,
+            returns: 5,
+            ..CallStats::default()
+        };
+        let text = summary(false, all_on_ret);
+        assert!(
+            !text.contains("at RET") && !text.contains("unobserved"),
+            "{text}"
+        );
+
+        let mixed = CallStats {
+            entries: 10,
+            returns: 7,
+            caller_returns: 4,
+            unobserved: 2,
+            ..CallStats::default()
+        };
+        let text = summary(false, mixed);
+        let header = text.lines().find(|l| l.contains("function")).unwrap();
+        let row = text.lines().find(|l| l.contains("main.f")).unwrap();
+        let cells = |line: &str| -> Vec<String> {
+            line.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        assert_eq!(
+            cells(header)[..6],
+            [
+                "function",
+                "calls",
+                "returns",
+                "at site",
+                "at RET",
+                "unobserved"
+            ],
+            "{text}"
+        );
+        assert_eq!(
+            cells(row)[..6],
+            ["main.f", "10", "7", "4", "3", "2"],
+            "{text}"
+        );
+        assert!(
+            text.contains("\n  unobserved: calls whose return no probe sees"),
+            "{text}"
+        );
+        assert!(text.contains("still running 1\n"), "{text}");
+
+        let json: serde_json::Value = serde_json::from_str(&summary(true, mixed)).unwrap();
+        let f = &json["functions"][0];
+        assert_eq!(f["returns_at_return_site"], 4, "{json}");
+        assert_eq!(f["returns_at_ret"], 3, "{json}");
+        assert_eq!(f["unobserved"], 2, "{json}");
+        assert_eq!(json["in_flight"], 1, "{json}");
+    }
 }

@@ -82,15 +82,7 @@ fn record_report_and_export() {
 
         // What record printed agrees with the program.
         let summary = live.iter().find(|l| l["type"] == "summary").unwrap();
-        let calls = |function: &str| {
-            summary["functions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|f| f["function"] == function)
-                .unwrap_or_else(|| panic!("no {function} in {summary}"))
-                .clone()
-        };
+        let calls = |name: &str| function(summary, name);
         assert_eq!(calls("main.add")["entries"], ADDS, "{summary}");
         assert_eq!(calls("main.add")["paired"], ADDS, "{summary}");
         assert_eq!(calls("main.worker")["entries"], WORKERS, "{summary}");
@@ -164,7 +156,8 @@ fn top(go: &common::Go, sample_index: &str, profile: &str) -> (Vec<(String, f64,
         .find_map(|l| l.strip_prefix("Showing nodes accounting for "))
         .and_then(|l| l.strip_suffix(" total"))
         .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
+        .map(pprof_value)
+        .filter(|n| !n.is_nan())
         .unwrap_or_else(|| panic!("no total in {out}"));
     let rows = out
         .lines()
@@ -172,28 +165,78 @@ fn top(go: &common::Go, sample_index: &str, profile: &str) -> (Vec<(String, f64,
         .skip(1)
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 6).then(|| {
-                (
-                    f[5..].join(" "),
-                    f[0].parse().unwrap_or(f64::NAN),
-                    f[3].parse().unwrap_or(f64::NAN),
-                )
-            })
+            (f.len() >= 6).then(|| (f[5..].join(" "), pprof_value(f[0]), pprof_value(f[3])))
         })
         .collect();
     (rows, total)
 }
 
-fn check_pprof(go: &common::Go, recording: &str, allocs: &Value) {
-    let profile = scratch(go, "run.pb.gz");
-    let profile = profile.to_str().unwrap();
-    run(&["export", recording, "--pprof", profile]);
-    let row = |rows: &[(String, f64, f64)], function: &str| {
-        rows.iter()
-            .find(|r| r.0 == function)
-            .unwrap_or_else(|| panic!("pprof -top has no {function}: {rows:?}"))
-            .clone()
+/// A value as `go tool pprof` prints it: a count, or a time in nanoseconds (it prints times in
+/// the unit that suits them, to two decimals); NaN if it is neither.
+fn pprof_value(text: &str) -> f64 {
+    let digits = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let scale = match unit {
+        "" | "ns" => 1.0,
+        "us" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        "mins" => 60e9,
+        "hrs" => 3600e9,
+        _ => f64::NAN,
     };
+    number.parse::<f64>().map_or(f64::NAN, |n| n * scale)
+}
+
+/// The row of `function` in `go tool pprof -top`'s rows, as [`top`] returns them.
+fn row(rows: &[(String, f64, f64)], function: &str) -> (String, f64, f64) {
+    rows.iter()
+        .find(|r| r.0 == function)
+        .unwrap_or_else(|| panic!("pprof -top has no {function}: {rows:?}"))
+        .clone()
+}
+
+/// The entry of function `name` in a trace summary.
+fn function<'a>(summary: &'a Value, name: &str) -> &'a Value {
+    summary["functions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no functions in {summary}"))
+        .iter()
+        .find(|f| f["function"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {summary}"))
+}
+
+/// The trace summary `report --quiet --json` prints for `recording`.
+fn reported_summary(recording: &str) -> Value {
+    let lines = common::json_lines(&run(&["report", recording, "--quiet", "--json"]));
+    lines
+        .into_iter()
+        .find(|l| l["type"] == "summary")
+        .expect("a summary")
+}
+
+/// The latency histogram of function `f` in a trace summary.
+fn histogram(f: &Value) -> Vec<u64> {
+    f["latency_log2_ns"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no latency histogram in {f}"))
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .collect()
+}
+
+/// `escapade export --pprof` of `recording` into the scratch file `name`; returns its path.
+fn export_pprof(go: &common::Go, recording: &str, name: &str) -> String {
+    let profile = scratch(go, name).to_str().unwrap().to_string();
+    run(&["export", recording, "--pprof", &profile]);
+    profile
+}
+
+fn check_pprof(go: &common::Go, recording: &str, allocs: &Value) {
+    let profile = export_pprof(go, recording, "run.pb.gz");
+    let profile = profile.as_str();
     let (calls, _) = top(go, "calls", profile);
     assert_eq!(row(&calls, "main.add").1, ADDS as f64);
     assert_eq!(row(&calls, "main.worker").1, WORKERS as f64);
@@ -351,7 +394,7 @@ fn check_flamegraph(go: &common::Go, recording: &str) {
 }
 
 /// A recording cut short by `kill -9` reads up to its last chunk, at most a second before the
-/// kill; damaged files (truncated, a flipped byte, another format version, empty, not a
+/// kill, the kernel's counts of the calls included; damaged files (truncated, a flipped byte, another format version, empty, not a
 /// recording) fail with one line saying what was readable, after reporting it.
 #[test]
 fn killed_and_damaged_recordings() {
@@ -362,7 +405,7 @@ fn killed_and_damaged_recordings() {
     target.go();
     std::thread::sleep(std::time::Duration::from_millis(2500));
     escapade.kill9();
-    target.read_count("calls");
+    let calls = target.read_count("calls");
     target.go();
     target.finish();
 
@@ -378,8 +421,16 @@ fn killed_and_damaged_recordings() {
     assert!(covered >= 1.0, "at most the last second is lost: {stderr}");
     let summary = common::json_lines(&String::from_utf8_lossy(&out.stdout)).remove(0);
     assert_eq!(summary["ended"], Value::Null, "{summary}");
+    let hot = function(&summary, "main.hot");
+    let counted = hot["entries"].as_u64().unwrap();
+    // Counted while the program ran, in the second before the kill at the latest.
     assert!(
-        summary["functions"][0]["entries"].as_u64().unwrap() > 0,
+        counted > 0 && counted <= calls,
+        "{counted} of {calls}: {summary}"
+    );
+    assert_eq!(
+        histogram(hot).iter().sum::<u64>(),
+        hot["returns"].as_u64().unwrap(),
         "{summary}"
     );
 
@@ -504,8 +555,9 @@ fn sampled_allocations_export_inuse() {
     }
 }
 
-/// `--max-size` splits a recording into files that each read alone; their calls add up to
-/// what the program made, and each but the last says where the recording goes on.
+/// `--max-size` splits a recording into files that each read alone; their call records add up
+/// to what the program made, each but the last says where the recording goes on, and each has
+/// the kernel's counts since the start, the last one all of them, as `record` printed.
 #[test]
 fn rotated_files_add_up_to_the_programs_calls() {
     let go = &common::toolchains()[0];
@@ -527,8 +579,10 @@ fn rotated_files_add_up_to_the_programs_calls() {
     target.read_count("gcs");
     target.go();
     target.finish();
-    escapade.finish();
-    let mut entries = 0;
+    let live = escapade.finish();
+    let mut recorded = 0;
+    let mut counted = Vec::new();
+    let mut summary = Value::Null;
     let mut part = 0;
     loop {
         let path = if part == 0 {
@@ -539,7 +593,7 @@ fn rotated_files_add_up_to_the_programs_calls() {
         if !path.exists() {
             break;
         }
-        let out = common::escapade(&["report", path.to_str().unwrap(), "--quiet", "--json"]);
+        let out = common::escapade(&["report", path.to_str().unwrap(), "--json"]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stderr}");
         let next = format!("{}.{}", file.display(), part + 1);
@@ -549,12 +603,199 @@ fn rotated_files_add_up_to_the_programs_calls() {
             "{}: {stderr}",
             path.display()
         );
-        let summary = common::json_lines(&String::from_utf8_lossy(&out.stdout)).remove(0);
-        for f in summary["functions"].as_array().unwrap() {
-            entries += f["entries"].as_u64().unwrap();
-        }
+        let mut lines = common::json_lines(&String::from_utf8_lossy(&out.stdout));
+        summary = lines.pop().unwrap();
+        recorded += lines.iter().filter(|l| l["type"] == "entry").count() as u64;
+        let entries = |name| function(&summary, name)["entries"].as_u64().unwrap();
+        assert!(
+            function(&summary, "main.add")["latency_log2_ns"].is_array(),
+            "{}: no kernel counts: {summary}",
+            path.display()
+        );
+        counted.push(entries("main.add") + entries("main.worker"));
         part += 1;
     }
     assert!(part > 2, "only {part} files");
-    assert_eq!(entries, ADDS + WORKERS, "calls over {part} files");
+    assert_eq!(recorded, ADDS + WORKERS, "calls over {part} files");
+    assert!(counted.is_sorted(), "counted since the start: {counted:?}");
+    assert_eq!(live, [summary], "the last file vs record's live summary");
+    assert_eq!(counted.last(), Some(&(ADDS + WORKERS)), "{counted:?}");
+}
+
+/// `report` prints the calls of a recording as the kernel counted and timed them, the summary
+/// `record` printed live, as `trace` prints it: the program's own count of calls, each in the
+/// histogram bucket of the time it spins, every return seen on the RET; and the pprof export
+/// ranks the functions by those calls and their total time.
+#[test]
+fn report_and_pprof_give_the_kernels_counts_and_latencies() {
+    for go in common::toolchains() {
+        eprintln!("== {}", go.version);
+        let (mut target, escapade, file) = start_recording(
+            &go,
+            "hot",
+            &["nested", "1"],
+            "kernel.esc",
+            &["--json", "main.outer", "main.inner"],
+        );
+        let path = file.to_str().unwrap();
+        target.go();
+        let rounds = target.read_count("done");
+        target.go();
+        target.finish();
+        let live = escapade.finish();
+        let summary = reported_summary(path);
+        assert_eq!(
+            live,
+            std::slice::from_ref(&summary),
+            "report vs record's live summary"
+        );
+        // outer spins 30 ms in all (10 of them in inner), inner 10 ms.
+        for (name, below) in [("main.outer", 1u64 << 25), ("main.inner", 1 << 24)] {
+            let f = function(&summary, name);
+            assert_eq!(f["entries"], rounds, "{f}");
+            assert_eq!(f["returns"], rounds, "{f}");
+            assert_eq!(f["returns_at_ret"], rounds, "{f}");
+            assert_eq!(f["returns_at_return_site"], 0, "{f}");
+            assert_eq!(f["unobserved"], 0, "{f}");
+            let histogram = histogram(f);
+            assert_eq!(histogram.iter().sum::<u64>(), rounds, "{f}");
+            let bucket = below.trailing_zeros() as usize - 1;
+            let faster: u64 = histogram[..bucket].iter().sum();
+            assert_eq!(faster, 0, "faster than it spins: {f}");
+            let p50 = f["p50_below_ns"].as_u64().unwrap();
+            assert!(p50 == below || p50 == 2 * below, "{f}");
+        }
+        let text = run(&["report", path, "--quiet"]);
+        assert!(
+            !text.contains("at RET") && !text.contains("unobserved"),
+            "where returns were seen, only when not all on the RET: {text}"
+        );
+
+        let profile = export_pprof(&go, path, "kernel.pb.gz");
+        let (calls, total) = top(&go, "kernel_calls", &profile);
+        assert_eq!(row(&calls, "main.outer").1, rounds as f64, "{calls:?}");
+        assert_eq!(row(&calls, "main.inner").1, rounds as f64, "{calls:?}");
+        assert_eq!(total, 2.0 * rounds as f64, "{calls:?}");
+        let (time, _) = top(&go, "kernel_call_time", &profile);
+        assert_eq!(time[0].0, "main.outer", "ranked by time: {time:?}");
+        for name in ["main.outer", "main.inner"] {
+            let total_ns = function(&summary, name)["total_ns"].as_f64().unwrap();
+            let shown = row(&time, name).1;
+            assert!(
+                (shown - total_ns).abs() <= total_ns * 1e-3,
+                "{name}: pprof {shown} ns, report {total_ns} ns"
+            );
+        }
+    }
+}
+
+/// Events lost while escapade could not read them (stopped, as a sink far behind would be)
+/// cost the recording call records, not the counts: `report` and the pprof export still have
+/// every call the program made, each in the histogram.
+#[test]
+fn dropped_events_cost_call_records_not_counts() {
+    use std::io::{BufRead as _, Read as _};
+    use std::process::{Command, Stdio};
+    let go = common::toolchains().pop().unwrap();
+    let bin = common::build(&go, "agent", &[]);
+    let n: u64 = 100_000;
+    let file = scratch(&go, "dropped.esc");
+    let path = file.to_str().unwrap();
+    let mut target = Target::start(&bin, &[&n.to_string()]);
+    let pid = target.pid.to_string();
+    let mut escapade = Command::new(env!("CARGO_BIN_EXE_escapade"))
+        .args(["record", "--pid", &pid, "-o", path, "--json", "main.work"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(escapade.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("attached to PID") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "escapade did not attach"
+        );
+    }
+    let escapade_pid = escapade.id().to_string();
+    let signal = |signal: &str| {
+        let status = Command::new("kill")
+            .args([signal, &escapade_pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal}");
+    };
+    signal("-STOP");
+    target.go();
+    let calls = target.read_count("calls");
+    target.finish();
+    signal("-CONT");
+    let mut warnings = String::new();
+    stderr.read_to_string(&mut warnings).unwrap();
+    let out = escapade.wait_with_output().unwrap();
+    assert!(out.status.success(), "{warnings}");
+    assert_eq!(calls, n);
+
+    let live = common::json_lines(&String::from_utf8_lossy(&out.stdout));
+    let summary = reported_summary(path);
+    assert_eq!(
+        live,
+        std::slice::from_ref(&summary),
+        "report vs record's live summary"
+    );
+    assert!(
+        summary["dropped"].as_u64().unwrap() > 0,
+        "no event was lost, so this tests nothing: {summary}"
+    );
+    let work = function(&summary, "main.work");
+    assert_eq!(work["entries"], n, "{summary}");
+    assert_eq!(work["returns"], n, "{summary}");
+    assert_eq!(histogram(work).iter().sum::<u64>(), n, "{summary}");
+    let recorded = common::json_lines(&run(&["report", path, "--json"]))
+        .iter()
+        .filter(|l| l["type"] == "entry")
+        .count() as u64;
+    assert!(recorded < n, "{recorded} calls recorded of {n}");
+
+    let profile = export_pprof(&go, path, "dropped.pb.gz");
+    let (counted, _) = top(&go, "kernel_calls", &profile);
+    assert_eq!(row(&counted, "main.work").1, n as f64, "{counted:?}");
+    let (recorded_calls, _) = top(&go, "calls", &profile);
+    assert_eq!(row(&recorded_calls, "main.work").1, recorded as f64);
+}
+
+/// With `--entries-only` no return is recorded nor counted, and the recording still has every
+/// call, as the kernel counted them, with none still running.
+#[test]
+fn entries_only_recordings_count_every_call() {
+    let go = common::toolchains().pop().unwrap();
+    let (mut target, escapade, file) = start_recording(
+        &go,
+        "hot",
+        &["nested", "1"],
+        "entries.esc",
+        &["--json", "--entries-only", "main.inner"],
+    );
+    let path = file.to_str().unwrap();
+    target.go();
+    let rounds = target.read_count("done");
+    target.go();
+    target.finish();
+    let live = escapade.finish();
+    let summary = reported_summary(path);
+    assert_eq!(
+        live,
+        std::slice::from_ref(&summary),
+        "report vs record's live summary"
+    );
+    let inner = function(&summary, "main.inner");
+    assert!(rounds > 1, "the program ran {rounds} rounds");
+    assert_eq!(inner["entries"], rounds, "{summary}");
+    assert_eq!(inner["returns"], 0, "{summary}");
+    assert_eq!(inner["returns_at_ret"], 0, "{summary}");
+    assert_eq!(summary["in_flight"], 0, "{summary}");
+    let profile = export_pprof(&go, path, "entries.pb.gz");
+    let (calls, _) = top(&go, "kernel_calls", &profile);
+    assert_eq!(row(&calls, "main.inner").1, rounds as f64, "{calls:?}");
 }

@@ -1,6 +1,6 @@
 //! The recording format without a target: what is written reads back, rotation makes
-//! self-contained files, and no damage to a file makes the reader panic (a bounded fuzz, run
-//! with every `cargo test`).
+//! self-contained files, the previous format version still reads, and no damage to a file makes
+//! the reader panic (a bounded fuzz, run with every `cargo test`).
 
 mod common;
 
@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 
 use escapade::allocs::AllocReport;
 use escapade::model::{CallRecord, Symbols};
+use escapade::record::FORMAT_VERSION;
 use escapade::record::reader::{Replay, Visitor};
 use proptest::prelude::*;
+use serde_json::Value;
 
 use common::synthetic;
 
@@ -93,6 +95,47 @@ fn rotation_makes_files_that_read_alone() {
         total += collect.calls.len();
     }
     assert_eq!(total, 2 * 3000);
+}
+
+/// The kernel's counts read back as written and make the summary `report` prints; a version 3
+/// recording, which has none, still reads, its summary counted from its call records.
+#[test]
+fn kernel_counts_read_back_and_version_3_recordings_still_read() {
+    for version in [FORMAT_VERSION, 3] {
+        let path = scratch(&format!("version{version}.esc"));
+        synthetic::write_format(&path, 900, 300, None, version);
+        let bytes = std::fs::read(&path).unwrap();
+        let mut replay = Replay::new(&bytes[..]).unwrap();
+        assert!(replay.run(&mut Collect::default()).unwrap().is_none());
+        let counted = (version > 3).then(|| vec![synthetic::counted(900)]);
+        assert_eq!(replay.calls_counted, counted, "version {version}");
+
+        let out = common::escapade(&["report", path.to_str().unwrap(), "--quiet", "--json"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "version {version}: {stderr}");
+        let summary = common::json_lines(&String::from_utf8_lossy(&out.stdout)).remove(0);
+        let f = &summary["functions"][0];
+        assert_eq!(f["entries"], 900, "version {version}: {summary}");
+        assert_eq!(f["returns"], 900, "version {version}: {summary}");
+        assert_eq!(f["total_ns"], 900 * 500, "version {version}: {summary}");
+        if version > 3 {
+            assert_eq!(f["latency_log2_ns"][8], 900, "{summary}");
+            assert_eq!(f["p99_below_ns"], 512, "{summary}");
+            assert_eq!(f["returns_at_ret"], 900, "{summary}");
+            assert_eq!(f["returns_at_return_site"], 0, "{summary}");
+            assert_eq!(f["unobserved"], 0, "{summary}");
+        } else {
+            // Nothing to say what only the kernel knew.
+            for field in [
+                "latency_log2_ns",
+                "p99_below_ns",
+                "returns_at_ret",
+                "unobserved",
+            ] {
+                assert_eq!(f[field], Value::Null, "{field}: {summary}");
+            }
+        }
+    }
 }
 
 fn valid() -> &'static [u8] {

@@ -7,6 +7,8 @@ pub mod pprof;
 
 use std::path::PathBuf;
 
+use probe_common::CallStats;
+
 use crate::allocs::AllocReport;
 use crate::cpu::CpuProfile;
 use crate::model::{CallRecord, Symbols};
@@ -23,6 +25,9 @@ pub trait Export {
     fn allocs(&mut self, _elapsed_ns: u64, _report: &AllocReport) -> std::io::Result<()> {
         Ok(())
     }
+    /// The kernel's counts of each traced function's calls, when the recording holds them: the
+    /// last ones, given before [`Export::finish`].
+    fn calls_counted(&mut self, _calls: &[CallStats]) {}
     /// Writes the output once the recording was read.
     fn finish(self: Box<Self>, recording: &Recorded) -> anyhow::Result<()>;
 }
@@ -69,7 +74,12 @@ impl Exports {
         Ok(Exports { outputs })
     }
 
-    pub fn finish<R>(self, replay: &Replay<R>) -> anyhow::Result<()> {
+    pub fn finish<R>(mut self, replay: &Replay<R>) -> anyhow::Result<()> {
+        if let Some(calls) = &replay.calls_counted {
+            for output in &mut self.outputs {
+                output.calls_counted(calls);
+            }
+        }
         let recorded = Recorded {
             header: &replay.reader.header,
             symbols: &replay.symbols,
@@ -104,11 +114,14 @@ impl Visitor for Exports {
 }
 
 /// Calls per (traced function, calling address), with the time of those that returned: the
-/// call graph the pprof and flame-graph exports draw.
+/// call graph the pprof and flame-graph exports draw. And, when known, each function's calls as
+/// the kernel counted and timed them, every one, whose events may have been lost.
 #[derive(Debug, Default)]
 pub struct CallSites {
     /// (function index, caller pc) -> (calls, nanoseconds in returned calls)
     pub counts: std::collections::BTreeMap<(usize, u64), (u64, u64)>,
+    /// By function index; empty when not known.
+    pub counted: Vec<CallStats>,
     /// Per goroutine, the entries not returned yet: (function, caller pc).
     open: std::collections::HashMap<u64, Vec<(usize, u64)>>,
 }

@@ -1,15 +1,19 @@
 //! `export --pprof`: a gzipped profile.proto (github.com/google/pprof/proto/profile.proto) that
 //! `go tool pprof` opens. Sample types: `calls` and `call_time` per traced function and caller,
-//! `alloc_objects` and `alloc_space` per allocation stack and, in sampled mode where frees are
-//! seen, `inuse_objects` and `inuse_space`; with CPU samples, `samples` and `cpu` per sampled
-//! stack, the default, with a period as in a Go CPU profile. Each code address is one Location whose Lines are
-//! its inlined frames, innermost first, as pprof expects.
+//! from the recorded calls; `kernel_calls` and `kernel_call_time` per traced function, every
+//! call as the kernel counted and timed it (the default among the calls' types) when the
+//! recording holds those counts; `alloc_objects` and `alloc_space` per allocation stack and, in
+//! sampled mode where frees are seen, `inuse_objects` and `inuse_space`; with CPU samples,
+//! `samples` and `cpu` per sampled stack, the default, with a period as in a Go CPU profile.
+//! Each code address is one Location whose Lines are its inlined frames, innermost first, as
+//! pprof expects.
 
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use probe_common::CallStats;
 use prost::Message as _;
 
 use super::{CallSites, Export, Recorded};
@@ -148,6 +152,10 @@ impl Export for Pprof {
         Ok(())
     }
 
+    fn calls_counted(&mut self, calls: &[CallStats]) {
+        self.calls.counted = calls.to_vec();
+    }
+
     fn finish(self: Box<Self>, recording: &Recorded) -> anyhow::Result<()> {
         let file = std::fs::File::create(&self.path)
             .with_context(|| format!("creating {} (--pprof)", self.path.display()))?;
@@ -276,6 +284,15 @@ fn build(
     if !header.functions.is_empty() {
         types.extend([("calls", "count"), ("call_time", "nanoseconds")]);
     }
+    let counted_first = types.len();
+    let counted = !header.functions.is_empty() && !calls.counted.is_empty();
+    if counted {
+        types.extend([
+            ("kernel_calls", "count"),
+            ("kernel_call_time", "nanoseconds"),
+        ]);
+    }
+    let allocs_first = types.len();
     if allocs.is_some() {
         types.extend([("alloc_objects", "count"), ("alloc_space", "bytes")]);
         if sampled_rate.is_some() {
@@ -316,19 +333,31 @@ fn build(
         });
     }
 
+    // Each function alone, without its callers: the kernel counts calls per function.
+    let counted_calls = header.functions.iter().zip(&calls.counted);
+    for (info, stats) in counted_calls.filter(|(_, s)| s.entries > 0) {
+        let mut value = vec![0; width];
+        value[counted_first] = stats.entries as i64;
+        value[counted_first + 1] = stats.total_ns as i64;
+        samples.push(proto::Sample {
+            location_id: t.stack(&[info.entry], recording.symbols, |_| info.name.clone()),
+            value,
+            label: Vec::new(),
+        });
+    }
+
     if let Some(report) = allocs {
-        let first = if header.functions.is_empty() { 0 } else { 2 };
         let type_key = t.string("type");
         for stack in &report.stacks {
             let (objects, bytes) = scale(stack.objects, stack.bytes, sampled_rate);
             let mut value = vec![0; width];
-            value[first] = objects;
-            value[first + 1] = bytes;
+            value[allocs_first] = objects;
+            value[allocs_first + 1] = bytes;
             if sampled_rate.is_some() {
                 let live_bytes = (stack.bytes / stack.objects.max(1)) * stack.live_objects;
                 let (objects, bytes) = scale(stack.live_objects, live_bytes, sampled_rate);
-                value[first + 2] = objects;
-                value[first + 3] = bytes;
+                value[allocs_first + 2] = objects;
+                value[allocs_first + 3] = bytes;
             }
             let label = stack
                 .type_name
@@ -365,6 +394,7 @@ fn build(
         (Some(ty), _, _) if types.iter().any(|(t, _)| *t == ty) => ty,
         (_, Some(_), _) => "cpu",
         (_, None, Some(_)) => "alloc_space",
+        (_, None, None) if counted => "kernel_calls",
         (_, None, None) => "calls",
     };
     let (period_type, period) = match (cpu, allocs, sampled_rate) {

@@ -1,11 +1,12 @@
 //! `escapade record`'s side of a session: call records as they come, and at least every second
-//! a chunk with the counts so far and, when parameters are followed or allocations counted, the
-//! params and allocation views, and the CPU samples.
+//! a chunk with the counts so far, the kernel's counts of the traced functions' calls when they
+//! changed and, when parameters are followed or allocations counted, the params and allocation
+//! views, and the CPU samples.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use probe_common::{COUNTERS, CallEvent};
+use probe_common::{COUNTERS, CallEvent, CallStats};
 
 use super::Record;
 use super::writer::{FLUSH_INTERVAL, Writer};
@@ -45,12 +46,19 @@ pub struct RecordSink<'a, W: Write> {
     /// The last params view written, encoded.
     last_params_written: Vec<u8>,
     started: Instant,
+    /// When the probes' maps were last read into a chunk.
+    last_checkpoint: Option<Instant>,
     clock: WallClock,
     last_allocs: Option<Instant>,
     /// The probes' counters as last read, by `probe_common::COUNTER_*`.
     counters: [u64; COUNTERS as usize],
     /// The last allocation view written, encoded.
     last_allocs_written: Vec<u8>,
+    /// The kernel's counts of the traced functions' calls as last read; None when no function
+    /// is traced.
+    calls_counted: Option<Vec<CallStats>>,
+    /// The part of the recording (`Header::part`) those counts were written to, if they were.
+    calls_written_to: Option<u32>,
     /// Building the allocation view reads and symbolizes every stack: when that is slow, it is
     /// done less often than every chunk.
     allocs_every: Duration,
@@ -77,10 +85,13 @@ impl<'a, W: Write> RecordSink<'a, W> {
             writer,
             allocs,
             started: Instant::now(),
+            last_checkpoint: None,
             clock: WallClock::now(),
             last_allocs: None,
             counters: [0; COUNTERS as usize],
             last_allocs_written: Vec::new(),
+            calls_counted: None,
+            calls_written_to: None,
             allocs_every: FLUSH_INTERVAL,
         }
     }
@@ -90,13 +101,15 @@ impl<'a, W: Write> RecordSink<'a, W> {
         self.writer.current()
     }
 
-    /// Writes a chunk: the calls queued, the totals and, when due or `ended`, the allocations.
+    /// Writes a chunk: the calls queued, the totals, the kernel's counts of the calls and, when
+    /// due or `ended`, the allocations.
     fn checkpoint_now(
         &mut self,
         attached: &Attached,
         ended: Option<Ended>,
         malformed: u64,
     ) -> anyhow::Result<Checkpoint> {
+        self.last_checkpoint = Some(Instant::now());
         let allocs_due = self
             .last_allocs
             .is_none_or(|at| at.elapsed() >= self.allocs_every);
@@ -141,6 +154,14 @@ impl<'a, W: Write> RecordSink<'a, W> {
                 self.last_cpu_written = Some(profile);
             }
         }
+        let functions = self.writer.header().functions.len();
+        if functions > 0 {
+            let now = attached.call_stats(functions)?;
+            if self.calls_counted.as_ref() != Some(&now) {
+                self.calls_counted = Some(now);
+                self.calls_written_to = None;
+            }
+        }
         self.counters = attached.counters();
         let totals = self.write_chunk(ended, malformed)?;
         Ok(Checkpoint {
@@ -148,11 +169,13 @@ impl<'a, W: Write> RecordSink<'a, W> {
             params,
             allocs: report,
             cpu: self.last_cpu_written.clone(),
+            calls_counted: self.calls_counted.clone(),
         })
     }
 
     /// Writes what is queued as a chunk, ending with the totals so far (the probes' counters as
-    /// last read); returns those totals and when they were taken.
+    /// last read) and the kernel's counts of the calls as last read, unless the file has those
+    /// already (an idle target's do not change); returns the totals and when they were taken.
     fn write_chunk(
         &mut self,
         ended: Option<Ended>,
@@ -170,6 +193,14 @@ impl<'a, W: Write> RecordSink<'a, W> {
                 .unwrap_or_default(),
         };
         self.writer.push(Record::Totals { elapsed_ns, totals });
+        // Every file of a rotated recording has them, since the start.
+        let part = self.writer.next_part();
+        if let Some(calls) = &self.calls_counted
+            && self.calls_written_to != Some(part)
+        {
+            self.writer.push(Record::Calls(calls.clone()));
+            self.calls_written_to = Some(part);
+        }
         self.writer.write_chunk(&mut self.symbols)?;
         Ok((elapsed_ns, totals))
     }
@@ -197,6 +228,8 @@ pub struct Checkpoint {
     pub params: Option<ParamsView>,
     pub allocs: Option<AllocReport>,
     pub cpu: Option<CpuProfile>,
+    /// The kernel's counts of each traced function's calls.
+    pub calls_counted: Option<Vec<CallStats>>,
 }
 
 /// What a finished recording holds, for the summary `record` prints.
@@ -230,7 +263,14 @@ impl<W: Write> EventSink for RecordSink<'_, W> {
     }
 
     fn checkpoint(&mut self, attached: &Attached) -> anyhow::Result<()> {
-        if self.writer.due() {
+        // Under load, the calls write chunks without the maps, often enough that the writer
+        // is never due here: the maps are read at the start and at least every second anyway,
+        // so that every file has the kernel's counts, and a recording cut short has them up
+        // to its last second.
+        let maps_due = self
+            .last_checkpoint
+            .is_none_or(|at| at.elapsed() >= FLUSH_INTERVAL);
+        if self.writer.due() || maps_due {
             self.checkpoint_now(attached, None, 0)?;
         }
         Ok(())

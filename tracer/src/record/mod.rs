@@ -15,6 +15,9 @@
 //! with one `write`, so a recording cut short by `kill -9` ends at the last whole chunk. Records
 //! refer to code by link-time address; a chunk carries the frames of every address it is the
 //! first to use, and each file of a rotated recording starts with all of them.
+//!
+//! Version 4 added [`Record::Calls`], the kernel's counts and latency histograms of the traced
+//! functions; a version 3 file reads as before, its summary counted from its call records.
 
 pub mod live;
 pub mod reader;
@@ -22,6 +25,7 @@ pub mod writer;
 
 use std::io::Write;
 
+use probe_common::CallStats;
 use serde::{Deserialize, Serialize};
 
 use crate::allocs::AllocReport;
@@ -34,7 +38,9 @@ use crate::session::Target;
 
 pub const MAGIC: &[u8; 8] = b"ESCAPADE";
 /// Bumped on any change a reader of the previous version would misread.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
+/// The oldest version this escapade reads: later versions only added records.
+pub const OLDEST_FORMAT_VERSION: u32 = 3;
 /// Frames longer than this are taken for corruption rather than allocated.
 pub const MAX_FRAME_BYTES: u32 = 256 << 20;
 
@@ -133,6 +139,54 @@ pub enum Record {
     },
     /// The CPU samples so far (`--cpu`): each one replaces the previous one.
     Cpu(CpuProfile),
+    /// Each traced function's calls as the probes counted and timed them in the kernel so far,
+    /// by the header's function index, including calls whose events were lost: each one
+    /// replaces the previous one. Since the session started, in every file of a rotated
+    /// recording.
+    Calls(#[serde(with = "call_stats")] Vec<CallStats>),
+}
+
+/// [`CallStats`] field by field, as probe-common, built for the kernel too, has no serde.
+mod call_stats {
+    use probe_common::CallStats;
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(stats: &[CallStats], out: S) -> Result<S::Ok, S::Error> {
+        out.collect_seq(stats.iter().map(|c| {
+            let latency: &[u64] = &c.latency;
+            (
+                c.entries,
+                c.returns,
+                c.caller_returns,
+                c.unobserved,
+                c.total_ns,
+                latency,
+            )
+        }))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<Vec<CallStats>, D::Error> {
+        type Fields = (u64, u64, u64, u64, u64, Vec<u64>);
+        Vec::<Fields>::deserialize(input)?
+            .into_iter()
+            .map(
+                |(entries, returns, caller_returns, unobserved, total_ns, latency)| {
+                    let latency = latency.try_into().map_err(|l: Vec<u64>| {
+                        D::Error::invalid_length(l.len(), &"the latency histogram's buckets")
+                    })?;
+                    Ok(CallStats {
+                        entries,
+                        returns,
+                        caller_returns,
+                        unobserved,
+                        total_ns,
+                        latency,
+                    })
+                },
+            )
+            .collect()
+    }
 }
 
 /// The last of each view a recording holds.
@@ -142,12 +196,15 @@ pub struct Latest<'a> {
     pub params: Option<&'a ParamsView>,
     pub allocs: Option<&'a AllocReport>,
     pub cpu: Option<&'a CpuProfile>,
+    /// The kernel's counts of each traced function's calls; None in a version 3 recording.
+    pub calls_counted: Option<&'a [CallStats]>,
 }
 
 /// The summaries that end a recording, the same views as live: the trace summary when
-/// functions were traced, the params table when parameters were followed, then the allocation
-/// table when allocations were counted, and a line about the CPU samples when they were taken. `record` prints them from what it wrote, `report` from
-/// what it read.
+/// functions were traced (its calls as the kernel counted them, when the recording holds
+/// those), the params table when parameters were followed, then the allocation table when
+/// allocations were counted, and a line about the CPU samples when they were taken. `record`
+/// prints them from what it wrote, `report` from what it read.
 pub fn write_summaries<W: Write>(
     view: TraceView<W>,
     header: &Header,
@@ -161,10 +218,11 @@ pub fn write_summaries<W: Write>(
         params,
         allocs,
         cpu,
+        calls_counted,
     } = latest;
     let (elapsed_ns, totals) = totals.unwrap_or_default();
     if !header.functions.is_empty() {
-        view.summary(&totals, None)?;
+        view.summary(&totals, calls_counted)?;
         if !json && let Some(note) = crate::hints::without_dwarf(header.dwarf) {
             writeln!(out, "  {note}")?;
         }
@@ -202,5 +260,37 @@ pub fn write_summaries<W: Write>(
 impl<W: Write> reader::Visitor for TraceView<W> {
     fn call(&mut self, record: &CallRecord, symbols: &Symbols) -> std::io::Result<()> {
         TraceView::call(self, record, symbols)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use probe_common::{CallStats, LATENCY_BUCKETS};
+
+    use super::Record;
+
+    /// The kernel's counts as `Record::Calls` encodes them, with `buckets` latency buckets.
+    fn encoded(buckets: usize) -> Vec<u8> {
+        let calls = vec![(7u64, 6u64, 1u64, 1u64, 900u64, vec![1u64; buckets])];
+        postcard::to_allocvec(&vec![(6u32, calls)]).unwrap()
+    }
+
+    #[test]
+    fn kernel_counts_read_back_and_a_wrong_histogram_does_not() {
+        let stats = CallStats {
+            entries: 7,
+            returns: 6,
+            caller_returns: 1,
+            unobserved: 1,
+            total_ns: 900,
+            latency: [1; LATENCY_BUCKETS],
+        };
+        let written = postcard::to_allocvec(&vec![Record::Calls(vec![stats])]).unwrap();
+        assert_eq!(written, encoded(LATENCY_BUCKETS));
+        match &postcard::from_bytes::<Vec<Record>>(&written).unwrap()[..] {
+            [Record::Calls(read)] => assert_eq!(read, &[stats]),
+            other => panic!("read back {other:?}"),
+        }
+        assert!(postcard::from_bytes::<Vec<Record>>(&encoded(LATENCY_BUCKETS - 1)).is_err());
     }
 }

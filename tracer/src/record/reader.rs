@@ -3,7 +3,9 @@
 
 use std::io::Read;
 
-use super::{FORMAT_VERSION, Header, MAGIC, MAX_FRAME_BYTES, Record};
+use probe_common::CallStats;
+
+use super::{FORMAT_VERSION, Header, MAGIC, MAX_FRAME_BYTES, OLDEST_FORMAT_VERSION, Record};
 use crate::allocs::AllocReport;
 use crate::cpu::CpuProfile;
 use crate::model::{CallRecord, Symbols, TraceTotals};
@@ -19,8 +21,9 @@ pub enum OpenError {
     #[error("not an escapade recording (it does not start with \"ESCAPADE\")")]
     NotRecording,
     #[error(
-        "recorded in format version {found}, and this escapade {} reads version {FORMAT_VERSION} only: \
-         report it with the escapade version that recorded it",
+        "recorded in format version {found}, and this escapade {} reads versions \
+         {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION} only: report it with the escapade version \
+         that recorded it",
         env!("CARGO_PKG_VERSION")
     )]
     Version { found: u32 },
@@ -78,7 +81,7 @@ impl<R: Read> Reader<R> {
             _ => {}
         }
         let found = u32::from_le_bytes(preamble[8..].try_into().expect("4 bytes"));
-        if found != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&found) {
             return Err(OpenError::Version { found });
         }
         let json = match read_frame(&mut input) {
@@ -177,8 +180,8 @@ pub trait Visitor {
     }
 }
 
-/// A recording replayed: calls go to a callback as they are read, while symbols, the latest
-/// totals and the latest allocation view are kept.
+/// A recording replayed: calls go to a callback as they are read, while symbols and the latest
+/// totals, views and kernel counts are kept.
 pub struct Replay<R> {
     pub reader: Reader<R>,
     pub symbols: Symbols,
@@ -187,6 +190,8 @@ pub struct Replay<R> {
     pub allocs: Option<AllocReport>,
     pub params: Option<ParamsView>,
     pub cpu: Option<CpuProfile>,
+    /// The last of the kernel's counts of each traced function's calls.
+    pub calls_counted: Option<Vec<CallStats>>,
     /// Calls read.
     pub calls: u64,
 }
@@ -200,6 +205,7 @@ impl<R: Read> Replay<R> {
             allocs: None,
             params: None,
             cpu: None,
+            calls_counted: None,
             calls: 0,
         })
     }
@@ -233,6 +239,7 @@ impl<R: Read> Replay<R> {
                     Record::Totals { elapsed_ns, totals } => {
                         self.totals = Some((elapsed_ns, totals))
                     }
+                    Record::Calls(calls) => self.calls_counted = Some(calls),
                 }
             }
         }

@@ -76,6 +76,11 @@ impl Writer {
         Ok(())
     }
 
+    /// The header of the file being written.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
     /// Bytes written so far, over every file.
     pub fn written(&self) -> u64 {
         self.written
@@ -112,7 +117,7 @@ impl Writer {
         if self.pending.is_empty() && learned.is_empty() {
             return Ok(());
         }
-        if !self.fresh && self.max_size.is_some_and(|max| self.size >= max) {
+        if self.rotates() {
             self.rotate()?;
         }
         let known = if self.fresh { symbols.all() } else { learned };
@@ -129,6 +134,16 @@ impl Writer {
         self.write(&bytes)?;
         self.fresh = false;
         Ok(())
+    }
+
+    /// Whether the next chunk starts a new file, this one having reached the size limit.
+    fn rotates(&self) -> bool {
+        !self.fresh && self.max_size.is_some_and(|max| self.size >= max)
+    }
+
+    /// The part (`Header::part`) of the file the next chunk goes to.
+    pub fn next_part(&self) -> u32 {
+        self.header.part + u32::from(self.rotates())
     }
 
     fn rotate(&mut self) -> anyhow::Result<()> {

@@ -1,5 +1,7 @@
 //! Recordings made without a target, through the same writer `escapade record` uses: for the
 //! reader's fuzz tests and the replay benchmark.
+// The benchmark uses only part of it.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +10,7 @@ use escapade::gobin::Frame;
 use escapade::model::{CallRecord, FunctionInfo, ParamInfo, Symbols, TraceTotals};
 use escapade::record::writer::Writer;
 use escapade::record::{FORMAT_VERSION, Header, Record};
+use probe_common::CallStats;
 
 /// Link-time address of the calling instruction in every entry.
 pub const CALLER_PC: u64 = 0x4a2b17;
@@ -83,10 +86,37 @@ pub fn call(i: u64) -> [CallRecord; 2] {
     ]
 }
 
-/// Writes `calls` calls, `per_chunk` to a chunk, to `path` (rotating at `max_size`); returns the
-/// files written.
+/// The kernel's counts after the first `calls` calls: each took 500 ns.
+pub fn counted(calls: u64) -> CallStats {
+    let mut stats = CallStats {
+        entries: calls,
+        returns: calls,
+        total_ns: 500 * calls,
+        ..CallStats::default()
+    };
+    stats.latency[8] = calls;
+    stats
+}
+
+/// Writes `calls` calls, `per_chunk` to a chunk, each chunk with the totals and the kernel's
+/// counts so far, to `path` (rotating at `max_size`); returns the files written.
 pub fn write(path: &Path, calls: u64, per_chunk: u64, max_size: Option<u64>) -> Vec<PathBuf> {
-    let mut writer = Writer::create(path, header(), max_size).unwrap();
+    write_format(path, calls, per_chunk, max_size, FORMAT_VERSION)
+}
+
+/// As [`write`], in format `version`: before version 4, without the kernel's counts.
+pub fn write_format(
+    path: &Path,
+    calls: u64,
+    per_chunk: u64,
+    max_size: Option<u64>,
+    version: u32,
+) -> Vec<PathBuf> {
+    let header = Header {
+        format: version,
+        ..header()
+    };
+    let mut writer = Writer::create(path, header, max_size).unwrap();
     let mut symbols = Symbols::default();
     symbols.insert(
         CALLER_PC,
@@ -105,8 +135,18 @@ pub fn write(path: &Path, calls: u64, per_chunk: u64, max_size: Option<u64>) -> 
                 elapsed_ns: i * 1000,
                 totals: TraceTotals::default(),
             });
+            if version >= 4 {
+                writer.push(Record::Calls(vec![counted(i + 1)]));
+            }
             writer.write_chunk(&mut symbols).unwrap();
         }
     }
-    writer.finish(&mut symbols).unwrap()
+    let files = writer.finish(&mut symbols).unwrap();
+    // The preamble's version, after the magic.
+    for file in files.iter().filter(|_| version != FORMAT_VERSION) {
+        let mut bytes = std::fs::read(file).unwrap();
+        bytes[8..12].copy_from_slice(&version.to_le_bytes());
+        std::fs::write(file, bytes).unwrap();
+    }
+    files
 }
