@@ -196,11 +196,9 @@ pub struct CallStart {
     /// if its goroutine is alive and its frame still holds `return_addr` (a panic unwinds
     /// frames without a return).
     pub g: u64,
-    /// The traced function's index.
-    pub function: u32,
     /// 1 when the return address is a return site in `FAST_RETURNS`: the probe there closes
     /// the call, and the callee's `RET` probe leaves it alone.
-    pub at_return_site: u32,
+    pub at_return_site: u64,
 }
 
 /// Offsets into the traced process's runtime structures, found from DWARF or the version tables.

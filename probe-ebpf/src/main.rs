@@ -791,8 +791,7 @@ fn entered(
             ktime_ns,
             return_addr,
             g,
-            function: config.function,
-            at_return_site: u32::from(at_return_site),
+            at_return_site: u64::from(at_return_site),
         };
         let _ = CALL_STARTS.insert(call, start, 0);
         count_entry(config.function, false);

@@ -203,8 +203,8 @@ const STATUS_BEFORE_GOID: u64 = 8;
 const G_DEAD: u32 = 6;
 const G_SCAN: u32 = 0x1000;
 
-/// Per traced function (of `functions`), how many of the calls the kernel still holds open
-/// are really running: a panic unwinds frames without a return, leaving their entries behind.
+/// How many of the calls the kernel still holds open are really running: a panic unwinds
+/// frames without a return, leaving their entries behind.
 /// A call runs while its goroutine is alive and the slot its return address was pushed to
 /// still holds it, which the frames that reuse the memory after an unwind overwrite.
 pub fn still_running(
@@ -212,9 +212,8 @@ pub fn still_running(
     process: &Process,
     goid_offset: u64,
     stack_hi_offset: u64,
-    functions: usize,
-) -> Vec<u64> {
-    let mut running = vec![0; functions];
+) -> u64 {
+    let mut running = 0;
     for (call, start) in open {
         let alive = || -> Option<bool> {
             if process.read_u64(start.g + goid_offset)? != call.goid {
@@ -228,10 +227,8 @@ pub fn still_running(
             let slot = stack_hi.checked_sub(call.depth)?;
             Some(process.read_u64(slot)? == start.return_addr)
         };
-        if let Some(n) = running.get_mut(start.function as usize)
-            && alive() == Some(true)
-        {
-            *n += 1;
+        if alive() == Some(true) {
+            running += 1;
         }
     }
     running

@@ -121,7 +121,20 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     let (ended, malformed) =
         session::run(&target, &mut attached, args.target.duration, &mut printer).await?;
     let kernel = attached.call_stats(plan.traced.len())?;
-    printer.summary(ended, attached.counters(), malformed, &kernel)?;
+    let offsets = target.binary.go_offsets(target.bias);
+    let still_running = escapade::calls::still_running(
+        &attached.open_calls()?,
+        &target.process,
+        offsets.g_goid,
+        offsets.g_stack_hi,
+    );
+    printer.summary(
+        ended,
+        attached.counters(),
+        malformed,
+        &kernel,
+        still_running,
+    )?;
     exit_as(launched)
 }
 

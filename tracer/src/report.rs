@@ -83,12 +83,15 @@ impl<'a, W: Write> TracePrinter<'a, W> {
 
     /// The end-of-run summary: calls per function, where each probe sits, events and losses,
     /// and the calls as the kernel counted and timed them.
+    /// `still_running`: the calls the kernel holds open that the target still runs (see
+    /// [`crate::calls::still_running`]).
     pub fn summary(
         self,
         ended: Ended,
         counters: [u64; COUNTERS as usize],
         malformed: u64,
         kernel: &[CallStats],
+        still_running: u64,
     ) -> std::io::Result<()> {
         let totals = TraceTotals {
             ended: Some(ended),
@@ -96,7 +99,8 @@ impl<'a, W: Write> TracePrinter<'a, W> {
             malformed,
             pairing: self.model.pairing(),
         };
-        self.view.summary(&totals, Some(kernel))
+        self.view
+            .summary(&totals, Some(kernel), Some(still_running))
     }
 }
 
@@ -256,10 +260,13 @@ impl<W: Write> TraceView<W> {
     /// The end-of-run summary: calls per function, where each probe sits, events and losses.
     /// With `kernel` (live sessions, and recordings that hold it), each function's counts, mean,
     /// latency quantiles and where its returns were seen come from the kernel's.
+    /// `still_running` replaces the calls the kernel's counts leave open (entries without a
+    /// return, which include calls a panic unwound) where the target was asked which still run.
     pub fn summary(
         mut self,
         totals: &TraceTotals,
         kernel: Option<&[CallStats]>,
+        still_running: Option<u64>,
     ) -> std::io::Result<()> {
         let counters = &totals.counters;
         let pairing = &totals.pairing;
@@ -277,16 +284,17 @@ impl<W: Write> TraceView<W> {
             })
             .collect();
         // Calls entered and not returned, by the same count as the rows'.
-        let in_flight = match kernel {
+        let in_flight = match (still_running, kernel) {
+            (Some(running), _) => running,
             // A function without a return probe has no returns to wait for.
-            Some(_) => rows
+            (None, Some(_)) => rows
                 .iter()
                 .filter(|(f, _, _)| f.return_probes > 0)
                 .filter_map(|(_, _, k)| {
                     k.map(|k| k.entries.saturating_sub(k.returns + k.unobserved))
                 })
                 .sum(),
-            None => pairing.in_flight,
+            (None, None) => pairing.in_flight,
         };
         if self.json {
             let functions: Vec<_> = rows
@@ -844,7 +852,7 @@ mod tests {
         };
         let mut out = Vec::new();
         TraceView::new(vec![function], json, true, &mut out)
-            .summary(&TraceTotals::default(), Some(&[kernel]))
+            .summary(&TraceTotals::default(), Some(&[kernel]), None)
             .unwrap();
         String::from_utf8(out).unwrap()
     }

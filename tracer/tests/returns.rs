@@ -215,3 +215,49 @@ fn results_read_at_return_sites_are_what_the_caller_got() {
         );
     }
 }
+
+/// A panic unwinds `mayPanic` past its return site: the kernel is left holding its entries,
+/// which must not count as calls still running, while a call that is running does.
+#[test]
+fn calls_a_panic_unwound_are_not_still_running() {
+    for go in common::toolchains() {
+        let bin = common::build(&go, "returns", &[]);
+        eprintln!("== {}", go.version);
+        let mut target = Target::start(&bin, &[]);
+        let pid = target.pid.to_string();
+        let mut escapade = Escapade::attach(&[
+            "trace",
+            "--pid",
+            &pid,
+            "--json",
+            "--quiet",
+            "--duration",
+            "4s",
+            "main.mayPanic",
+            "main.parked",
+        ]);
+        target.go();
+        target.read_lines(10);
+        let counts = target.read_lines(1).concat();
+        let counts: Value = serde_json::from_str(counts.strip_prefix("counts ").unwrap()).unwrap();
+        // escapade stops at its deadline while the program waits, main.parked inside.
+        let events = escapade.finish();
+        target.go();
+        target.finish();
+        let summary = events.iter().find(|e| e["type"] == "summary").unwrap();
+        let may_panic = summary["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["function"] == "main.mayPanic")
+            .unwrap();
+        let (calls, panicked) = (
+            counts["mayPanic"].as_u64().unwrap(),
+            counts["panicked"].as_u64().unwrap(),
+        );
+        assert!(panicked > 0);
+        assert_eq!(may_panic["entries"], calls, "{may_panic}");
+        assert_eq!(may_panic["returns"], calls - panicked, "{may_panic}");
+        assert_eq!(summary["in_flight"], 1, "main.parked only: {summary}");
+    }
+}

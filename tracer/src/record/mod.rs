@@ -222,7 +222,7 @@ pub fn write_summaries<W: Write>(
     } = latest;
     let (elapsed_ns, totals) = totals.unwrap_or_default();
     if !header.functions.is_empty() {
-        view.summary(&totals, calls_counted)?;
+        view.summary(&totals, calls_counted, None)?;
         if !json && let Some(note) = crate::hints::without_dwarf(header.dwarf) {
             writeln!(out, "  {note}")?;
         }

@@ -4,7 +4,7 @@
 // across another call, and through a panic that unwinds past a direct call. It prints "ready
 // <pid>", waits for a line on stdin, makes its calls, prints one JSON line per checked call
 // and then one line with how many calls it made each way, and waits for another line before
-// exiting.
+// exiting; one call (main.parked) runs until then.
 package main
 
 import (
@@ -67,6 +67,11 @@ func recovering(x int) (r int) {
 	return mayPanic(x)
 }
 
+// parked is still running when the program prints its counts: it waits until the end.
+//
+//go:noinline
+func parked(ch chan int) int { return <-ch + 1 }
+
 func report(function string, results map[string]any) {
 	line, _ := json.Marshal(map[string]any{"function": function, "results": results})
 	fmt.Println(string(line))
@@ -78,6 +83,9 @@ func main() {
 	if _, err := stdin.ReadString('\n'); err != nil {
 		panic(err)
 	}
+	release := make(chan int)
+	done := make(chan int)
+	go func() { done <- parked(release) }()
 	const rounds = 50
 	counts := map[string]int{}
 	total := 0
@@ -114,4 +122,6 @@ func main() {
 	if _, err := stdin.ReadString('\n'); err != nil {
 		panic(err)
 	}
+	release <- 1
+	<-done
 }
