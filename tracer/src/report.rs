@@ -849,6 +849,7 @@ mod tests {
             entry_probe: "fast".into(),
             fast: true,
             return_probes: 1,
+            return_probe: "fast: 1 return sites".into(),
         };
         let mut out = Vec::new();
         TraceView::new(vec![function], json, true, &mut out)
