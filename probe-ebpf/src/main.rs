@@ -564,7 +564,17 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
     };
     let observed = match (kind, call, return_addr) {
         (EventKind::Entry, Some(call), Some(return_addr)) => {
-            entered(config, call, ktime_ns, return_addr, offsets.code_bias, g)
+            // Only a single-stepped probe can fire twice for one entry.
+            let may_repeat = cookie & (COOKIE_SKIP_IF_BELOW_OR_EQUAL | COOKIE_AT_CALL_SITE) == 0;
+            entered(
+                config,
+                call,
+                ktime_ns,
+                return_addr,
+                offsets.code_bias,
+                g,
+                may_repeat,
+            )
         }
         (EventKind::Return, Some(call), _) => {
             returned(config, call, ktime_ns, at_return_site, offsets.code_bias)
@@ -770,6 +780,7 @@ fn entered(
     return_addr: u64,
     code_bias: u64,
     g: u64,
+    may_repeat: bool,
 ) -> CallHit {
     if config.timed == 0 {
         count_entry(config.function, false);
@@ -782,11 +793,13 @@ fn entered(
         count_entry(config.function, true);
         return CallHit::Unobserved;
     }
-    // SAFETY: the value is copied.
-    let open = unsafe { CALL_STARTS.get(call) }.copied();
     // A restarted single-stepped entry hits again from the same return address: still the
-    // same call.
-    if !open.is_some_and(|open| open.return_addr == return_addr) {
+    // same call. (A call at that depth left open by a panic looks the same; an emulated probe
+    // never restarts, so it does not look.)
+    // SAFETY: the value is copied.
+    let repeated = may_repeat
+        && unsafe { CALL_STARTS.get(call) }.is_some_and(|open| open.return_addr == return_addr);
+    if !repeated {
         let start = CallStart {
             ktime_ns,
             return_addr,

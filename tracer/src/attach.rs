@@ -11,9 +11,10 @@ use aya::programs::UProbe;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
 use aya::{Ebpf, EbpfLoader};
 use probe_common::{
-    AllocKey, AllocStats, COOKIE_AT_RETURN_SITE, COUNTED_STACK_GROWTH, COUNTERS, CallStart,
-    CallStats, GcCycleRecord, GoOffsets, LiveObject, MAX_FAST_RETURNS, MAX_PROBES,
-    MAX_TRACED_FUNCTIONS, OpenCall, ProbeConfig, StackRecord,
+    AllocKey, AllocStats, COOKIE_AT_CALL_SITE, COOKIE_AT_RETURN_SITE,
+    COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTED_STACK_GROWTH, COUNTERS, CallStart, CallStats,
+    GcCycleRecord, GoOffsets, LiveObject, MAX_FAST_RETURNS, MAX_PROBES, MAX_TRACED_FUNCTIONS,
+    OpenCall, ProbeConfig, StackRecord,
 };
 
 use crate::uprobe_multi::{self, MultiLink, MultiPrograms};
@@ -59,6 +60,17 @@ pub struct ProbePoint {
     /// `COOKIE_*` placement flags.
     pub flags: u64,
     pub config: ProbeConfig,
+}
+
+impl ProbePoint {
+    /// Whether the kernel single-steps the probed instruction rather than emulating it: a
+    /// signal during the step makes it run, and the probe fire, again. Entries on the
+    /// stack-check branch or a `CALL` and returns at return sites are emulated; a return on a
+    /// function's `RET` may be.
+    pub fn single_stepped(&self) -> bool {
+        let emulated = COOKIE_SKIP_IF_BELOW_OR_EQUAL | COOKIE_AT_CALL_SITE | COOKIE_AT_RETURN_SITE;
+        self.flags & emulated == 0
+    }
 }
 
 pub struct Attached {

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use probe_common::{CallEvent, CallStart, OpenCall};
 
+use crate::attach::ProbePoint;
 use crate::process::Process;
 
 /// One probe hit, as pairing sees it.
@@ -18,17 +19,21 @@ pub struct Hit {
     pub ktime_ns: u64,
     /// Equal for two hits of the same call (see `report::fingerprint`).
     pub fingerprint: u64,
+    /// Whether the probe is single-stepped, so that a signal during the step can make it fire
+    /// twice for one hit.
+    pub may_repeat: bool,
 }
 
 impl Hit {
-    /// `event` as a hit of the traced function `function`.
-    pub fn of(event: &CallEvent, function: usize) -> Hit {
+    /// `event` as a hit of the traced function `function`, at `point`.
+    pub fn of(event: &CallEvent, point: &ProbePoint) -> Hit {
         Hit {
             goid: event.goid,
             depth: event.stack_hi.wrapping_sub(event.sp),
-            function,
+            function: point.function,
             ktime_ns: event.ktime_ns,
             fingerprint: fingerprint(event),
+            may_repeat: point.single_stepped(),
         }
     }
 }
@@ -88,7 +93,8 @@ impl Calls {
     pub fn enter(&mut self, hit: Hit) -> Entered {
         self.last_return.remove(&hit.goid);
         let key = (hit.goid, hit.depth);
-        if let Some(open) = self.open.get(&key)
+        if hit.may_repeat
+            && let Some(open) = self.open.get(&key)
             && open.function == hit.function
             && open.fingerprint == hit.fingerprint
         {
@@ -111,7 +117,7 @@ impl Calls {
         let last = self
             .last_return
             .insert(hit.goid, (hit.depth, hit.fingerprint));
-        if last == Some((hit.depth, hit.fingerprint)) {
+        if hit.may_repeat && last == Some((hit.depth, hit.fingerprint)) {
             self.repeats += 1;
             return Left::Repeat;
         }
@@ -154,49 +160,6 @@ impl Calls {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn hit(goid: u64, depth: u64, fingerprint: u64) -> Hit {
-        Hit {
-            goid,
-            depth,
-            function: 0,
-            ktime_ns: 0,
-            fingerprint,
-        }
-    }
-
-    #[test]
-    fn recursion_pairs_by_depth_and_panics_unwind() {
-        let mut c = Calls::default();
-        c.enter(hit(1, 100, 1));
-        c.enter(hit(1, 200, 2));
-        c.enter(hit(1, 300, 3));
-        assert!(matches!(c.leave(hit(1, 300, 4)), Left::Paired(_)));
-        // A panic unwinds depth 200, recovered at depth 100.
-        assert!(matches!(c.leave(hit(1, 100, 5)), Left::Paired(_)));
-        assert_eq!(c.unwound, 1);
-        assert_eq!(c.in_flight(), 0);
-        assert!(matches!(c.leave(hit(2, 100, 6)), Left::Unmatched));
-        assert_eq!(c.unmatched_returns, 1);
-    }
-
-    #[test]
-    fn a_restarted_single_step_is_one_call() {
-        let mut c = Calls::default();
-        assert_eq!(c.enter(hit(1, 100, 7)), Entered::Call);
-        assert_eq!(c.enter(hit(1, 100, 7)), Entered::Repeat);
-        assert!(matches!(c.leave(hit(1, 100, 8)), Left::Paired(_)));
-        assert!(matches!(c.leave(hit(1, 100, 8)), Left::Repeat));
-        // The next call with the same arguments is a call again.
-        assert_eq!(c.enter(hit(1, 100, 7)), Entered::Call);
-        assert!(matches!(c.leave(hit(1, 100, 8)), Left::Paired(_)));
-        assert_eq!((c.repeats, c.unwound, c.unmatched_returns), (2, 0, 0));
-    }
-}
-
 /// `runtime.g.atomicstatus` sits right before `goid` in every supported Go version; `_Gdead`
 /// and the `_Gscan` bit are from runtime2.go.
 const STATUS_BEFORE_GOID: u64 = 8;
@@ -232,4 +195,65 @@ pub fn still_running(
         }
     }
     running
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(goid: u64, depth: u64, fingerprint: u64) -> Hit {
+        Hit {
+            goid,
+            depth,
+            function: 0,
+            ktime_ns: 0,
+            fingerprint,
+            may_repeat: true,
+        }
+    }
+
+    #[test]
+    fn recursion_pairs_by_depth_and_panics_unwind() {
+        let mut c = Calls::default();
+        c.enter(hit(1, 100, 1));
+        c.enter(hit(1, 200, 2));
+        c.enter(hit(1, 300, 3));
+        assert!(matches!(c.leave(hit(1, 300, 4)), Left::Paired(_)));
+        // A panic unwinds depth 200, recovered at depth 100.
+        assert!(matches!(c.leave(hit(1, 100, 5)), Left::Paired(_)));
+        assert_eq!(c.unwound, 1);
+        assert_eq!(c.in_flight(), 0);
+        assert!(matches!(c.leave(hit(2, 100, 6)), Left::Unmatched));
+        assert_eq!(c.unmatched_returns, 1);
+    }
+
+    #[test]
+    fn a_restarted_single_step_is_one_call() {
+        let mut c = Calls::default();
+        assert_eq!(c.enter(hit(1, 100, 7)), Entered::Call);
+        assert_eq!(c.enter(hit(1, 100, 7)), Entered::Repeat);
+        assert!(matches!(c.leave(hit(1, 100, 8)), Left::Paired(_)));
+        assert!(matches!(c.leave(hit(1, 100, 8)), Left::Repeat));
+        // The next call with the same arguments is a call again.
+        assert_eq!(c.enter(hit(1, 100, 7)), Entered::Call);
+        assert!(matches!(c.leave(hit(1, 100, 8)), Left::Paired(_)));
+        assert_eq!((c.repeats, c.unwound, c.unmatched_returns), (2, 0, 0));
+    }
+
+    /// An emulated probe never fires twice: the same call site at the same depth again is a
+    /// new call, as when a panic unwound the last one.
+    #[test]
+    fn an_emulated_probe_hit_is_always_a_call() {
+        let mut c = Calls::default();
+        let emulated = |fingerprint| Hit {
+            may_repeat: false,
+            ..hit(1, 100, fingerprint)
+        };
+        assert_eq!(c.enter(emulated(7)), Entered::Call);
+        assert_eq!(c.enter(emulated(7)), Entered::Call);
+        assert_eq!(c.unwound, 1);
+        assert!(matches!(c.leave(emulated(8)), Left::Paired(_)));
+        assert!(matches!(c.leave(emulated(8)), Left::Unmatched));
+        assert_eq!(c.repeats, 0);
+    }
 }

@@ -218,7 +218,7 @@ impl<'a> CallModel<'a> {
         };
         let index = point.function;
         let traced = &self.traced[index];
-        let hit = Hit::of(e, index);
+        let hit = Hit::of(e, point);
         let wall_ns = self.clock.wall_ns(e.ktime_ns);
         let sig = traced.function.signature.as_ref().filter(|_| self.decode);
         match kind {

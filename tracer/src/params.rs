@@ -401,7 +401,7 @@ impl<'a, W: std::io::Write> ParamTracker<'a, W> {
         let Some(kind) = EventKind::from_u32(e.kind) else {
             return Ok(());
         };
-        let hit = Hit::of(e, point.function);
+        let hit = Hit::of(e, point);
         match kind {
             EventKind::Entry => self.enter(e, hit),
             EventKind::Return => self.leave(hit)?,

@@ -225,7 +225,7 @@ fn calls_a_panic_unwound_are_not_still_running() {
         eprintln!("== {}", go.version);
         let mut target = Target::start(&bin, &[]);
         let pid = target.pid.to_string();
-        let mut escapade = Escapade::attach(&[
+        let escapade = Escapade::attach(&[
             "trace",
             "--pid",
             &pid,
