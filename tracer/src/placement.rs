@@ -611,14 +611,14 @@ fn keeps_entry_state(info: &mut InstructionInfoFactory, i: &Instruction, moresta
 }
 
 /// Linear sweep that steps over undecodable bytes instead of stopping.
-struct Linear<'a> {
+pub(crate) struct Linear<'a> {
     decoder: Decoder<'a>,
     start: u64,
     skipped: usize,
 }
 
 impl<'a> Linear<'a> {
-    fn new(code: &'a [u8], addr: u64) -> Self {
+    pub(crate) fn new(code: &'a [u8], addr: u64) -> Self {
         Linear {
             decoder: Decoder::with_ip(64, code, addr, DecoderOptions::NONE),
             start: addr,
@@ -626,7 +626,7 @@ impl<'a> Linear<'a> {
         }
     }
 
-    fn log_skipped(&self, what: &str) {
+    pub(crate) fn log_skipped(&self, what: &str) {
         if self.skipped > 0 {
             tracing::debug!(
                 "{what}: skipped {} undecodable bytes in code at {:#x}",

@@ -13,11 +13,12 @@ pub mod debugfile;
 pub mod dwarf;
 pub mod layouts;
 pub mod pclntab;
+mod references;
 pub mod runtime_vars;
 pub mod source;
 pub mod types;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -574,6 +575,14 @@ impl GoBinary {
                 }
             })
             .collect()
+    }
+
+    /// The subset of `entries` (link-time function entries) whose functions may be entered
+    /// other than by a direct `CALL rel32`, so that a return-site probe would miss their
+    /// returns: their address is taken in data, a method table or code, or they are jumped to.
+    /// Reads the file a section at a time.
+    pub fn called_indirectly(&self, entries: &[u64]) -> anyhow::Result<HashSet<u64>> {
+        references::called_indirectly(self, entries)
     }
 
     /// Bytes of the file at a link-time address, for data the runtime never changes.

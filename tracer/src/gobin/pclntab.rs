@@ -137,6 +137,12 @@ impl Pclntab {
         Ok(table)
     }
 
+    /// `runtime.text`: what function entries, and the text offsets of methods in type
+    /// descriptors, are relative to.
+    pub fn text_start(&self) -> u64 {
+        self.text_start
+    }
+
     /// Every function, sorted by entry.
     pub fn funcs(&self) -> impl Iterator<Item = Func<'_>> {
         (0..self.nfunc).filter_map(|i| self.func(i))
