@@ -393,14 +393,6 @@ impl GoBinary {
         }
     }
 
-    /// STUB until the references scan lands: every function counts as called indirectly.
-    pub fn called_indirectly(
-        &self,
-        entries: &[u64],
-    ) -> anyhow::Result<std::collections::HashSet<u64>> {
-        Ok(entries.iter().copied().collect())
-    }
-
     pub fn has_dwarf(&self) -> bool {
         self.has_dwarf
     }
