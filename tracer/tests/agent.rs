@@ -317,13 +317,14 @@ fn prometheus_and_pprof_see_what_each_program_did() {
         assert_eq!(series("gc_pause_seconds_count", ""), ran.gcs as f64);
         // Entries on the stack check's JBE and returns at the caller's return site: both
         // emulated by the kernel, nothing single-stepped.
-        let hits = |kind: &str| series("probe_hits_total", &format!(",kind=\"{kind}\""));
-        let emulated = hits("emulated");
+        let emulated = series("probe_hits_total", ",kind=\"emulated\"");
         assert!(
             emulated >= 2.0 * n as f64,
             "{name}: {emulated} emulated hits for {n} calls"
         );
-        assert_eq!(hits("single_stepped"), 0.0, "{name}");
+        let single_stepped =
+            format!("escapade_probe_hits_total{{target=\"{name}\",kind=\"single_stepped\"}}");
+        assert_eq!(agent.metric(&single_stepped), None, "{name}");
         assert!(series("probe_cost_seconds_total", "") > 0.0);
 
         // go tool pprof fetches the profile itself, as it does from a Go server.
@@ -651,21 +652,26 @@ fn targets_that_match_nothing_or_are_not_go_say_so_and_the_others_carry_on() {
 }
 
 /// Calls of main.work a recording file holds, as `escapade report` reads it.
-fn recorded_calls(file: &Path) -> u64 {
-    let out = common::escapade(&["report", file.to_str().unwrap(), "--quiet", "--json"]);
+/// The calls recorded in one file of a rotated recording, and the calls the kernel had
+/// counted by its end (since the session started).
+fn recorded_calls(file: &Path) -> (u64, u64) {
+    let out = common::escapade(&["report", file.to_str().unwrap(), "--json"]);
     assert!(
         out.status.success(),
         "{}: {}",
         file.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    let summary = common::json_lines(&String::from_utf8_lossy(&out.stdout)).remove(0);
-    summary["functions"]
+    let lines = common::json_lines(&String::from_utf8_lossy(&out.stdout));
+    let entries = lines.iter().filter(|l| l["type"] == "entry").count() as u64;
+    let summary = lines.iter().find(|l| l["type"] == "summary").unwrap();
+    let counted = summary["functions"]
         .as_array()
         .unwrap()
         .iter()
         .map(|f| f["entries"].as_u64().unwrap())
-        .sum()
+        .sum();
+    (entries, counted)
 }
 
 fn recordings(dir: &Path) -> Vec<(PathBuf, u64)> {
@@ -705,8 +711,13 @@ fn recordings_rotate_read_back_and_stay_within_their_bounds() {
 
     let kept = recordings(&all.with_extension("d"));
     assert!(kept.len() > 3, "only {} files", kept.len());
-    let calls: u64 = kept.iter().map(|(file, _)| recorded_calls(file)).sum();
+    let per_file: Vec<(u64, u64)> = kept.iter().map(|(file, _)| recorded_calls(file)).collect();
+    let calls: u64 = per_file.iter().map(|(recorded, _)| recorded).sum();
     assert_eq!(calls, n, "calls over {} files", kept.len());
+    // Each file carries the kernel's counts since the start as last read; the last file
+    // written, all of them.
+    let counted = per_file.iter().map(|(_, counted)| *counted).max();
+    assert_eq!(counted, Some(n), "{per_file:?}");
 
     let left = recordings(&bounded.with_extension("d"));
     let total: u64 = left.iter().map(|(_, len)| len).sum();

@@ -35,7 +35,7 @@ use crate::record::writer::Writer;
 use crate::record::{AllocSettings, Header};
 use crate::report::{TraceView, site_text};
 use crate::session::{
-    self, CountingProbes, Ended, EventSink, PlacementMode, Plan, PlanOptions, Target,
+    self, CountingProbes, Ended, EventSink, PlacementMode, Plan, PlanOptions, RuntimeProbe, Target,
     counting_probes,
 };
 
@@ -506,7 +506,12 @@ impl Session {
                 })
                 .collect(),
             folded_calls: vec![CallStats::default(); self.probes.plan.traced.len()],
-            allocs: self.probes.counting.as_ref().map(|_| AllocCounting {
+            allocs: self.probes.counting.as_ref().map(|counting| AllocCounting {
+                // Where no direct call to mProf_Flush was found, the GC probe sits on RETs.
+                gc_single_stepped: counting
+                    .placed
+                    .iter()
+                    .any(|(_, probe)| matches!(probe, RuntimeProbe::Returns(_))),
                 decoder: decoder(),
                 rate: self.rate.as_ref().map(|r| r.in_effect),
                 clock: WallClock::now(),
@@ -662,6 +667,8 @@ struct Folded {
 }
 
 struct AllocCounting<'a> {
+    /// Whether the GC cycle probe is single-stepped (on `RET`s) rather than emulated.
+    gc_single_stepped: bool,
     decoder: Decoder<'a>,
     /// Sampled mode's `MemProfileRate`; None in exact mode.
     rate: Option<u64>,
@@ -859,7 +866,11 @@ impl AllocCounting<'_> {
             .gc_cycles
             .get_or_create(&target_label)
             .inc_by(cycles);
-        hits.single_stepped += cycles;
+        if self.gc_single_stepped {
+            hits.single_stepped += cycles;
+        } else {
+            hits.emulated += cycles;
+        }
         self.last.gc_cycles = report.gc_cycles;
         let pauses = metrics.gc_pause.get_or_create(&target_label);
         for cycle in report
