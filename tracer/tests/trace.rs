@@ -58,6 +58,14 @@ fn check_args_program(bin: &std::path::Path) {
             "{function}: one entry, one return"
         );
         let (entry, ret) = (entries[0], returns[0]);
+        // Each result kind, read at the caller's return site.
+        let counted = events
+            .iter()
+            .filter(|e| e["type"] == "summary")
+            .flat_map(|s| s["functions"].as_array().unwrap())
+            .find(|f| f["function"] == function)
+            .unwrap();
+        assert_eq!(counted["returns_at_return_site"], 1, "{counted}");
         assert_eq!(entry["goid"], call["goid"], "{function}: goroutine id");
         assert_eq!(
             entry["caller"]["function"], "main.main",
@@ -297,6 +305,22 @@ fn check_shapes(bin: &std::path::Path, placement: &str, links: Links) {
             .unwrap();
         assert_eq!(counted["entries"], expected, "{function}: {counted}");
         assert_eq!(counted["returns"], expected, "{function}: {counted}");
+        // Returns at the caller's return site wherever the call is direct and its result is
+        // not consumed at once: the closure is called through a func value, and deep's own
+        // recursive calls add to its result right after returning.
+        let by_mechanism = match function {
+            "main.makeClosure.func1" => (0, expected),
+            "main.deep" => (1, expected - 1),
+            _ => (expected, 0),
+        };
+        assert_eq!(
+            (
+                counted["returns_at_return_site"].as_u64().unwrap() as usize,
+                counted["returns_at_ret"].as_u64().unwrap() as usize
+            ),
+            by_mechanism,
+            "{function} ({placement}): {counted}"
+        );
         if function == "main.deep" {
             // The outermost call is the first entry and the last return.
             compare(
