@@ -1,8 +1,10 @@
-//! Probes on a recursive function's entry and RETs while 64 goroutines grow and shrink their
+//! Probes on a recursive function's entry and return sites while 64 goroutines grow and shrink their
 //! stacks under constant garbage collection: the target must not crash, and every entry must
 //! pair with its return, exactly as many as the program counted.
 
 mod common;
+
+use serde_json::Value;
 
 use common::{Escapade, Target};
 
@@ -35,6 +37,11 @@ fn deep_recursion_with_stack_growth_and_gc_pairs_every_call() {
         assert_eq!(summary["dropped"], 0, "{summary}");
         assert_eq!(f["entries"], calls, "every call seen at entry: {summary}");
         assert_eq!(f["returns"], calls, "every call seen at return: {summary}");
+        assert_eq!(
+            (&f["returns_at_return_site"], &f["returns_at_ret"]),
+            (&Value::from(calls), &Value::from(0)),
+            "every return seen at the caller's return site: {summary}"
+        );
         assert_eq!(
             f["paired"], calls,
             "every entry paired with its return: {summary}"
@@ -84,12 +91,13 @@ fn attaching_mid_call_leaves_no_entry_unpaired() {
 
 /// A CPU-bound goroutine is preempted by signals, and a signal that lands while the kernel
 /// single-steps a probed instruction makes it hit the probe again: each call must still count
-/// once, under both entry placements (the RET is single-stepped in both).
+/// once, with the entry single-stepped (`--placement entry`) or the returns on the RET
+/// (`--returns rets`), and with neither.
 #[test]
 fn preemption_signals_do_not_duplicate_calls() {
     let go = &common::toolchains()[0];
     let bin = common::build(go, "busy", &[]);
-    for placement in ["fast", "entry"] {
+    for (placement, returns) in [("fast", "all"), ("entry", "all"), ("fast", "rets")] {
         let mut target = Target::start(&bin, &["4"]);
         let pid = target.pid.to_string();
         let escapade = Escapade::attach(&[
@@ -100,6 +108,8 @@ fn preemption_signals_do_not_duplicate_calls() {
             "--quiet",
             "--placement",
             placement,
+            "--returns",
+            returns,
             "main.hot",
         ]);
         target.go();
@@ -109,9 +119,9 @@ fn preemption_signals_do_not_duplicate_calls() {
         let summary = escapade.finish().pop().expect("a summary");
         let f = &summary["functions"][0];
         assert_eq!(summary["dropped"], 0, "{summary}");
-        assert_eq!(f["entries"], calls, "{placement}: {summary}");
-        assert_eq!(f["returns"], calls, "{placement}: {summary}");
-        assert_eq!(f["paired"], calls, "{placement}: {summary}");
+        assert_eq!(f["entries"], calls, "{placement} {returns}: {summary}");
+        assert_eq!(f["returns"], calls, "{placement} {returns}: {summary}");
+        assert_eq!(f["paired"], calls, "{placement} {returns}: {summary}");
         assert_eq!(summary["unwound"], 0, "{summary}");
         assert_eq!(summary["unmatched_returns"], 0, "{summary}");
     }

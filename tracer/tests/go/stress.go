@@ -27,7 +27,13 @@ func recurse(depth int, pad [256]byte) int {
 		return int(pad[0])
 	}
 	pad[depth%256]++
-	return recurse(depth-1, pad) + 1
+	// Tested before it is used, so the kernel's next emulated instruction after the call
+	// (the JLT) still holds the result: the returns are seen at the return site.
+	r := recurse(depth-1, pad)
+	if r < 0 {
+		panic("negative depth")
+	}
+	return r + 1
 }
 
 func main() {
