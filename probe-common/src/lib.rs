@@ -100,7 +100,9 @@ pub struct ProbeConfig {
     /// 1 when the function's `RET`s are probed, so that every call's return is seen; 0 when
     /// only the return sites in `FAST_RETURNS` are.
     pub ret_probed: u32,
-    pub _pad: u32,
+    /// For tail capture of failing calls (`--errors`): 1 + the integer result register that
+    /// holds the type word of the function's last result, an `error`; 0 when it has none.
+    pub error_word: u32,
     /// For a probe at a return site (`COOKIE_AT_RETURN_SITE`): the link-time return address of
     /// the call it closes.
     pub return_site: u64,
@@ -130,6 +132,10 @@ pub const RESULT_DISCARDED: u32 = 3;
 /// The registers a result can be moved to, in `ResultSource::at` order: Go's nine integer
 /// argument registers, then RDX, RBP, R12, R13 and R15 (not RSP, nor R14, which holds g).
 pub const RESULT_REGISTERS: usize = 14;
+
+/// Calls whose entry event the kernel holds under tail capture, waiting for their return
+/// (`HELD_ENTRIES`); the least recently entered go first.
+pub const MAX_HELD_ENTRIES: u32 = 8192;
 
 /// Call sites whose return is probed in the caller (`FAST_RETURNS`, keyed by link-time return
 /// address).

@@ -35,9 +35,10 @@ use probe_common::{
     COUNTERS, CallEvent, CallStart, CallStats, EFLAGS_CF, EFLAGS_ZF, EVENTS_BYTES, EventKind,
     GC_FIELDS, GC_NUMGC, GcCycleRecord, GoOffsets, INT_ARG_REGS, LATENCY_BUCKETS, LiveObject,
     MAX_ACTIVE_GOROUTINES, MAX_ALLOC_SITES, MAX_ALLOC_STACKS, MAX_FAST_RETURNS, MAX_GC_CYCLES,
-    MAX_LIVE_SAMPLES, MAX_OPEN_CALLS, MAX_PROBES, MAX_STACK_FRAMES, MAX_STACK_WORDS,
-    MAX_STRING_CAPTURES, MAX_TRACED_FUNCTIONS, NO_STACK, OpenCall, ProbeConfig, RESULT_DISCARDED,
-    RESULT_IN_REGISTER, RESULT_ON_STACK, RESULT_REGISTERS, STRING_CAPTURE_BYTES, StackRecord,
+    MAX_HELD_ENTRIES, MAX_LIVE_SAMPLES, MAX_OPEN_CALLS, MAX_PROBES, MAX_STACK_FRAMES,
+    MAX_STACK_WORDS, MAX_STRING_CAPTURES, MAX_TRACED_FUNCTIONS, NO_STACK, OpenCall, ProbeConfig,
+    RESULT_DISCARDED, RESULT_IN_REGISTER, RESULT_ON_STACK, RESULT_REGISTERS, STRING_CAPTURE_BYTES,
+    StackRecord,
 };
 
 /// Wake the reader once this many bytes wait, so a burst does not overflow before the timer.
@@ -606,30 +607,89 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
         return Ok(());
     }
 
+    let hit = Hit {
+        kind,
+        probe_id,
+        pid_tgid,
+        ktime_ns,
+        sp,
+        return_addr,
+        goid,
+        g,
+        stack_hi,
+        at_return_site,
+        regs,
+        config,
+        offsets,
+    };
+    // SAFETY: reads of constants the loader patched.
+    let (slower_than_ns, errors) = unsafe {
+        (
+            core::ptr::read_volatile(&TAIL_SLOWER_THAN_NS),
+            core::ptr::read_volatile(&TAIL_ERRORS),
+        )
+    };
+    if (slower_than_ns != 0 || errors != 0) && matches!(kind, EventKind::Entry | EventKind::Return)
+    {
+        return capture_tail(&hit, call, observed, slower_than_ns, errors != 0);
+    }
     let Some(mut entry) = EVENTS.reserve::<CallEvent>(0) else {
         count(COUNTER_DROPPED);
         return Err(());
     };
-    let event = entry.as_mut_ptr();
-    // SAFETY: `event` points at a reserved, writable CallEvent until submit/discard.
-    let e = unsafe { &mut *event };
-    e.ktime_ns = ktime_ns;
-    e.kind = kind as u32;
-    e.probe_id = probe_id;
-    e.tgid = tgid;
-    e.tid = pid_tgid as u32;
-    e.sp = sp;
+    // SAFETY: `entry` points at a reserved, writable CallEvent until submit/discard.
+    fill(unsafe { &mut *entry.as_mut_ptr() }, &hit);
+    entry.submit(wakeup_flags());
+    Ok(())
+}
+
+/// One probe hit, as read from the registers and the goroutine.
+struct Hit<'a> {
+    kind: EventKind,
+    probe_id: u32,
+    pid_tgid: u64,
+    ktime_ns: u64,
+    sp: u64,
+    return_addr: Option<u64>,
+    goid: Option<u64>,
+    g: u64,
+    stack_hi: Option<u64>,
+    at_return_site: bool,
+    regs: &'a pt_regs,
+    config: &'a ProbeConfig,
+    offsets: &'a GoOffsets,
+}
+
+/// Don't wake the reader for each event: it drains on a timer, unless the buffer is filling.
+fn wakeup_flags() -> u64 {
+    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_THRESHOLD {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    flags as u64
+}
+
+/// Writes `hit`'s event into `e`: registers, goroutine, stack words and strings.
+fn fill(e: &mut CallEvent, hit: &Hit) {
+    let (regs, config) = (hit.regs, hit.config);
+    e.ktime_ns = hit.ktime_ns;
+    e.kind = hit.kind as u32;
+    e.probe_id = hit.probe_id;
+    e.tgid = (hit.pid_tgid >> 32) as u32;
+    e.tid = hit.pid_tgid as u32;
+    e.sp = hit.sp;
     e.regs = [
         regs.rax, regs.rbx, regs.rcx, regs.rdi, regs.rsi, regs.r8, regs.r9, regs.r10, regs.r11,
     ];
-    let mut read_failed = return_addr.is_none() || goid.is_none();
-    if at_return_site && !restore_results(e, regs, config) {
+    let mut read_failed = hit.return_addr.is_none() || hit.goid.is_none();
+    if hit.at_return_site && !restore_results(e, regs, config) {
         read_failed = true;
     }
-    e.return_addr = return_addr.unwrap_or(0);
-    e.goid = goid.unwrap_or(0);
-    e.stack_lo = read_u64(g + offsets.g_stack_lo).unwrap_or(0);
-    e.stack_hi = stack_hi.unwrap_or(0);
+    e.return_addr = hit.return_addr.unwrap_or(0);
+    e.goid = hit.goid.unwrap_or(0);
+    e.stack_lo = read_u64(hit.g + hit.offsets.g_stack_lo).unwrap_or(0);
+    e.stack_hi = hit.stack_hi.unwrap_or(0);
 
     // The argument area starts right above the return address.
     let words = config.stack_words as usize;
@@ -644,7 +704,8 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
     };
     // SAFETY: the helper checks the user address and writes at most the slice's length.
     if bytes > 0
-        && unsafe { bpf_probe_read_user_buf((sp + 8) as *const u8, &mut stack[..bytes]) }.is_err()
+        && unsafe { bpf_probe_read_user_buf((hit.sp + 8) as *const u8, &mut stack[..bytes]) }
+            .is_err()
     {
         read_failed = true;
     }
@@ -684,13 +745,73 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
         count(COUNTER_READ_ERRORS);
     }
     count(COUNTER_EVENTS);
+}
 
-    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_THRESHOLD {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
+/// Tail capture: calls slower than this many ns are sent whole, entry and return (0: off).
+#[unsafe(no_mangle)]
+static TAIL_SLOWER_THAN_NS: u64 = 0;
+
+/// Tail capture: non-zero to send whole the calls that return a non-nil error.
+#[unsafe(no_mangle)]
+static TAIL_ERRORS: u32 = 0;
+
+/// Under tail capture, each open call's entry event, until its return says whether to send it.
+#[map]
+static HELD_ENTRIES: LruHashMap<OpenCall, CallEvent> =
+    LruHashMap::with_max_entries(MAX_HELD_ENTRIES, 0);
+
+/// Where an event is built before it is held or sent: a `CallEvent` does not fit the 512-byte
+/// BPF stack.
+#[map]
+static TAIL_SCRATCH: PerCpuArray<CallEvent> = PerCpuArray::with_max_entries(1, 0);
+
+/// Holds an entry's event; at the return, sends the held entry and the return only for a call
+/// that was slow or failed.
+fn capture_tail(
+    hit: &Hit,
+    call: Option<OpenCall>,
+    observed: CallHit,
+    slower_than_ns: u64,
+    errors: bool,
+) -> Result<(), ()> {
+    let call = call.ok_or(())?;
+    let scratch = TAIL_SCRATCH.get_ptr_mut(0).ok_or(())?;
+    // SAFETY: this CPU's slot, which nothing else uses while the program runs here.
+    let e = unsafe { &mut *scratch };
+    fill(e, hit);
+    if hit.kind == EventKind::Entry {
+        if observed != CallHit::Unobserved {
+            let _ = HELD_ENTRIES.insert(&call, &*e, 0);
+        }
+        return Ok(());
+    }
+    let CallHit::Paired(took) = observed else {
+        return Ok(());
     };
-    entry.submit(flags as u64);
+    let slow = slower_than_ns != 0 && took >= slower_than_ns;
+    // Every word read at its constant index, volatile so that the compiler cannot fold the
+    // reads into one at a computed index, which the verifier could not bound.
+    let mut itab = 0;
+    for i in 0..INT_ARG_REGS {
+        // SAFETY: i < INT_ARG_REGS, the array's length.
+        let word = unsafe { core::ptr::read_volatile(&e.regs[i]) };
+        if i + 1 == hit.config.error_word as usize {
+            itab = word;
+        }
+    }
+    let failed = errors && itab != 0;
+    if slow || failed {
+        // SAFETY: the value stays valid until removed below, by this program.
+        if let Some(held) = unsafe { HELD_ENTRIES.get(&call) } {
+            if EVENTS.output::<CallEvent>(held, wakeup_flags()).is_err() {
+                count(COUNTER_DROPPED);
+            }
+        }
+        if EVENTS.output::<CallEvent>(&*e, wakeup_flags()).is_err() {
+            count(COUNTER_DROPPED);
+        }
+    }
+    let _ = HELD_ENTRIES.remove(&call);
     Ok(())
 }
 
@@ -765,8 +886,8 @@ enum CallHit {
     /// An entry whose return no probe will see: the function's `RET`s are not probed and the
     /// call site has no return-site probe.
     Unobserved,
-    /// A return it paired with its entry.
-    Paired,
+    /// A return it paired with its entry, and the call's duration in ns.
+    Paired(u64),
     /// Not the return of the call this probe closes: another path through a return site, or
     /// a `RET` of a call a return site closes.
     NotThisCall,
@@ -851,10 +972,10 @@ fn returned(
         return CallHit::NotThisCall;
     }
     let _ = CALL_STARTS.remove(call);
-    let Some(stats) = CALL_STATS.get_ptr_mut(config.function) else {
-        return CallHit::Paired;
-    };
     let took = ktime_ns.saturating_sub(start.ktime_ns);
+    let Some(stats) = CALL_STATS.get_ptr_mut(config.function) else {
+        return CallHit::Paired(took);
+    };
     let bucket = log2(took).min(LATENCY_BUCKETS - 1);
     // SAFETY: this CPU's slot; nothing else writes it while the program runs here.
     let stats = unsafe { &mut *stats };
@@ -864,7 +985,7 @@ fn returned(
     if let Some(slot) = stats.latency.get_mut(bucket) {
         *slot += 1;
     }
-    CallHit::Paired
+    CallHit::Paired(took)
 }
 
 /// floor(log2(n)), 0 for 0: without a count-leading-zeros instruction in BPF.

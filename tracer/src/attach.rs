@@ -222,8 +222,20 @@ pub enum Programs {
     Tracing,
     /// Count and time calls in the kernel only ([`Attached::call_stats`]): no event per call.
     Counting,
+    /// Count and time every call, and send whole (entry and return) only the calls this
+    /// picks, decided in the kernel at the return.
+    Tail(TailCapture),
     /// An empty program everywhere: what a uprobe costs before escapade does any work.
     Empty,
+}
+
+/// Which calls tail capture sends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TailCapture {
+    /// Calls that took at least this long; 0 for none.
+    pub slower_than_ns: u64,
+    /// Calls that returned a non-nil error as their last result.
+    pub errors: bool,
 }
 
 /// Which processes the probes serve.
@@ -264,6 +276,10 @@ pub fn attach(
     // returns then keep track of.
     let track_calls = u32::from(points.iter().any(|p| p.kind == ProbeKind::Allocating));
     let send_calls = u32::from(programs != Programs::Counting);
+    let tail = match programs {
+        Programs::Tail(tail) => tail,
+        _ => TailCapture::default(),
+    };
     anyhow::ensure!(
         points
             .iter()
@@ -274,6 +290,8 @@ pub fn attach(
         .override_global("TARGET_TGID", &scope.pid(), true)
         .override_global("TRACK_CALLS", &track_calls, true)
         .override_global("SEND_CALLS", &send_calls, true)
+        .override_global("TAIL_SLOWER_THAN_NS", &tail.slower_than_ns, true)
+        .override_global("TAIL_ERRORS", &u32::from(tail.errors), true)
         .load(PROBES)
         .context("loading the eBPF programs")?;
 

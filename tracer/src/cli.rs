@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::attach::TailCapture;
 use crate::export::Weight;
 use crate::hot::Weights;
 use crate::session::{PlacementMode, PlanOptions, ReturnsMode};
@@ -80,7 +81,7 @@ pub struct TraceArgs {
     #[arg(long)]
     pub json: bool,
     /// Print only the end-of-run summary, not a line per call.
-    #[arg(short, long)]
+    #[arg(short, long, conflicts_with_all = ["slower_than", "errors"])]
     pub quiet: bool,
     /// Attach an empty BPF program at the same places instead (for benchmarks).
     #[arg(long, hide = true)]
@@ -115,6 +116,14 @@ pub struct CallArgs {
     /// its value is shown; by default such a result shows as `discarded`.
     #[arg(long, value_enum, default_value_t = Results::Seen)]
     pub results: Results,
+    /// Tail capture: show only calls that took at least this long (e.g. 5ms), decided in the
+    /// kernel at their return; every call is still counted and timed in the summary.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with = "entries_only")]
+    pub slower_than: Option<Duration>,
+    /// Tail capture: show only calls whose last result is an `error` and not nil (with
+    /// --slower-than, either kind); needs DWARF to know which result that is.
+    #[arg(long, conflicts_with = "entries_only")]
+    pub errors: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -135,6 +144,15 @@ pub enum Results {
 }
 
 impl CallArgs {
+    /// The calls tail capture sends, if it is asked for.
+    pub fn tail(&self) -> Option<TailCapture> {
+        (self.slower_than.is_some() || self.errors).then(|| TailCapture {
+            // At least 1 ns: 0 means no duration criterion.
+            slower_than_ns: self.slower_than.map_or(0, |d| (d.as_nanos() as u64).max(1)),
+            errors: self.errors,
+        })
+    }
+
     pub fn plan_options(&self) -> PlanOptions {
         PlanOptions {
             capture_strings: self.capture_strings,

@@ -95,13 +95,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     let (target, launched) = open_target(&args.target)?;
     let plan = plan_calls(&target, &args.functions, &args.calls.plan_options())?;
-    let programs = if args.empty_probes {
-        Programs::Empty
-    } else if args.quiet {
+    let programs = match (args.empty_probes, args.quiet, args.calls.tail()) {
+        (true, _, _) => Programs::Empty,
         // The summary alone: the kernel counts and times the calls, no event per call.
-        Programs::Counting
-    } else {
-        Programs::Tracing
+        (_, true, _) => Programs::Counting,
+        (_, _, Some(tail)) => Programs::Tail(tail),
+        _ => Programs::Tracing,
     };
     let doing = format!(
         "{} functions, {} probes",
@@ -382,13 +381,8 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
         },
         args.output.display(),
     );
-    let mut attached = attach_to(
-        &target,
-        launched.as_ref(),
-        &points,
-        Programs::Tracing,
-        &doing,
-    )?;
+    let programs = args.calls.tail().map_or(Programs::Tracing, Programs::Tail);
+    let mut attached = attach_to(&target, launched.as_ref(), &points, programs, &doing)?;
     let cpu = if args.cpu {
         Some(CpuSampling {
             sampler: attached.sample_cpu(args.sampling.hz)?,

@@ -286,6 +286,7 @@ impl Plan {
                     timed || opts.returns == ReturnsMode::Direct && !opts.entries_only,
                 ),
                 ret_probed: u32::from(!rets.is_empty()),
+                error_word: error_word(&function),
                 ..ProbeConfig::default()
             };
             let file_offset = |addr: u64| {
@@ -489,6 +490,19 @@ fn results_needed(function: &Function) -> ResultsNeeded {
     needed.registers.dedup_by_key(|&mut (r, _)| r);
     needed.stack = stack.unwrap_or(0..0);
     needed
+}
+
+/// 1 + the integer register holding the type word of `function`'s last result when that is an
+/// `error` (non-nil when the word is); 0 otherwise, or without DWARF to tell.
+fn error_word(function: &Function) -> u32 {
+    let last = function.signature.as_ref().and_then(|s| s.results.last());
+    match last.map(|r| (r.ty.name.as_str(), &r.location)) {
+        Some(("error", Location::Registers(pieces))) => match pieces.first().map(|p| p.reg) {
+            Some(Reg::Int(i)) => u32::from(i) + 1,
+            _ => 0,
+        },
+        _ => 0,
+    }
 }
 
 /// The probe's configuration for where each needed result register's value is.
