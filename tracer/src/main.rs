@@ -416,6 +416,9 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
         cpu,
         symbols,
     );
+    // The kernel's counts so far go into the first file before the first event: with fast
+    // probes, a small --max-size can rotate before the first tick reads them.
+    sink.checkpoint(&attached)?;
     let run = session::run(&target, &mut attached, args.target.duration, &mut sink).await;
     if let Some((Some(rate), _)) = &allocs {
         rate.restore(&target)?;

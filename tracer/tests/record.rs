@@ -472,9 +472,16 @@ fn killed_and_damaged_recordings() {
             let out = common::escapade(command);
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "{name}: {command:?}: {stderr}");
-            assert_eq!(stderr.lines().count(), 1, "{name}: one line: {stderr}");
+            // What the readable part holds may come with its own warnings (events the ring
+            // buffer lost while recording); the damage is one line of its own.
+            let errors: Vec<&str> = stderr
+                .lines()
+                .filter(|l| !l.starts_with("escapade: warning:"))
+                .collect();
+            assert_eq!(errors.len(), 1, "{name}: one line: {stderr}");
             assert!(
-                stderr.starts_with(&format!("escapade: {damaged}: ")) && stderr.contains(want),
+                errors[0].starts_with(&format!("escapade: {damaged}: "))
+                    && errors[0].contains(want),
                 "{name}: {stderr}"
             );
         }
@@ -624,7 +631,7 @@ fn rotated_files_add_up_to_the_programs_calls() {
 
 /// `report` prints the calls of a recording as the kernel counted and timed them, the summary
 /// `record` printed live, as `trace` prints it: the program's own count of calls, each in the
-/// histogram bucket of the time it spins, every return seen on the RET; and the pprof export
+/// histogram bucket of the time it spins, every return seen; and the pprof export
 /// ranks the functions by those calls and their total time.
 #[test]
 fn report_and_pprof_give_the_kernels_counts_and_latencies() {
@@ -654,8 +661,12 @@ fn report_and_pprof_give_the_kernels_counts_and_latencies() {
             let f = function(&summary, name);
             assert_eq!(f["entries"], rounds, "{f}");
             assert_eq!(f["returns"], rounds, "{f}");
-            assert_eq!(f["returns_at_ret"], rounds, "{f}");
-            assert_eq!(f["returns_at_return_site"], 0, "{f}");
+            let by_mechanism = |k: &str| f[k].as_u64().unwrap();
+            assert_eq!(
+                by_mechanism("returns_at_return_site") + by_mechanism("returns_at_ret"),
+                rounds,
+                "{f}"
+            );
             assert_eq!(f["unobserved"], 0, "{f}");
             let histogram = histogram(f);
             assert_eq!(histogram.iter().sum::<u64>(), rounds, "{f}");
@@ -667,8 +678,8 @@ fn report_and_pprof_give_the_kernels_counts_and_latencies() {
         }
         let text = run(&["report", path, "--quiet"]);
         assert!(
-            !text.contains("at RET") && !text.contains("unobserved"),
-            "where returns were seen, only when not all on the RET: {text}"
+            text.contains("at site") && text.contains("at RET") && !text.contains("unobserved"),
+            "where returns were seen, and no unobserved column with none: {text}"
         );
 
         let profile = export_pprof(&go, path, "kernel.pb.gz");
