@@ -305,6 +305,9 @@ pub struct CallEvent {
     pub stack_lo: u64,
     pub stack_hi: u64,
     pub return_addr: u64,
+    /// For a return the kernel paired with its entry, the call's duration as the kernel timed
+    /// it (`CALL_STATS`); 0 otherwise.
+    pub took_ns: u64,
     /// RAX, RBX, RCX, RDI, RSI, R8, R9, R10, R11.
     pub regs: [u64; INT_ARG_REGS],
     /// Words at SP+8.. : the stack-assigned arguments (and, on return, results).

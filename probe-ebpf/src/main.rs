@@ -517,6 +517,10 @@ fn count(counter: u32) {
 }
 
 fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
+    // A return's time is taken first thing and an entry's last thing (see `enter`), so that a
+    // call's duration leaves out as much of the probes' own work as they can.
+    // SAFETY: no preconditions.
+    let ktime_ns = unsafe { bpf_ktime_get_ns() };
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if !is_target(tgid) {
@@ -536,8 +540,6 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
     // R14 holds the current g in Go's register ABI.
     let g = regs.r14;
     let goid = read_u64(g + offsets.g_goid);
-    // SAFETY: no preconditions.
-    let ktime_ns = unsafe { bpf_ktime_get_ns() };
     let at_call_site = cookie & COOKIE_AT_CALL_SITE != 0;
     let at_return_site = cookie & COOKIE_AT_RETURN_SITE != 0;
     // Before a CALL the return address is not pushed yet, after the return it is popped: either
@@ -563,30 +565,58 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
         }),
         _ => None,
     };
-    let observed = match (kind, call, return_addr) {
+    let (observed, took_ns, closed_at_return_site) = match (kind, call, return_addr) {
         (EventKind::Entry, Some(call), Some(return_addr)) => {
             // Only a single-stepped probe can fire twice for one entry.
             let may_repeat = cookie & (COOKIE_SKIP_IF_BELOW_OR_EQUAL | COOKIE_AT_CALL_SITE) == 0;
-            entered(
-                config,
-                call,
-                ktime_ns,
-                return_addr,
-                offsets.code_bias,
-                g,
-                may_repeat,
-            )
+            let (hit, at_site) = entered(config, call, return_addr, offsets.code_bias, may_repeat);
+            (hit, 0, at_site)
         }
         (EventKind::Return, Some(call), _) => {
-            returned(config, call, ktime_ns, at_return_site, offsets.code_bias)
+            let (hit, took) = returned(config, call, ktime_ns, at_return_site, offsets.code_bias);
+            (hit, took, false)
         }
         // Without the goroutine a return site cannot tell its call from other paths.
-        (EventKind::Return, None, _) if at_return_site => CallHit::NotThisCall,
-        _ => CallHit::Unpaired,
+        (EventKind::Return, None, _) if at_return_site => (CallHit::NotThisCall, 0, false),
+        _ => (CallHit::Unpaired, 0, false),
     };
     if observed == CallHit::NotThisCall {
         return Ok(());
     }
+    let sent = emit(&EventParts {
+        kind,
+        probe_id,
+        pid_tgid,
+        ktime_ns,
+        sp,
+        return_addr,
+        goid,
+        g,
+        stack_hi,
+        at_return_site,
+        regs,
+        config,
+        offsets,
+        call,
+        observed,
+        took_ns,
+    });
+    if let (CallHit::Starts, Some(call), Some(return_addr)) = (observed, call, return_addr) {
+        let start = CallStart {
+            // SAFETY: no preconditions.
+            ktime_ns: unsafe { bpf_ktime_get_ns() },
+            return_addr,
+            g,
+            at_return_site: u64::from(closed_at_return_site),
+        };
+        let _ = CALL_STARTS.insert(&call, &start, 0);
+    }
+    sent
+}
+
+/// What a probe hit sends, if anything, once the kernel has counted it.
+fn emit(hit: &EventParts) -> Result<(), ()> {
+    let (kind, goid, observed) = (hit.kind, hit.goid, hit.observed);
     // SAFETY: a read of a constant the loader patched.
     if unsafe { core::ptr::read_volatile(&TRACK_CALLS) } != 0
         && let Some(goid) = goid
@@ -607,21 +637,6 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
         return Ok(());
     }
 
-    let hit = Hit {
-        kind,
-        probe_id,
-        pid_tgid,
-        ktime_ns,
-        sp,
-        return_addr,
-        goid,
-        g,
-        stack_hi,
-        at_return_site,
-        regs,
-        config,
-        offsets,
-    };
     // SAFETY: reads of constants the loader patched.
     let (slower_than_ns, errors) = unsafe {
         (
@@ -631,20 +646,21 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
     };
     if (slower_than_ns != 0 || errors != 0) && matches!(kind, EventKind::Entry | EventKind::Return)
     {
-        return capture_tail(&hit, call, observed, slower_than_ns, errors != 0);
+        return capture_tail(hit, slower_than_ns, errors != 0);
     }
     let Some(mut entry) = EVENTS.reserve::<CallEvent>(0) else {
         count(COUNTER_DROPPED);
         return Err(());
     };
     // SAFETY: `entry` points at a reserved, writable CallEvent until submit/discard.
-    fill(unsafe { &mut *entry.as_mut_ptr() }, &hit);
+    fill(unsafe { &mut *entry.as_mut_ptr() }, hit);
     entry.submit(wakeup_flags());
     Ok(())
 }
 
-/// One probe hit, as read from the registers and the goroutine.
-struct Hit<'a> {
+/// One probe hit, as read from the registers and the goroutine, and what the kernel made of it.
+#[derive(Clone, Copy)]
+struct EventParts<'a> {
     kind: EventKind,
     probe_id: u32,
     pid_tgid: u64,
@@ -658,6 +674,10 @@ struct Hit<'a> {
     regs: &'a pt_regs,
     config: &'a ProbeConfig,
     offsets: &'a GoOffsets,
+    call: Option<OpenCall>,
+    observed: CallHit,
+    /// For a return the kernel paired, the call's duration.
+    took_ns: u64,
 }
 
 /// Don't wake the reader for each event: it drains on a timer, unless the buffer is filling.
@@ -671,7 +691,7 @@ fn wakeup_flags() -> u64 {
 }
 
 /// Writes `hit`'s event into `e`: registers, goroutine, stack words and strings.
-fn fill(e: &mut CallEvent, hit: &Hit) {
+fn fill(e: &mut CallEvent, hit: &EventParts) {
     let (regs, config) = (hit.regs, hit.config);
     e.ktime_ns = hit.ktime_ns;
     e.kind = hit.kind as u32;
@@ -687,6 +707,7 @@ fn fill(e: &mut CallEvent, hit: &Hit) {
         read_failed = true;
     }
     e.return_addr = hit.return_addr.unwrap_or(0);
+    e.took_ns = hit.took_ns;
     e.goid = hit.goid.unwrap_or(0);
     e.stack_lo = read_u64(hit.g + hit.offsets.g_stack_lo).unwrap_or(0);
     e.stack_hi = hit.stack_hi.unwrap_or(0);
@@ -767,27 +788,22 @@ static TAIL_SCRATCH: PerCpuArray<CallEvent> = PerCpuArray::with_max_entries(1, 0
 
 /// Holds an entry's event; at the return, sends the held entry and the return only for a call
 /// that was slow or failed.
-fn capture_tail(
-    hit: &Hit,
-    call: Option<OpenCall>,
-    observed: CallHit,
-    slower_than_ns: u64,
-    errors: bool,
-) -> Result<(), ()> {
-    let call = call.ok_or(())?;
+fn capture_tail(hit: &EventParts, slower_than_ns: u64, errors: bool) -> Result<(), ()> {
+    let call = hit.call.ok_or(())?;
     let scratch = TAIL_SCRATCH.get_ptr_mut(0).ok_or(())?;
     // SAFETY: this CPU's slot, which nothing else uses while the program runs here.
     let e = unsafe { &mut *scratch };
     fill(e, hit);
     if hit.kind == EventKind::Entry {
-        if observed != CallHit::Unobserved {
+        if hit.observed == CallHit::Starts {
             let _ = HELD_ENTRIES.insert(&call, &*e, 0);
         }
         return Ok(());
     }
-    let CallHit::Paired(took) = observed else {
+    if hit.observed != CallHit::Paired {
         return Ok(());
-    };
+    }
+    let took = hit.took_ns;
     let slow = slower_than_ns != 0 && took >= slower_than_ns;
     // Every word read at its constant index, volatile so that the compiler cannot fold the
     // reads into one at a computed index, which the verifier could not bound.
@@ -883,36 +899,38 @@ fn restore_results(e: &mut CallEvent, regs: &pt_regs, config: &ProbeConfig) -> b
 enum CallHit {
     /// An entry or a return it counted (or an entry or return it does not time).
     Unpaired,
+    /// An entry it counted, whose start is kept once the probe is done (its time then).
+    Starts,
     /// An entry whose return no probe will see: the function's `RET`s are not probed and the
     /// call site has no return-site probe.
     Unobserved,
-    /// A return it paired with its entry, and the call's duration in ns.
-    Paired(u64),
+    /// A return it paired with its entry.
+    Paired,
     /// Not the return of the call this probe closes: another path through a return site, or
     /// a `RET` of a call a return site closes.
     NotThisCall,
 }
 
-/// Counts a call's entry and, where its return will be seen, keeps its start.
+/// Counts a call's entry and says whether to keep its start, and whether a return site will
+/// close it. (Fieldless results: an enum's unused payload is uninitialized memory, which the
+/// verifier refuses to see copied.)
 fn entered(
     config: &ProbeConfig,
     call: OpenCall,
-    ktime_ns: u64,
     return_addr: u64,
     code_bias: u64,
-    g: u64,
     may_repeat: bool,
-) -> CallHit {
+) -> (CallHit, bool) {
     if config.timed == 0 {
         count_entry(config.function, false);
-        return CallHit::Unpaired;
+        return (CallHit::Unpaired, false);
     }
     let link_time = return_addr.wrapping_sub(code_bias);
     // SAFETY: lookup only tests presence.
     let at_return_site = unsafe { FAST_RETURNS.get(link_time) }.is_some();
     if !at_return_site && config.ret_probed == 0 {
         count_entry(config.function, true);
-        return CallHit::Unobserved;
+        return (CallHit::Unobserved, false);
     }
     // A restarted single-stepped entry hits again from the same return address: still the
     // same call. (A call at that depth left open by a panic looks the same; an emulated probe
@@ -920,17 +938,11 @@ fn entered(
     // SAFETY: the value is copied.
     let repeated = may_repeat
         && unsafe { CALL_STARTS.get(call) }.is_some_and(|open| open.return_addr == return_addr);
-    if !repeated {
-        let start = CallStart {
-            ktime_ns,
-            return_addr,
-            g,
-            at_return_site: u64::from(at_return_site),
-        };
-        let _ = CALL_STARTS.insert(call, start, 0);
-        count_entry(config.function, false);
+    if repeated {
+        return (CallHit::Unpaired, false);
     }
-    CallHit::Unpaired
+    count_entry(config.function, false);
+    (CallHit::Starts, at_return_site)
 }
 
 fn count_entry(function: u32, unobserved: bool) {
@@ -943,25 +955,26 @@ fn count_entry(function: u32, unobserved: bool) {
     }
 }
 
-/// Pairs a return with its entry and times the call.
+/// Pairs a return with its entry and times the call: what it was, and the call's duration.
 fn returned(
     config: &ProbeConfig,
     call: OpenCall,
     ktime_ns: u64,
     at_return_site: bool,
     code_bias: u64,
-) -> CallHit {
+) -> (CallHit, u64) {
     if config.timed == 0 {
-        return CallHit::Unpaired;
+        return (CallHit::Unpaired, 0);
     }
     // SAFETY: the value is copied before the entry is removed.
     let Some(start) = (unsafe { CALL_STARTS.get(call) }).copied() else {
         // Already running at attach, or the restart of a single-stepped RET.
-        return if at_return_site {
+        let hit = if at_return_site {
             CallHit::NotThisCall
         } else {
             CallHit::Unpaired
         };
+        return (hit, 0);
     };
     let closes = if at_return_site {
         start.at_return_site != 0 && start.return_addr == config.return_site + code_bias
@@ -969,12 +982,12 @@ fn returned(
         start.at_return_site == 0
     };
     if !closes {
-        return CallHit::NotThisCall;
+        return (CallHit::NotThisCall, 0);
     }
     let _ = CALL_STARTS.remove(call);
     let took = ktime_ns.saturating_sub(start.ktime_ns);
     let Some(stats) = CALL_STATS.get_ptr_mut(config.function) else {
-        return CallHit::Paired(took);
+        return (CallHit::Paired, took);
     };
     let bucket = log2(took).min(LATENCY_BUCKETS - 1);
     // SAFETY: this CPU's slot; nothing else writes it while the program runs here.
@@ -985,7 +998,7 @@ fn returned(
     if let Some(slot) = stats.latency.get_mut(bucket) {
         *slot += 1;
     }
-    CallHit::Paired(took)
+    (CallHit::Paired, took)
 }
 
 /// floor(log2(n)), 0 for 0: without a count-leading-zeros instruction in BPF.

@@ -261,10 +261,13 @@ impl<'a> CallModel<'a> {
                 })
             }
             EventKind::Return => {
-                let duration_ns = match self.calls.leave(hit) {
-                    Left::Repeat => return None,
-                    Left::Unmatched => None,
-                    Left::Paired(open) => Some(e.ktime_ns.saturating_sub(open.ktime_ns)),
+                // The kernel's timing where it paired the call, as its histograms have it: from
+                // the end of the entry probe to the start of the return probe.
+                let duration_ns = match (self.calls.leave(hit), e.took_ns) {
+                    (Left::Repeat, _) => return None,
+                    (_, took) if took > 0 => Some(took),
+                    (Left::Unmatched, _) => None,
+                    (Left::Paired(open), _) => Some(e.ktime_ns.saturating_sub(open.ktime_ns)),
                 };
                 Some(CallRecord::Return {
                     wall_ns,
