@@ -182,12 +182,13 @@ impl Default for CallStats {
     }
 }
 
-/// A call entered and not returned yet: its goroutine and its frame's distance from the top
-/// of the goroutine's stack (`stack.hi - SP`), as userspace pairs calls.
+/// A call entered and not returned yet: its goroutine's `g` (R14, which costs no read, unlike
+/// the goroutine id) and its frame's distance from the top of the goroutine's stack
+/// (`stack.hi - SP`), which survives the runtime copying the stack to grow it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OpenCall {
-    pub goid: u64,
+    pub g: u64,
     pub depth: u64,
 }
 
@@ -197,11 +198,9 @@ pub struct OpenCall {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CallStart {
     pub ktime_ns: u64,
+    /// At the end of a session, a call still open is still running only if its goroutine is
+    /// alive and its frame still holds this (a panic unwinds frames without a return).
     pub return_addr: u64,
-    /// The goroutine's `g`: at the end of a session, a call still open is still running only
-    /// if its goroutine is alive and its frame still holds `return_addr` (a panic unwinds
-    /// frames without a return).
-    pub g: u64,
     /// 1 when the return address is a return site in `FAST_RETURNS`: the probe there closes
     /// the call, and the callee's `RET` probe leaves it alone.
     pub at_return_site: u64,

@@ -179,14 +179,11 @@ pub fn still_running(
     let mut running = 0;
     for (call, start) in open {
         let alive = || -> Option<bool> {
-            if process.read_u64(start.g + goid_offset)? != call.goid {
-                return Some(false);
-            }
-            let status = process.read_u64(start.g + goid_offset - STATUS_BEFORE_GOID)? as u32;
+            let status = process.read_u64(call.g + goid_offset - STATUS_BEFORE_GOID)? as u32;
             if status & !G_SCAN == G_DEAD {
                 return Some(false);
             }
-            let stack_hi = process.read_u64(start.g + stack_hi_offset)?;
+            let stack_hi = process.read_u64(call.g + stack_hi_offset)?;
             let slot = stack_hi.checked_sub(call.depth)?;
             Some(process.read_u64(slot)? == start.return_addr)
         };
