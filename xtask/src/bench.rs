@@ -140,6 +140,11 @@ const HOT_PHASES: &[Phase] = &[
         tracer: Tool::EscapadeToNull(&["trace", "--json", "main.hot"]),
     },
     Phase {
+        id: "tail",
+        name: "escapade trace --slower-than 1s (+ each entry's event held in the kernel until its return)",
+        tracer: Tool::EscapadeToNull(&["trace", "--slower-than", "1s", "main.hot"]),
+    },
+    Phase {
         id: "rets",
         name: "escapade --returns rets (JBE entry + RET)",
         tracer: Tool::Escapade(&["trace", "--quiet", "--returns", "rets", "main.hot"]),
@@ -241,7 +246,7 @@ const PARAMS: Suite = Suite {
         UNTRACED,
         Phase {
             id: "no-allocs",
-            name: "escapade params --no-allocs main.alloc (entry + RET)",
+            name: "escapade params --no-allocs main.alloc (entry + return site)",
             tracer: Tool::Escapade(&["params", "--no-allocs", "main.alloc"]),
         },
         Phase {
