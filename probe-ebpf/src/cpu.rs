@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use probe_common::{MAX_ALLOC_STACKS, NO_STACK};
 
-use crate::{target_tgid, user_stack};
+use crate::{allocs::user_stack, target_tgid};
 
 /// Samples per user stack (a key of `ALLOC_STACKS`, or `NO_STACK`). The tracer creates the
 /// `NO_STACK` entry before sampling starts, so a sample always has a slot to count in.

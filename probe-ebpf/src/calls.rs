@@ -1,0 +1,586 @@
+//! Traced functions: their entries and returns, paired, counted and timed in the kernel, and
+//! the events they send (every call, or under tail capture the slow and failing ones).
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, pt_regs},
+    helpers::{
+        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user_buf,
+    },
+    macros::{map, uprobe},
+    maps::{HashMap, LruHashMap, PerCpuArray},
+    programs::ProbeContext,
+};
+use probe_common::{
+    COOKIE_AT_CALL_SITE, COOKIE_AT_RETURN_SITE, COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTER_DROPPED,
+    COUNTER_EVENTS, COUNTER_MORESTACK, COUNTER_READ_ERRORS, CallEvent, CallStart, CallStats,
+    EFLAGS_CF, EFLAGS_ZF, EventKind, GoOffsets, INT_ARG_REGS, LATENCY_BUCKETS,
+    MAX_ACTIVE_GOROUTINES, MAX_FAST_RETURNS, MAX_HELD_ENTRIES, MAX_OPEN_CALLS, MAX_STACK_WORDS,
+    MAX_STRING_CAPTURES, MAX_TRACED_FUNCTIONS, OpenCall, ProbeConfig, RESULT_DISCARDED,
+    RESULT_IN_REGISTER, RESULT_ON_STACK, RESULT_REGISTERS, STRING_CAPTURE_BYTES,
+};
+
+use crate::{EVENTS, GO_OFFSETS, PROBE_CONFIGS, WAKEUP_THRESHOLD, count, is_target, read_u64};
+
+/// Non-zero when entries and returns keep `ACTIVE_CALLS`, so that the allocator's probes
+/// report only allocations made inside traced functions (`escapade params`).
+#[unsafe(no_mangle)]
+static TRACK_CALLS: u32 = 0;
+
+/// Per goroutine id, how many traced calls it is inside. Entries of calls unwound without a
+/// RET (panics) stay counted; userspace pairs calls exactly and drops what does not belong.
+#[map]
+static ACTIVE_CALLS: HashMap<u64, u64> = HashMap::with_max_entries(MAX_ACTIVE_GOROUTINES, 0);
+
+#[uprobe]
+pub fn go_entry(ctx: ProbeContext) -> u32 {
+    let _ = try_record(&ctx, EventKind::Entry);
+    0
+}
+
+#[uprobe]
+pub fn go_return(ctx: ProbeContext) -> u32 {
+    let _ = try_record(&ctx, EventKind::Return);
+    0
+}
+
+/// `runtime.newobject` and `runtime.mallocgc` entries: reported only from goroutines inside a
+/// traced function, so the rest of the program pays just the (emulated) probe.
+#[uprobe]
+pub fn go_allocating(ctx: ProbeContext) -> u32 {
+    let _ = try_record(&ctx, EventKind::Allocating);
+    0
+}
+
+/// The instruction after a traced function's `CALL runtime.newobject`.
+#[uprobe]
+pub fn go_allocated(ctx: ProbeContext) -> u32 {
+    let _ = try_record(&ctx, EventKind::Allocated);
+    0
+}
+
+/// Does nothing: the baseline that benchmarks compare the real probes against.
+#[uprobe]
+pub fn go_empty(_ctx: ProbeContext) -> u32 {
+    0
+}
+
+fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
+    // A return's time is taken first thing and an entry's last thing (see `enter`), so that a
+    // call's duration leaves out as much of the probes' own work as they can.
+    // SAFETY: no preconditions.
+    let ktime_ns = unsafe { bpf_ktime_get_ns() };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_target(tgid) {
+        return Ok(());
+    }
+    // SAFETY: the context of a uprobe program is its pt_regs.
+    let regs: &pt_regs = unsafe { &*(ctx.as_ptr() as *const pt_regs) };
+    // SAFETY: helper valid for uprobe programs since 5.15.
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    if cookie & COOKIE_SKIP_IF_BELOW_OR_EQUAL != 0 && regs.eflags & (EFLAGS_CF | EFLAGS_ZF) != 0 {
+        count(COUNTER_MORESTACK);
+        return Ok(());
+    }
+    let probe_id = cookie as u32;
+    let config = PROBE_CONFIGS.get(probe_id).ok_or(())?;
+    let offsets = GO_OFFSETS.get(0).ok_or(())?;
+    // R14 holds the current g in Go's register ABI.
+    let g = regs.r14;
+    // The goroutine id only goes into events and the allocator's filter: counting alone saves
+    // the read.
+    // SAFETY: reads of constants the loader patched.
+    let goid = if unsafe {
+        core::ptr::read_volatile(&SEND_CALLS) != 0 || core::ptr::read_volatile(&TRACK_CALLS) != 0
+    } {
+        read_u64(g + offsets.g_goid)
+    } else {
+        None
+    };
+    let at_call_site = cookie & COOKIE_AT_CALL_SITE != 0;
+    let at_return_site = cookie & COOKIE_AT_RETURN_SITE != 0;
+    // Before a CALL the return address is not pushed yet, after the return it is popped: either
+    // way the callee's SP is 8 below.
+    let sp = if at_call_site || at_return_site {
+        regs.rsp - 8
+    } else {
+        regs.rsp
+    };
+    let return_addr = if at_call_site {
+        // CALL rel32 is 5 bytes; the kernel reports the probed instruction's address in ip.
+        Some(regs.rip + 5)
+    } else if at_return_site {
+        Some(config.return_site + offsets.code_bias)
+    } else {
+        read_u64(sp)
+    };
+    let stack_hi = read_u64(g + offsets.g_stack_hi);
+    let call = stack_hi.map(|stack_hi| OpenCall {
+        g,
+        depth: stack_hi.wrapping_sub(sp),
+    });
+    let (observed, took_ns, closed_at_return_site) = match (kind, call, return_addr) {
+        (EventKind::Entry, Some(call), Some(return_addr)) => {
+            // Only a single-stepped probe can fire twice for one entry.
+            let may_repeat = cookie & (COOKIE_SKIP_IF_BELOW_OR_EQUAL | COOKIE_AT_CALL_SITE) == 0;
+            let (hit, at_site) = entered(config, call, return_addr, offsets.code_bias, may_repeat);
+            (hit, 0, at_site)
+        }
+        (EventKind::Return, Some(call), _) => {
+            let (hit, took) = returned(config, call, ktime_ns, at_return_site, offsets.code_bias);
+            (hit, took, false)
+        }
+        // Without the goroutine a return site cannot tell its call from other paths.
+        (EventKind::Return, None, _) if at_return_site => (CallHit::NotThisCall, 0, false),
+        _ => (CallHit::Unpaired, 0, false),
+    };
+    if observed == CallHit::NotThisCall {
+        return Ok(());
+    }
+    let sent = emit(&EventParts {
+        kind,
+        probe_id,
+        pid_tgid,
+        ktime_ns,
+        sp,
+        return_addr,
+        goid,
+        g,
+        stack_hi,
+        at_return_site,
+        regs,
+        config,
+        offsets,
+        call,
+        observed,
+        took_ns,
+    });
+    if let (CallHit::Starts, Some(call), Some(return_addr)) = (observed, call, return_addr) {
+        let start = CallStart {
+            // SAFETY: no preconditions.
+            ktime_ns: unsafe { bpf_ktime_get_ns() },
+            return_addr,
+            at_return_site: u64::from(closed_at_return_site),
+        };
+        let _ = CALL_STARTS.insert(&call, &start, 0);
+    }
+    sent
+}
+
+/// What a probe hit sends, if anything, once the kernel has counted it.
+fn emit(hit: &EventParts) -> Result<(), ()> {
+    let (kind, goid, observed) = (hit.kind, hit.goid, hit.observed);
+    // SAFETY: a read of a constant the loader patched.
+    if unsafe { core::ptr::read_volatile(&TRACK_CALLS) } != 0
+        && let Some(goid) = goid
+        && observed != CallHit::Unobserved
+    {
+        track_calls(goid, kind);
+    }
+    // SAFETY: lookup only tests presence.
+    if kind == EventKind::Allocating
+        && goid.is_none_or(|goid| unsafe { ACTIVE_CALLS.get(goid) }.is_none())
+    {
+        return Ok(());
+    }
+    // SAFETY: a read of a constant the loader patched.
+    if unsafe { core::ptr::read_volatile(&SEND_CALLS) } == 0
+        && matches!(kind, EventKind::Entry | EventKind::Return)
+    {
+        return Ok(());
+    }
+
+    // SAFETY: reads of constants the loader patched.
+    let (slower_than_ns, errors) = unsafe {
+        (
+            core::ptr::read_volatile(&TAIL_SLOWER_THAN_NS),
+            core::ptr::read_volatile(&TAIL_ERRORS),
+        )
+    };
+    if (slower_than_ns != 0 || errors != 0) && matches!(kind, EventKind::Entry | EventKind::Return)
+    {
+        return capture_tail(hit, slower_than_ns, errors != 0);
+    }
+    let Some(mut entry) = EVENTS.reserve::<CallEvent>(0) else {
+        count(COUNTER_DROPPED);
+        return Err(());
+    };
+    // SAFETY: `entry` points at a reserved, writable CallEvent until submit/discard.
+    fill(unsafe { &mut *entry.as_mut_ptr() }, hit);
+    entry.submit(wakeup_flags());
+    Ok(())
+}
+
+/// One probe hit, as read from the registers and the goroutine, and what the kernel made of it.
+#[derive(Clone, Copy)]
+struct EventParts<'a> {
+    kind: EventKind,
+    probe_id: u32,
+    pid_tgid: u64,
+    ktime_ns: u64,
+    sp: u64,
+    return_addr: Option<u64>,
+    goid: Option<u64>,
+    g: u64,
+    stack_hi: Option<u64>,
+    at_return_site: bool,
+    regs: &'a pt_regs,
+    config: &'a ProbeConfig,
+    offsets: &'a GoOffsets,
+    call: Option<OpenCall>,
+    observed: CallHit,
+    /// For a return the kernel paired, the call's duration.
+    took_ns: u64,
+}
+
+/// Don't wake the reader for each event: it drains on a timer, unless the buffer is filling.
+fn wakeup_flags() -> u64 {
+    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_THRESHOLD {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    flags as u64
+}
+
+/// Writes `hit`'s event into `e`: registers, goroutine, stack words and strings.
+fn fill(e: &mut CallEvent, hit: &EventParts) {
+    let (regs, config) = (hit.regs, hit.config);
+    e.ktime_ns = hit.ktime_ns;
+    e.kind = hit.kind as u32;
+    e.probe_id = hit.probe_id;
+    e.tgid = (hit.pid_tgid >> 32) as u32;
+    e.tid = hit.pid_tgid as u32;
+    e.sp = hit.sp;
+    e.regs = [
+        regs.rax, regs.rbx, regs.rcx, regs.rdi, regs.rsi, regs.r8, regs.r9, regs.r10, regs.r11,
+    ];
+    let mut read_failed = hit.return_addr.is_none() || hit.goid.is_none();
+    if hit.at_return_site && !restore_results(e, regs, config) {
+        read_failed = true;
+    }
+    e.return_addr = hit.return_addr.unwrap_or(0);
+    e.took_ns = hit.took_ns;
+    e.goid = hit.goid.unwrap_or(0);
+    e.stack_lo = read_u64(hit.g + hit.offsets.g_stack_lo).unwrap_or(0);
+    e.stack_hi = hit.stack_hi.unwrap_or(0);
+
+    // The argument area starts right above the return address.
+    let words = config.stack_words as usize;
+    let bytes = if words > MAX_STACK_WORDS {
+        MAX_STACK_WORDS
+    } else {
+        words
+    } * 8;
+    // SAFETY: CallEvent.stack is MAX_STACK_WORDS*8 bytes and `bytes` is bounded by it.
+    let stack = unsafe {
+        core::slice::from_raw_parts_mut(e.stack.as_mut_ptr() as *mut u8, MAX_STACK_WORDS * 8)
+    };
+    // SAFETY: the helper checks the user address and writes at most the slice's length.
+    if bytes > 0
+        && unsafe { bpf_probe_read_user_buf((hit.sp + 8) as *const u8, &mut stack[..bytes]) }
+            .is_err()
+    {
+        read_failed = true;
+    }
+
+    let string_bytes = config.string_bytes as usize;
+    for i in 0..MAX_STRING_CAPTURES {
+        e.string_lens[i] = 0;
+        let capture = config.strings[i];
+        if capture.enabled == 0 || string_bytes == 0 {
+            continue;
+        }
+        let (Some(ptr), Some(len)) = (
+            e.word(capture.ptr_word as usize),
+            e.word(capture.len_word as usize),
+        ) else {
+            continue;
+        };
+        let mut n = if len < string_bytes as u64 {
+            len as usize
+        } else {
+            string_bytes
+        };
+        if n > STRING_CAPTURE_BYTES {
+            n = STRING_CAPTURE_BYTES;
+        }
+        if n == 0 || ptr == 0 {
+            continue;
+        }
+        // SAFETY: as for the stack words above.
+        if unsafe { bpf_probe_read_user_buf(ptr as *const u8, &mut e.strings[i][..n]) }.is_ok() {
+            e.string_lens[i] = n as u32;
+        } else {
+            read_failed = true;
+        }
+    }
+    if read_failed {
+        count(COUNTER_READ_ERRORS);
+    }
+    count(COUNTER_EVENTS);
+}
+
+/// Tail capture: calls slower than this many ns are sent whole, entry and return (0: off).
+#[unsafe(no_mangle)]
+static TAIL_SLOWER_THAN_NS: u64 = 0;
+
+/// Tail capture: non-zero to send whole the calls that return a non-nil error.
+#[unsafe(no_mangle)]
+static TAIL_ERRORS: u32 = 0;
+
+/// Under tail capture, each open call's entry event, until its return says whether to send it.
+#[map]
+static HELD_ENTRIES: LruHashMap<OpenCall, CallEvent> =
+    LruHashMap::with_max_entries(MAX_HELD_ENTRIES, 0);
+
+/// Where an event is built before it is held or sent: a `CallEvent` does not fit the 512-byte
+/// BPF stack.
+#[map]
+static TAIL_SCRATCH: PerCpuArray<CallEvent> = PerCpuArray::with_max_entries(1, 0);
+
+/// Holds an entry's event; at the return, sends the held entry and the return only for a call
+/// that was slow or failed.
+fn capture_tail(hit: &EventParts, slower_than_ns: u64, errors: bool) -> Result<(), ()> {
+    let call = hit.call.ok_or(())?;
+    let scratch = TAIL_SCRATCH.get_ptr_mut(0).ok_or(())?;
+    // SAFETY: this CPU's slot, which nothing else uses while the program runs here.
+    let e = unsafe { &mut *scratch };
+    fill(e, hit);
+    if hit.kind == EventKind::Entry {
+        if hit.observed == CallHit::Starts {
+            let _ = HELD_ENTRIES.insert(&call, &*e, 0);
+        }
+        return Ok(());
+    }
+    if hit.observed != CallHit::Paired {
+        return Ok(());
+    }
+    let took = hit.took_ns;
+    let slow = slower_than_ns != 0 && took >= slower_than_ns;
+    // Every word read at its constant index, volatile so that the compiler cannot fold the
+    // reads into one at a computed index, which the verifier could not bound.
+    let mut itab = 0;
+    for i in 0..INT_ARG_REGS {
+        // SAFETY: i < INT_ARG_REGS, the array's length.
+        let word = unsafe { core::ptr::read_volatile(&e.regs[i]) };
+        if i + 1 == hit.config.error_word as usize {
+            itab = word;
+        }
+    }
+    let failed = errors && itab != 0;
+    if slow || failed {
+        // SAFETY: the value stays valid until removed below, by this program.
+        if let Some(held) = unsafe { HELD_ENTRIES.get(&call) } {
+            if EVENTS.output::<CallEvent>(held, wakeup_flags()).is_err() {
+                count(COUNTER_DROPPED);
+            }
+        }
+        if EVENTS.output::<CallEvent>(&*e, wakeup_flags()).is_err() {
+            count(COUNTER_DROPPED);
+        }
+    }
+    let _ = HELD_ENTRIES.remove(&call);
+    Ok(())
+}
+
+/// 1 to send an event per entry and return; 0 to count and time calls in the kernel only
+/// (`CALL_STATS`).
+#[unsafe(no_mangle)]
+static SEND_CALLS: u32 = 1;
+
+/// Per traced function, its calls counted and timed (per CPU, summed by userspace).
+#[map]
+static CALL_STATS: PerCpuArray<CallStats> = PerCpuArray::with_max_entries(MAX_TRACED_FUNCTIONS, 0);
+
+/// The entry time of each call in flight, to time it at its return.
+#[map]
+static CALL_STARTS: LruHashMap<OpenCall, CallStart> =
+    LruHashMap::with_max_entries(MAX_OPEN_CALLS, 0);
+
+/// Return addresses, link-time, whose call sites have a probe on the caller's side
+/// (`COOKIE_AT_RETURN_SITE`): the calls made there are closed by that probe.
+#[map]
+static FAST_RETURNS: HashMap<u64, u8> = HashMap::with_max_entries(MAX_FAST_RETURNS, 0);
+
+/// At a return site, puts each result word the caller has moved since the return back in its
+/// register, as the callee left it (see `ProbeConfig::results`); false if a read failed.
+fn restore_results(e: &mut CallEvent, regs: &pt_regs, config: &ProbeConfig) -> bool {
+    // In `RESULT_REGISTERS` order. Read every candidate first: the verifier refuses an offset
+    // into the context computed from a value it cannot bound.
+    // SAFETY: plain reads of the context's fields.
+    let registers: [u64; RESULT_REGISTERS] = unsafe {
+        [
+            core::ptr::read_volatile(&regs.rax),
+            core::ptr::read_volatile(&regs.rbx),
+            core::ptr::read_volatile(&regs.rcx),
+            core::ptr::read_volatile(&regs.rdi),
+            core::ptr::read_volatile(&regs.rsi),
+            core::ptr::read_volatile(&regs.r8),
+            core::ptr::read_volatile(&regs.r9),
+            core::ptr::read_volatile(&regs.r10),
+            core::ptr::read_volatile(&regs.r11),
+            core::ptr::read_volatile(&regs.rdx),
+            core::ptr::read_volatile(&regs.rbp),
+            core::ptr::read_volatile(&regs.r12),
+            core::ptr::read_volatile(&regs.r13),
+            core::ptr::read_volatile(&regs.r15),
+        ]
+    };
+    let mut read = true;
+    for i in 0..INT_ARG_REGS {
+        let source = config.results[i];
+        match source.kind {
+            RESULT_IN_REGISTER => {
+                if let Some(value) = registers.get(source.at as usize) {
+                    e.regs[i] = *value;
+                }
+            }
+            RESULT_ON_STACK => match read_u64(regs.rsp + source.at as u64) {
+                Some(value) => e.regs[i] = value,
+                None => read = false,
+            },
+            RESULT_DISCARDED => e.regs[i] = 0,
+            _ => {}
+        }
+    }
+    read
+}
+
+/// What the kernel made of a probe hit on a traced function's entry or return.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CallHit {
+    /// An entry or a return it counted (or an entry or return it does not time).
+    Unpaired,
+    /// An entry it counted, whose start is kept once the probe is done (its time then).
+    Starts,
+    /// An entry whose return no probe will see: the function's `RET`s are not probed and the
+    /// call site has no return-site probe.
+    Unobserved,
+    /// A return it paired with its entry.
+    Paired,
+    /// Not the return of the call this probe closes: another path through a return site, or
+    /// a `RET` of a call a return site closes.
+    NotThisCall,
+}
+
+/// Counts a call's entry and says whether to keep its start, and whether a return site will
+/// close it. (Fieldless results: an enum's unused payload is uninitialized memory, which the
+/// verifier refuses to see copied.)
+fn entered(
+    config: &ProbeConfig,
+    call: OpenCall,
+    return_addr: u64,
+    code_bias: u64,
+    may_repeat: bool,
+) -> (CallHit, bool) {
+    if config.timed == 0 {
+        count_entry(config.function, false);
+        return (CallHit::Unpaired, false);
+    }
+    let link_time = return_addr.wrapping_sub(code_bias);
+    // SAFETY: lookup only tests presence.
+    let at_return_site = unsafe { FAST_RETURNS.get(link_time) }.is_some();
+    if !at_return_site && config.ret_probed == 0 {
+        count_entry(config.function, true);
+        return (CallHit::Unobserved, false);
+    }
+    // A restarted single-stepped entry hits again from the same return address: still the
+    // same call. (A call at that depth left open by a panic looks the same; an emulated probe
+    // never restarts, so it does not look.)
+    // SAFETY: the value is copied.
+    let repeated = may_repeat
+        && unsafe { CALL_STARTS.get(call) }.is_some_and(|open| open.return_addr == return_addr);
+    if repeated {
+        return (CallHit::Unpaired, false);
+    }
+    count_entry(config.function, false);
+    (CallHit::Starts, at_return_site)
+}
+
+fn count_entry(function: u32, unobserved: bool) {
+    if let Some(stats) = CALL_STATS.get_ptr_mut(function) {
+        // SAFETY: this CPU's slot; nothing else writes it while the program runs here.
+        unsafe {
+            (*stats).entries += 1;
+            (*stats).unobserved += u64::from(unobserved);
+        }
+    }
+}
+
+/// Pairs a return with its entry and times the call: what it was, and the call's duration.
+fn returned(
+    config: &ProbeConfig,
+    call: OpenCall,
+    ktime_ns: u64,
+    at_return_site: bool,
+    code_bias: u64,
+) -> (CallHit, u64) {
+    if config.timed == 0 {
+        return (CallHit::Unpaired, 0);
+    }
+    // SAFETY: the value is copied before the entry is removed.
+    let Some(start) = (unsafe { CALL_STARTS.get(call) }).copied() else {
+        // Already running at attach, or the restart of a single-stepped RET.
+        let hit = if at_return_site {
+            CallHit::NotThisCall
+        } else {
+            CallHit::Unpaired
+        };
+        return (hit, 0);
+    };
+    let closes = if at_return_site {
+        start.at_return_site != 0 && start.return_addr == config.return_site + code_bias
+    } else {
+        start.at_return_site == 0
+    };
+    if !closes {
+        return (CallHit::NotThisCall, 0);
+    }
+    let _ = CALL_STARTS.remove(call);
+    let took = ktime_ns.saturating_sub(start.ktime_ns);
+    let Some(stats) = CALL_STATS.get_ptr_mut(config.function) else {
+        return (CallHit::Paired, took);
+    };
+    let bucket = log2(took).min(LATENCY_BUCKETS - 1);
+    // SAFETY: this CPU's slot; nothing else writes it while the program runs here.
+    let stats = unsafe { &mut *stats };
+    stats.returns += 1;
+    stats.caller_returns += u64::from(at_return_site);
+    stats.total_ns += took;
+    if let Some(slot) = stats.latency.get_mut(bucket) {
+        *slot += 1;
+    }
+    (CallHit::Paired, took)
+}
+
+/// floor(log2(n)), 0 for 0: without a count-leading-zeros instruction in BPF.
+fn log2(mut n: u64) -> usize {
+    let mut log = 0;
+    for shift in [32, 16, 8, 4, 2, 1] {
+        if n >> shift != 0 {
+            n >>= shift;
+            log += shift;
+        }
+    }
+    log
+}
+
+/// Counts `goid` into a traced call on entry and out of it on return.
+fn track_calls(goid: u64, kind: EventKind) {
+    // SAFETY: the value is copied out.
+    let inside = unsafe { ACTIVE_CALLS.get(goid) }.copied().unwrap_or(0);
+    match kind {
+        EventKind::Entry => {
+            let _ = ACTIVE_CALLS.insert(goid, inside + 1, 0);
+        }
+        EventKind::Return if inside > 1 => {
+            let _ = ACTIVE_CALLS.insert(goid, inside - 1, 0);
+        }
+        EventKind::Return => {
+            let _ = ACTIVE_CALLS.remove(goid);
+        }
+        _ => {}
+    }
+}
