@@ -101,8 +101,8 @@ pub struct CallArgs {
     /// Where entry probes sit: `fast` uses the stack-check branch the kernel emulates,
     /// `callsites` also moves leaf functions' probes to their direct CALL sites, `entry` uses
     /// the first instruction (single-stepped, about 20x slower per hit).
-    #[arg(long, value_enum, default_value_t = PlacementMode::Fast)]
-    pub placement: PlacementMode,
+    #[arg(long, value_enum, default_value_t = Placement::Fast)]
+    pub placement: Placement,
     /// Probe entries only: arguments but no results or durations.
     #[arg(long, conflicts_with_all = ["returns", "results"])]
     pub entries_only: bool,
@@ -124,6 +124,14 @@ pub struct CallArgs {
     /// --slower-than, either kind); needs DWARF to know which result that is.
     #[arg(long, conflicts_with = "entries_only")]
     pub errors: bool,
+}
+
+/// `--placement`, as [`PlacementMode`] says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Placement {
+    Fast,
+    Callsites,
+    Entry,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -156,7 +164,11 @@ impl CallArgs {
     pub fn plan_options(&self) -> PlanOptions {
         PlanOptions {
             capture_strings: self.capture_strings,
-            placement: self.placement,
+            placement: match self.placement {
+                Placement::Fast => PlacementMode::Fast,
+                Placement::Callsites => PlacementMode::Callsites,
+                Placement::Entry => PlacementMode::Entry,
+            },
             entries_only: self.entries_only,
             returns: match self.returns {
                 Returns::All => ReturnsMode::All,

@@ -56,7 +56,7 @@ impl Target {
 }
 
 /// Where entry probes go.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlacementMode {
     /// On the stack-check branch where the function has one (emulated by the kernel, ~0.5 us).
     Fast,
