@@ -1,8 +1,9 @@
 //! escapade: trace a running Go process by PID with eBPF uprobes.
 //!
 //! Data flows one way, and each module is one stage of it:
-//! `gobin` and `process` model the target before anything attaches; `placement` decides where
-//! each uprobe sits; `attach` loads the probes; `ringbuf` drains raw events; `decode` turns them
+//! `gobin` and `process` model the target before anything attaches (`amd64` decodes its code
+//! for both this and probe placement); `placement` decides where each uprobe sits, entries and
+//! the callers' return sites; `attach` loads the probes; `ringbuf` drains raw events; `decode` turns them
 //! into typed values; `calls` pairs entries with returns; `model` makes each entry or return a
 //! record that outlives the target; `params` follows each parameter's value (where it points,
 //! whether the function moved it to the heap); `allocs` turns what the counting probes summed
@@ -16,6 +17,7 @@
 
 pub mod agent;
 pub mod allocs;
+pub mod amd64;
 pub mod attach;
 pub mod calls;
 pub mod cli;

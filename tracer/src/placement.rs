@@ -31,9 +31,10 @@
 use std::fmt;
 
 use iced_x86::{
-    Code, Decoder, DecoderError, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory,
-    OpAccess, OpKind, Register,
+    Code, FlowControl, Instruction, InstructionInfoFactory, OpAccess, OpKind, Register,
 };
+
+use crate::amd64::{INT_ARG_REGISTERS, Linear};
 
 /// Where the probes for one function go. Addresses are the same kind as `entry` passed in
 /// (link-time vaddr).
@@ -255,23 +256,29 @@ impl fmt::Display for NoReturnSite {
 /// have one within 9 instructions (measured on the demo binary, runtime included).
 const RETURN_SITE_WINDOW: usize = 24;
 
-/// The registers of `probe_common::RESULT_REGISTERS`, in its order.
-const RESULT_REGISTERS: [Register; probe_common::RESULT_REGISTERS] = [
-    Register::RAX,
-    Register::RBX,
-    Register::RCX,
-    Register::RDI,
-    Register::RSI,
-    Register::R8,
-    Register::R9,
-    Register::R10,
-    Register::R11,
-    Register::RDX,
-    Register::RBP,
-    Register::R12,
-    Register::R13,
-    Register::R15,
-];
+/// The registers of `probe_common::RESULT_REGISTERS`, in its order: the argument registers,
+/// then the others a caller may move a result to.
+const RESULT_REGISTERS: [Register; probe_common::RESULT_REGISTERS] = {
+    let mut all = [Register::None; probe_common::RESULT_REGISTERS];
+    let mut i = 0;
+    while i < INT_ARG_REGISTERS.len() {
+        all[i] = INT_ARG_REGISTERS[i];
+        i += 1;
+    }
+    let others = [
+        Register::RDX,
+        Register::RBP,
+        Register::R12,
+        Register::R13,
+        Register::R15,
+    ];
+    let mut j = 0;
+    while j < others.len() {
+        all[INT_ARG_REGISTERS.len() + j] = others[j];
+        j += 1;
+    }
+    all
+};
 
 /// Every direct `CALL rel32` in `text` (at vaddr `text_addr`) to one of `callees`, with where
 /// its return can be probed in the caller, or why it cannot: `(callee, call address, site)`.
@@ -608,55 +615,4 @@ fn keeps_entry_state(info: &mut InstructionInfoFactory, i: &Instruction, moresta
                 || matches!(r.register().full_register(), Register::R12 | Register::R14)
         })
         && info.used_memory().iter().all(|m| !writes(m.access()))
-}
-
-/// Linear sweep that steps over undecodable bytes instead of stopping.
-pub(crate) struct Linear<'a> {
-    decoder: Decoder<'a>,
-    start: u64,
-    skipped: usize,
-}
-
-impl<'a> Linear<'a> {
-    pub(crate) fn new(code: &'a [u8], addr: u64) -> Self {
-        Linear {
-            decoder: Decoder::with_ip(64, code, addr, DecoderOptions::NONE),
-            start: addr,
-            skipped: 0,
-        }
-    }
-
-    pub(crate) fn log_skipped(&self, what: &str) {
-        if self.skipped > 0 {
-            tracing::debug!(
-                "{what}: skipped {} undecodable bytes in code at {:#x}",
-                self.skipped,
-                self.start
-            );
-        }
-    }
-}
-
-impl Iterator for Linear<'_> {
-    type Item = Instruction;
-
-    fn next(&mut self) -> Option<Instruction> {
-        while self.decoder.can_decode() {
-            let (position, ip) = (self.decoder.position(), self.decoder.ip());
-            let insn = self.decoder.decode();
-            if !insn.is_invalid() {
-                return Some(insn);
-            }
-            // A truncated instruction at the end is the end of the code, not garbage.
-            if self.decoder.last_error() == DecoderError::NoMoreBytes {
-                return None;
-            }
-            self.skipped += 1;
-            self.decoder
-                .set_position(position + 1)
-                .expect("position + 1 is within the code: can_decode held");
-            self.decoder.set_ip(ip + 1);
-        }
-        None
-    }
 }

@@ -217,6 +217,28 @@ fn reported_summary(recording: &str) -> Value {
         .expect("a summary")
 }
 
+/// Records `hot nested 1` (`main.outer` calling `main.inner`, which spin for known times) with
+/// `args` into `name`; returns the file, the rounds the program ran, and `report`'s summary of
+/// the file, checked to be the one `record` printed live.
+fn record_nested(go: &common::Go, name: &str, args: &[&str]) -> (PathBuf, u64, Value) {
+    let mut record_args = vec!["--json"];
+    record_args.extend(args);
+    let (mut target, escapade, file) =
+        start_recording(go, "hot", &["nested", "1"], name, &record_args);
+    target.go();
+    let rounds = target.read_count("done");
+    target.go();
+    target.finish();
+    let live = escapade.finish();
+    let summary = reported_summary(file.to_str().unwrap());
+    assert_eq!(
+        live,
+        std::slice::from_ref(&summary),
+        "report vs record's live summary"
+    );
+    (file, rounds, summary)
+}
+
 /// The latency histogram of function `f` in a trace summary.
 fn histogram(f: &Value) -> Vec<u64> {
     f["latency_log2_ns"]
@@ -637,25 +659,9 @@ fn rotated_files_add_up_to_the_programs_calls() {
 fn report_and_pprof_give_the_kernels_counts_and_latencies() {
     for go in common::toolchains() {
         eprintln!("== {}", go.version);
-        let (mut target, escapade, file) = start_recording(
-            &go,
-            "hot",
-            &["nested", "1"],
-            "kernel.esc",
-            &["--json", "main.outer", "main.inner"],
-        );
+        let (file, rounds, summary) =
+            record_nested(&go, "kernel.esc", &["main.outer", "main.inner"]);
         let path = file.to_str().unwrap();
-        target.go();
-        let rounds = target.read_count("done");
-        target.go();
-        target.finish();
-        let live = escapade.finish();
-        let summary = reported_summary(path);
-        assert_eq!(
-            live,
-            std::slice::from_ref(&summary),
-            "report vs record's live summary"
-        );
         // outer spins 30 ms in all (10 of them in inner), inner 10 ms.
         for (name, below) in [("main.outer", 1u64 << 25), ("main.inner", 1 << 24)] {
             let f = function(&summary, name);
@@ -781,25 +787,9 @@ fn dropped_events_cost_call_records_not_counts() {
 #[test]
 fn entries_only_recordings_count_every_call() {
     let go = common::toolchains().pop().unwrap();
-    let (mut target, escapade, file) = start_recording(
-        &go,
-        "hot",
-        &["nested", "1"],
-        "entries.esc",
-        &["--json", "--entries-only", "main.inner"],
-    );
+    let (file, rounds, summary) =
+        record_nested(&go, "entries.esc", &["--entries-only", "main.inner"]);
     let path = file.to_str().unwrap();
-    target.go();
-    let rounds = target.read_count("done");
-    target.go();
-    target.finish();
-    let live = escapade.finish();
-    let summary = reported_summary(path);
-    assert_eq!(
-        live,
-        std::slice::from_ref(&summary),
-        "report vs record's live summary"
-    );
     let inner = function(&summary, "main.inner");
     assert!(rounds > 1, "the program ran {rounds} rounds");
     assert_eq!(inner["entries"], rounds, "{summary}");

@@ -22,6 +22,8 @@
 use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, OpKind, Register};
 use serde::{Deserialize, Serialize};
 
+use crate::amd64::INT_ARG_REGISTERS;
+
 /// `abi.TraceArgsEndSeq` and the other operators; bytes below `TRACE_ARGS_SPECIAL` are offsets.
 const END_SEQ: u8 = 0xff;
 const START_AGG: u8 = 0xfe;
@@ -30,19 +32,6 @@ const DOTDOTDOT: u8 = 0xfc;
 const OFFSET_TOO_LARGE: u8 = 0xfb;
 /// `abi.TraceArgsMaxLen`: (5 levels * 3 + 2) * 10 words + 1.
 const MAX_LEN: usize = (5 * 3 + 2) * 10 + 1;
-
-/// Go's ABIInternal integer argument registers, in assignment order.
-const INT_REGS: [Register; 9] = [
-    Register::RAX,
-    Register::RBX,
-    Register::RCX,
-    Register::RDI,
-    Register::RSI,
-    Register::R8,
-    Register::R9,
-    Register::R10,
-    Register::R11,
-];
 
 /// Instructions looked at for the stack-check branch, and at most in the morestack path: the
 /// path spills at most 9 integer and 15 float registers.
@@ -66,7 +55,7 @@ pub enum Source {
 impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Source::Int(i) => write!(f, "{:?}", INT_REGS[usize::from(*i)]),
+            Source::Int(i) => write!(f, "{:?}", INT_ARG_REGISTERS[usize::from(*i)]),
             Source::Float(i) => write!(f, "X{i}"),
             Source::Stack(off) => write!(f, "stack+{off}"),
             Source::Unmapped => f.write_str("?"),
@@ -306,7 +295,7 @@ fn morestack_spills(code: &[u8], entry: u64) -> Option<Vec<(u64, Source)>> {
         let from = match stored {
             r if r.is_xmm() => Source::Float(r.number() as u8),
             r => Source::Int(
-                INT_REGS
+                INT_ARG_REGISTERS
                     .iter()
                     .position(|&g| g == r.full_register())
                     .and_then(|p| u8::try_from(p).ok())?,

@@ -22,7 +22,7 @@ use object::elf::{SHF_ALLOC, SHF_EXECINSTR, SHT_NOBITS};
 use object::read::elf::{FileHeader as _, SectionHeader as _};
 
 use super::GoBinary;
-use crate::placement::Linear;
+use crate::amd64::Linear;
 
 /// The subset of `entries` (link-time function entries) whose functions may be entered other
 /// than by a direct `CALL`.
