@@ -163,7 +163,7 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
             return_addr,
             at_return_site: u64::from(closed_at_return_site),
         };
-        let _ = CALL_STARTS.insert(&call, &start, 0);
+        let _ = CALL_STARTS.insert(call, start, 0);
     }
     sent
 }
@@ -350,7 +350,11 @@ fn capture_tail(hit: &EventParts, slower_than_ns: u64, errors: bool) -> Result<(
     fill(e, hit);
     if hit.kind == EventKind::Entry {
         if hit.observed == CallHit::Starts {
-            let _ = HELD_ENTRIES.insert(&call, &*e, 0);
+            #[expect(
+                clippy::needless_borrows_for_generic_args,
+                reason = "by value, the event would not fit the 512-byte BPF stack"
+            )]
+            let _ = HELD_ENTRIES.insert(call, &*e, 0);
         }
         return Ok(());
     }
@@ -372,16 +376,16 @@ fn capture_tail(hit: &EventParts, slower_than_ns: u64, errors: bool) -> Result<(
     let failed = errors && itab != 0;
     if slow || failed {
         // SAFETY: the value stays valid until removed below, by this program.
-        if let Some(held) = unsafe { HELD_ENTRIES.get(&call) } {
-            if EVENTS.output::<CallEvent>(held, wakeup_flags()).is_err() {
-                count(COUNTER_DROPPED);
-            }
+        if let Some(held) = unsafe { HELD_ENTRIES.get(call) }
+            && EVENTS.output::<CallEvent>(held, wakeup_flags()).is_err()
+        {
+            count(COUNTER_DROPPED);
         }
         if EVENTS.output::<CallEvent>(&*e, wakeup_flags()).is_err() {
             count(COUNTER_DROPPED);
         }
     }
-    let _ = HELD_ENTRIES.remove(&call);
+    let _ = HELD_ENTRIES.remove(call);
     Ok(())
 }
 

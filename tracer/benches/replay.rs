@@ -28,7 +28,7 @@ fn replay(c: &mut Criterion) {
             let mut view = TraceView::new(functions, false, true, std::io::sink());
             assert!(replay.run(&mut view).unwrap().is_none());
             assert_eq!(replay.calls, 2 * CALLS);
-            view.summary(&Default::default(), None).unwrap();
+            view.summary(&Default::default(), None, None).unwrap();
         })
     });
     group.finish();

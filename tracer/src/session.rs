@@ -276,15 +276,18 @@ impl Plan {
                 (Some(_), ReturnsMode::All | ReturnsMode::Rets) if !opts.entries_only => &rets,
                 _ => &[],
             };
-            let timed = !opts.entries_only && !(return_sites.is_empty() && rets.is_empty());
+            // Under `--returns direct` a function without return sites is timed too: its
+            // entries are then counted as unobserved.
+            let timed = !opts.entries_only
+                && (!return_sites.is_empty()
+                    || !rets.is_empty()
+                    || opts.returns == ReturnsMode::Direct);
             let config = ProbeConfig {
                 stack_words: (stack_bytes.div_ceil(8) as u32).min(MAX_STACK_WORDS as u32),
                 string_bytes: opts.capture_strings.min(STRING_CAPTURE_BYTES as u32),
                 strings: captures.configs,
                 function: index as u32,
-                timed: u32::from(
-                    timed || opts.returns == ReturnsMode::Direct && !opts.entries_only,
-                ),
+                timed: u32::from(timed),
                 ret_probed: u32::from(!rets.is_empty()),
                 error_word: error_word(&function),
                 ..ProbeConfig::default()
