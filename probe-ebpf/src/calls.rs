@@ -8,7 +8,7 @@ use aya_ebpf::{
         bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user_buf,
     },
     macros::{map, uprobe},
-    maps::{HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::ProbeContext,
 };
 use probe_common::{
@@ -452,6 +452,27 @@ fn restore_results(e: &mut CallEvent, regs: &pt_regs, config: &ProbeConfig) -> b
     read
 }
 
+/// Non-zero while the `RET` probes are detached (`--returns sampled`, between windows): calls
+/// from sites without a return site then go unobserved.
+#[map]
+static RETS_CLOSED: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Calls whose return a `RET` probe is to see, still open (summed over CPUs): the `RET`
+/// probes of a sampling window are detached once these have returned.
+#[map]
+static OPEN_VIA_RET: PerCpuArray<i64> = PerCpuArray::with_max_entries(1, 0);
+
+fn rets_closed() -> bool {
+    RETS_CLOSED.get(0).is_some_and(|closed| *closed != 0)
+}
+
+fn add_open_via_ret(n: i64) {
+    if let Some(open) = OPEN_VIA_RET.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; nothing else writes it while the program runs here.
+        unsafe { *open += n };
+    }
+}
+
 /// What the kernel made of a probe hit on a traced function's entry or return.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum CallHit {
@@ -486,7 +507,7 @@ fn entered(
     let link_time = return_addr.wrapping_sub(code_bias);
     // SAFETY: lookup only tests presence.
     let at_return_site = unsafe { FAST_RETURNS.get(link_time) }.is_some();
-    if !at_return_site && config.ret_probed == 0 {
+    if !at_return_site && (config.ret_probed == 0 || rets_closed()) {
         count_entry(config.function, true);
         return (CallHit::Unobserved, false);
     }
@@ -500,6 +521,9 @@ fn entered(
         return (CallHit::Unpaired, false);
     }
     count_entry(config.function, false);
+    if !at_return_site {
+        add_open_via_ret(1);
+    }
     (CallHit::Starts, at_return_site)
 }
 
@@ -543,6 +567,9 @@ fn returned(
         return (CallHit::NotThisCall, 0);
     }
     let _ = CALL_STARTS.remove(call);
+    if !at_return_site {
+        add_open_via_ret(-1);
+    }
     let took = ktime_ns.saturating_sub(start.ktime_ns);
     let Some(stats) = CALL_STATS.get_ptr_mut(config.function) else {
         return (CallHit::Paired, took);

@@ -86,7 +86,27 @@ pub struct Attached {
     claimed_tgid: Array<MapData, u64>,
     call_stats: PerCpuArray<MapData, CallStats>,
     call_starts: HashMap<MapData, OpenCall, CallStart>,
+    rets_closed: Array<MapData, u32>,
+    open_via_ret: PerCpuArray<MapData, i64>,
+    /// Under `--returns sampled`, when the `RET` probes come and go.
+    windows: Option<RetWindows>,
 }
+
+/// `--returns sampled`: a window with the `RET` probes attached opens every [`RET_PERIOD`] and
+/// lasts its share of it.
+#[derive(Clone, Copy, Debug)]
+struct RetWindows {
+    open_for: std::time::Duration,
+    closed_for: std::time::Duration,
+    next_edge: std::time::Instant,
+}
+
+/// How often a sampling window opens: long enough that a 1 % window (20 ms) outlasts the
+/// attach and the detach, short enough to sample a short session.
+const RET_PERIOD: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long closing a window waits for the calls its `RET` probes were to see to return.
+const RET_DRAIN: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl Attached {
     /// The ring buffer the probes write to; the reader takes it once.
@@ -106,6 +126,81 @@ impl Attached {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Detaches the `RET` probes, between the windows of `--returns sampled`: from now on the
+    /// kernel counts calls that only a `RET` probe would see as unobserved, and the probes go
+    /// once the calls they were to see have returned (or after `wait`, for calls a panic
+    /// unwound). Return sites stay.
+    fn close_rets(&mut self, wait: std::time::Duration) -> anyhow::Result<()> {
+        let Links::Multi { rets, .. } = &mut self.links else {
+            anyhow::bail!(NO_SAMPLING);
+        };
+        let Some(link) = rets.link.take() else {
+            return Ok(());
+        };
+        self.rets_closed.set(0, 1, 0)?;
+        let until = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < until {
+            let open: i64 = self.open_via_ret.get(&0, 0)?.iter().sum();
+            if open <= 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        // Its grace period need not hold up the session.
+        std::thread::spawn(move || drop(link));
+        Ok(())
+    }
+
+    /// `--returns sampled`: detaches the `RET` probes now and has them attached again in
+    /// windows adding up to `percent` of the time ([`Attached::ret_edge`]).
+    pub fn sample_rets(&mut self, percent: f64) -> anyhow::Result<()> {
+        self.close_rets(RET_DRAIN)?;
+        let open_for = RET_PERIOD.mul_f64(percent / 100.0);
+        self.windows = Some(RetWindows {
+            open_for,
+            closed_for: RET_PERIOD.saturating_sub(open_for),
+            next_edge: std::time::Instant::now() + RET_PERIOD.saturating_sub(open_for),
+        });
+        Ok(())
+    }
+
+    /// When the next sampling window opens or closes, if the `RET` probes are sampled.
+    pub fn next_ret_edge(&self) -> Option<std::time::Instant> {
+        self.windows.map(|w| w.next_edge)
+    }
+
+    /// Opens or closes the sampling window, at the time [`Attached::next_ret_edge`] said.
+    pub fn ret_edge(&mut self) -> anyhow::Result<()> {
+        let Some(mut windows) = self.windows else {
+            return Ok(());
+        };
+        let open = matches!(&self.links, Links::Multi { rets, .. } if rets.link.is_some());
+        if open {
+            self.close_rets(RET_DRAIN)?;
+            windows.next_edge += windows.closed_for;
+        } else {
+            self.open_rets()?;
+            windows.next_edge += windows.open_for;
+        }
+        // A late edge does not make the next window shorter.
+        windows.next_edge = windows.next_edge.max(std::time::Instant::now());
+        self.windows = Some(windows);
+        Ok(())
+    }
+
+    /// Attaches the `RET` probes again, for a window of `--returns sampled`.
+    fn open_rets(&mut self) -> anyhow::Result<()> {
+        let Links::Multi { rets, .. } = &mut self.links else {
+            anyhow::bail!(NO_SAMPLING);
+        };
+        if rets.link.is_some() || rets.sites.is_empty() {
+            return Ok(());
+        }
+        rets.link = Some(rets.attach()?);
+        self.rets_closed.set(0, 0, 0)?;
         Ok(())
     }
 
@@ -370,9 +465,15 @@ pub fn attach(
     let claimed_tgid = Array::try_from(ebpf.take_map("CLAIMED_TGID").context("map CLAIMED_TGID")?)?;
     let call_stats = PerCpuArray::try_from(ebpf.take_map("CALL_STATS").context("map CALL_STATS")?)?;
     let call_starts = HashMap::try_from(ebpf.take_map("CALL_STARTS").context("map CALL_STARTS")?)?;
+    let rets_closed = Array::try_from(ebpf.take_map("RETS_CLOSED").context("map RETS_CLOSED")?)?;
+    let open_via_ret =
+        PerCpuArray::try_from(ebpf.take_map("OPEN_VIA_RET").context("map OPEN_VIA_RET")?)?;
     Ok(Attached {
         call_stats,
         call_starts,
+        rets_closed,
+        open_via_ret,
+        windows: None,
         claimed_tgid,
         gc_cycles,
         sampled_live,
@@ -428,12 +529,40 @@ enum Links {
     Multi {
         entries: Vec<MultiLink>,
         _returns: Vec<MultiLink>,
+        /// The probes on the traced functions' `RET`s, in a link of their own so that
+        /// `--returns sampled` can detach and attach them in windows.
+        rets: RetProbes,
     },
     /// One perf event per uprobe (kernels before 6.6); the return probes' detach with the
     /// eBPF object.
     PerfEvents {
         entries: Vec<(&'static str, UProbeLinkId)>,
     },
+}
+
+const NO_SAMPLING: &str = "--returns sampled needs uprobe_multi links (Linux 6.6 or later): \
+     without them, detaching the RET probes takes 0.1 s a probe";
+
+/// The program of the `RET` probes, their sites and their link as attached.
+type RetGroup = (&'static str, Vec<(u64, u64)>, Option<MultiLink>);
+
+/// The `RET` probes' link, and what attaching it again takes.
+struct RetProbes {
+    programs: MultiPrograms,
+    program: &'static str,
+    exe: std::path::PathBuf,
+    pid: u32,
+    /// (file offset, cookie) of each `RET` probe.
+    sites: Vec<(u64, u64)>,
+    link: Option<MultiLink>,
+}
+
+impl RetProbes {
+    fn attach(&self) -> anyhow::Result<MultiLink> {
+        self.programs
+            .attach(self.program, &self.exe, self.pid, &self.sites)
+            .with_context(|| format!("attaching the RET probes' {} link", self.program))
+    }
 }
 
 fn program_for(programs: Programs, kind: ProbeKind) -> &'static str {
@@ -452,39 +581,65 @@ fn program_for(programs: Programs, kind: ProbeKind) -> &'static str {
     }
 }
 
-/// Every group in one `uprobe_multi` link. On failure nothing stays attached, so that the
-/// caller can fall back to perf events.
+/// Every group in one `uprobe_multi` link, the `RET` probes in one of their own. On failure
+/// nothing stays attached, so that the caller can fall back to perf events.
 fn attach_multi(ebpf: &Ebpf, exe: &Path, pid: u32, groups: &[Group]) -> anyhow::Result<Links> {
     let mut names: Vec<&'static str> = groups.iter().map(|g| g.program).collect();
     names.sort_unstable();
     names.dedup();
     let programs = MultiPrograms::load(PROBES, ebpf, &names)?;
     let (mut entries, mut returns) = (Vec::new(), Vec::new());
+    let mut rets: Option<RetGroup> = None;
     for group in groups {
-        let sites: Vec<(u64, u64)> = group
+        let (on_rets, sites): (Vec<(u64, u64)>, Vec<(u64, u64)>) = group
             .sites
             .iter()
             .map(|s| (s.file_offset, s.cookie))
-            .collect();
-        let link = programs
-            .attach(group.program, exe, pid, &sites)
-            .with_context(|| format!("attaching {} uprobe_multi link", group.program));
-        let link = match link {
-            Ok(link) => link,
+            .partition(|&(_, cookie)| {
+                group.kind == ProbeKind::Return && cookie & COOKIE_AT_RETURN_SITE == 0
+            });
+        let attach = |sites: &[(u64, u64)]| {
+            programs
+                .attach(group.program, exe, pid, sites)
+                .with_context(|| format!("attaching {} uprobe_multi link", group.program))
+        };
+        let linked = (!sites.is_empty()).then(|| attach(&sites)).transpose();
+        let linked_rets = linked.and_then(|link| {
+            let rets = (!on_rets.is_empty())
+                .then(|| attach(&on_rets))
+                .transpose()?;
+            Ok((link, rets))
+        });
+        let (link, ret_link) = match linked_rets {
+            Ok(links) => links,
             Err(e) => {
-                uprobe_multi::close_together(entries.into_iter().chain(returns).collect());
+                let earlier_rets = rets.and_then(|(_, _, link): RetGroup| link);
+                let all = entries.into_iter().chain(returns).chain(earlier_rets);
+                uprobe_multi::close_together(all.collect());
                 return Err(e);
             }
         };
+        match (link, group.kind) {
+            (Some(link), ProbeKind::Return) => returns.push(link),
+            (Some(link), _) => entries.push(link),
+            (None, _) => {}
+        }
         if group.kind == ProbeKind::Return {
-            returns.push(link);
-        } else {
-            entries.push(link);
+            rets = Some((group.program, on_rets, ret_link));
         }
     }
+    let (program, sites, link) = rets.unwrap_or(("go_return", Vec::new(), None));
     Ok(Links::Multi {
         entries,
         _returns: returns,
+        rets: RetProbes {
+            programs,
+            program,
+            exe: exe.to_path_buf(),
+            pid,
+            sites,
+            link,
+        },
     })
 }
 

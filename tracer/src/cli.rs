@@ -109,9 +109,11 @@ pub struct CallArgs {
     /// Which returns are seen. `all`: every call's, in the caller just after a direct call
     /// (emulated, ~0.5 us) where it can be, else on the function's RETs (single-stepped, ~10
     /// us a call; kept for functions called through func values or interfaces). `direct`:
-    /// only the callers' side; the other calls are counted as not observed.
-    #[arg(long, value_enum, default_value_t = Returns::All)]
-    pub returns: Returns,
+    /// only the callers' side; the other calls are counted as not observed. `sampled[=1%]`:
+    /// as `all`, with the RET probes attached only in windows adding up to that share of the
+    /// time; calls made between windows that need them are counted as not observed.
+    #[arg(long, value_name = "all|direct|sampled[=N%]", default_value = "all", value_parser = parse_returns)]
+    pub returns: ReturnsMode,
     /// `exact` also probes the RETs for call sites that discard a result (`_ = f()`), so that
     /// its value is shown; by default such a result shows as `discarded`.
     #[arg(long, value_enum, default_value_t = Results::Seen)]
@@ -132,15 +134,6 @@ pub enum Placement {
     Fast,
     Callsites,
     Entry,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Returns {
-    All,
-    Direct,
-    /// Every return on the function's RETs, none at return sites (for benchmarks).
-    #[value(hide = true)]
-    Rets,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -170,11 +163,7 @@ impl CallArgs {
                 Placement::Entry => PlacementMode::Entry,
             },
             entries_only: self.entries_only,
-            returns: match self.returns {
-                Returns::All => ReturnsMode::All,
-                Returns::Direct => ReturnsMode::Direct,
-                Returns::Rets => ReturnsMode::Rets,
-            },
+            returns: self.returns,
             exact_results: self.results == Results::Exact,
         }
     }
@@ -403,6 +392,26 @@ fn parse_weights(s: &str) -> Result<Weights, String> {
             plo: parse(plo)?,
         }),
         None => Err("expected two weights, CPU and PLO, as in 0.6,0.4".into()),
+    }
+}
+
+/// `all`, `direct`, `sampled` (1 %) or `sampled=N%`; `rets`, every return on the RETs and none
+/// at return sites, is there for benchmarks.
+fn parse_returns(s: &str) -> Result<ReturnsMode, String> {
+    match s {
+        "all" => Ok(ReturnsMode::All),
+        "direct" => Ok(ReturnsMode::Direct),
+        "rets" => Ok(ReturnsMode::Rets),
+        "sampled" => Ok(ReturnsMode::Sampled { percent: 1.0 }),
+        _ => {
+            let percent = s
+                .strip_prefix("sampled=")
+                .and_then(|p| p.strip_suffix('%'))
+                .and_then(|p| p.parse::<f64>().ok())
+                .filter(|p| *p > 0.0 && *p <= 100.0)
+                .ok_or("expected all, direct, sampled or sampled=N% (0 < N <= 100)")?;
+            Ok(ReturnsMode::Sampled { percent })
+        }
     }
 }
 

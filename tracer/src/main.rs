@@ -27,7 +27,7 @@ use escapade::report::{
     AllocsMeta, ParamsMeta, TracePrinter, TraceView, write_allocs, write_params,
 };
 use escapade::session::{
-    self, CountingProbes, EventSink, PlacementMode, Plan, PlanOptions, Target,
+    self, CountingProbes, EventSink, PlacementMode, Plan, PlanOptions, ReturnsMode, Target,
 };
 
 fn main() -> ExitCode {
@@ -108,6 +108,7 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
         plan.points.len()
     );
     let mut attached = attach_to(&target, launched.as_ref(), &plan.points, programs, &doing)?;
+    sample_rets(&mut attached, &args.calls)?;
     let decoder = Decoder::new(&target.binary, &target.process, target.bias);
     let stdout = std::io::stdout().lock();
     let mut printer = TracePrinter::new(
@@ -383,6 +384,7 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
     );
     let programs = args.calls.tail().map_or(Programs::Tracing, Programs::Tail);
     let mut attached = attach_to(&target, launched.as_ref(), &points, programs, &doing)?;
+    sample_rets(&mut attached, &args.calls)?;
     let cpu = if args.cpu {
         Some(CpuSampling {
             sampler: attached.sample_cpu(args.sampling.hz)?,
@@ -659,6 +661,14 @@ fn attach_to(
         target.binary.build.go_version,
     );
     Ok(attached)
+}
+
+/// `--returns sampled`: the RET probes come and go from now on.
+fn sample_rets(attached: &mut Attached, calls: &escapade::cli::CallArgs) -> anyhow::Result<()> {
+    match calls.returns {
+        ReturnsMode::Sampled { percent } => attached.sample_rets(percent),
+        _ => Ok(()),
+    }
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

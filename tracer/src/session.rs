@@ -145,7 +145,7 @@ impl std::fmt::Display for EntrySite {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct PlanOptions {
     /// Bytes of each string argument to copy; 0 copies none.
     pub capture_strings: u32,
@@ -172,7 +172,7 @@ impl Default for PlanOptions {
 }
 
 /// Which calls' returns the probes see.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ReturnsMode {
     /// Every call's: at its return site in the caller where it has one (emulated, ~0.5 us),
     /// else on the function's `RET`s (single-stepped, ~10 us), which stay probed only where
@@ -184,6 +184,10 @@ pub enum ReturnsMode {
     Direct,
     /// Only on the `RET`s, as before return sites: for benchmarks.
     Rets,
+    /// As `All`, with the `RET` probes attached only in windows that add up to this share of
+    /// the time; the kernel counts the calls that needed them between
+    /// windows as not observed (see `Attached::sample_rets`).
+    Sampled { percent: f64 },
 }
 
 /// How a traced function's returns are probed.
@@ -273,7 +277,11 @@ impl Plan {
                 rets_needed = Some("--returns rets".into());
             }
             let rets: &[u64] = match (&rets_needed, opts.returns) {
-                (Some(_), ReturnsMode::All | ReturnsMode::Rets) if !opts.entries_only => &rets,
+                (Some(_), ReturnsMode::All | ReturnsMode::Rets | ReturnsMode::Sampled { .. })
+                    if !opts.entries_only =>
+                {
+                    &rets
+                }
                 _ => &[],
             };
             // Under `--returns direct` a function without return sites is timed too: its
@@ -699,6 +707,14 @@ pub async fn run(
     run_until(target, attached, stop, sink, status).await
 }
 
+/// Waits until `at`, or forever.
+async fn until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Pumps events into `sink` until `stop` says why to stop, or the target exits, keeping
 /// `status` up to date.
 pub async fn run_until(
@@ -731,6 +747,7 @@ pub async fn run_until(
                 readable?;
                 reader.drain(sink)?;
             }
+            _ = until(attached.next_ret_edge()) => attached.ret_edge()?,
         }
         // A drain can take long when the sink is slower than the probes: let the runtime see
         // the clock and signals before going on, or the deadline and Ctrl-C wait for tokio's

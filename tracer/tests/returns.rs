@@ -21,7 +21,13 @@ struct Run {
 
 impl Run {
     fn of(bin: &std::path::Path, options: &[&str]) -> Run {
-        let mut target = Target::start(bin, &[]);
+        Run::of_rounds(bin, options, 50, 0)
+    }
+
+    /// `rounds` rounds of calls, each followed by a pause of `pause_ms`.
+    fn of_rounds(bin: &std::path::Path, options: &[&str], rounds: usize, pause_ms: u64) -> Run {
+        let args = [rounds.to_string(), pause_ms.to_string()];
+        let mut target = Target::start(bin, &[&args[0], &args[1]]);
         let pid = target.pid.to_string();
         let mut args = vec!["trace", "--pid", &pid, "--json"];
         args.extend(options);
@@ -34,8 +40,8 @@ impl Run {
         ]);
         let mut escapade = Escapade::attach(&args);
         target.go();
-        // 5 rounds print a pair line and a spilled line each, then the counts.
-        let printed = common::json_lines(&target.read_lines(10).concat());
+        // Every tenth round prints a pair line and a spilled line, then the counts.
+        let printed = common::json_lines(&target.read_lines(2 * rounds.div_ceil(10)).concat());
         let counts = target.read_lines(1).concat();
         let counts: Value = serde_json::from_str(
             counts
@@ -44,7 +50,7 @@ impl Run {
         )
         .unwrap();
         // Every pair and spilled call's return, decoded while the program still runs.
-        escapade.wait_for(15, |l| {
+        escapade.wait_for(3 * rounds.div_ceil(10), |l| {
             l.contains(r#""type":"return""#)
                 && (l.contains("main.pair") || l.contains("main.spilled"))
         });
@@ -153,6 +159,35 @@ fn each_call_returns_through_the_mechanism_its_call_site_allows() {
             assert_eq!(
                 only_direct.mechanisms("main.(*adder).Add"),
                 [direct + iface, direct, direct, 0, iface],
+            );
+        }
+    }
+}
+
+/// `--returns sampled`: the RET probes come and go, so calls through func values and
+/// interfaces are seen only in the windows, and the others are counted as not observed,
+/// exactly; direct calls are all seen at their return sites.
+#[test]
+fn sampled_rets_see_indirect_calls_in_windows_and_count_the_rest() {
+    for go in common::toolchains() {
+        eprintln!("== {}", go.version);
+        let bin = common::build(&go, "returns", &[]);
+        // About 3.5 s of calls: the 2 s period's window of 40 % opens once or twice.
+        let run = Run::of_rounds(&bin, &["--returns", "sampled=40%"], 300, 10);
+        for (function, direct, indirect) in [
+            ("main.double", "double_direct", "double_func_value"),
+            ("main.(*adder).Add", "add_direct", "add_interface"),
+        ] {
+            let (direct, indirect) = (run.count(direct), run.count(indirect));
+            let [entries, returns, at_site, at_ret, unobserved] = run.mechanisms(function);
+            let at = format!("{function}: {:?}", run.mechanisms(function));
+            assert_eq!(entries, direct + indirect, "{at}");
+            assert_eq!(at_site, direct, "{at}");
+            assert_eq!(at_ret + unobserved, indirect, "{at}");
+            assert_eq!(returns, at_site + at_ret, "{at}");
+            assert!(
+                at_ret > 0 && unobserved > 0,
+                "{at}: both in and out of windows"
             );
         }
     }

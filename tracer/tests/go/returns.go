@@ -4,7 +4,8 @@
 // across another call, and through a panic that unwinds past a direct call. It prints "ready
 // <pid>", waits for a line on stdin, makes its calls, prints one JSON line per checked call
 // and then one line with how many calls it made each way, and waits for another line before
-// exiting; one call (main.parked) runs until then.
+// exiting; one call (main.parked) runs until then. Arguments, both optional: how many rounds of
+// calls (50) and how long to pause after each, in ms (0).
 package main
 
 import (
@@ -12,6 +13,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strconv"
+	"time"
 )
 
 // double is called directly and through a func value.
@@ -86,7 +89,12 @@ func main() {
 	release := make(chan int)
 	done := make(chan int)
 	go func() { done <- parked(release) }()
-	const rounds = 50
+	// Optional arguments: rounds (50) and a pause after each, in ms (none).
+	rounds, pause := 50, 0
+	if len(os.Args) > 2 {
+		rounds, _ = strconv.Atoi(os.Args[1])
+		pause, _ = strconv.Atoi(os.Args[2])
+	}
 	counts := map[string]int{}
 	total := 0
 	for i := 0; i < rounds; i++ {
@@ -113,6 +121,7 @@ func main() {
 			counts["panicked"]++
 		}
 		counts["mayPanic"]++
+		time.Sleep(time.Duration(pause) * time.Millisecond)
 	}
 	line, _ := json.Marshal(counts)
 	fmt.Printf("counts %s\n", line)
