@@ -591,7 +591,7 @@ fn attach_multi(ebpf: &Ebpf, exe: &Path, pid: u32, groups: &[Group]) -> anyhow::
     let (mut entries, mut returns) = (Vec::new(), Vec::new());
     let mut rets: Option<RetGroup> = None;
     for group in groups {
-        let (on_rets, sites): (Vec<(u64, u64)>, Vec<(u64, u64)>) = group
+        let (on_rets, sites): (Vec<_>, Vec<_>) = group
             .sites
             .iter()
             .map(|s| (s.file_offset, s.cookie))
