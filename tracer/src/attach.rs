@@ -13,8 +13,8 @@ use aya::{Ebpf, EbpfLoader};
 use probe_common::{
     AllocKey, AllocStats, COOKIE_AT_CALL_SITE, COOKIE_AT_RETURN_SITE,
     COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTED_STACK_GROWTH, COUNTERS, CallStart, CallStats,
-    GcCycleRecord, GoOffsets, LiveObject, MAX_FAST_RETURNS, MAX_PROBES, MAX_TRACED_FUNCTIONS,
-    OpenCall, ProbeConfig, StackRecord,
+    GcCycleRecord, GoOffsets, LiveObject, MAX_FAST_RETURNS, MAX_HELD_ENTRIES, MAX_PROBES,
+    MAX_TRACED_FUNCTIONS, OpenCall, ProbeConfig, StackRecord,
 };
 
 use crate::uprobe_multi::{self, MultiLink, MultiPrograms};
@@ -387,6 +387,15 @@ pub fn attach(
         .override_global("SEND_CALLS", &send_calls, true)
         .override_global("TAIL_SLOWER_THAN_NS", &tail.slower_than_ns, true)
         .override_global("TAIL_ERRORS", &u32::from(tail.errors), true)
+        // Entries held for tail capture take ~0.7 KB each, preallocated: only when asked.
+        .map_max_entries(
+            "HELD_ENTRIES",
+            if tail == TailCapture::default() {
+                1
+            } else {
+                MAX_HELD_ENTRIES
+            },
+        )
         .load(PROBES)
         .context("loading the eBPF programs")?;
 

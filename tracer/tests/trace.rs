@@ -59,12 +59,7 @@ fn check_args_program(bin: &std::path::Path) {
         );
         let (entry, ret) = (entries[0], returns[0]);
         // Each result kind, read at the caller's return site.
-        let counted = events
-            .iter()
-            .filter(|e| e["type"] == "summary")
-            .flat_map(|s| s["functions"].as_array().unwrap())
-            .find(|f| f["function"] == function)
-            .unwrap();
+        let counted = summary_of(&events, function);
         assert_eq!(counted["returns_at_return_site"], 1, "{counted}");
         assert_eq!(entry["goid"], call["goid"], "{function}: goroutine id");
         assert_eq!(
@@ -297,12 +292,7 @@ fn check_shapes(bin: &std::path::Path, placement: &str, links: Links) {
         assert_eq!(entries.len(), expected, "{function} ({placement}): entries");
         assert_eq!(returns.len(), expected, "{function} ({placement}): returns");
         // The summary's counts are the kernel's, which pairs calls the same way.
-        let counted = events
-            .iter()
-            .filter(|e| e["type"] == "summary")
-            .flat_map(|s| s["functions"].as_array().unwrap())
-            .find(|f| f["function"] == function)
-            .unwrap();
+        let counted = summary_of(&events, function);
         assert_eq!(counted["entries"], expected, "{function}: {counted}");
         assert_eq!(counted["returns"], expected, "{function}: {counted}");
         // Returns at the caller's return site wherever the call is direct and its result is
@@ -377,6 +367,16 @@ fn check_shapes(bin: &std::path::Path, placement: &str, links: Links) {
 }
 
 /// The events of one kind (`entry`, `return`) of one function.
+/// The summary's line for `function`.
+fn summary_of<'a>(events: &'a [Value], function: &str) -> &'a Value {
+    events
+        .iter()
+        .filter(|e| e["type"] == "summary")
+        .flat_map(|s| s["functions"].as_array().unwrap())
+        .find(|f| f["function"] == function)
+        .unwrap_or_else(|| panic!("no summary line for {function}"))
+}
+
 fn of<'a>(events: &'a [Value], kind: &str, function: &str) -> Vec<&'a Value> {
     events
         .iter()
