@@ -7,9 +7,11 @@ mod common;
 
 use common::{Escapade, Target};
 
-/// The most a duration may exceed the call's own measure, in the median, on this kind of
-/// machine: the kernel's trap and return of two emulated probe hits, ~0.7 us measured. With the
-/// entry's time taken at the start of its probe, as before, the median was ~1.2 us.
+/// The least a duration exceeds the call's own measure over 200 calls, on this kind of machine:
+/// the kernel's trap and return of two emulated probe hits, ~0.7 us measured (0.9 us with
+/// another build running on the machine). With the entry's time taken at the start of its
+/// probe, as before, it was ~1.1 us. The least, not the median: a loaded machine slows some
+/// calls' probes, not all of them.
 const MAX_BIAS_NS: i64 = 1_000;
 
 #[test]
@@ -48,7 +50,15 @@ fn durations_of_a_50us_spin_are_within_the_probes_overhead() {
             bias[0] >= 0,
             "shorter than the call measured itself: {bias:?}"
         );
-        assert!(median <= MAX_BIAS_NS, "median bias {median} ns: {bias:?}");
+        assert!(
+            bias[0] <= MAX_BIAS_NS,
+            "least bias {} ns: {bias:?}",
+            bias[0]
+        );
+        assert!(
+            median <= 2 * MAX_BIAS_NS,
+            "median bias {median} ns: {bias:?}"
+        );
         // The events carry the kernel's own timing of each call, which its totals sum.
         let summary = events.iter().find(|e| e["type"] == "summary").unwrap();
         let total = summary["functions"][0]["total_ns"].as_i64().unwrap();
