@@ -456,14 +456,10 @@ impl ReturnSites {
         Ok(ReturnSites { by_callee })
     }
 
-    /// The return sites of the function at `entry`, and why its `RET`s are needed, if they are.
+    /// The return sites of the function at `entry`, and why its `RET`s are needed, if they are
+    /// (none of either when no sites were looked for: `--entries-only`).
     fn take(&mut self, entry: u64) -> (Vec<PlannedSite>, Option<String>) {
-        self.by_callee.remove(&entry).unwrap_or_else(|| {
-            (
-                Vec::new(),
-                Some("its returns are probed on its RETs".into()),
-            )
-        })
+        self.by_callee.remove(&entry).unwrap_or_default()
     }
 }
 

@@ -711,8 +711,8 @@ fn report_and_pprof_give_the_kernels_counts_and_latencies() {
 /// every call the program made, each in the histogram.
 #[test]
 fn dropped_events_cost_call_records_not_counts() {
-    use std::io::{BufRead as _, Read as _};
-    use std::process::{Command, Stdio};
+    use std::io::Read as _;
+    use std::process::Command;
     let go = common::toolchains().pop().unwrap();
     let bin = common::build(&go, "agent", &[]);
     let n: u64 = 100_000;
@@ -720,21 +720,8 @@ fn dropped_events_cost_call_records_not_counts() {
     let path = file.to_str().unwrap();
     let mut target = Target::start(&bin, &[&n.to_string()]);
     let pid = target.pid.to_string();
-    let mut escapade = Command::new(env!("CARGO_BIN_EXE_escapade"))
-        .args(["record", "--pid", &pid, "-o", path, "--json", "main.work"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(escapade.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("attached to PID") {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "escapade did not attach"
-        );
-    }
+    let (escapade, mut stderr) =
+        common::spawn_attached(&["record", "--pid", &pid, "-o", path, "--json", "main.work"]);
     let escapade_pid = escapade.id().to_string();
     let signal = |signal: &str| {
         let status = Command::new("kill")

@@ -590,28 +590,13 @@ fn quiet_counts_and_times_every_call_in_the_kernel() {
 #[test]
 fn summary_counts_lose_nothing_when_events_are_dropped() {
     use std::io::BufRead as _;
-    use std::process::{Command, Stdio};
     let go = common::toolchains().pop().unwrap();
     let bin = common::build(&go, "agent", &[]);
     let n: u64 = 1_500_000;
     let mut target = Target::start(&bin, &[&n.to_string()]);
     let pid = target.pid.to_string();
-    let mut escapade = Command::new(env!("CARGO_BIN_EXE_escapade"))
-        .args(["trace", "--pid", &pid, "--json", "main.work"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait until attached, then let the program run its calls.
-    let mut stderr = std::io::BufReader::new(escapade.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("attached to PID") {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "escapade did not attach"
-        );
-    }
+    let (mut escapade, mut stderr) =
+        common::spawn_attached(&["trace", "--pid", &pid, "--json", "main.work"]);
     target.go();
     let calls = target.read_count("calls");
     target.finish();

@@ -199,6 +199,35 @@ impl Target {
     }
 }
 
+/// Starts `escapade <args>` with its stdout and stderr piped and waits until it says it
+/// attached; returns it and its stderr past that line, for tests that signal it or read its
+/// output whole themselves (see [`Escapade`] for line-by-line reading).
+pub fn spawn_attached(
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStderr>,
+) {
+    use std::io::BufRead as _;
+    use std::process::Stdio;
+    let mut escapade = Command::new(env!("CARGO_BIN_EXE_escapade"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(escapade.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("attached to PID") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "escapade did not attach"
+        );
+    }
+    (escapade, stderr)
+}
+
 /// `escapade` run against a target; its stdout is read line by line as it comes.
 pub struct Escapade {
     child: std::process::Child,
