@@ -109,6 +109,203 @@ pub struct ProbeConfig {
     /// For a probe at a return site: where each integer result register's value is by then
     /// (the caller may have moved it between the return and the probe).
     pub results: [ResultSource; INT_ARG_REGS],
+    /// What `escapade params` has the probe work out in the kernel.
+    pub params: ParamProbe,
+}
+
+/// Parameters one traced function takes at most under `escapade params` in the kernel
+/// (`PARAM_STATS` holds this many slots per function).
+pub const MAX_PARAMS: usize = 32;
+
+/// Where a parameter's pointer points, as the kernel classifies it (`ParamStats::pointees`).
+pub const POINTEE_NIL: usize = 0;
+pub const POINTEE_STACK: usize = 1;
+pub const POINTEE_HEAP: usize = 2;
+/// The binary's code, data, bss or read-only data.
+pub const POINTEE_GLOBAL: usize = 3;
+pub const POINTEE_UNKNOWN: usize = 4;
+pub const POINTEE_REGIONS: usize = 5;
+
+/// Ends the list of `ParamProbe::pointers`.
+pub const NO_WORD: u8 = u8::MAX;
+
+/// Stack words of the argument area an entry keeps for the move checks at the return, after
+/// the registers (`OpenParams::words`).
+pub const SAVED_STACK_WORDS: usize = 16;
+pub const SAVED_WORDS: usize = INT_ARG_REGS + SAVED_STACK_WORDS;
+
+/// Objects a function makes for its parameters that one call checks at its return; more are
+/// counted as unverified.
+pub const MAX_MOVED: usize = 4;
+/// A parameter moved to the heap is checked only when it takes at most this many bytes, in at
+/// most this many pieces.
+pub const MAX_MOVE_BYTES: usize = 64;
+pub const MAX_MOVE_PIECES: usize = 8;
+/// Parameters of one allocated type a move check compares the new object with.
+pub const MAX_MOVE_CANDIDATES: usize = 2;
+
+/// Address ranges the kernel classifies pointers by (`ADDRESS_RANGES`): the binary's sections
+/// and the process's anonymous mappings, merged.
+pub const MAX_ADDRESS_RANGES: u32 = 128;
+
+/// `ParamProbe::allocator`: which allocator an `Allocating` probe sits on.
+pub const ALLOCATOR_NEWOBJECT: u32 = 1;
+/// `runtime.mallocgc` or one of Go 1.27's size-specialized allocators.
+pub const ALLOCATOR_MALLOC: u32 = 2;
+
+/// Per-probe settings of `escapade params` in the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParamProbe {
+    /// On a traced function's entry: the parameters holding a pointer, and where the first
+    /// pointer word of each arrives; `NO_WORD` ends the list.
+    pub pointers: [PointerParam; MAX_POINTER_PARAMS],
+    /// On an entry: 1 to keep the argument words in `OpenParams::words` for the move checks.
+    pub keep_words: u32,
+    /// On an allocator's entry: `ALLOCATOR_*`.
+    pub allocator: u32,
+    /// On an entry: the function's link-time code range, to tell its own allocations.
+    pub code_start: u64,
+    pub code_end: u64,
+    /// After a traced function's own call to the allocator: how to tell which parameter the
+    /// new object holds at the function's return.
+    pub moved: MoveCheck,
+}
+
+/// Parameters holding a pointer that the kernel classifies, per function.
+pub const MAX_POINTER_PARAMS: usize = 12;
+
+/// A parameter's first pointer word: `word` indexes the registers (`0..INT_ARG_REGS`), then
+/// the argument area's words.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PointerParam {
+    pub param: u8,
+    pub word: u8,
+}
+
+impl PointerParam {
+    pub const NONE: PointerParam = PointerParam {
+        param: 0,
+        word: NO_WORD,
+    };
+}
+
+impl Default for ParamProbe {
+    fn default() -> Self {
+        ParamProbe {
+            pointers: [PointerParam::NONE; MAX_POINTER_PARAMS],
+            keep_words: 0,
+            allocator: 0,
+            code_start: 0,
+            code_end: 0,
+            moved: MoveCheck::default(),
+        }
+    }
+}
+
+/// Compares a new object with the parameters of its type: the first whose bytes it holds was
+/// moved to the heap.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MoveCheck {
+    /// The object's size in bytes (0: no check here).
+    pub size: u32,
+    /// How many of `params` and `pieces` are used.
+    pub candidates: u32,
+    pub params: [u32; MAX_MOVE_CANDIDATES],
+    /// Per candidate, where each piece of its value was at entry.
+    pub pieces: [[MovePiece; MAX_MOVE_PIECES]; MAX_MOVE_CANDIDATES],
+}
+
+/// `size` bytes at `offset` into a parameter's value, taken from the low bytes of the kept
+/// entry word `word` (`OpenParams::words`); size 0 ends the list.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MovePiece {
+    pub word: u8,
+    pub offset: u8,
+    pub size: u8,
+    pub _pad: u8,
+}
+
+/// One parameter of a traced function, over its calls (`PARAM_STATS`, per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ParamStats {
+    /// Calls whose pointer pointed into each `POINTEE_*` region.
+    pub pointees: [u64; POINTEE_REGIONS],
+    /// Calls in which a new object held the argument's value at the return, those objects
+    /// and their bytes.
+    pub moved_calls: u64,
+    pub moved_objects: u64,
+    pub moved_bytes: u64,
+}
+
+/// Heap allocations made inside one traced function's calls (`CALL_HEAP`, per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallHeap {
+    pub objects: u64,
+    pub bytes: u64,
+    /// Of `objects`, those the function's own code asked for.
+    pub own_objects: u64,
+    /// Objects made with a parameter's type that held none of the arguments at the return.
+    pub unverified_moves: u64,
+    /// Returns on a `RET` whose entry the kernel did not see (running at attach).
+    pub unmatched_returns: u64,
+}
+
+/// A traced call in flight under `escapade params` in the kernel (`OPEN_PARAMS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OpenParams {
+    pub function: u32,
+    /// How many of `moved_addrs` are used.
+    pub moved: u32,
+    /// The function's run-time code range.
+    pub code_start: u64,
+    pub code_end: u64,
+    pub objects: u64,
+    pub bytes: u64,
+    pub own_objects: u64,
+    /// The argument words at entry, for the move checks (`ParamProbe::keep_words`).
+    pub words: [u64; SAVED_WORDS],
+    /// Objects the function made for its parameters, and the probe that saw each made.
+    pub moved_addrs: [u64; MAX_MOVED],
+    pub moved_probes: [u32; MAX_MOVED],
+}
+
+/// A pointer the kernel could not place in `ADDRESS_RANGES` (memory mapped since userspace
+/// last wrote them): its `PARAM_STATS` slot and the page it points into, for userspace to
+/// place (`UNPLACED`, counted per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Unplaced {
+    pub slot: u64,
+    pub page: u64,
+}
+
+/// Distinct (slot, page) pairs waiting for userspace to place them.
+pub const MAX_UNPLACED: u32 = 16_384;
+pub const PAGE_SHIFT: u64 = 12;
+
+/// `[start, end)` of the traced process's memory holding one `POINTEE_*` region.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddressRange {
+    pub start: u64,
+    pub end: u64,
+    pub region: u64,
+}
+
+impl AddressRange {
+    /// What unused slots hold: sorted past every address.
+    pub const UNUSED: AddressRange = AddressRange {
+        start: u64::MAX,
+        end: u64::MAX,
+        region: POINTEE_UNKNOWN as u64,
+    };
 }
 
 /// Where a return-site probe finds one integer result word.
@@ -204,6 +401,9 @@ pub struct CallStart {
     /// 1 when the return address is a return site in `FAST_RETURNS`: the probe there closes
     /// the call, and the callee's `RET` probe leaves it alone.
     pub at_return_site: u64,
+    /// The depth of the open call this one runs inside, on the same goroutine; 0 for none.
+    /// The chain lets the probes drop the calls a panic unwound.
+    pub parent_depth: u64,
 }
 
 /// Offsets into the traced process's runtime structures, found from DWARF or the version tables.
@@ -417,4 +617,8 @@ mod pod {
     unsafe impl aya::Pod for super::CallStats {}
     unsafe impl aya::Pod for super::CallStart {}
     unsafe impl aya::Pod for super::OpenCall {}
+    unsafe impl aya::Pod for super::ParamStats {}
+    unsafe impl aya::Pod for super::CallHeap {}
+    unsafe impl aya::Pod for super::AddressRange {}
+    unsafe impl aya::Pod for super::Unplaced {}
 }

@@ -138,34 +138,132 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
     if observed == CallHit::NotThisCall {
         return Ok(());
     }
-    let sent = emit(&EventParts {
-        kind,
-        probe_id,
-        pid_tgid,
-        ktime_ns,
-        sp,
-        return_addr,
-        goid,
-        g,
-        stack_hi,
-        at_return_site,
-        regs,
-        config,
-        offsets,
-        call,
-        observed,
-        took_ns,
-    });
+    let sent = if crate::params::in_kernel() {
+        if let Some(call) = call {
+            match (kind, observed) {
+                (EventKind::Entry, CallHit::Repeat) => {}
+                (EventKind::Entry, _) if return_addr.is_some() => crate::params::entered(
+                    regs,
+                    config,
+                    offsets,
+                    call,
+                    sp,
+                    observed == CallHit::Starts,
+                ),
+                (EventKind::Return, CallHit::Paired) => crate::params::returned(call),
+                (EventKind::Return, CallHit::Unpaired) if config.timed != 0 => {
+                    crate::params::unmatched_return(config.function)
+                }
+                (EventKind::Allocating, _) => {
+                    crate::params::allocating(regs, config, offsets, call, return_addr.unwrap_or(0))
+                }
+                (EventKind::Allocated, _) => crate::params::allocated(regs, config, probe_id, call),
+                _ => {}
+            }
+        }
+        Ok(())
+    } else {
+        emit(&EventParts {
+            kind,
+            probe_id,
+            pid_tgid,
+            ktime_ns,
+            sp,
+            return_addr,
+            goid,
+            g,
+            stack_hi,
+            at_return_site,
+            regs,
+            config,
+            offsets,
+            call,
+            observed,
+            took_ns,
+        })
+    };
     if let (CallHit::Starts, Some(call), Some(return_addr)) = (observed, call, return_addr) {
+        // Calls on this goroutine at this depth or deeper were unwound without returning.
+        let parent_depth = drop_unwound(call.g, call.depth);
         let start = CallStart {
             // SAFETY: no preconditions.
             ktime_ns: unsafe { bpf_ktime_get_ns() },
             return_addr,
             at_return_site: u64::from(closed_at_return_site),
+            parent_depth,
         };
         let _ = CALL_STARTS.insert(call, start, 0);
+        let _ = INNERMOST_CALL.insert(call.g, call.depth, 0);
     }
     sent
+}
+
+/// Per goroutine (`g`), the depth of its innermost call in `CALL_STARTS`, whose
+/// `parent_depth` links to the next: the open calls of a goroutine, innermost first.
+#[map]
+static INNERMOST_CALL: LruHashMap<u64, u64> =
+    LruHashMap::with_max_entries(MAX_ACTIVE_GOROUTINES, 0);
+
+/// The depth of the innermost open call of `here.g` that is shallower than `here`: the call a
+/// probe at `here` runs inside. Calls a panic unwound and no probe dropped yet are skipped (a
+/// few at most).
+pub(crate) fn innermost_below(here: OpenCall) -> Option<u64> {
+    // SAFETY: the value is copied.
+    let mut depth = unsafe { INNERMOST_CALL.get(here.g) }.copied()?;
+    for _ in 0..4 {
+        if depth == 0 {
+            return None;
+        }
+        if depth < here.depth {
+            return Some(depth);
+        }
+        // SAFETY: the value is copied.
+        depth = unsafe { CALL_STARTS.get(OpenCall { g: here.g, depth }) }?.parent_depth;
+    }
+    None
+}
+
+/// Per goroutine (`g`), the depth of the last call it returned from on a `RET` probe.
+#[map]
+static LAST_RET: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_ACTIVE_GOROUTINES, 0);
+
+/// Calls of a goroutine one probe hit drops as unwound, at most (the verifier walks the loop
+/// whole): the goroutine's next hits drop the rest.
+const UNWOUND_PER_HIT: usize = 1024;
+
+/// Drops the open calls of goroutine `g` at `depth` or deeper, which a panic (or `Goexit`)
+/// unwound without a return: a probe hit at `depth` means the stack below it is gone. Left
+/// in `CALL_STARTS`, they would crowd out the calls still running. Returns the innermost
+/// call left (deeper than `depth` when there were more than a hit drops), 0 for none. Not
+/// inlined, so that the verifier walks the loop once per call site.
+#[inline(never)]
+fn drop_unwound(g: u64, depth: u64) -> u64 {
+    // SAFETY: the value is copied.
+    let innermost = unsafe { INNERMOST_CALL.get(g) }.copied().unwrap_or(0);
+    let mut top = innermost;
+    for _ in 0..UNWOUND_PER_HIT {
+        if top == 0 || top < depth {
+            break;
+        }
+        let unwound = OpenCall { g, depth: top };
+        // SAFETY: the value is copied before the entry is removed.
+        top = match (unsafe { CALL_STARTS.get(unwound) }).copied() {
+            Some(start) => {
+                let _ = CALL_STARTS.remove(unwound);
+                crate::params::unwound(unwound);
+                if start.at_return_site == 0 {
+                    add_open_via_ret(-1);
+                }
+                start.parent_depth
+            }
+            // The chain ends here (its next call was evicted, or dropped by an earlier hit).
+            None => 0,
+        };
+    }
+    if top != innermost {
+        let _ = INNERMOST_CALL.insert(g, top, 0);
+    }
+    top
 }
 
 /// What a probe hit sends, if anything, once the kernel has counted it.
@@ -462,6 +560,15 @@ static RETS_CLOSED: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 static OPEN_VIA_RET: PerCpuArray<i64> = PerCpuArray::with_max_entries(1, 0);
 
+/// Non-zero once the session's end has detached the entry probes: a return then has an entry
+/// unless it entered after they went, which is no call escapade saw.
+#[map]
+static ENTRIES_DETACHED: Array<u32> = Array::with_max_entries(1, 0);
+
+fn entries_detached() -> bool {
+    ENTRIES_DETACHED.get(0).is_some_and(|gone| *gone != 0)
+}
+
 fn rets_closed() -> bool {
     RETS_CLOSED.get(0).is_some_and(|closed| *closed != 0)
 }
@@ -485,6 +592,8 @@ enum CallHit {
     Unobserved,
     /// A return it paired with its entry.
     Paired,
+    /// A single-stepped entry's probe hit again for the same call (not counted again).
+    Repeat,
     /// Not the return of the call this probe closes: another path through a return site, or
     /// a `RET` of a call a return site closes.
     NotThisCall,
@@ -518,7 +627,7 @@ fn entered(
     let repeated = may_repeat
         && unsafe { CALL_STARTS.get(call) }.is_some_and(|open| open.return_addr == return_addr);
     if repeated {
-        return (CallHit::Unpaired, false);
+        return (CallHit::Repeat, false);
     }
     count_entry(config.function, false);
     if !at_return_site {
@@ -550,8 +659,12 @@ fn returned(
     }
     // SAFETY: the value is copied before the entry is removed.
     let Some(start) = (unsafe { CALL_STARTS.get(call) }).copied() else {
-        // Already running at attach, or the restart of a single-stepped RET.
-        let hit = if at_return_site {
+        // Already running at attach; or the restart of a single-stepped RET (the call just
+        // returned there); or, once the session is ending, a call entered after the entry
+        // probes went.
+        // SAFETY: the value is copied.
+        let restarted = unsafe { LAST_RET.get(call.g) }.is_some_and(|depth| *depth == call.depth);
+        let hit = if at_return_site || restarted || entries_detached() {
             CallHit::NotThisCall
         } else {
             CallHit::Unpaired
@@ -566,9 +679,22 @@ fn returned(
     if !closes {
         return (CallHit::NotThisCall, 0);
     }
+    // Deeper calls on this goroutine were unwound past this one.
+    let left = drop_unwound(call.g, call.depth + 1);
     let _ = CALL_STARTS.remove(call);
+    // With unwound calls still left to drop, the chain stays headed by them.
+    if left <= call.depth {
+        if start.parent_depth != 0 {
+            let _ = INNERMOST_CALL.insert(call.g, start.parent_depth, 0);
+        } else {
+            let _ = INNERMOST_CALL.remove(call.g);
+        }
+    }
     if !at_return_site {
         add_open_via_ret(-1);
+        // A signal during the RET's single step makes the probe fire again: the next call at
+        // this depth on this goroutine enters first, with a start of its own.
+        let _ = LAST_RET.insert(call.g, call.depth, 0);
     }
     let took = ktime_ns.saturating_sub(start.ktime_ns);
     let Some(stats) = CALL_STATS.get_ptr_mut(config.function) else {

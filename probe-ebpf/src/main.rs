@@ -14,6 +14,7 @@ mod calls;
 mod cpu;
 mod gc;
 mod goroutines;
+mod params;
 
 use core::intrinsics::AtomicOrdering;
 

@@ -11,10 +11,11 @@ use aya::programs::UProbe;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
 use aya::{Ebpf, EbpfLoader};
 use probe_common::{
-    AllocKey, AllocStats, COOKIE_AT_CALL_SITE, COOKIE_AT_RETURN_SITE,
-    COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTED_STACK_GROWTH, COUNTERS, CallStart, CallStats,
-    GcCycleRecord, GoOffsets, LiveObject, MAX_FAST_RETURNS, MAX_HELD_ENTRIES, MAX_PROBES,
-    MAX_TRACED_FUNCTIONS, OpenCall, ProbeConfig, StackRecord,
+    AddressRange, AllocKey, AllocStats, COOKIE_AT_CALL_SITE, COOKIE_AT_RETURN_SITE,
+    COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTED_STACK_GROWTH, COUNTERS, CallHeap, CallStart, CallStats,
+    GcCycleRecord, GoOffsets, LiveObject, MAX_ADDRESS_RANGES, MAX_FAST_RETURNS, MAX_HELD_ENTRIES,
+    MAX_OPEN_CALLS, MAX_PARAMS, MAX_PROBES, MAX_TRACED_FUNCTIONS, MAX_UNPLACED, OpenCall,
+    ParamStats, ProbeConfig, StackRecord, Unplaced,
 };
 
 use crate::uprobe_multi::{self, MultiLink, MultiPrograms};
@@ -87,9 +88,14 @@ pub struct Attached {
     call_stats: PerCpuArray<MapData, CallStats>,
     call_starts: HashMap<MapData, OpenCall, CallStart>,
     rets_closed: Array<MapData, u32>,
+    entries_detached: Array<MapData, u32>,
     open_via_ret: PerCpuArray<MapData, i64>,
     /// Under `--returns sampled`, when the `RET` probes come and go.
     windows: Option<RetWindows>,
+    param_stats: PerCpuArray<MapData, ParamStats>,
+    call_heap: PerCpuArray<MapData, CallHeap>,
+    address_ranges: Array<MapData, AddressRange>,
+    unplaced: PerCpuHashMap<MapData, Unplaced, u64>,
 }
 
 /// `--returns sampled`: a window with the `RET` probes attached opens every [`RET_PERIOD`] and
@@ -118,6 +124,9 @@ impl Attached {
     /// still return; the rest detaches on drop. Detaching in the other order would show calls
     /// entered in between as never returning.
     pub fn detach_entries(&mut self) -> anyhow::Result<()> {
+        // From now on a return without its entry is a call entered after the entry probes
+        // went, not one running at attach.
+        self.entries_detached.set(0, 1, 0)?;
         match &mut self.links {
             Links::Multi { entries, .. } => uprobe_multi::close_together(std::mem::take(entries)),
             Links::PerfEvents { entries } => {
@@ -246,6 +255,59 @@ impl Attached {
             .collect()
     }
 
+    /// Under [`Programs::Params`], the first `functions` traced functions' parameters as the
+    /// kernel classified them, `MAX_PARAMS` slots per function, summed over CPUs.
+    pub fn param_stats(&self, functions: usize) -> anyhow::Result<Vec<ParamStats>> {
+        (0..(functions * MAX_PARAMS) as u32)
+            .map(|i| {
+                let per_cpu = self.param_stats.get(&i, 0)?;
+                Ok(per_cpu.iter().fold(ParamStats::default(), |mut t, s| {
+                    for (t, s) in t.pointees.iter_mut().zip(&s.pointees) {
+                        *t += s;
+                    }
+                    t.moved_calls += s.moved_calls;
+                    t.moved_objects += s.moved_objects;
+                    t.moved_bytes += s.moved_bytes;
+                    t
+                }))
+            })
+            .collect()
+    }
+
+    /// Under [`Programs::Params`], what the first `functions` traced functions' calls
+    /// allocated, summed over CPUs.
+    pub fn call_heap(&self, functions: usize) -> anyhow::Result<Vec<CallHeap>> {
+        (0..functions as u32)
+            .map(|i| {
+                let per_cpu = self.call_heap.get(&i, 0)?;
+                Ok(per_cpu.iter().fold(CallHeap::default(), |t, s| CallHeap {
+                    objects: t.objects + s.objects,
+                    bytes: t.bytes + s.bytes,
+                    own_objects: t.own_objects + s.own_objects,
+                    unverified_moves: t.unverified_moves + s.unverified_moves,
+                    unmatched_returns: t.unmatched_returns + s.unmatched_returns,
+                }))
+            })
+            .collect()
+    }
+
+    /// Under [`Programs::Params`], the pointers the kernel could not place by
+    /// [`Attached::set_address_ranges`], counted so far, summed over CPUs.
+    pub fn unplaced(&self) -> anyhow::Result<Vec<(Unplaced, u64)>> {
+        let mut out = Vec::new();
+        for entry in self.unplaced.iter() {
+            let (key, per_cpu) = entry?;
+            out.push((key, per_cpu.iter().sum()));
+        }
+        Ok(out)
+    }
+
+    /// Tells the kernel where the process's memory regions lie, for classifying pointers
+    /// under [`Programs::Params`]: sorted, at most `MAX_ADDRESS_RANGES`.
+    pub fn set_address_ranges(&mut self, ranges: &[AddressRange]) -> anyhow::Result<()> {
+        write_address_ranges(&mut self.address_ranges, ranges)
+    }
+
     /// What the counting probes counted, per (stack, caller, type), summed over CPUs.
     pub fn alloc_sites(&self) -> anyhow::Result<Vec<(AllocKey, AllocStats)>> {
         let mut sites = Vec::new();
@@ -320,6 +382,9 @@ pub enum Programs {
     /// Count and time every call, and send whole (entry and return) only the calls this
     /// picks, decided in the kernel at the return.
     Tail(TailCapture),
+    /// Count and time calls, and classify their parameters, in the kernel
+    /// ([`Attached::param_stats`], [`Attached::call_heap`]): no event per call.
+    Params,
     /// An empty program everywhere: what a uprobe costs before escapade does any work.
     Empty,
 }
@@ -354,12 +419,16 @@ impl Scope {
     }
 }
 
+/// Loads the probes, fills their maps and attaches them. `memory` is where the process's
+/// memory regions lie (see [`Attached::set_address_ranges`]), for [`Programs::Params`]: in
+/// place before the first probe fires.
 pub fn attach(
     scope: Scope,
     exe: &Path,
     offsets: GoOffsets,
     points: &[ProbePoint],
     programs: Programs,
+    memory: &[AddressRange],
 ) -> anyhow::Result<Attached> {
     anyhow::ensure!(
         points.len() <= MAX_PROBES as usize,
@@ -369,8 +438,18 @@ pub fn attach(
     raise_memlock_limit();
     // The allocator's probes report only goroutines inside traced calls, which entries and
     // returns then keep track of.
-    let track_calls = u32::from(points.iter().any(|p| p.kind == ProbeKind::Allocating));
-    let send_calls = u32::from(programs != Programs::Counting);
+    let params = programs == Programs::Params;
+    let track_calls = u32::from(!params && points.iter().any(|p| p.kind == ProbeKind::Allocating));
+    let send_calls = u32::from(!matches!(programs, Programs::Counting | Programs::Params));
+    // The params maps hold a slot per traced function (and parameter), per CPU: only when
+    // asked for.
+    let functions = points
+        .iter()
+        .filter(|p| matches!(p.kind, ProbeKind::Entry | ProbeKind::Return))
+        .map(|p| p.config.function + 1)
+        .max()
+        .unwrap_or(1);
+    let params_entries = |n: u32| if params { n } else { 1 };
     let tail = match programs {
         Programs::Tail(tail) => tail,
         _ => TailCapture::default(),
@@ -387,6 +466,11 @@ pub fn attach(
         .override_global("SEND_CALLS", &send_calls, true)
         .override_global("TAIL_SLOWER_THAN_NS", &tail.slower_than_ns, true)
         .override_global("TAIL_ERRORS", &u32::from(tail.errors), true)
+        .override_global("PARAMS_IN_KERNEL", &u32::from(params), true)
+        .map_max_entries("PARAM_STATS", params_entries(functions * MAX_PARAMS as u32))
+        .map_max_entries("CALL_HEAP", params_entries(functions))
+        .map_max_entries("OPEN_PARAMS", params_entries(MAX_OPEN_CALLS))
+        .map_max_entries("UNPLACED", params_entries(MAX_UNPLACED))
         // Entries held for tail capture take ~0.7 KB each, preallocated: only when asked.
         .map_max_entries(
             "HELD_ENTRIES",
@@ -426,6 +510,14 @@ pub fn attach(
             );
             fast_returns.insert(site, 0, 0)?;
         }
+    }
+
+    {
+        let mut ranges: Array<_, AddressRange> = Array::try_from(
+            ebpf.map_mut("ADDRESS_RANGES")
+                .context("map ADDRESS_RANGES")?,
+        )?;
+        write_address_ranges(&mut ranges, memory)?;
     }
 
     let groups: Vec<Group> = ATTACH_ORDER
@@ -475,12 +567,29 @@ pub fn attach(
     let call_stats = PerCpuArray::try_from(ebpf.take_map("CALL_STATS").context("map CALL_STATS")?)?;
     let call_starts = HashMap::try_from(ebpf.take_map("CALL_STARTS").context("map CALL_STARTS")?)?;
     let rets_closed = Array::try_from(ebpf.take_map("RETS_CLOSED").context("map RETS_CLOSED")?)?;
+    let entries_detached = Array::try_from(
+        ebpf.take_map("ENTRIES_DETACHED")
+            .context("map ENTRIES_DETACHED")?,
+    )?;
     let open_via_ret =
         PerCpuArray::try_from(ebpf.take_map("OPEN_VIA_RET").context("map OPEN_VIA_RET")?)?;
+    let param_stats =
+        PerCpuArray::try_from(ebpf.take_map("PARAM_STATS").context("map PARAM_STATS")?)?;
+    let call_heap = PerCpuArray::try_from(ebpf.take_map("CALL_HEAP").context("map CALL_HEAP")?)?;
+    let address_ranges = Array::try_from(
+        ebpf.take_map("ADDRESS_RANGES")
+            .context("map ADDRESS_RANGES")?,
+    )?;
+    let unplaced = PerCpuHashMap::try_from(ebpf.take_map("UNPLACED").context("map UNPLACED")?)?;
     Ok(Attached {
+        unplaced,
+        param_stats,
+        call_heap,
+        address_ranges,
         call_stats,
         call_starts,
         rets_closed,
+        entries_detached,
         open_via_ret,
         windows: None,
         claimed_tgid,
@@ -493,6 +602,20 @@ pub fn attach(
         alloc_sites,
         alloc_stacks,
     })
+}
+
+fn write_address_ranges<T: std::borrow::BorrowMut<MapData>>(
+    map: &mut Array<T, AddressRange>,
+    ranges: &[AddressRange],
+) -> anyhow::Result<()> {
+    for i in 0..MAX_ADDRESS_RANGES {
+        let range = ranges
+            .get(i as usize)
+            .copied()
+            .unwrap_or(AddressRange::UNUSED);
+        map.set(i, range, 0)?;
+    }
+    Ok(())
 }
 
 /// Set, escapade attaches one perf event per uprobe even where the kernel has `uprobe_multi`

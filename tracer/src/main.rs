@@ -18,7 +18,7 @@ use escapade::hot::HotSink;
 use escapade::launch::Launched;
 use escapade::memprofile::MemProfileRate;
 use escapade::model::{CallModel, FunctionInfo, Symbols};
-use escapade::params::{AllocationProbes, ParamTracker};
+use escapade::params::{AllocationProbes, KernelParams, ParamTracker};
 use escapade::record::live::{CpuSampling, RecordSink};
 use escapade::record::reader::Replay;
 use escapade::record::writer::{Writer, part_path};
@@ -121,13 +121,7 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     let (ended, malformed) =
         session::run(&target, &mut attached, args.target.duration, &mut printer).await?;
     let kernel = attached.call_stats(plan.traced.len())?;
-    let offsets = target.binary.go_offsets(target.bias);
-    let still_running = escapade::calls::still_running(
-        &attached.open_calls()?,
-        &target.process,
-        offsets.g_goid,
-        offsets.g_stack_hi,
-    );
+    let still_running = still_running(&target, &attached)?;
     printer.summary(
         ended,
         attached.counters(),
@@ -194,18 +188,31 @@ async fn params(args: ParamsArgs) -> anyhow::Result<()> {
         plan.traced.len(),
         plan.points.len()
     );
-    let mut attached = attach_to(
-        &target,
-        launched.as_ref(),
-        &plan.points,
-        Programs::Tracing,
-        &doing,
-    )?;
-    let events = args.events.then(std::io::stdout);
-    let mut tracker = ParamTracker::new(decoder, &plan, &probes, events);
-    let (ended, malformed) =
-        session::run(&target, &mut attached, args.target.duration, &mut tracker).await?;
-    let view = tracker.view();
+    // Each call's evidence (--events) is worked out from its events; without, the kernel
+    // does the work and sends nothing per call.
+    let programs = if args.events {
+        Programs::Tracing
+    } else {
+        escapade::params::fits_the_kernel(&plan)?;
+        Programs::Params
+    };
+    let mut attached = attach_to(&target, launched.as_ref(), &plan.points, programs, &doing)?;
+    let (ended, malformed, view) = if args.events {
+        let mut tracker = ParamTracker::new(decoder, &plan, &probes, Some(std::io::stdout()));
+        let (ended, malformed) =
+            session::run(&target, &mut attached, args.target.duration, &mut tracker).await?;
+        (ended, malformed, tracker.view())
+    } else {
+        let mut kernel = KernelParams::new(&target.binary, &target.process, target.bias);
+        let (ended, malformed) =
+            session::run(&target, &mut attached, args.target.duration, &mut kernel).await?;
+        let in_flight = still_running(&target, &attached)?;
+        (
+            ended,
+            malformed,
+            kernel.view(&plan, &probes, &attached, in_flight)?,
+        )
+    };
     let stdout = std::io::stdout();
     write_params(
         &view,
@@ -253,6 +260,17 @@ async fn hot(args: HotArgs) -> anyhow::Result<()> {
         std::io::BufWriter::new(stdout),
     )?;
     exit_as(launched)
+}
+
+/// How many of the calls the kernel holds open the target still runs.
+fn still_running(target: &Target, attached: &Attached) -> anyhow::Result<u64> {
+    let offsets = target.binary.go_offsets(target.bias);
+    Ok(escapade::calls::still_running(
+        &attached.open_calls()?,
+        &target.process,
+        offsets.g_goid,
+        offsets.g_stack_hi,
+    ))
 }
 
 /// Resolves and places the probes of traced functions; logs where they sit.
@@ -420,7 +438,7 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
     );
     // The kernel's counts so far go into the first file before the first event: with fast
     // probes, a small --max-size can rotate before the first tick reads them.
-    sink.checkpoint(&attached)?;
+    sink.checkpoint(&mut attached)?;
     let run = session::run(&target, &mut attached, args.target.duration, &mut sink).await;
     if let Some((Some(rate), _)) = &allocs {
         rate.restore(&target)?;
@@ -638,12 +656,19 @@ fn attach_to(
     programs: Programs,
     doing: &str,
 ) -> anyhow::Result<Attached> {
+    let memory = match programs {
+        Programs::Params => {
+            escapade::params::address_ranges(&target.binary, &target.process, target.bias)?
+        }
+        _ => Vec::new(),
+    };
     let attached = attach(
         Scope::Process(target.process.pid),
         &target.process.exe,
         target.binary.go_offsets(target.bias),
         points,
         programs,
+        &memory,
     )?;
     if let Some(launched) = launched {
         launched.release()?;

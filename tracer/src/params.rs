@@ -8,15 +8,23 @@
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Context as _;
-use probe_common::{CallEvent, EventKind, ProbeConfig};
+use probe_common::{
+    ALLOCATOR_MALLOC, ALLOCATOR_NEWOBJECT, AddressRange, CallEvent, CallHeap, CallStats, EventKind,
+    INT_ARG_REGS, MAX_ADDRESS_RANGES, MAX_MOVE_BYTES, MAX_MOVE_CANDIDATES, MAX_MOVE_PIECES,
+    MAX_PARAMS, MAX_POINTER_PARAMS, MoveCheck, MovePiece, NO_WORD, PAGE_SHIFT, POINTEE_GLOBAL,
+    POINTEE_HEAP, POINTEE_REGIONS, POINTEE_UNKNOWN, ParamProbe, PointerParam, ProbeConfig,
+    SAVED_WORDS, Unplaced,
+};
 use serde::{Deserialize, Serialize};
 
-use crate::attach::{ProbeKind, ProbePoint};
+use crate::attach::{Attached, ProbeKind, ProbePoint};
 use crate::calls::{Calls, Entered, Hit, Left};
 use crate::decode::{Decoder, Region};
-use crate::gobin::types::TypeKind;
-use crate::gobin::{GoBinary, Param};
+use crate::gobin::abi::{Location, Reg};
+use crate::gobin::types::{GoType, TypeKind};
+use crate::gobin::{Function, GoBinary, Param};
 use crate::placement::{self, AllocationCall, Allocator};
+use crate::process::{Mapping, Process};
 use crate::session::{EntrySite, EventSink, PlacementMode, Plan};
 
 /// Allocators whose entries the `params` probes watch, and where each takes its type.
@@ -242,6 +250,11 @@ impl AllocationProbes {
                     }
                 }
                 if with_allocator {
+                    let mut config = ProbeConfig {
+                        function: index as u32,
+                        ..ProbeConfig::default()
+                    };
+                    config.params.moved = move_check(&sig.params, &site);
                     probes
                         .move_sites
                         .insert(plan.points.len() as u32, site.clone());
@@ -251,8 +264,15 @@ impl AllocationProbes {
                         addr: call.after,
                         file_offset: file_offset(call.after)?,
                         flags: 0,
-                        config: ProbeConfig::default(),
+                        config,
                     });
+                }
+            }
+            let keep_words = probes.static_moves.iter().any(|&(f, _)| f == index);
+            let params = entry_params(&function, &sig.params, keep_words);
+            for point in &mut plan.points {
+                if point.kind == ProbeKind::Entry && point.function == index {
+                    point.config.params = params;
                 }
             }
         }
@@ -266,18 +286,24 @@ impl AllocationProbes {
             let placed = placement::place(&code, function.entry)
                 .with_context(|| format!("disassembling {}", function.name))?;
             let entry = EntrySite::choose(binary, function, placed.entry, PlacementMode::Fast)?;
+            let is_newobject = function.name == "runtime.newobject";
+            let mut config = ProbeConfig::default();
+            config.params.allocator = if is_newobject {
+                ALLOCATOR_NEWOBJECT
+            } else {
+                ALLOCATOR_MALLOC
+            };
             for (addr, flags) in entry.points() {
-                probes.allocators.insert(
-                    plan.points.len() as u32,
-                    function.name == "runtime.newobject",
-                );
+                probes
+                    .allocators
+                    .insert(plan.points.len() as u32, is_newobject);
                 plan.points.push(ProbePoint {
                     function: 0,
                     kind: ProbeKind::Allocating,
                     addr,
                     file_offset: file_offset(addr)?,
                     flags,
-                    config: ProbeConfig::default(),
+                    config,
                 });
             }
             probes.placed.push((function.name.clone(), entry));
@@ -297,6 +323,155 @@ fn move_site(decoder: &mut Decoder, params: &[Param], call: &AllocationCall) -> 
         .collect();
     let size = params.get(*candidates.first()?)?.ty.size;
     Some(MoveSite { candidates, size })
+}
+
+/// Whether the kernel can work out `plan`'s parameters: it keeps at most `MAX_PARAMS` of a
+/// function, and classifies at most `MAX_POINTER_PARAMS` pointers it finds in whole words.
+pub fn fits_the_kernel(plan: &Plan) -> anyhow::Result<()> {
+    for index in 0..plan.traced.len() {
+        let name = &plan.traced[index].function.name;
+        let params = params_of(plan, index);
+        anyhow::ensure!(
+            params.len() <= MAX_PARAMS,
+            "{name} takes {} parameters, more than the {MAX_PARAMS} escapade params follows \
+             in the kernel: add --events to follow them from an event per call",
+            params.len()
+        );
+        let mut pointers = 0;
+        for param in params.iter().filter(|p| has_pointer(&p.ty.kind)) {
+            pointers += 1;
+            let located = first_pointer(&param.ty).and_then(|at| word_at(&param.location, at));
+            anyhow::ensure!(
+                located.is_some(),
+                "{name}: the pointer in parameter {} does not arrive as a whole word: add \
+                 --events to follow it from an event per call",
+                param.name
+            );
+        }
+        anyhow::ensure!(
+            pointers <= MAX_POINTER_PARAMS,
+            "{name} takes {pointers} parameters holding pointers, more than the \
+             {MAX_POINTER_PARAMS} escapade params classifies in the kernel: add --events to \
+             classify them from an event per call"
+        );
+    }
+    Ok(())
+}
+
+/// What an entry probe of `function` works out in the kernel: where each parameter's first
+/// pointer word arrives, and whether to keep the argument words for the move checks.
+fn entry_params(function: &Function, params: &[Param], keep_words: bool) -> ParamProbe {
+    let mut probe = ParamProbe {
+        keep_words: u32::from(keep_words),
+        code_start: function.entry,
+        code_end: function.end,
+        ..ParamProbe::default()
+    };
+    let pointers = params.iter().enumerate().filter_map(|(i, param)| {
+        let word = word_at(&param.location, first_pointer(&param.ty)?)?;
+        Some(PointerParam {
+            param: i as u8,
+            word,
+        })
+    });
+    for (slot, pointer) in probe.pointers.iter_mut().zip(pointers) {
+        *slot = pointer;
+    }
+    probe
+}
+
+/// The offset of a value's first pointer word, in layout order: the one whose region the
+/// view reports (see [`crate::decode::Value::pointee`]).
+fn first_pointer(ty: &GoType) -> Option<u64> {
+    match &ty.kind {
+        TypeKind::Pointer | TypeKind::String | TypeKind::Slice => Some(0),
+        // The data word; the first is the type's.
+        TypeKind::Interface { .. } => Some(8),
+        TypeKind::Struct(fields) => fields
+            .iter()
+            .find_map(|f| Some(f.offset + first_pointer(&f.ty)?)),
+        TypeKind::Array { elem, len } if *len > 0 => first_pointer(elem),
+        _ => None,
+    }
+}
+
+/// The entry word (a register, or a word of the argument area) holding the whole 8-byte word
+/// at `offset` into a value at `location`.
+fn word_at(location: &Location, offset: u64) -> Option<u8> {
+    match location {
+        Location::Nowhere => None,
+        Location::Registers(pieces) => pieces.iter().find_map(|p| match p.reg {
+            Reg::Int(i) if p.offset == offset && p.size == 8 => Some(i),
+            _ => None,
+        }),
+        Location::Stack { offset: start } => {
+            let at = start + offset;
+            let word = INT_ARG_REGS as u64 + at / 8;
+            (at.is_multiple_of(8) && word < u64::from(NO_WORD)).then_some(word as u8)
+        }
+    }
+}
+
+/// How the kernel tells, at the return, which of `site`'s candidate parameters a new object
+/// holds: the pieces of each candidate's value among the words an entry keeps. Candidates it
+/// cannot compare (a float register, past the kept words, too big) are left out, and an
+/// object none of the rest matches counts as unverified, as in userspace.
+fn move_check(params: &[Param], site: &MoveSite) -> MoveCheck {
+    let mut check = MoveCheck {
+        size: site.size as u32,
+        ..MoveCheck::default()
+    };
+    if site.size as usize > MAX_MOVE_BYTES {
+        return check;
+    }
+    for &candidate in &site.candidates {
+        let n = check.candidates as usize;
+        if n == MAX_MOVE_CANDIDATES {
+            break;
+        }
+        let Some(pieces) = move_pieces(&params[candidate]) else {
+            continue;
+        };
+        check.params[n] = candidate as u32;
+        check.pieces[n] = pieces;
+        check.candidates += 1;
+    }
+    check
+}
+
+fn move_pieces(param: &Param) -> Option<[MovePiece; MAX_MOVE_PIECES]> {
+    let mut pieces = Vec::new();
+    match &param.location {
+        Location::Nowhere => return None,
+        Location::Registers(regs) => {
+            for p in regs {
+                let Reg::Int(i) = p.reg else {
+                    return None;
+                };
+                pieces.push((i as usize, p.offset, p.size));
+            }
+        }
+        Location::Stack { offset } if offset % 8 == 0 => {
+            for at in (0..param.ty.size).step_by(8) {
+                let word = INT_ARG_REGS + ((offset + at) / 8) as usize;
+                pieces.push((word, at, (param.ty.size - at).min(8)));
+            }
+        }
+        Location::Stack { .. } => return None,
+    }
+    if pieces.len() > MAX_MOVE_PIECES || pieces.iter().any(|&(word, ..)| word >= SAVED_WORDS) {
+        return None;
+    }
+    let mut out = [MovePiece::default(); MAX_MOVE_PIECES];
+    for (slot, (word, offset, size)) in out.iter_mut().zip(pieces) {
+        *slot = MovePiece {
+            word: word as u8,
+            offset: offset as u8,
+            size: size as u8,
+            _pad: 0,
+        };
+    }
+    Some(out)
 }
 
 /// A traced call in flight.
@@ -387,11 +562,7 @@ impl<'a, W: std::io::Write> ParamTracker<'a, W> {
     }
 
     fn params_of(&self, function: usize) -> &'a [Param] {
-        self.plan.traced[function]
-            .function
-            .signature
-            .as_ref()
-            .map_or(&[][..], |s| &s.params[..])
+        params_of(self.plan, function)
     }
 
     fn handle(&mut self, e: &CallEvent) -> anyhow::Result<()> {
@@ -551,9 +722,32 @@ impl<'a, W: std::io::Write> ParamTracker<'a, W> {
     /// The view so far: a row per parameter of each traced function, the heap cost per
     /// function, and what could not be paired or verified.
     pub fn view(&self) -> ParamsView {
+        Counted {
+            params: &self.params,
+            functions: &self.functions,
+            in_flight: self.calls.in_flight() as u64,
+            unmatched_returns: self.calls.unmatched_returns,
+            unverified_moves: self.unverified_moves,
+        }
+        .view(self.plan, self.probes)
+    }
+}
+
+/// What a params session counted, in userspace or in the kernel.
+struct Counted<'a> {
+    /// Per traced function, per parameter.
+    params: &'a [Vec<ParamStats>],
+    functions: &'a [FunctionStats],
+    in_flight: u64,
+    unmatched_returns: u64,
+    unverified_moves: u64,
+}
+
+impl Counted<'_> {
+    fn view(&self, plan: &Plan, probes: &AllocationProbes) -> ParamsView {
         let mut rows = Vec::new();
-        for (index, traced) in self.plan.traced.iter().enumerate() {
-            let params = self.params_of(index);
+        for (index, traced) in plan.traced.iter().enumerate() {
+            let params = params_of(plan, index);
             for (i, (param, stats)) in params.iter().zip(&self.params[index]).enumerate() {
                 // A shape function's dictionary is the compiler's, not the source's.
                 if param.name == ".dict" {
@@ -579,16 +773,15 @@ impl<'a, W: std::io::Write> ParamTracker<'a, W> {
                     pointee: (stats.has_pointer && stats.pointee.total() > 0)
                         .then_some(stats.pointee),
                     moved_to_heap: stats.moved,
-                    static_moved_to_heap: self.probes.static_moves.contains(&(index, i)),
+                    static_moved_to_heap: probes.static_moves.contains(&(index, i)),
                     verdict,
                 });
             }
         }
-        let heap = self
-            .plan
+        let heap = plan
             .traced
             .iter()
-            .zip(&self.functions)
+            .zip(self.functions)
             .map(|(t, f)| FunctionHeap {
                 function: t.function.name.clone(),
                 calls: f.calls,
@@ -600,17 +793,24 @@ impl<'a, W: std::io::Write> ParamTracker<'a, W> {
         ParamsView {
             rows,
             heap,
-            in_flight: self.calls.in_flight(),
-            unmatched_returns: self.calls.unmatched_returns,
+            in_flight: self.in_flight as usize,
+            unmatched_returns: self.unmatched_returns,
             unverified_moves: self.unverified_moves,
-            allocator_probes: self
-                .probes
+            allocator_probes: probes
                 .placed
                 .iter()
                 .map(|(f, e)| (f.clone(), e.to_string()))
                 .collect(),
         }
     }
+}
+
+fn params_of(plan: &Plan, function: usize) -> &[Param] {
+    plan.traced[function]
+        .function
+        .signature
+        .as_ref()
+        .map_or(&[][..], |s| &s.params[..])
 }
 
 impl<W: std::io::Write> EventSink for ParamTracker<'_, W> {
@@ -628,6 +828,241 @@ impl<W: std::io::Write> EventSink for ParamTracker<'_, W> {
     fn prints_events(&self) -> bool {
         self.events.is_some()
     }
+}
+
+/// `params` worked out in the kernel ([`crate::attach::Programs::Params`]): no event per
+/// call. While the session runs it keeps the kernel's map of the process's memory current, so
+/// that the probes can tell heap pointers from others.
+pub struct KernelParams<'a> {
+    binary: &'a GoBinary,
+    process: &'a Process,
+    bias: u64,
+    written: Option<Vec<AddressRange>>,
+    followed: std::time::Instant,
+    /// Pointers the kernel left for userspace to place (`Attached::unplaced`): how many of
+    /// each were placed so far, and where they went, per `PARAM_STATS` slot.
+    placed: HashMap<Unplaced, u64>,
+    pointees: HashMap<u64, [u64; POINTEE_REGIONS]>,
+}
+
+/// How often the kernel's map of the process's memory is brought up to date: the heap grows
+/// by reserving address space, and a pointer into memory reserved since counts as unknown.
+const FOLLOW_MEMORY: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl<'a> KernelParams<'a> {
+    /// For probes attached with the process's memory as [`address_ranges`] read it.
+    pub fn new(binary: &'a GoBinary, process: &'a Process, bias: u64) -> Self {
+        KernelParams {
+            binary,
+            process,
+            bias,
+            written: None,
+            followed: std::time::Instant::now(),
+            placed: HashMap::new(),
+            pointees: HashMap::new(),
+        }
+    }
+
+    /// Places the pointers the kernel could not, with the process's memory as it is now: Go
+    /// does not give its heap's address space back, so memory mapped since the kernel's
+    /// ranges were written is mapped still.
+    fn place_pointers(&mut self, attached: &Attached) -> anyhow::Result<()> {
+        let unplaced = attached.unplaced()?;
+        let mut ranges = None;
+        for (key, count) in unplaced {
+            let placed = self.placed.entry(key).or_default();
+            // An entry the map evicted and made again counts from 0.
+            let new = if count >= *placed {
+                count - *placed
+            } else {
+                count
+            };
+            *placed = count;
+            if new == 0 {
+                continue;
+            }
+            if ranges.is_none() {
+                ranges = Some(
+                    address_ranges(self.binary, self.process, self.bias)
+                        .unwrap_or_else(|_| self.written.clone().unwrap_or_default()),
+                );
+            }
+            let addr = key.page << PAGE_SHIFT;
+            let region = ranges
+                .iter()
+                .flatten()
+                .find(|r| r.start <= addr && addr < r.end)
+                .map_or(POINTEE_UNKNOWN, |r| r.region as usize);
+            self.pointees.entry(key.slot).or_default()[region] += new;
+        }
+        Ok(())
+    }
+
+    /// Writes the process's memory regions into the kernel if they changed.
+    fn follow_memory(&mut self, attached: &mut Attached) -> anyhow::Result<()> {
+        self.followed = std::time::Instant::now();
+        // The process may be gone: the session notices and ends.
+        let Ok(ranges) = address_ranges(self.binary, self.process, self.bias) else {
+            return Ok(());
+        };
+        if self.written.as_ref() != Some(&ranges) {
+            attached.set_address_ranges(&ranges)?;
+            self.written = Some(ranges);
+        }
+        Ok(())
+    }
+
+    /// The view from what the kernel counted. `in_flight` is the calls still running.
+    pub fn view(
+        &mut self,
+        plan: &Plan,
+        probes: &AllocationProbes,
+        attached: &Attached,
+        in_flight: u64,
+    ) -> anyhow::Result<ParamsView> {
+        let functions = plan.traced.len();
+        let calls = attached.call_stats(functions)?;
+        let heap = attached.call_heap(functions)?;
+        let mut kernel = attached.param_stats(functions)?;
+        self.place_pointers(attached)?;
+        for (&slot, placed) in &self.pointees {
+            if let Some(stats) = kernel.get_mut(slot as usize) {
+                for (total, n) in stats.pointees.iter_mut().zip(placed) {
+                    *total += n;
+                }
+            }
+        }
+        let params: Vec<Vec<ParamStats>> = (0..functions)
+            .map(|f| {
+                params_of(plan, f)
+                    .iter()
+                    .enumerate()
+                    .map(|(i, param)| {
+                        let k = kernel.get(f * MAX_PARAMS + i).copied().unwrap_or_default();
+                        let [nil, stack, heap, global, unknown] = k.pointees;
+                        ParamStats {
+                            calls: calls[f].entries,
+                            pointee: Pointees {
+                                nil,
+                                stack,
+                                heap,
+                                global,
+                                unknown,
+                            },
+                            has_pointer: has_pointer(&param.ty.kind),
+                            moved: Moved {
+                                calls: k.moved_calls,
+                                objects: k.moved_objects,
+                                bytes: k.moved_bytes,
+                            },
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let function_stats: Vec<FunctionStats> = calls
+            .iter()
+            .zip(&heap)
+            .map(|(c, h): (&CallStats, &CallHeap)| FunctionStats {
+                calls: c.returns,
+                objects: h.objects,
+                bytes: h.bytes,
+                own_objects: h.own_objects,
+            })
+            .collect();
+        Ok(Counted {
+            params: &params,
+            functions: &function_stats,
+            in_flight,
+            unmatched_returns: heap.iter().map(|h| h.unmatched_returns).sum(),
+            unverified_moves: heap.iter().map(|h| h.unverified_moves).sum(),
+        }
+        .view(plan, probes))
+    }
+}
+
+impl EventSink for KernelParams<'_> {
+    /// Nothing is sent per call.
+    fn event(&mut self, _event: &CallEvent) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, attached: &mut Attached) -> anyhow::Result<()> {
+        if self.followed.elapsed() >= FOLLOW_MEMORY {
+            self.follow_memory(attached)?;
+            self.place_pointers(attached)?;
+        }
+        Ok(())
+    }
+}
+
+/// The process's memory as the kernel classifies pointers (`POINTEE_*`), sorted: the binary's
+/// sections (globals), and its anonymous mappings outside them (Go's heap arenas reserve such
+/// memory), as [`Decoder::region`] tells them apart.
+pub fn address_ranges(
+    binary: &GoBinary,
+    process: &Process,
+    bias: u64,
+) -> anyhow::Result<Vec<AddressRange>> {
+    let maps = process.current_maps()?;
+    Ok(ranges_of(binary, bias, &maps))
+}
+
+fn ranges_of(binary: &GoBinary, bias: u64, maps: &[Mapping]) -> Vec<AddressRange> {
+    let mut sections: Vec<(u64, u64)> = binary
+        .sections
+        .iter()
+        .filter(|s| s.size > 0)
+        .map(|s| (s.addr + bias, s.addr + s.size + bias))
+        .collect();
+    sections.sort_unstable();
+    // Sections can overlap (.tbss), which a binary search cannot have.
+    let mut globals: Vec<(u64, u64)> = Vec::new();
+    for (start, end) in sections {
+        match globals.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => globals.push((start, end)),
+        }
+    }
+    let range = |(start, end): (u64, u64), region: usize| AddressRange {
+        start,
+        end,
+        region: region as u64,
+    };
+    let mut all: Vec<AddressRange> = globals.iter().map(|&g| range(g, POINTEE_GLOBAL)).collect();
+    for m in maps.iter().filter(|m| m.path.is_empty()) {
+        // The parts of the mapping no section covers (.bss sits in anonymous memory).
+        let mut start = m.start;
+        for &(s, e) in globals.iter().filter(|&&(s, e)| s < m.end && e > m.start) {
+            if start < s {
+                all.push(range((start, s), POINTEE_HEAP));
+            }
+            start = start.max(e);
+        }
+        if start < m.end {
+            all.push(range((start, m.end), POINTEE_HEAP));
+        }
+    }
+    all.sort_unstable_by_key(|r| r.start);
+    let mut merged: Vec<AddressRange> = Vec::new();
+    for r in all {
+        match merged.last_mut() {
+            Some(last) if last.end == r.start && last.region == r.region => last.end = r.end,
+            _ => merged.push(r),
+        }
+    }
+    if merged.len() > MAX_ADDRESS_RANGES as usize {
+        tracing::debug!(
+            "{} memory ranges, the kernel classifies pointers into the first {MAX_ADDRESS_RANGES}",
+            merged.len()
+        );
+        merged.truncate(MAX_ADDRESS_RANGES as usize);
+    }
+    merged
 }
 
 /// Whether a value of this kind holds a pointer word somewhere.

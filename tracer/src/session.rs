@@ -665,8 +665,8 @@ pub trait EventSink {
     /// Called after each drain of the ring buffer, so output reaches readers promptly.
     fn flush(&mut self) -> anyhow::Result<()>;
     /// Called on every poll tick ([`POLL_INTERVAL`]), for sinks that also read what the probes
-    /// count in kernel maps.
-    fn checkpoint(&mut self, _attached: &Attached) -> anyhow::Result<()> {
+    /// count in kernel maps, or keep what the probes read current.
+    fn checkpoint(&mut self, _attached: &mut Attached) -> anyhow::Result<()> {
         Ok(())
     }
     /// Whether the sink prints as events come, which a status line on the same terminal would

@@ -129,6 +129,55 @@ fn params_agree_with_escape_analysis() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Without `--events` the kernel does the work and sends nothing per call: the same rows and
+/// heap costs as the events give, on the same corpus.
+#[test]
+fn params_in_the_kernel_match_the_events() {
+    let mut failures = Vec::new();
+    for go in common::toolchains() {
+        let truth = checked_ground_truth(&go, "kernel");
+        let kernel = run_escapade(&truth.binary, &["params"]);
+        let rows = of_type(&kernel, "param");
+        if let Err(why) = compare(&go.version, &truth.expected, &rows) {
+            failures.push(why);
+        }
+        let summary = |lines: &[Value]| {
+            lines
+                .iter()
+                .find(|l| l["type"] == "params_summary")
+                .cloned()
+                .expect("a params summary")
+        };
+        assert_eq!(
+            summary(&kernel)["events"],
+            0,
+            "{}: events sent without --events",
+            go.version
+        );
+        let events = run_escapade(&truth.binary, &["params", "--events"]);
+        assert_eq!(
+            rows,
+            of_type(&events, "param"),
+            "{}: kernel vs events",
+            go.version
+        );
+        let (kernel, events) = (summary(&kernel), summary(&events));
+        for field in [
+            "functions",
+            "unverified_moves",
+            "unmatched_returns",
+            "in_flight",
+        ] {
+            assert_eq!(
+                kernel[field], events[field],
+                "{}: {field}, kernel vs events",
+                go.version
+            );
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// `--events` streams one line per call, and each agrees with the rows: a parameter the rows
 /// say was moved to the heap was moved in every call, which allocated at least that object,
 /// by the function's own code.

@@ -293,6 +293,7 @@ impl Ahead {
             binary.go_offsets(0),
             &probes.points(),
             Programs::Tracing,
+            &[],
         )?;
         Ok(Some(Ahead {
             binary,
@@ -410,6 +411,7 @@ impl Session {
                 target.binary.go_offsets(target.bias),
                 &self.probes.points(),
                 Programs::Tracing,
+                &[],
             )?,
         };
         let mut notes = self.notes.clone();
@@ -726,7 +728,7 @@ impl EventSink for Counting<'_> {
         Ok(())
     }
 
-    fn checkpoint(&mut self, attached: &Attached) -> anyhow::Result<()> {
+    fn checkpoint(&mut self, attached: &mut Attached) -> anyhow::Result<()> {
         let fold = self.last_fold.elapsed() >= FOLD_INTERVAL;
         if fold {
             self.fold(attached)?;

@@ -262,7 +262,7 @@ impl<W: Write> EventSink for RecordSink<'_, W> {
         Ok(())
     }
 
-    fn checkpoint(&mut self, attached: &Attached) -> anyhow::Result<()> {
+    fn checkpoint(&mut self, attached: &mut Attached) -> anyhow::Result<()> {
         // Under load, the calls write chunks without the maps, often enough that the writer
         // is never due here: the maps are read at the start and at least every second anyway,
         // so that every file has the kernel's counts, and a recording cut short has them up
