@@ -282,9 +282,11 @@ static TEXT_MASKS: LazyLock<Vec<(Regex, &str)>> = LazyLock::new(|| {
         // Allocation rates: the allocs header's, and its sites table's third column.
         (r"\((\d+) objects/s\)", "<n>"),
         (r"^ +\d+ +\d+ +(\d+)  \S", "<rate>"),
-        // pprof's header: the profile's build ID and time, and the recording's PID and path.
+        // pprof's header: the profile's build ID and time, and the recording's maker (whose
+        // version moves with releases, not behaviour), PID and path.
         (r"^Build ID: (.+)", "<build id>"),
         (r"^Time: (.+)", "<date>"),
+        (r"^escapade (\S+) recording of PID", "<version>"),
         (r"recording of PID (\d+)", "<pid>"),
         // (After the PID's rule, as it reads that rule's work.)
         (r"recording of PID <pid> \((/[^,]+), go", "<path>"),
