@@ -604,21 +604,31 @@ pub struct StackRecord {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all of these are repr(C), Copy, and every bit pattern is valid.
-    unsafe impl aya::Pod for super::ProbeConfig {}
-    unsafe impl aya::Pod for super::ResultSource {}
-    unsafe impl aya::Pod for super::GoOffsets {}
-    unsafe impl aya::Pod for super::CallEvent {}
-    unsafe impl aya::Pod for super::AllocKey {}
-    unsafe impl aya::Pod for super::AllocStats {}
-    unsafe impl aya::Pod for super::LiveObject {}
-    unsafe impl aya::Pod for super::StackRecord {}
-    unsafe impl aya::Pod for super::GcCycleRecord {}
-    unsafe impl aya::Pod for super::CallStats {}
-    unsafe impl aya::Pod for super::CallStart {}
-    unsafe impl aya::Pod for super::OpenCall {}
-    unsafe impl aya::Pod for super::ParamStats {}
-    unsafe impl aya::Pod for super::CallHeap {}
-    unsafe impl aya::Pod for super::AddressRange {}
-    unsafe impl aya::Pod for super::Unplaced {}
+    macro_rules! pod {
+        ($($t:ident),*) => {$(
+            // SAFETY: each type given is repr(C) and Copy, and holds only integers (and arrays
+            // of them) laid out without padding: every byte is initialized, and every bit
+            // pattern is a valid value.
+            unsafe impl aya::Pod for super::$t {}
+        )*};
+    }
+
+    pod!(
+        ProbeConfig,
+        ResultSource,
+        GoOffsets,
+        CallEvent,
+        AllocKey,
+        AllocStats,
+        LiveObject,
+        StackRecord,
+        GcCycleRecord,
+        CallStats,
+        CallStart,
+        OpenCall,
+        ParamStats,
+        CallHeap,
+        AddressRange,
+        Unplaced
+    );
 }

@@ -66,11 +66,9 @@ pub(crate) fn user_stack(ctx: &impl EbpfContext) -> Option<i64> {
     // SAFETY: lookup only tests presence.
     if unsafe { ALLOC_STACKS.get(hash) }.is_none() {
         // SAFETY: `record` points at a whole StackRecord in map memory.
-        #[expect(
-            clippy::needless_borrows_for_generic_args,
-            reason = "by value, the 520-byte record would not fit the 512-byte BPF stack"
-        )]
-        let _ = ALLOC_STACKS.insert(hash, unsafe { &*record }, 0);
+        let record = unsafe { &*record };
+        // By reference: by value, the 520-byte record would not fit the 512-byte BPF stack.
+        let _ = ALLOC_STACKS.insert(hash, record, 0);
     }
     Some(key)
 }
@@ -141,10 +139,9 @@ fn try_free_special(ctx: &ProbeContext) -> Result<(), ()> {
         return Ok(());
     };
     let offsets = GO_OFFSETS.get(0).ok_or(())?;
+    let kind_at = (regs.rax + offsets.special_kind_offset) as *const u8;
     // SAFETY: bpf_probe_read_user checks the address.
-    let kind =
-        unsafe { bpf_probe_read_user((regs.rax + offsets.special_kind_offset) as *const u8) }
-            .map_err(|_| ())?;
+    let kind = unsafe { bpf_probe_read_user(kind_at) }.map_err(|_| ())?;
     if kind as u64 != offsets.special_kind_profile {
         return Ok(());
     }

@@ -24,6 +24,7 @@ use crate::{EVENTS, GO_OFFSETS, PROBE_CONFIGS, WAKEUP_THRESHOLD, count, is_targe
 
 /// Non-zero when entries and returns keep `ACTIVE_CALLS`, so that the allocator's probes
 /// report only allocations made inside traced functions (`escapade params`).
+// SAFETY: no other symbol of the object has this name; the loader sets it by name.
 #[unsafe(no_mangle)]
 static TRACK_CALLS: u32 = 0;
 
@@ -276,9 +277,11 @@ fn emit(hit: &EventParts) -> Result<(), ()> {
     {
         track_calls(goid, kind);
     }
-    // SAFETY: lookup only tests presence.
     if kind == EventKind::Allocating
-        && goid.is_none_or(|goid| unsafe { ACTIVE_CALLS.get(goid) }.is_none())
+        && goid.is_none_or(|goid| {
+            // SAFETY: lookup only tests presence.
+            unsafe { ACTIVE_CALLS.get(goid) }.is_none()
+        })
     {
         return Ok(());
     }
@@ -375,12 +378,12 @@ fn fill(e: &mut CallEvent, hit: &EventParts) {
     let stack = unsafe {
         core::slice::from_raw_parts_mut(e.stack.as_mut_ptr() as *mut u8, MAX_STACK_WORDS * 8)
     };
-    // SAFETY: the helper checks the user address and writes at most the slice's length.
-    if bytes > 0
-        && unsafe { bpf_probe_read_user_buf((hit.sp + 8) as *const u8, &mut stack[..bytes]) }
-            .is_err()
-    {
-        read_failed = true;
+    if bytes > 0 {
+        let words = (hit.sp + 8) as *const u8;
+        // SAFETY: the helper checks the user address and writes at most the slice's length.
+        if unsafe { bpf_probe_read_user_buf(words, &mut stack[..bytes]) }.is_err() {
+            read_failed = true;
+        }
     }
 
     let string_bytes = config.string_bytes as usize;
@@ -421,10 +424,12 @@ fn fill(e: &mut CallEvent, hit: &EventParts) {
 }
 
 /// Tail capture: calls slower than this many ns are sent whole, entry and return (0: off).
+// SAFETY: no other symbol of the object has this name; the loader sets it by name.
 #[unsafe(no_mangle)]
 static TAIL_SLOWER_THAN_NS: u64 = 0;
 
 /// Tail capture: non-zero to send whole the calls that return a non-nil error.
+// SAFETY: no other symbol of the object has this name; the loader sets it by name.
 #[unsafe(no_mangle)]
 static TAIL_ERRORS: u32 = 0;
 
@@ -489,6 +494,7 @@ fn capture_tail(hit: &EventParts, slower_than_ns: u64, errors: bool) -> Result<(
 
 /// 1 to send an event per entry and return; 0 to count and time calls in the kernel only
 /// (`CALL_STATS`).
+// SAFETY: no other symbol of the object has this name; the loader sets it by name.
 #[unsafe(no_mangle)]
 static SEND_CALLS: u32 = 1;
 
@@ -623,9 +629,10 @@ fn entered(
     // A restarted single-stepped entry hits again from the same return address: still the
     // same call. (A call at that depth left open by a panic looks the same; an emulated probe
     // never restarts, so it does not look.)
-    // SAFETY: the value is copied.
-    let repeated = may_repeat
-        && unsafe { CALL_STARTS.get(call) }.is_some_and(|open| open.return_addr == return_addr);
+    let repeated = may_repeat && {
+        // SAFETY: the value is read at once, not kept.
+        unsafe { CALL_STARTS.get(call) }.is_some_and(|open| open.return_addr == return_addr)
+    };
     if repeated {
         return (CallHit::Repeat, false);
     }

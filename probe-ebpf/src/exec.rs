@@ -32,6 +32,8 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
+// SAFETY: the section holds only this NUL-terminated string, which the kernel reads as the
+// object's license; no other symbol has this name.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 4] = *b"GPL\0";

@@ -50,6 +50,7 @@ pub(crate) static PROBE_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entri
 /// The traced process; attachments are already scoped to it, this guards against PID reuse.
 /// 0 when the probes are attached to the file ahead of the program's next process: then the
 /// first process to hit one claims them, in `CLAIMED_TGID`.
+// SAFETY: no other symbol of the object has this name; the loader sets it by name.
 #[unsafe(no_mangle)]
 static TARGET_TGID: u32 = 0;
 
@@ -150,6 +151,8 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
+// SAFETY: the section holds only this NUL-terminated string, which the kernel reads as the
+// object's license; no other symbol has this name.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 4] = *b"GPL\0";

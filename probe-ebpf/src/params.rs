@@ -23,6 +23,7 @@ use crate::{PROBE_CONFIGS, read_u64};
 
 /// Non-zero when `escapade params` works in the kernel: traced calls and the allocator's
 /// probes update the maps below and send nothing.
+// SAFETY: no other symbol of the object has this name; the loader sets it by name.
 #[unsafe(no_mangle)]
 static PARAMS_IN_KERNEL: u32 = 0;
 

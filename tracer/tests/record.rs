@@ -24,14 +24,6 @@ fn scratch(go: &common::Go, name: &str) -> PathBuf {
     dir.join(name)
 }
 
-/// Runs `escapade <args>`, expects success, returns stdout.
-fn run(args: &[&str]) -> String {
-    let out = common::escapade(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "escapade {args:?}: {stderr}");
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// Starts `tests/go/<program>.go` with `program_args`, and `escapade record` on it into a
 /// scratch file `name` with `args`; returns the target, escapade, and the file.
 fn start_recording(
@@ -105,9 +97,10 @@ fn record_report_and_export() {
         assert_eq!(mode & 0o777, 0o600, "recordings may hold argument values");
 
         // The offline report prints exactly what record printed live.
-        let offline = common::json_lines(&run(&["report", path, "--quiet", "--json"]));
+        let offline =
+            common::json_lines(&common::escapade_ok(&["report", path, "--quiet", "--json"]));
         assert_eq!(offline, live, "report vs record's live summary");
-        let text = run(&["report", path, "--quiet"]);
+        let text = common::escapade_ok(&["report", path, "--quiet"]);
         let row = text
             .lines()
             .find(|l| l.trim_start().starts_with("main.add "))
@@ -115,7 +108,7 @@ fn record_report_and_export() {
         let counts: Vec<&str> = row.split_whitespace().skip(1).take(2).collect();
         assert_eq!(counts, ["300", "300"], "calls and returns: {row}");
         // And every call, with its decoded values: the results of add sum up as the program did.
-        let lines = common::json_lines(&run(&["report", path, "--json"]));
+        let lines = common::json_lines(&common::escapade_ok(&["report", path, "--json"]));
         let adds: Vec<&Value> = lines
             .iter()
             .filter(|l| l["type"] == "return" && l["function"] == "main.add")
@@ -210,7 +203,9 @@ fn function<'a>(summary: &'a Value, name: &str) -> &'a Value {
 
 /// The trace summary `report --quiet --json` prints for `recording`.
 fn reported_summary(recording: &str) -> Value {
-    let lines = common::json_lines(&run(&["report", recording, "--quiet", "--json"]));
+    let lines = common::json_lines(&common::escapade_ok(&[
+        "report", recording, "--quiet", "--json",
+    ]));
     lines
         .into_iter()
         .find(|l| l["type"] == "summary")
@@ -252,7 +247,7 @@ fn histogram(f: &Value) -> Vec<u64> {
 /// `escapade export --pprof` of `recording` into the scratch file `name`; returns its path.
 fn export_pprof(go: &common::Go, recording: &str, name: &str) -> String {
     let profile = scratch(go, name).to_str().unwrap().to_string();
-    run(&["export", recording, "--pprof", &profile]);
+    common::escapade_ok(&["export", recording, "--pprof", &profile]);
     profile
 }
 
@@ -298,7 +293,7 @@ fn check_pprof(go: &common::Go, recording: &str, allocs: &Value) {
 
 fn check_perfetto(go: &common::Go, recording: &str, pid: u64, gcs: u64, allocs: &Value) {
     let out = scratch(go, "run.json");
-    run(&["export", recording, "--perfetto", out.to_str().unwrap()]);
+    common::escapade_ok(&["export", recording, "--perfetto", out.to_str().unwrap()]);
     let trace: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     let events = trace["traceEvents"].as_array().expect("traceEvents");
     let mut tracks = std::collections::HashMap::new();
@@ -399,7 +394,7 @@ fn check_perfetto(go: &common::Go, recording: &str, pid: u64, gcs: u64, allocs: 
 fn check_flamegraph(go: &common::Go, recording: &str) {
     for (weight, want) in [("bytes", "main.buffer"), ("calls", "main.add")] {
         let out = scratch(go, &format!("{weight}.svg"));
-        run(&[
+        common::escapade_ok(&[
             "export",
             recording,
             "--flamegraph",
@@ -566,11 +561,12 @@ fn sampled_allocations_export_inuse() {
         target.go();
         target.finish();
 
-        let offline = common::json_lines(&run(&["report", path, "--quiet", "--json"]));
+        let offline =
+            common::json_lines(&common::escapade_ok(&["report", path, "--quiet", "--json"]));
         assert_eq!(offline, live, "report vs record's live summary");
         let profile = scratch(&go, "sampled.pb.gz");
         let profile = profile.to_str().unwrap();
-        run(&["export", path, "--pprof", profile]);
+        common::escapade_ok(&["export", path, "--pprof", profile]);
         let (allocated, _) = top(&go, "alloc_objects", profile);
         let (inuse, _) = top(&go, "inuse_objects", profile);
         let cum = |rows: &[(String, f64, f64)], function: &str| {
@@ -682,7 +678,7 @@ fn report_and_pprof_give_the_kernels_counts_and_latencies() {
             let p50 = f["p50_below_ns"].as_u64().unwrap();
             assert!(p50 == below || p50 == 2 * below, "{f}");
         }
-        let text = run(&["report", path, "--quiet"]);
+        let text = common::escapade_ok(&["report", path, "--quiet"]);
         assert!(
             text.contains("at site") && text.contains("at RET") && !text.contains("unobserved"),
             "where returns were seen, and no unobserved column with none: {text}"
@@ -756,7 +752,7 @@ fn dropped_events_cost_call_records_not_counts() {
     assert_eq!(work["entries"], n, "{summary}");
     assert_eq!(work["returns"], n, "{summary}");
     assert_eq!(histogram(work).iter().sum::<u64>(), n, "{summary}");
-    let recorded = common::json_lines(&run(&["report", path, "--json"]))
+    let recorded = common::json_lines(&common::escapade_ok(&["report", path, "--json"]))
         .iter()
         .filter(|l| l["type"] == "entry")
         .count() as u64;

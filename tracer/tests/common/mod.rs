@@ -111,19 +111,30 @@ pub struct Target {
 
 impl Target {
     pub fn start(bin: &Path, args: &[&str]) -> Target {
-        Target::spawn(bin, args, std::process::Stdio::inherit())
+        Target::spawn(bin, args, &[], std::process::Stdio::inherit())
+    }
+
+    /// As [`Target::start`], with variables added to the program's environment.
+    pub fn start_with_env(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Target {
+        Target::spawn(bin, args, env, std::process::Stdio::inherit())
     }
 
     /// As [`Target::start`], keeping the program's stderr for [`Target::crashed`].
     pub fn start_capturing_stderr(bin: &Path, args: &[&str]) -> Target {
-        Target::spawn(bin, args, std::process::Stdio::piped())
+        Target::spawn(bin, args, &[], std::process::Stdio::piped())
     }
 
-    fn spawn(bin: &Path, args: &[&str], stderr: std::process::Stdio) -> Target {
+    fn spawn(
+        bin: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stderr: std::process::Stdio,
+    ) -> Target {
         use std::io::BufRead as _;
         use std::process::Stdio;
         let mut child = Command::new(bin)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -286,11 +297,16 @@ impl Escapade {
 
     /// Waits for escapade to exit (it does when the target exits), checks that it succeeded,
     /// and returns its stdout as JSON lines.
-    pub fn finish(mut self) -> Vec<serde_json::Value> {
+    pub fn finish(self) -> Vec<serde_json::Value> {
+        json_lines(&self.finish_text())
+    }
+
+    /// [`Escapade::finish`], returning stdout as it was printed.
+    pub fn finish_text(mut self) -> String {
         let status = self.child.wait().unwrap();
         self.seen.extend(self.stdout_lines.iter());
         assert!(status.success(), "escapade failed: {status}");
-        json_lines(&self.seen.join("\n"))
+        self.seen.iter().map(|line| format!("{line}\n")).collect()
     }
 }
 
@@ -339,6 +355,14 @@ pub fn escapade(args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .unwrap()
+}
+
+/// Runs `escapade <args>` to completion, expects success, and returns its stdout.
+pub fn escapade_ok(args: &[&str]) -> String {
+    let out = escapade(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "escapade {args:?}: {stderr}");
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Parses JSON lines.
