@@ -184,8 +184,11 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
         })
     };
     if let (CallHit::Starts, Some(call), Some(return_addr)) = (observed, call, return_addr) {
+        let innermost = innermost_slot(call.g);
         // Calls on this goroutine at this depth or deeper were unwound without returning.
-        let parent_depth = drop_unwound(call.g, call.depth);
+        // SAFETY: the goroutine's own slot, which only its probes touch, one at a time.
+        let parent_depth =
+            innermost.map_or(0, |slot| drop_unwound(call.g, unsafe { *slot }, call.depth));
         let start = CallStart {
             // SAFETY: no preconditions.
             ktime_ns: unsafe { bpf_ktime_get_ns() },
@@ -194,16 +197,29 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
             parent_depth,
         };
         let _ = CALL_STARTS.insert(call, start, 0);
-        let _ = INNERMOST_CALL.insert(call.g, call.depth, 0);
+        if let Some(slot) = innermost {
+            // SAFETY: as above.
+            unsafe { *slot = call.depth };
+        }
     }
     sent
 }
 
-/// Per goroutine (`g`), the depth of its innermost call in `CALL_STARTS`, whose
-/// `parent_depth` links to the next: the open calls of a goroutine, innermost first.
+/// Per goroutine (`g`), the depth of its innermost call in `CALL_STARTS` (0 for none), whose
+/// `parent_depth` links to the next: the open calls of a goroutine, innermost first. Updated
+/// in place: one lookup a hit.
 #[map]
 static INNERMOST_CALL: LruHashMap<u64, u64> =
     LruHashMap::with_max_entries(MAX_ACTIVE_GOROUTINES, 0);
+
+/// The goroutine's slot in `INNERMOST_CALL`, made on its first call.
+fn innermost_slot(g: u64) -> Option<*mut u64> {
+    if let Some(slot) = INNERMOST_CALL.get_ptr_mut(g) {
+        return Some(slot);
+    }
+    INNERMOST_CALL.insert(g, 0, 0).ok()?;
+    INNERMOST_CALL.get_ptr_mut(g)
+}
 
 /// The depth of the innermost open call of `here.g` that is shallower than `here`: the call a
 /// probe at `here` runs inside. Calls a panic unwound and no probe dropped yet are skipped (a
@@ -232,15 +248,14 @@ static LAST_RET: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_ACTIVE_
 /// whole): the goroutine's next hits drop the rest.
 const UNWOUND_PER_HIT: usize = 1024;
 
-/// Drops the open calls of goroutine `g` at `depth` or deeper, which a panic (or `Goexit`)
-/// unwound without a return: a probe hit at `depth` means the stack below it is gone. Left
-/// in `CALL_STARTS`, they would crowd out the calls still running. Returns the innermost
-/// call left (deeper than `depth` when there were more than a hit drops), 0 for none. Not
-/// inlined, so that the verifier walks the loop once per call site.
+/// Drops the open calls of goroutine `g` at `depth` or deeper, from its `innermost` down,
+/// which a panic (or `Goexit`) unwound without a return: a probe hit at `depth` means the
+/// stack below it is gone. Left in `CALL_STARTS`, they would crowd out the calls still
+/// running. Returns the innermost call left (deeper than `depth` when there were more than a
+/// hit drops), 0 for none. Not inlined, so that the verifier walks the loop once per call
+/// site.
 #[inline(never)]
-fn drop_unwound(g: u64, depth: u64) -> u64 {
-    // SAFETY: the value is copied.
-    let innermost = unsafe { INNERMOST_CALL.get(g) }.copied().unwrap_or(0);
+fn drop_unwound(g: u64, innermost: u64, depth: u64) -> u64 {
     let mut top = innermost;
     for _ in 0..UNWOUND_PER_HIT {
         if top == 0 || top < depth {
@@ -260,9 +275,6 @@ fn drop_unwound(g: u64, depth: u64) -> u64 {
             // The chain ends here (its next call was evicted, or dropped by an earlier hit).
             None => 0,
         };
-    }
-    if top != innermost {
-        let _ = INNERMOST_CALL.insert(g, top, 0);
     }
     top
 }
@@ -686,16 +698,18 @@ fn returned(
     if !closes {
         return (CallHit::NotThisCall, 0);
     }
-    // Deeper calls on this goroutine were unwound past this one.
-    let left = drop_unwound(call.g, call.depth + 1);
     let _ = CALL_STARTS.remove(call);
-    // With unwound calls still left to drop, the chain stays headed by them.
-    if left <= call.depth {
-        if start.parent_depth != 0 {
-            let _ = INNERMOST_CALL.insert(call.g, start.parent_depth, 0);
+    if let Some(slot) = INNERMOST_CALL.get_ptr_mut(call.g) {
+        // SAFETY: the goroutine's own slot, which only its probes touch, one at a time.
+        let slot = unsafe { &mut *slot };
+        // Deeper calls on this goroutine were unwound past this one; with some still left to
+        // drop, the chain stays headed by them.
+        let left = drop_unwound(call.g, *slot, call.depth + 1);
+        *slot = if left > call.depth {
+            left
         } else {
-            let _ = INNERMOST_CALL.remove(call.g);
-        }
+            start.parent_depth
+        };
     }
     if !at_return_site {
         add_open_via_ret(-1);
