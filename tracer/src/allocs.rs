@@ -14,7 +14,7 @@ use probe_common::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::attach::Attached;
+use crate::attach::KernelCounts;
 use crate::clock::WallClock;
 use crate::decode::Decoder;
 use crate::gobin::Frame;
@@ -219,18 +219,18 @@ impl AllocReport {
     }
 }
 
-/// The allocation view of what `attached`'s counting probes summed so far.
+/// The allocation view of what the counting probes summed so far.
 pub fn view(
-    attached: &Attached,
+    counts: &KernelCounts,
     clock: &WallClock,
     decoder: &mut Decoder,
 ) -> anyhow::Result<AllocReport> {
     build(
-        attached.alloc_sites()?,
-        attached.sampled_live()?,
-        &attached.gc_cycles()?,
+        counts.alloc_sites()?,
+        counts.sampled_live()?,
+        &counts.gc_cycles()?,
         clock,
-        |id| attached.alloc_stack(id),
+        |id| counts.alloc_stack(id),
         decoder,
     )
 }

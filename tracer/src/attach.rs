@@ -12,7 +12,8 @@ use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkI
 use aya::{Ebpf, EbpfLoader};
 use probe_common::{
     AddressRange, AllocKey, AllocStats, COOKIE_AT_CALL_SITE, COOKIE_AT_RETURN_SITE,
-    COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTED_STACK_GROWTH, COUNTERS, CallHeap, CallStart, CallStats,
+    COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTED_STACK_GROWTH, COUNTER_ALLOCS_LOST, COUNTER_DROPPED,
+    COUNTER_EVENTS, COUNTER_MORESTACK, COUNTER_READ_ERRORS, CallHeap, CallStart, CallStats,
     GcCycleRecord, GoOffsets, LiveObject, MAX_ADDRESS_RANGES, MAX_FAST_RETURNS, MAX_HELD_ENTRIES,
     MAX_OPEN_CALLS, MAX_PARAMS, MAX_PROBES, MAX_TRACED_FUNCTIONS, MAX_UNPLACED, OpenCall,
     ParamStats, ProbeConfig, StackRecord, Unplaced,
@@ -79,23 +80,58 @@ pub struct Attached {
     ebpf: Ebpf,
     links: Links,
     events: Option<RingBuf<MapData>>,
-    counters: PerCpuArray<MapData, u64>,
-    alloc_sites: PerCpuHashMap<MapData, AllocKey, AllocStats>,
-    alloc_stacks: HashMap<MapData, u64, StackRecord>,
-    sampled_live: HashMap<MapData, u64, LiveObject>,
-    gc_cycles: HashMap<MapData, u64, GcCycleRecord>,
+    counts: KernelCounts,
     claimed_tgid: Array<MapData, u64>,
-    call_stats: PerCpuArray<MapData, CallStats>,
-    call_starts: HashMap<MapData, OpenCall, CallStart>,
     rets_closed: Array<MapData, u32>,
     entries_detached: Array<MapData, u32>,
     open_via_ret: PerCpuArray<MapData, i64>,
     /// Under `--returns sampled`, when the `RET` probes come and go.
     windows: Option<RetWindows>,
+    address_ranges: Option<AddressRanges>,
+}
+
+/// What one session's probes counted in the kernel, read from its own maps when asked: what a
+/// sink sees of the probes, which can neither detach them nor take their events.
+pub struct KernelCounts {
+    counters: PerCpuArray<MapData, u64>,
+    alloc_sites: PerCpuHashMap<MapData, AllocKey, AllocStats>,
+    alloc_stacks: HashMap<MapData, u64, StackRecord>,
+    sampled_live: HashMap<MapData, u64, LiveObject>,
+    gc_cycles: HashMap<MapData, u64, GcCycleRecord>,
+    call_stats: PerCpuArray<MapData, CallStats>,
+    call_starts: HashMap<MapData, OpenCall, CallStart>,
     param_stats: PerCpuArray<MapData, ParamStats>,
     call_heap: PerCpuArray<MapData, CallHeap>,
-    address_ranges: Array<MapData, AddressRange>,
     unplaced: PerCpuHashMap<MapData, Unplaced, u64>,
+}
+
+/// The probes' counters (`probe_common::COUNTER_*`). Its fields are in the counters' order,
+/// which keeps recordings as they were when they held the counters as an array.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counters {
+    /// What the probes recorded: calls' entries and returns, and what the counting probes
+    /// counted (allocations, goroutines, GC cycles).
+    pub events: u64,
+    /// Events lost because the ring buffer was full.
+    pub dropped: u64,
+    /// Hits on a stack-check branch that was about to grow the stack (not an event).
+    pub morestack: u64,
+    /// Reads of target memory that failed (g, argument area or string bytes).
+    pub read_errors: u64,
+    /// Allocations whose key did not fit in `ALLOC_SITES`.
+    pub allocs_lost: u64,
+}
+
+/// Where the process's memory regions lie, as the probes of [`Programs::Params`] classify
+/// pointers by them: the one map userspace keeps current while a session runs, held by
+/// whoever follows the process's memory.
+pub struct AddressRanges(Array<MapData, AddressRange>);
+
+impl AddressRanges {
+    /// Replaces the ranges: sorted, at most `MAX_ADDRESS_RANGES`.
+    pub fn write(&mut self, ranges: &[AddressRange]) -> anyhow::Result<()> {
+        write_address_ranges(&mut self.0, ranges)
+    }
 }
 
 /// `--returns sampled`: a window with the `RET` probes attached opens every [`RET_PERIOD`] and
@@ -118,6 +154,17 @@ impl Attached {
     /// The ring buffer the probes write to; the reader takes it once.
     pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
         self.events.take()
+    }
+
+    /// The map of the process's memory regions, for [`Programs::Params`]; taken once, by what
+    /// keeps it current.
+    pub fn take_address_ranges(&mut self) -> Option<AddressRanges> {
+        self.address_ranges.take()
+    }
+
+    /// What the probes counted so far.
+    pub fn counts(&self) -> &KernelCounts {
+        &self.counts
     }
 
     /// Detaches the entry probes, leaving the return probes in place so calls in flight can
@@ -229,6 +276,14 @@ impl Attached {
         u32::try_from(pid).ok().filter(|&pid| pid != 0)
     }
 
+    /// Starts sampling the target's CPU at `hz` on each CPU, into stacks kept with the
+    /// counting probes' (see [`KernelCounts::alloc_stack`]).
+    pub fn sample_cpu(&mut self, hz: u64) -> anyhow::Result<crate::cpu::Sampler> {
+        crate::cpu::Sampler::start(&mut self.ebpf, hz)
+    }
+}
+
+impl KernelCounts {
     /// The calls the kernel saw enter and not return: still running, or unwound by a panic.
     pub fn open_calls(&self) -> anyhow::Result<Vec<(OpenCall, CallStart)>> {
         Ok(self.call_starts.iter().collect::<Result<_, _>>()?)
@@ -292,7 +347,7 @@ impl Attached {
     }
 
     /// Under [`Programs::Params`], the pointers the kernel could not place by
-    /// [`Attached::set_address_ranges`], counted so far, summed over CPUs.
+    /// [`AddressRanges`], counted so far, summed over CPUs.
     pub fn unplaced(&self) -> anyhow::Result<Vec<(Unplaced, u64)>> {
         let mut out = Vec::new();
         for entry in self.unplaced.iter() {
@@ -300,12 +355,6 @@ impl Attached {
             out.push((key, per_cpu.iter().sum()));
         }
         Ok(out)
-    }
-
-    /// Tells the kernel where the process's memory regions lie, for classifying pointers
-    /// under [`Programs::Params`]: sorted, at most `MAX_ADDRESS_RANGES`.
-    pub fn set_address_ranges(&mut self, ranges: &[AddressRange]) -> anyhow::Result<()> {
-        write_address_ranges(&mut self.address_ranges, ranges)
     }
 
     /// What the counting probes counted, per (stack, caller, type), summed over CPUs.
@@ -354,21 +403,20 @@ impl Attached {
         Ok(record.pcs[..frames].to_vec())
     }
 
-    /// Starts sampling the target's CPU at `hz` on each CPU, into stacks kept with the
-    /// counting probes' (see [`Attached::alloc_stack`]).
-    pub fn sample_cpu(&mut self, hz: u64) -> anyhow::Result<crate::cpu::Sampler> {
-        crate::cpu::Sampler::start(&mut self.ebpf, hz)
-    }
-
-    /// The probes' counters summed over CPUs, indexed by `probe_common::COUNTER_*`.
-    pub fn counters(&self) -> [u64; COUNTERS as usize] {
-        let mut out = [0; COUNTERS as usize];
-        for (i, slot) in out.iter_mut().enumerate() {
-            if let Ok(values) = self.counters.get(&(i as u32), 0) {
-                *slot = values.iter().sum();
-            }
+    /// The probes' counters, summed over CPUs.
+    pub fn counters(&self) -> Counters {
+        let counter = |i: u32| {
+            self.counters
+                .get(&i, 0)
+                .map_or(0, |values| values.iter().sum())
+        };
+        Counters {
+            events: counter(COUNTER_EVENTS),
+            dropped: counter(COUNTER_DROPPED),
+            morestack: counter(COUNTER_MORESTACK),
+            read_errors: counter(COUNTER_READ_ERRORS),
+            allocs_lost: counter(COUNTER_ALLOCS_LOST),
         }
-        out
     }
 }
 
@@ -377,13 +425,13 @@ impl Attached {
 pub enum Programs {
     /// Record entries and returns, an event each; and count and time calls in the kernel.
     Tracing,
-    /// Count and time calls in the kernel only ([`Attached::call_stats`]): no event per call.
+    /// Count and time calls in the kernel only ([`KernelCounts::call_stats`]): no event per call.
     Counting,
     /// Count and time every call, and send whole (entry and return) only the calls this
     /// picks, decided in the kernel at the return.
     Tail(TailCapture),
     /// Count and time calls, and classify their parameters, in the kernel
-    /// ([`Attached::param_stats`], [`Attached::call_heap`]): no event per call.
+    /// ([`KernelCounts::param_stats`], [`KernelCounts::call_heap`]): no event per call.
     Params,
     /// An empty program everywhere: what a uprobe costs before escapade does any work.
     Empty,
@@ -420,7 +468,7 @@ impl Scope {
 }
 
 /// Loads the probes, fills their maps and attaches them. `memory` is where the process's
-/// memory regions lie (see [`Attached::set_address_ranges`]), for [`Programs::Params`]: in
+/// memory regions lie (see [`AddressRanges`]), for [`Programs::Params`]: in
 /// place before the first probe fires.
 pub fn attach(
     scope: Scope,
@@ -582,25 +630,27 @@ pub fn attach(
     )?;
     let unplaced = PerCpuHashMap::try_from(ebpf.take_map("UNPLACED").context("map UNPLACED")?)?;
     Ok(Attached {
-        unplaced,
-        param_stats,
-        call_heap,
-        address_ranges,
-        call_stats,
-        call_starts,
+        counts: KernelCounts {
+            counters,
+            alloc_sites,
+            alloc_stacks,
+            sampled_live,
+            gc_cycles,
+            call_stats,
+            call_starts,
+            param_stats,
+            call_heap,
+            unplaced,
+        },
+        claimed_tgid,
         rets_closed,
         entries_detached,
         open_via_ret,
         windows: None,
-        claimed_tgid,
-        gc_cycles,
-        sampled_live,
+        address_ranges: Some(AddressRanges(address_ranges)),
         ebpf,
         links,
         events: Some(events),
-        counters,
-        alloc_sites,
-        alloc_stacks,
     })
 }
 

@@ -12,7 +12,7 @@ use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, S
 use probe_common::NO_STACK;
 use serde::{Deserialize, Serialize};
 
-use crate::attach::Attached;
+use crate::attach::KernelCounts;
 use crate::gobin::GoBinary;
 
 /// The kernel's ceiling on sampling rates, which it refuses `perf_event_open` above.
@@ -88,8 +88,8 @@ pub fn check_rate(hz: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The sampling program attached to every online CPU; it detaches with the [`Attached`] it
-/// was started from.
+/// The sampling program attached to every online CPU; it detaches with the
+/// [`crate::attach::Attached`] it was started from.
 pub struct Sampler {
     hz: u64,
     samples: PerCpuHashMap<MapData, i64, u64>,
@@ -135,10 +135,11 @@ impl Sampler {
         Ok(Sampler { hz, samples })
     }
 
-    /// The samples so far, their stacks as link-time addresses of `binary` (loaded at `bias`).
+    /// The samples so far, their stacks (kept in `counts`) as link-time addresses of `binary`
+    /// (loaded at `bias`).
     pub fn profile(
         &self,
-        attached: &Attached,
+        counts: &KernelCounts,
         binary: &GoBinary,
         bias: u64,
     ) -> anyhow::Result<CpuProfile> {
@@ -155,7 +156,7 @@ impl Sampler {
             let pcs: Vec<u64> = match key {
                 NO_STACK => Vec::new(),
                 // A stack the kernel had no room to keep is as good as none.
-                key => attached.alloc_stack(key).unwrap_or_default(),
+                key => counts.alloc_stack(key).unwrap_or_default(),
             }
             .into_iter()
             .enumerate()

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 
-use escapade::attach::{Attached, ProbePoint, Programs, Scope, attach};
+use escapade::attach::{Attached, KernelCounts, ProbePoint, Programs, Scope, attach};
 use escapade::cli::{
     AllocModeArgs, AllocsArgs, Cli, Command, ExportArgs, HotArgs, ParamsArgs, RecordArgs,
     ReportArgs, TargetArgs, TraceArgs,
@@ -27,7 +27,7 @@ use escapade::report::{
     AllocsMeta, ParamsMeta, TracePrinter, TraceView, write_allocs, write_params,
 };
 use escapade::session::{
-    self, CountingProbes, EventSink, PlacementMode, Plan, PlanOptions, ReturnsMode, Target,
+    self, CountingProbes, EventSink, PlacementMode, Plan, PlanOptions, ReturnsMode, Session, Target,
 };
 
 fn main() -> ExitCode {
@@ -109,6 +109,7 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     );
     let mut attached = attach_to(&target, launched.as_ref(), &plan.points, programs, &doing)?;
     sample_rets(&mut attached, &args.calls)?;
+    let mut session = Session::new(&target, attached)?;
     let decoder = Decoder::new(&target.binary, &target.process, target.bias);
     let stdout = std::io::stdout().lock();
     let mut printer = TracePrinter::new(
@@ -119,12 +120,12 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
         std::io::BufWriter::new(stdout),
     );
     let (ended, malformed) =
-        session::run(&target, &mut attached, args.target.duration, &mut printer).await?;
-    let kernel = attached.call_stats(plan.traced.len())?;
-    let still_running = still_running(&target, &attached)?;
+        session::run_command(&mut session, args.target.duration, &mut printer).await?;
+    let kernel = session.counts().call_stats(plan.traced.len())?;
+    let still_running = still_running(&target, session.counts())?;
     printer.summary(
         ended,
-        attached.counters(),
+        session.counts().counters(),
         malformed,
         &kernel,
         still_running,
@@ -143,22 +144,23 @@ async fn allocs(args: AllocsArgs) -> anyhow::Result<()> {
         ),
     };
     let doing = format!("counting {what}, goroutine creations and GC cycles");
-    let mut attached = attach_to(
+    let attached = attach_to(
         &target,
         launched.as_ref(),
         &probes.points,
         Programs::Tracing,
         &doing,
     )?;
+    let mut session = Session::new(&target, attached)?;
     let started = std::time::Instant::now();
-    let run = session::run(&target, &mut attached, args.target.duration, &mut Discard).await;
+    let run = session::run_command(&mut session, args.target.duration, &mut Discard).await;
     if let Some(rate) = &rate {
         rate.restore(&target)?;
     }
     let (ended, _) = run?;
     let elapsed = started.elapsed();
     let mut decoder = Decoder::new(&target.binary, &target.process, target.bias);
-    let report = escapade::allocs::view(&attached, &WallClock::now(), &mut decoder)?;
+    let report = escapade::allocs::view(session.counts(), &WallClock::now(), &mut decoder)?;
     let stdout = std::io::stdout().lock();
     write_allocs(
         &report,
@@ -167,7 +169,7 @@ async fn allocs(args: AllocsArgs) -> anyhow::Result<()> {
             elapsed,
             mem_profile_rate: rate.map(|r| r.in_effect),
             probes: &placed(&probes),
-            counters: attached.counters(),
+            counters: session.counts().counters(),
         },
         args.json,
         args.top,
@@ -197,20 +199,24 @@ async fn params(args: ParamsArgs) -> anyhow::Result<()> {
         Programs::Params
     };
     let mut attached = attach_to(&target, launched.as_ref(), &plan.points, programs, &doing)?;
+    let memory = attached
+        .take_address_ranges()
+        .context("the map of the process's memory was already taken")?;
+    let mut session = Session::new(&target, attached)?;
     let (ended, malformed, view) = if args.events {
         let mut tracker = ParamTracker::new(decoder, &plan, &probes, Some(std::io::stdout()));
         let (ended, malformed) =
-            session::run(&target, &mut attached, args.target.duration, &mut tracker).await?;
+            session::run_command(&mut session, args.target.duration, &mut tracker).await?;
         (ended, malformed, tracker.view())
     } else {
-        let mut kernel = KernelParams::new(&target.binary, &target.process, target.bias);
+        let mut kernel = KernelParams::new(&target.binary, &target.process, target.bias, memory);
         let (ended, malformed) =
-            session::run(&target, &mut attached, args.target.duration, &mut kernel).await?;
-        let in_flight = still_running(&target, &attached)?;
+            session::run_command(&mut session, args.target.duration, &mut kernel).await?;
+        let in_flight = still_running(&target, session.counts())?;
         (
             ended,
             malformed,
-            kernel.view(&plan, &probes, &attached, in_flight)?,
+            kernel.view(&plan, &probes, session.counts(), in_flight)?,
         )
     };
     let stdout = std::io::stdout();
@@ -218,7 +224,7 @@ async fn params(args: ParamsArgs) -> anyhow::Result<()> {
         &view,
         &ParamsMeta {
             ended: Some(ended),
-            counters: attached.counters(),
+            counters: session.counts().counters(),
             malformed,
         },
         args.json,
@@ -246,10 +252,11 @@ async fn hot(args: HotArgs) -> anyhow::Result<()> {
         &doing,
     )?;
     let sampler = attached.sample_cpu(args.cpu.hz)?;
+    let mut session = Session::new(&target, attached)?;
     let decoder = Decoder::new(&target.binary, &target.process, target.bias);
     let mut sink = HotSink::new(CallModel::new(decoder, &plan, false), &plan.traced);
-    let (ended, _) = session::run(&target, &mut attached, args.target.duration, &mut sink).await?;
-    let profile = sampler.profile(&attached, &target.binary, target.bias)?;
+    let (ended, _) = session::run_command(&mut session, args.target.duration, &mut sink).await?;
+    let profile = sampler.profile(session.counts(), &target.binary, target.bias)?;
     let view = sink.view(&profile, &target.binary, args.weights);
     let stdout = std::io::stdout().lock();
     escapade::hot::write(
@@ -263,10 +270,10 @@ async fn hot(args: HotArgs) -> anyhow::Result<()> {
 }
 
 /// How many of the calls the kernel holds open the target still runs.
-fn still_running(target: &Target, attached: &Attached) -> anyhow::Result<u64> {
+fn still_running(target: &Target, counts: &KernelCounts) -> anyhow::Result<u64> {
     let offsets = target.binary.go_offsets(target.bias);
     Ok(escapade::calls::still_running(
-        &attached.open_calls()?,
+        &counts.open_calls()?,
         &target.process,
         offsets.g_goid,
         offsets.g_stack_hi,
@@ -412,6 +419,7 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let mut session = Session::new(&target, attached)?;
     let decoder = || Decoder::new(&target.binary, &target.process, target.bias);
     let stdout = std::io::stdout();
     let view = TraceView::new(
@@ -438,13 +446,13 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
     );
     // The kernel's counts so far go into the first file before the first event: with fast
     // probes, a small --max-size can rotate before the first tick reads them.
-    sink.checkpoint(&mut attached)?;
-    let run = session::run(&target, &mut attached, args.target.duration, &mut sink).await;
+    sink.checkpoint(session.counts())?;
+    let run = session::run_command(&mut session, args.target.duration, &mut sink).await;
     if let Some((Some(rate), _)) = &allocs {
         rate.restore(&target)?;
     }
     let (ended, malformed) = run?;
-    let finished = sink.finish(&attached, ended, malformed)?;
+    let finished = sink.finish(session.counts(), ended, malformed)?;
     write_summaries(
         finished.view,
         &header,

@@ -5,10 +5,10 @@
 
 use std::collections::HashMap;
 
-use probe_common::{COUNTERS, CallEvent, EventKind, ProbeConfig, RESULT_DISCARDED};
+use probe_common::{CallEvent, EventKind, ProbeConfig, RESULT_DISCARDED};
 use serde::{Deserialize, Serialize};
 
-use crate::attach::ProbePoint;
+use crate::attach::{Counters, ProbePoint};
 use crate::calls::{Calls, Entered, Hit, Left};
 use crate::clock::WallClock;
 use crate::decode::{Captures, Decoder, Region, Value};
@@ -174,8 +174,7 @@ pub struct Pairing {
 pub struct TraceTotals {
     /// None when a recording stops short (escapade was killed).
     pub ended: Option<Ended>,
-    /// The probes' counters, indexed by `probe_common::COUNTER_*`.
-    pub counters: [u64; COUNTERS as usize],
+    pub counters: Counters,
     /// Ring-buffer records too short to be events.
     pub malformed: u64,
     pub pairing: Pairing,

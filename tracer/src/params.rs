@@ -17,7 +17,7 @@ use probe_common::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::attach::{Attached, ProbeKind, ProbePoint};
+use crate::attach::{AddressRanges, KernelCounts, ProbeKind, ProbePoint};
 use crate::calls::{Calls, Entered, Hit, Left};
 use crate::decode::{Decoder, Region};
 use crate::gobin::abi::{Location, Reg};
@@ -837,9 +837,10 @@ pub struct KernelParams<'a> {
     binary: &'a GoBinary,
     process: &'a Process,
     bias: u64,
+    memory: AddressRanges,
     written: Option<Vec<AddressRange>>,
     followed: std::time::Instant,
-    /// Pointers the kernel left for userspace to place (`Attached::unplaced`): how many of
+    /// Pointers the kernel left for userspace to place (`KernelCounts::unplaced`): how many of
     /// each were placed so far, and where they went, per `PARAM_STATS` slot.
     placed: HashMap<Unplaced, u64>,
     pointees: HashMap<u64, [u64; POINTEE_REGIONS]>,
@@ -850,12 +851,19 @@ pub struct KernelParams<'a> {
 const FOLLOW_MEMORY: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl<'a> KernelParams<'a> {
-    /// For probes attached with the process's memory as [`address_ranges`] read it.
-    pub fn new(binary: &'a GoBinary, process: &'a Process, bias: u64) -> Self {
+    /// For probes attached with the process's memory as [`address_ranges`] read it, which
+    /// it keeps current in `memory`.
+    pub fn new(
+        binary: &'a GoBinary,
+        process: &'a Process,
+        bias: u64,
+        memory: AddressRanges,
+    ) -> Self {
         KernelParams {
             binary,
             process,
             bias,
+            memory,
             written: None,
             followed: std::time::Instant::now(),
             placed: HashMap::new(),
@@ -866,8 +874,8 @@ impl<'a> KernelParams<'a> {
     /// Places the pointers the kernel could not, with the process's memory as it is now: Go
     /// does not give its heap's address space back, so memory mapped since the kernel's
     /// ranges were written is mapped still.
-    fn place_pointers(&mut self, attached: &Attached) -> anyhow::Result<()> {
-        let unplaced = attached.unplaced()?;
+    fn place_pointers(&mut self, counts: &KernelCounts) -> anyhow::Result<()> {
+        let unplaced = counts.unplaced()?;
         let mut ranges = None;
         for (key, count) in unplaced {
             let placed = self.placed.entry(key).or_default();
@@ -899,14 +907,14 @@ impl<'a> KernelParams<'a> {
     }
 
     /// Writes the process's memory regions into the kernel if they changed.
-    fn follow_memory(&mut self, attached: &mut Attached) -> anyhow::Result<()> {
+    fn follow_memory(&mut self) -> anyhow::Result<()> {
         self.followed = std::time::Instant::now();
         // The process may be gone: the session notices and ends.
         let Ok(ranges) = address_ranges(self.binary, self.process, self.bias) else {
             return Ok(());
         };
         if self.written.as_ref() != Some(&ranges) {
-            attached.set_address_ranges(&ranges)?;
+            self.memory.write(&ranges)?;
             self.written = Some(ranges);
         }
         Ok(())
@@ -917,14 +925,14 @@ impl<'a> KernelParams<'a> {
         &mut self,
         plan: &Plan,
         probes: &AllocationProbes,
-        attached: &Attached,
+        counts: &KernelCounts,
         in_flight: u64,
     ) -> anyhow::Result<ParamsView> {
         let functions = plan.traced.len();
-        let calls = attached.call_stats(functions)?;
-        let heap = attached.call_heap(functions)?;
-        let mut kernel = attached.param_stats(functions)?;
-        self.place_pointers(attached)?;
+        let calls = counts.call_stats(functions)?;
+        let heap = counts.call_heap(functions)?;
+        let mut kernel = counts.param_stats(functions)?;
+        self.place_pointers(counts)?;
         for (&slot, placed) in &self.pointees {
             if let Some(stats) = kernel.get_mut(slot as usize) {
                 for (total, n) in stats.pointees.iter_mut().zip(placed) {
@@ -991,10 +999,10 @@ impl EventSink for KernelParams<'_> {
         Ok(())
     }
 
-    fn checkpoint(&mut self, attached: &mut Attached) -> anyhow::Result<()> {
+    fn checkpoint(&mut self, counts: &KernelCounts) -> anyhow::Result<()> {
         if self.followed.elapsed() >= FOLLOW_MEMORY {
-            self.follow_memory(attached)?;
-            self.place_pointers(attached)?;
+            self.follow_memory()?;
+            self.place_pointers(counts)?;
         }
         Ok(())
     }

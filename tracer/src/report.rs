@@ -8,14 +8,12 @@ pub use params::{ParamsMeta, write_params};
 use std::fmt::Write as _;
 use std::io::Write;
 
-use probe_common::{
-    COUNTER_ALLOCS_LOST, COUNTER_DROPPED, COUNTER_EVENTS, COUNTER_MORESTACK, COUNTER_READ_ERRORS,
-    COUNTERS, CallEvent, CallStats,
-};
+use probe_common::{CallEvent, CallStats};
 use serde::Serialize;
 use serde_json::json;
 
 use crate::allocs::AllocReport;
+use crate::attach::Counters;
 use crate::cpu::CpuProfile;
 use crate::decode::{Decoder, Value};
 use crate::gobin::{Frame, arginfo};
@@ -88,7 +86,7 @@ impl<'a, W: Write> TracePrinter<'a, W> {
     pub fn summary(
         self,
         ended: Ended,
-        counters: [u64; COUNTERS as usize],
+        counters: Counters,
         malformed: u64,
         kernel: &[CallStats],
         still_running: u64,
@@ -270,7 +268,7 @@ impl<W: Write> TraceView<W> {
     ) -> std::io::Result<()> {
         let counters = &totals.counters;
         let pairing = &totals.pairing;
-        let dropped = counters[COUNTER_DROPPED as usize];
+        let dropped = counters.dropped;
         let rows: Vec<(&FunctionInfo, FunctionStats, Option<&CallStats>)> = self
             .functions
             .iter()
@@ -324,10 +322,10 @@ impl<W: Write> TraceView<W> {
                 "type": "summary",
                 "ended": totals.ended,
                 "functions": functions,
-                "events": counters[COUNTER_EVENTS as usize],
+                "events": counters.events,
                 "dropped": dropped,
-                "morestack_retries": counters[COUNTER_MORESTACK as usize],
-                "read_errors": counters[COUNTER_READ_ERRORS as usize],
+                "morestack_retries": counters.morestack,
+                "read_errors": counters.read_errors,
                 "malformed": totals.malformed + pairing.unknown_probe,
                 "unmatched_returns": pairing.unmatched_returns,
                 "unwound": pairing.unwound,
@@ -416,9 +414,9 @@ impl<W: Write> TraceView<W> {
                 self.out,
                 "  events {}, dropped {dropped}, stack-growth retries {}, read errors {}, \
                  returns without entry {}, unwound {}, repeated hits {}, still running {}",
-                counters[COUNTER_EVENTS as usize],
-                counters[COUNTER_MORESTACK as usize],
-                counters[COUNTER_READ_ERRORS as usize],
+                counters.events,
+                counters.morestack,
+                counters.read_errors,
                 pairing.unmatched_returns,
                 pairing.unwound,
                 pairing.repeated_hits,
@@ -697,7 +695,7 @@ pub struct AllocsMeta<'a> {
     pub mem_profile_rate: Option<u64>,
     /// Each probed runtime function and where its probe sits.
     pub probes: &'a [(String, String)],
-    pub counters: [u64; COUNTERS as usize],
+    pub counters: Counters,
 }
 
 /// What a recording's CPU samples hold, in a line (or a JSON object): the profile itself is for
@@ -737,7 +735,7 @@ pub fn write_allocs(
     mut out: impl Write,
 ) -> std::io::Result<()> {
     let secs = meta.elapsed.as_secs_f64();
-    let lost = meta.counters[COUNTER_ALLOCS_LOST as usize];
+    let lost = meta.counters.allocs_lost;
     if json {
         let line = json!({
             "type": "allocs",

@@ -1,5 +1,5 @@
-//! One tracing session against one process: open the target, plan where probes go, attach,
-//! and pump events until Ctrl-C, the deadline, or the target's exit.
+//! One tracing session against one process: open the target, plan where probes go, and pump
+//! the attached probes' events until the caller's stop, or the target's exit.
 
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use probe_common::{
     RESULT_ON_STACK, ResultSource, STRING_CAPTURE_BYTES,
 };
 
-use crate::attach::{Attached, ProbeKind, ProbePoint};
+use crate::attach::{Attached, KernelCounts, ProbeKind, ProbePoint};
 use crate::decode::Captures;
 use crate::gobin::abi::{Location, Reg};
 use crate::gobin::{Function, GoBinary};
@@ -665,8 +665,8 @@ pub trait EventSink {
     /// Called after each drain of the ring buffer, so output reaches readers promptly.
     fn flush(&mut self) -> anyhow::Result<()>;
     /// Called on every poll tick ([`POLL_INTERVAL`]), for sinks that also read what the probes
-    /// count in kernel maps, or keep what the probes read current.
-    fn checkpoint(&mut self, _attached: &mut Attached) -> anyhow::Result<()> {
+    /// counted in kernel maps, or keep what the probes read current.
+    fn checkpoint(&mut self, _counts: &KernelCounts) -> anyhow::Result<()> {
         Ok(())
     }
     /// Whether the sink prints as events come, which a status line on the same terminal would
@@ -680,10 +680,94 @@ pub trait EventSink {
     }
 }
 
-/// Pumps events into `sink` until Ctrl-C, `duration`, or the target's exit.
-pub async fn run(
-    target: &Target,
-    attached: &mut Attached,
+/// One target's probes, attached, and the pump that drains their ring buffer into a sink.
+/// Each session owns its own eBPF object (maps, globals and links, none pinned or shared), and
+/// nothing it does is process-wide: sessions against different processes run side by side in
+/// one process, on one runtime, each stopped by its own future.
+pub struct Session<'t> {
+    target: &'t Target,
+    attached: Attached,
+    reader: EventReader,
+}
+
+impl<'t> Session<'t> {
+    /// A session of `attached`, the probes in `target`'s process. Needs a tokio runtime, which
+    /// the ring buffer is registered with.
+    pub fn new(target: &'t Target, mut attached: Attached) -> anyhow::Result<Session<'t>> {
+        let events = attached
+            .take_events()
+            .context("the event ring buffer was already taken")?;
+        Ok(Session {
+            target,
+            attached,
+            reader: EventReader::new(events)?,
+        })
+    }
+
+    /// What the probes counted so far.
+    pub fn counts(&self) -> &KernelCounts {
+        self.attached.counts()
+    }
+
+    /// Pumps events into `sink` until `stop` says why to stop, or the target exits, keeping
+    /// `status` up to date; then detaches the entry probes, after which the session holds
+    /// what the kernel counted. Returns why it stopped, and the malformed events so far.
+    pub async fn run(
+        &mut self,
+        stop: impl std::future::Future<Output = Ended>,
+        sink: &mut impl EventSink,
+        mut status: Option<StatusLine>,
+    ) -> anyhow::Result<(Ended, u64)> {
+        let Session {
+            target,
+            attached,
+            reader,
+        } = self;
+        tokio::pin!(stop);
+        let mut tick = tokio::time::interval(POLL_INTERVAL);
+        let ended = loop {
+            tokio::select! {
+                why = &mut stop => break why,
+                _ = tick.tick() => {
+                    reader.drain(sink)?;
+                    sink.checkpoint(attached.counts())?;
+                    if let Some(status) = status.as_mut() {
+                        status.tick(&attached.counts().counters(), sink.status());
+                    }
+                    if !target.process.alive() {
+                        break Ended::TargetExited;
+                    }
+                }
+                readable = reader.readable() => {
+                    readable?;
+                    reader.drain(sink)?;
+                }
+                _ = until(attached.next_ret_edge()) => attached.ret_edge()?,
+            }
+            // A drain can take long when the sink is slower than the probes: let the runtime
+            // see the clock and signals before going on, or the deadline and Ctrl-C wait for
+            // tokio's budget of 128 drains to run out.
+            tokio::task::yield_now().await;
+        };
+        if let Some(status) = status.as_mut() {
+            status.clear();
+        }
+        // Let calls in flight return before the return probes go too, draining on both sides
+        // of the detach, which can take a while.
+        reader.drain(sink)?;
+        attached.detach_entries()?;
+        reader.drain(sink)?;
+        tokio::time::sleep(POLL_INTERVAL).await;
+        reader.drain(sink)?;
+        Ok((ended, reader.malformed))
+    }
+}
+
+/// A command's one session: until Ctrl-C or `duration`, with a status line on a terminal.
+/// Ctrl-C is the command's to handle: a caller running several sessions gives each its own
+/// stop instead ([`Session::run`]).
+pub async fn run_command(
+    session: &mut Session<'_>,
     duration: Option<Duration>,
     sink: &mut impl EventSink,
 ) -> anyhow::Result<(Ended, u64)> {
@@ -700,7 +784,7 @@ pub async fn run(
         }
     };
     let status = StatusLine::on_terminal(sink.prints_events());
-    run_until(target, attached, stop, sink, status).await
+    session.run(stop, sink, status).await
 }
 
 /// Waits until `at`, or forever.
@@ -709,56 +793,4 @@ async fn until(at: Option<std::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
     }
-}
-
-/// Pumps events into `sink` until `stop` says why to stop, or the target exits, keeping
-/// `status` up to date.
-pub async fn run_until(
-    target: &Target,
-    attached: &mut Attached,
-    stop: impl std::future::Future<Output = Ended>,
-    sink: &mut impl EventSink,
-    mut status: Option<StatusLine>,
-) -> anyhow::Result<(Ended, u64)> {
-    let events = attached
-        .take_events()
-        .context("the event ring buffer was already taken")?;
-    let mut reader = EventReader::new(events)?;
-    tokio::pin!(stop);
-    let mut tick = tokio::time::interval(POLL_INTERVAL);
-    let ended = loop {
-        tokio::select! {
-            why = &mut stop => break why,
-            _ = tick.tick() => {
-                reader.drain(sink)?;
-                sink.checkpoint(attached)?;
-                if let Some(status) = status.as_mut() {
-                    status.tick(&attached.counters(), sink.status());
-                }
-                if !target.process.alive() {
-                    break Ended::TargetExited;
-                }
-            }
-            readable = reader.readable() => {
-                readable?;
-                reader.drain(sink)?;
-            }
-            _ = until(attached.next_ret_edge()) => attached.ret_edge()?,
-        }
-        // A drain can take long when the sink is slower than the probes: let the runtime see
-        // the clock and signals before going on, or the deadline and Ctrl-C wait for tokio's
-        // budget of 128 drains to run out.
-        tokio::task::yield_now().await;
-    };
-    if let Some(status) = status.as_mut() {
-        status.clear();
-    }
-    // Let calls in flight return before the return probes go too, draining on both sides of
-    // the detach, which can take a while.
-    reader.drain(sink)?;
-    attached.detach_entries()?;
-    reader.drain(sink)?;
-    tokio::time::sleep(POLL_INTERVAL).await;
-    reader.drain(sink)?;
-    Ok((ended, reader.malformed))
 }

@@ -5,7 +5,7 @@
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use probe_common::{COUNTER_DROPPED, COUNTER_EVENTS, COUNTERS};
+use crate::attach::Counters;
 
 const EVERY: Duration = Duration::from_secs(1);
 
@@ -29,19 +29,19 @@ impl StatusLine {
     }
 
     /// Redraws the line once a second from the probes' counters and what the sink adds.
-    pub fn tick(&mut self, counters: &[u64; COUNTERS as usize], extra: Option<String>) {
+    pub fn tick(&mut self, counters: &Counters, extra: Option<String>) {
         let since = self.last.elapsed();
         if since < EVERY {
             return;
         }
-        let events = counters[COUNTER_EVENTS as usize];
+        let events = counters.events;
         let rate = (events - self.events_at_last.min(events)) as f64 / since.as_secs_f64();
         self.last = Instant::now();
         self.events_at_last = events;
         let mut line = format!(
             "escapade: {}s, {rate:.0} events/s, {} dropped",
             self.started.elapsed().as_secs(),
-            counters[COUNTER_DROPPED as usize]
+            counters.dropped
         );
         if let Some(extra) = extra {
             line.push_str(", ");

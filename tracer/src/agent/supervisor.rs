@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context as _;
 use std::time::{Duration, Instant};
 
-use probe_common::{COUNTER_DROPPED, COUNTER_EVENTS, COUNTERS, CallEvent, CallStats};
+use probe_common::{CallEvent, CallStats};
 use prometheus_client::metrics::counter::Counter;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
@@ -21,7 +21,7 @@ use super::metrics::{CallLatency, SiteLabels};
 use super::state::{LiveProfile, ProcessStatus, Shared, lock_profile};
 use super::{discover, retention};
 use crate::allocs::{self, AllocReport};
-use crate::attach::{Attached, ProbePoint, Programs, Scope, attach};
+use crate::attach::{Attached, Counters, KernelCounts, ProbePoint, Programs, Scope, attach};
 use crate::clock::WallClock;
 use crate::decode::Decoder;
 use crate::export::CallSites;
@@ -525,21 +525,22 @@ impl Session {
             recording,
             cpu,
             hits: Hits::default(),
-            counters: [0; COUNTERS as usize],
+            counters: Counters::default(),
             last_fold: Instant::now(),
         };
         let stopped = async {
             let _ = stop.wait_for(|stop| *stop).await;
             Ended::Interrupted
         };
-        let run = session::run_until(target, &mut attached, stopped, &mut sink, None).await;
+        let mut pump = session::Session::new(target, attached)?;
+        let run = pump.run(stopped, &mut sink, None).await;
         if let Some(rate) = &self.rate {
             rate.restore(target)?;
         }
         let (ended, malformed) = run?;
-        sink.fold(&attached)?;
+        sink.fold(pump.counts())?;
         if let Some(recording) = sink.recording {
-            recording.finish(&attached, ended, malformed)?;
+            recording.finish(pump.counts(), ended, malformed)?;
         }
         Ok(())
     }
@@ -616,14 +617,14 @@ impl<'a> Recording<'a> {
         prune_dir(&self.config, &writing)
     }
 
-    fn finish(self, attached: &Attached, ended: Ended, malformed: u64) -> anyhow::Result<()> {
+    fn finish(self, counts: &KernelCounts, ended: Ended, malformed: u64) -> anyhow::Result<()> {
         let Recording {
             sink,
             config,
             writing,
             current,
         } = self;
-        sink.finish(attached, ended, malformed)?;
+        sink.finish(counts, ended, malformed)?;
         // The last file is whole now: a candidate for retention like any other.
         let writing: Vec<PathBuf> = {
             let mut writing = lock(&writing);
@@ -703,7 +704,7 @@ struct Counting<'a> {
     cpu: Option<CpuSampling<'a>>,
     hits: Hits,
     /// The probes' counters at the last fold.
-    counters: [u64; COUNTERS as usize],
+    counters: Counters,
     last_fold: Instant,
 }
 
@@ -728,13 +729,13 @@ impl EventSink for Counting<'_> {
         Ok(())
     }
 
-    fn checkpoint(&mut self, attached: &mut Attached) -> anyhow::Result<()> {
+    fn checkpoint(&mut self, counts: &KernelCounts) -> anyhow::Result<()> {
         let fold = self.last_fold.elapsed() >= FOLD_INTERVAL;
         if fold {
-            self.fold(attached)?;
+            self.fold(counts)?;
         }
         if let Some(recording) = self.recording.as_mut() {
-            recording.sink.checkpoint(attached)?;
+            recording.sink.checkpoint(counts)?;
             // At each new file, and now and then for the files that grow old.
             if fold || recording.sink.writing() != recording.current {
                 recording.prune()?;
@@ -746,16 +747,19 @@ impl EventSink for Counting<'_> {
 
 impl Counting<'_> {
     /// Adds what the kernel counted since the last fold to the metrics.
-    fn fold(&mut self, attached: &Attached) -> anyhow::Result<()> {
+    fn fold(&mut self, counts: &KernelCounts) -> anyhow::Result<()> {
         self.last_fold = Instant::now();
-        let counters = attached.counters();
-        let new = |i: u32| counters[i as usize].saturating_sub(self.counters[i as usize]);
+        let counters = counts.counters();
         let metrics = &self.shared.metrics;
-        metrics.events.inc_by(new(COUNTER_EVENTS));
-        metrics.events_dropped.inc_by(new(COUNTER_DROPPED));
+        metrics
+            .events
+            .inc_by(counters.events.saturating_sub(self.counters.events));
+        metrics
+            .events_dropped
+            .inc_by(counters.dropped.saturating_sub(self.counters.dropped));
         self.counters = counters;
         // Calls as the kernel counted and timed them: none lost with the events.
-        let now = attached.call_stats(self.calls.len())?;
+        let now = counts.call_stats(self.calls.len())?;
         for (((calls, latency, probed), was), now) in
             self.calls.iter().zip(&self.folded_calls).zip(&now)
         {
@@ -783,7 +787,7 @@ impl Counting<'_> {
         }
         self.folded_calls = now;
         if let Some(allocs) = self.allocs.as_mut() {
-            let report = allocs::view(attached, &allocs.clock, &mut allocs.decoder)?;
+            let report = allocs::view(counts, &allocs.clock, &mut allocs.decoder)?;
             let counted = allocs.fold(&self.name, &self.shared, &report, &mut self.hits);
             self.hits.emulated += counted;
             let mut profile = lock_profile(&self.profile);
@@ -793,7 +797,7 @@ impl Counting<'_> {
             profile.allocs = Some(report);
         }
         if let Some(cpu) = &self.cpu {
-            let samples = cpu.sampler.profile(attached, cpu.binary, cpu.bias)?;
+            let samples = cpu.sampler.profile(counts, cpu.binary, cpu.bias)?;
             let mut profile = lock_profile(&self.profile);
             for pc in samples.stacks.iter().flat_map(|s| &s.pcs) {
                 profile.symbols.learn(cpu.binary, *pc);

@@ -6,12 +6,12 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use probe_common::{COUNTERS, CallEvent, CallStats};
+use probe_common::{CallEvent, CallStats};
 
 use super::Record;
 use super::writer::{FLUSH_INTERVAL, Writer};
 use crate::allocs::{self, AllocReport};
-use crate::attach::Attached;
+use crate::attach::{Counters, KernelCounts};
 use crate::clock::WallClock;
 use crate::cpu::{CpuProfile, Sampler};
 use crate::decode::Decoder;
@@ -50,8 +50,8 @@ pub struct RecordSink<'a, W: Write> {
     last_checkpoint: Option<Instant>,
     clock: WallClock,
     last_allocs: Option<Instant>,
-    /// The probes' counters as last read, by `probe_common::COUNTER_*`.
-    counters: [u64; COUNTERS as usize],
+    /// The probes' counters as last read.
+    counters: Counters,
     /// The last allocation view written, encoded.
     last_allocs_written: Vec<u8>,
     /// The kernel's counts of the traced functions' calls as last read; None when no function
@@ -88,7 +88,7 @@ impl<'a, W: Write> RecordSink<'a, W> {
             last_checkpoint: None,
             clock: WallClock::now(),
             last_allocs: None,
-            counters: [0; COUNTERS as usize],
+            counters: Counters::default(),
             last_allocs_written: Vec::new(),
             calls_counted: None,
             calls_written_to: None,
@@ -105,7 +105,7 @@ impl<'a, W: Write> RecordSink<'a, W> {
     /// due or `ended`, the allocations.
     fn checkpoint_now(
         &mut self,
-        attached: &Attached,
+        counts: &KernelCounts,
         ended: Option<Ended>,
         malformed: u64,
     ) -> anyhow::Result<Checkpoint> {
@@ -118,7 +118,7 @@ impl<'a, W: Write> RecordSink<'a, W> {
             && (allocs_due || ended.is_some())
         {
             let began = Instant::now();
-            let built = allocs::view(attached, &self.clock, decoder)?;
+            let built = allocs::view(counts, &self.clock, decoder)?;
             for pc in built.stacks.iter().flat_map(|s| &s.pcs) {
                 self.symbols.learn(decoder.binary, *pc);
             }
@@ -144,7 +144,7 @@ impl<'a, W: Write> RecordSink<'a, W> {
             }
         }
         if let Some(cpu) = &self.cpu {
-            let profile = cpu.sampler.profile(attached, cpu.binary, cpu.bias)?;
+            let profile = cpu.sampler.profile(counts, cpu.binary, cpu.bias)?;
             // An idle target's profile does not change: the previous one stands for it.
             if self.last_cpu_written.as_ref() != Some(&profile) {
                 for pc in profile.stacks.iter().flat_map(|s| &s.pcs) {
@@ -156,13 +156,13 @@ impl<'a, W: Write> RecordSink<'a, W> {
         }
         let functions = self.writer.header().functions.len();
         if functions > 0 {
-            let now = attached.call_stats(functions)?;
+            let now = counts.call_stats(functions)?;
             if self.calls_counted.as_ref() != Some(&now) {
                 self.calls_counted = Some(now);
                 self.calls_written_to = None;
             }
         }
-        self.counters = attached.counters();
+        self.counters = counts.counters();
         let totals = self.write_chunk(ended, malformed)?;
         Ok(Checkpoint {
             totals,
@@ -208,11 +208,11 @@ impl<'a, W: Write> RecordSink<'a, W> {
     /// Writes the last chunk, with how the session ended; returns the final allocation view.
     pub fn finish(
         mut self,
-        attached: &Attached,
+        counts: &KernelCounts,
         ended: Ended,
         malformed: u64,
     ) -> anyhow::Result<Finished<W>> {
-        let last = self.checkpoint_now(attached, Some(ended), malformed)?;
+        let last = self.checkpoint_now(counts, Some(ended), malformed)?;
         Ok(Finished {
             files: self.writer.finish(&mut self.symbols)?,
             view: self.view,
@@ -262,7 +262,7 @@ impl<W: Write> EventSink for RecordSink<'_, W> {
         Ok(())
     }
 
-    fn checkpoint(&mut self, attached: &mut Attached) -> anyhow::Result<()> {
+    fn checkpoint(&mut self, counts: &KernelCounts) -> anyhow::Result<()> {
         // Under load, the calls write chunks without the maps, often enough that the writer
         // is never due here: the maps are read at the start and at least every second anyway,
         // so that every file has the kernel's counts, and a recording cut short has them up
@@ -271,7 +271,7 @@ impl<W: Write> EventSink for RecordSink<'_, W> {
             .last_checkpoint
             .is_none_or(|at| at.elapsed() >= FLUSH_INTERVAL);
         if self.writer.due() || maps_due {
-            self.checkpoint_now(attached, None, 0)?;
+            self.checkpoint_now(counts, None, 0)?;
         }
         Ok(())
     }

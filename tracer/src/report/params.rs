@@ -3,18 +3,16 @@
 use std::io::Write;
 
 use anstyle::{AnsiColor, Style};
-use probe_common::{
-    COUNTER_DROPPED, COUNTER_EVENTS, COUNTER_MORESTACK, COUNTER_READ_ERRORS, COUNTERS,
-};
 use serde_json::json;
 
+use crate::attach::Counters;
 use crate::params::{FunctionHeap, ParamsView, Verdict};
 use crate::session::Ended;
 
 /// What the params view says about the session besides what the tracker saw.
 pub struct ParamsMeta {
     pub ended: Option<Ended>,
-    pub counters: [u64; COUNTERS as usize],
+    pub counters: Counters,
     pub malformed: u64,
 }
 
@@ -25,7 +23,7 @@ pub fn write_params(
     colour: bool,
     mut out: impl Write,
 ) -> std::io::Result<()> {
-    let dropped = meta.counters[COUNTER_DROPPED as usize];
+    let dropped = meta.counters.dropped;
     if json {
         for row in &view.rows {
             let mut line = serde_json::to_value(row)?;
@@ -38,10 +36,10 @@ pub fn write_params(
             "ended": meta.ended,
             "functions": view.heap,
             "allocator_probes": view.allocator_probes.iter().map(|(f, e)| json!({"function": f, "probe": e})).collect::<Vec<_>>(),
-            "events": meta.counters[COUNTER_EVENTS as usize],
+            "events": meta.counters.events,
             "dropped": dropped,
-            "morestack_retries": meta.counters[COUNTER_MORESTACK as usize],
-            "read_errors": meta.counters[COUNTER_READ_ERRORS as usize],
+            "morestack_retries": meta.counters.morestack,
+            "read_errors": meta.counters.read_errors,
             "malformed": meta.malformed,
             "in_flight": view.in_flight,
             "unmatched_returns": view.unmatched_returns,
@@ -135,8 +133,8 @@ fn write_table(
         out,
         "\nescapade: detached ({ended}): events {}, dropped {}, calls still running {}, returns \
          without entry {}, new objects not holding an argument {}",
-        meta.counters[COUNTER_EVENTS as usize],
-        meta.counters[COUNTER_DROPPED as usize],
+        meta.counters.events,
+        meta.counters.dropped,
         view.in_flight,
         view.unmatched_returns,
         view.unverified_moves,
