@@ -8,16 +8,16 @@ use aya_ebpf::{
         bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user_buf,
     },
     macros::{map, uprobe},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
     programs::ProbeContext,
 };
 use probe_common::{
     COOKIE_AT_CALL_SITE, COOKIE_AT_RETURN_SITE, COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTER_DROPPED,
     COUNTER_EVENTS, COUNTER_MORESTACK, COUNTER_READ_ERRORS, CallEvent, CallStart, CallStats,
-    EFLAGS_CF, EFLAGS_ZF, EventKind, GoOffsets, INT_ARG_REGS, LATENCY_BUCKETS,
-    MAX_ACTIVE_GOROUTINES, MAX_FAST_RETURNS, MAX_HELD_ENTRIES, MAX_OPEN_CALLS, MAX_STACK_WORDS,
-    MAX_STRING_CAPTURES, MAX_TRACED_FUNCTIONS, OpenCall, ProbeConfig, RESULT_DISCARDED,
-    RESULT_IN_REGISTER, RESULT_ON_STACK, RESULT_REGISTERS, STRING_CAPTURE_BYTES,
+    CallerKey, CallerStats, EFLAGS_CF, EFLAGS_ZF, EventKind, GoOffsets, INT_ARG_REGS,
+    LATENCY_BUCKETS, MAX_ACTIVE_GOROUTINES, MAX_FAST_RETURNS, MAX_HELD_ENTRIES, MAX_OPEN_CALLS,
+    MAX_STACK_WORDS, MAX_STRING_CAPTURES, MAX_TRACED_FUNCTIONS, OpenCall, ProbeConfig,
+    RESULT_DISCARDED, RESULT_IN_REGISTER, RESULT_ON_STACK, RESULT_REGISTERS, STRING_CAPTURE_BYTES,
 };
 
 use crate::{EVENTS, GO_OFFSETS, PROBE_CONFIGS, WAKEUP_THRESHOLD, count, is_target, read_u64};
@@ -628,14 +628,14 @@ fn entered(
     may_repeat: bool,
 ) -> (CallHit, bool) {
     if config.timed == 0 {
-        count_entry(config.function, false);
+        count_entry(config.function, return_addr, false);
         return (CallHit::Unpaired, false);
     }
     let link_time = return_addr.wrapping_sub(code_bias);
     // SAFETY: lookup only tests presence.
     let at_return_site = unsafe { FAST_RETURNS.get(link_time) }.is_some();
     if !at_return_site && (config.ret_probed == 0 || rets_closed()) {
-        count_entry(config.function, true);
+        count_entry(config.function, return_addr, true);
         return (CallHit::Unobserved, false);
     }
     // A restarted single-stepped entry hits again from the same return address: still the
@@ -648,19 +648,59 @@ fn entered(
     if repeated {
         return (CallHit::Repeat, false);
     }
-    count_entry(config.function, false);
+    count_entry(config.function, return_addr, false);
     if !at_return_site {
         add_open_via_ret(1);
     }
     (CallHit::Starts, at_return_site)
 }
 
-fn count_entry(function: u32, unobserved: bool) {
+fn count_entry(function: u32, return_addr: u64, unobserved: bool) {
     if let Some(stats) = CALL_STATS.get_ptr_mut(function) {
         // SAFETY: this CPU's slot; nothing else writes it while the program runs here.
         unsafe {
             (*stats).entries += 1;
             (*stats).unobserved += u64::from(unobserved);
+        }
+    }
+    count_caller(function, return_addr, 1, 0);
+}
+
+/// Non-zero to count calls per caller too (`CALLERS`): the agent's calls profile, with no
+/// event per call.
+// SAFETY: no other symbol of the object has this name; the loader sets it by name.
+#[unsafe(no_mangle)]
+static COUNT_CALLERS: u32 = 0;
+
+/// Calls per (traced function, return address), and the time of those that returned (sized
+/// by the loader).
+#[map]
+static CALLERS: PerCpuHashMap<CallerKey, CallerStats> = PerCpuHashMap::with_max_entries(1, 0);
+
+fn count_caller(function: u32, return_addr: u64, calls: u64, ns: u64) {
+    // SAFETY: a read of a constant the loader patched.
+    if unsafe { core::ptr::read_volatile(&COUNT_CALLERS) } == 0 {
+        return;
+    }
+    let key = CallerKey {
+        function: u64::from(function),
+        return_addr,
+    };
+    match CALLERS.get_ptr_mut(key) {
+        // SAFETY: this CPU's value; nothing else writes it while the program runs here.
+        Some(stats) => unsafe {
+            (*stats).calls += calls;
+            (*stats).total_ns += ns;
+        },
+        None => {
+            let _ = CALLERS.insert(
+                key,
+                CallerStats {
+                    calls,
+                    total_ns: ns,
+                },
+                0,
+            );
         }
     }
 }
@@ -718,6 +758,7 @@ fn returned(
         let _ = LAST_RET.insert(call.g, call.depth, 0);
     }
     let took = ktime_ns.saturating_sub(start.ktime_ns);
+    count_caller(config.function, start.return_addr, 0, took);
     let Some(stats) = CALL_STATS.get_ptr_mut(config.function) else {
         return (CallHit::Paired, took);
     };

@@ -13,9 +13,9 @@ use aya::{Ebpf, EbpfLoader};
 use probe_common::{
     AddressRange, AllocKey, AllocStats, COOKIE_AT_CALL_SITE, COOKIE_AT_RETURN_SITE,
     COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTED_STACK_GROWTH, COUNTERS, CallHeap, CallStart, CallStats,
-    GcCycleRecord, GoOffsets, LiveObject, MAX_ADDRESS_RANGES, MAX_FAST_RETURNS, MAX_HELD_ENTRIES,
-    MAX_OPEN_CALLS, MAX_PARAMS, MAX_PROBES, MAX_TRACED_FUNCTIONS, MAX_UNPLACED, OpenCall,
-    ParamStats, ProbeConfig, StackRecord, Unplaced,
+    CallerKey, CallerStats, GcCycleRecord, GoOffsets, LiveObject, MAX_ADDRESS_RANGES, MAX_CALLERS,
+    MAX_FAST_RETURNS, MAX_HELD_ENTRIES, MAX_OPEN_CALLS, MAX_PARAMS, MAX_PROBES,
+    MAX_TRACED_FUNCTIONS, MAX_UNPLACED, OpenCall, ParamStats, ProbeConfig, StackRecord, Unplaced,
 };
 
 use crate::uprobe_multi::{self, MultiLink, MultiPrograms};
@@ -96,6 +96,7 @@ pub struct Attached {
     call_heap: PerCpuArray<MapData, CallHeap>,
     address_ranges: Array<MapData, AddressRange>,
     unplaced: PerCpuHashMap<MapData, Unplaced, u64>,
+    callers: PerCpuHashMap<MapData, CallerKey, CallerStats>,
 }
 
 /// `--returns sampled`: a window with the `RET` probes attached opens every [`RET_PERIOD`] and
@@ -291,6 +292,23 @@ impl Attached {
             .collect()
     }
 
+    /// Under [`Programs::CountingByCaller`], each traced function's calls per caller (by
+    /// run-time return address) and the time of those that returned, summed over CPUs.
+    pub fn callers(&self) -> anyhow::Result<Vec<(CallerKey, CallerStats)>> {
+        let mut out = Vec::new();
+        for entry in self.callers.iter() {
+            let (key, per_cpu) = entry?;
+            let total = per_cpu
+                .iter()
+                .fold(CallerStats::default(), |t, s| CallerStats {
+                    calls: t.calls + s.calls,
+                    total_ns: t.total_ns + s.total_ns,
+                });
+            out.push((key, total));
+        }
+        Ok(out)
+    }
+
     /// Under [`Programs::Params`], the pointers the kernel could not place by
     /// [`Attached::set_address_ranges`], counted so far, summed over CPUs.
     pub fn unplaced(&self) -> anyhow::Result<Vec<(Unplaced, u64)>> {
@@ -382,6 +400,9 @@ pub enum Programs {
     /// Count and time every call, and send whole (entry and return) only the calls this
     /// picks, decided in the kernel at the return.
     Tail(TailCapture),
+    /// Count and time calls in the kernel, per caller too ([`Attached::callers`]): no event
+    /// per call.
+    CountingByCaller,
     /// Count and time calls, and classify their parameters, in the kernel
     /// ([`Attached::param_stats`], [`Attached::call_heap`]): no event per call.
     Params,
@@ -440,7 +461,11 @@ pub fn attach(
     // returns then keep track of.
     let params = programs == Programs::Params;
     let track_calls = u32::from(!params && points.iter().any(|p| p.kind == ProbeKind::Allocating));
-    let send_calls = u32::from(!matches!(programs, Programs::Counting | Programs::Params));
+    let send_calls = u32::from(!matches!(
+        programs,
+        Programs::Counting | Programs::CountingByCaller | Programs::Params
+    ));
+    let callers = programs == Programs::CountingByCaller;
     // The params maps hold a slot per traced function (and parameter), per CPU: only when
     // asked for.
     let functions = points
@@ -467,6 +492,8 @@ pub fn attach(
         .override_global("TAIL_SLOWER_THAN_NS", &tail.slower_than_ns, true)
         .override_global("TAIL_ERRORS", &u32::from(tail.errors), true)
         .override_global("PARAMS_IN_KERNEL", &u32::from(params), true)
+        .override_global("COUNT_CALLERS", &u32::from(callers), true)
+        .map_max_entries("CALLERS", if callers { MAX_CALLERS } else { 1 })
         .map_max_entries("PARAM_STATS", params_entries(functions * MAX_PARAMS as u32))
         .map_max_entries("CALL_HEAP", params_entries(functions))
         .map_max_entries("OPEN_PARAMS", params_entries(MAX_OPEN_CALLS))
@@ -581,7 +608,9 @@ pub fn attach(
             .context("map ADDRESS_RANGES")?,
     )?;
     let unplaced = PerCpuHashMap::try_from(ebpf.take_map("UNPLACED").context("map UNPLACED")?)?;
+    let callers = PerCpuHashMap::try_from(ebpf.take_map("CALLERS").context("map CALLERS")?)?;
     Ok(Attached {
+        callers,
         unplaced,
         param_stats,
         call_heap,

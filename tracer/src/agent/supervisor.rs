@@ -292,7 +292,7 @@ impl Ahead {
             exe,
             binary.go_offsets(0),
             &probes.points(),
-            Programs::Tracing,
+            programs(config),
             &[],
         )?;
         Ok(Some(Ahead {
@@ -410,7 +410,7 @@ impl Session {
                 &target.process.exe,
                 target.binary.go_offsets(target.bias),
                 &self.probes.points(),
-                Programs::Tracing,
+                programs(&self.config),
                 &[],
             )?,
         };
@@ -483,10 +483,12 @@ impl Session {
             },
             profile.clone(),
         );
+        let by_event = programs(&self.config) == Programs::Tracing;
         let mut sink = Counting {
             name: self.config.name.clone(),
-            model: (!self.probes.plan.traced.is_empty())
+            model: (by_event && !self.probes.plan.traced.is_empty())
                 .then(|| CallModel::new(decoder(), &self.probes.plan, false)),
+            callers: (!by_event).then_some((&*target.binary, target.bias)),
             calls: self
                 .probes
                 .plan
@@ -687,11 +689,24 @@ struct Probed {
     rets: bool,
 }
 
-/// The agent's sink: counts and times calls as their events come, and folds what the kernel
-/// counts into the metrics once a second.
+/// Which programs a target's probes run: the kernel counts and times calls, per caller too,
+/// and sends an event per call only for a recording, which keeps every call.
+fn programs(config: &TargetConfig) -> Programs {
+    if config.record.is_some() {
+        Programs::Tracing
+    } else {
+        Programs::CountingByCaller
+    }
+}
+
+/// The agent's sink: folds what the kernel counts and times into the metrics and the live
+/// profile once a second, and hands each call's events, when there are any, to the recording.
 struct Counting<'a> {
     name: String,
+    /// The calls per caller from each call's events, when a recording needs them anyway.
     model: Option<CallModel<'a>>,
+    /// Else from the kernel's counts per caller: the binary and bias that name the callers.
+    callers: Option<(&'a GoBinary, u64)>,
     /// Per traced function: its calls counter, duration histogram, and how it is probed.
     calls: Vec<(Counter, CallLatency, Probed)>,
     /// What the kernel had counted and timed of each traced function at the last fold.
@@ -782,6 +797,19 @@ impl Counting<'_> {
             }
         }
         self.folded_calls = now;
+        if let Some((binary, bias)) = self.callers {
+            let callers = attached.callers()?;
+            let mut profile = lock_profile(&self.profile);
+            for (key, stats) in callers {
+                // A return address: the call is the instruction before it.
+                let caller_pc = key.return_addr.wrapping_sub(bias).wrapping_sub(1);
+                profile.symbols.learn(binary, caller_pc);
+                profile.calls.counts.insert(
+                    (key.function as usize, caller_pc),
+                    (stats.calls, stats.total_ns),
+                );
+            }
+        }
         if let Some(allocs) = self.allocs.as_mut() {
             let report = allocs::view(attached, &allocs.clock, &mut allocs.decoder)?;
             let counted = allocs.fold(&self.name, &self.shared, &report, &mut self.hits);
