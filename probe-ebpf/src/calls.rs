@@ -20,7 +20,10 @@ use probe_common::{
     RESULT_DISCARDED, RESULT_IN_REGISTER, RESULT_ON_STACK, RESULT_REGISTERS, STRING_CAPTURE_BYTES,
 };
 
-use crate::{EVENTS, GO_OFFSETS, PROBE_CONFIGS, WAKEUP_THRESHOLD, count, is_target, read_u64};
+use crate::{
+    EVENTS, GO_OFFSETS, PROBE_CONFIGS, WAKEUP_THRESHOLD, count, int_arg_registers, is_target,
+    read_u64,
+};
 
 /// Non-zero when entries and returns keep `ACTIVE_CALLS`, so that the allocator's probes
 /// report only allocations made inside traced functions (`escapade params`).
@@ -366,9 +369,7 @@ fn fill(e: &mut CallEvent, hit: &EventParts) {
     e.tgid = (hit.pid_tgid >> 32) as u32;
     e.tid = hit.pid_tgid as u32;
     e.sp = hit.sp;
-    e.regs = [
-        regs.rax, regs.rbx, regs.rcx, regs.rdi, regs.rsi, regs.r8, regs.r9, regs.r10, regs.r11,
-    ];
+    e.regs = int_arg_registers(regs);
     let mut read_failed = hit.return_addr.is_none() || hit.goid.is_none();
     if hit.at_return_site && !restore_results(e, regs, config) {
         read_failed = true;
@@ -529,18 +530,10 @@ static FAST_RETURNS: HashMap<u64, u8> = HashMap::with_max_entries(MAX_FAST_RETUR
 fn restore_results(e: &mut CallEvent, regs: &pt_regs, config: &ProbeConfig) -> bool {
     // In `RESULT_REGISTERS` order. Read every candidate first: the verifier refuses an offset
     // into the context computed from a value it cannot bound.
+    let int = int_arg_registers(regs);
     // SAFETY: plain reads of the context's fields.
-    let registers: [u64; RESULT_REGISTERS] = unsafe {
+    let more = unsafe {
         [
-            core::ptr::read_volatile(&regs.rax),
-            core::ptr::read_volatile(&regs.rbx),
-            core::ptr::read_volatile(&regs.rcx),
-            core::ptr::read_volatile(&regs.rdi),
-            core::ptr::read_volatile(&regs.rsi),
-            core::ptr::read_volatile(&regs.r8),
-            core::ptr::read_volatile(&regs.r9),
-            core::ptr::read_volatile(&regs.r10),
-            core::ptr::read_volatile(&regs.r11),
             core::ptr::read_volatile(&regs.rdx),
             core::ptr::read_volatile(&regs.rbp),
             core::ptr::read_volatile(&regs.r12),
@@ -548,6 +541,10 @@ fn restore_results(e: &mut CallEvent, regs: &pt_regs, config: &ProbeConfig) -> b
             core::ptr::read_volatile(&regs.r15),
         ]
     };
+    let registers: [u64; RESULT_REGISTERS] = [
+        int[0], int[1], int[2], int[3], int[4], int[5], int[6], int[7], int[8], more[0], more[1],
+        more[2], more[3], more[4],
+    ];
     let mut read = true;
     for i in 0..INT_ARG_REGS {
         let source = config.results[i];
