@@ -38,5 +38,6 @@ pub mod record;
 pub mod report;
 pub mod ringbuf;
 pub mod session;
+pub mod sink;
 pub mod status;
 pub mod uprobe_multi;

@@ -27,8 +27,9 @@ use escapade::report::{
     AllocsMeta, ParamsMeta, TracePrinter, TraceView, write_allocs, write_params,
 };
 use escapade::session::{
-    self, CountingProbes, EventSink, PlacementMode, Plan, PlanOptions, ReturnsMode, Target,
+    self, CountingProbes, PlacementMode, Plan, PlanOptions, ReturnsMode, Target,
 };
+use escapade::sink::EventSink;
 
 fn main() -> ExitCode {
     keep_malloc_from_hoarding();

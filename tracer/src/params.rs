@@ -25,7 +25,8 @@ use crate::gobin::types::{GoType, TypeKind};
 use crate::gobin::{Function, GoBinary, Param};
 use crate::placement::{self, AllocationCall, Allocator};
 use crate::process::{Mapping, Process};
-use crate::session::{EntrySite, EventSink, PlacementMode, Plan};
+use crate::session::{EntrySite, PlacementMode, Plan};
+use crate::sink::EventSink;
 
 /// Allocators whose entries the `params` probes watch, and where each takes its type.
 const ALLOCATORS: &[(&str, usize)] = &[("runtime.newobject", 0), ("runtime.mallocgc", 1)];

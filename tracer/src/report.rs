@@ -20,7 +20,8 @@ use crate::cpu::CpuProfile;
 use crate::decode::{Decoder, Value};
 use crate::gobin::{Frame, arginfo};
 use crate::model::{CallModel, CallRecord, FunctionInfo, ParamInfo, Symbols, TraceTotals};
-use crate::session::{Ended, EventSink, Plan};
+use crate::session::{Ended, Plan};
+use crate::sink::EventSink;
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 struct FunctionStats {

@@ -35,9 +35,10 @@ use crate::record::writer::Writer;
 use crate::record::{AllocSettings, Header};
 use crate::report::{TraceView, site_text};
 use crate::session::{
-    self, CountingProbes, Ended, EventSink, PlacementMode, Plan, PlanOptions, RuntimeProbe, Target,
+    self, CountingProbes, Ended, PlacementMode, Plan, PlanOptions, RuntimeProbe, Target,
     counting_probes,
 };
+use crate::sink::EventSink;
 
 /// New processes are found within this long of their `exec` when the kernel cannot say.
 const SCAN_INTERVAL: Duration = Duration::from_millis(250);

@@ -19,7 +19,8 @@ use crate::gobin::GoBinary;
 use crate::model::{CallModel, Symbols, TraceTotals};
 use crate::params::{ParamTracker, ParamsView};
 use crate::report::TraceView;
-use crate::session::{Ended, EventSink};
+use crate::session::Ended;
+use crate::sink::EventSink;
 
 /// CPU sampling (`record --cpu`) and what symbolizes its stacks.
 pub struct CpuSampling<'a> {
