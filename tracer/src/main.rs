@@ -12,6 +12,7 @@ use escapade::cli::{
     ReportArgs, TargetArgs, TraceArgs,
 };
 use escapade::clock::WallClock;
+use escapade::cpu::Sampler;
 use escapade::decode::Decoder;
 use escapade::hints::{hint, without_dwarf};
 use escapade::hot::HotSink;
@@ -246,7 +247,7 @@ async fn hot(args: HotArgs) -> anyhow::Result<()> {
         Programs::Tracing,
         &doing,
     )?;
-    let sampler = attached.sample_cpu(args.cpu.hz)?;
+    let sampler = Sampler::start(&mut attached, args.cpu.hz)?;
     let decoder = Decoder::new(&target.binary, &target.process, target.bias);
     let mut sink = HotSink::new(CallModel::new(decoder, &plan, false), &plan.traced);
     let (ended, _) = session::run(&target, &mut attached, args.target.duration, &mut sink).await?;
@@ -406,7 +407,7 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
     sample_rets(&mut attached, &args.calls)?;
     let cpu = if args.cpu {
         Some(CpuSampling {
-            sampler: attached.sample_cpu(args.sampling.hz)?,
+            sampler: Sampler::start(&mut attached, args.sampling.hz)?,
             binary: &target.binary,
             bias: target.bias,
         })

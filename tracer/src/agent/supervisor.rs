@@ -22,6 +22,7 @@ use super::state::{LiveProfile, ProcessStatus, Shared, lock_profile};
 use super::{discover, retention};
 use crate::allocs::{self, AllocReport};
 use crate::attach::{Attached, ProbePoint, Programs, Scope, attach};
+use crate::cpu::Sampler;
 use crate::clock::WallClock;
 use crate::decode::Decoder;
 use crate::export::CallSites;
@@ -418,8 +419,7 @@ impl Session {
         let mut notes = self.notes.clone();
         let cpu = match self.config.cpu_hz {
             0 => None,
-            hz => attached
-                .sample_cpu(hz)
+            hz => Sampler::start(&mut attached, hz)
                 .map_err(|e| notes.push(format!("CPU not sampled: {e:#}")))
                 .ok()
                 .map(|sampler| CpuSampling {
