@@ -12,7 +12,7 @@ use probe_common::NO_STACK;
 use serde::{Deserialize, Serialize};
 
 use crate::attach::Attached;
-use crate::gobin::GoBinary;
+use crate::target::gobin::GoBinary;
 
 /// The kernel's ceiling on sampling rates, which it refuses `perf_event_open` above.
 const MAX_SAMPLE_RATE: &str = "/proc/sys/kernel/perf_event_max_sample_rate";

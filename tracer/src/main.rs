@@ -11,13 +11,13 @@ use escapade::cli::{
     AllocModeArgs, AllocsArgs, Cli, Command, ExportArgs, HotArgs, ParamsArgs, RecordArgs,
     ReportArgs, TargetArgs, TraceArgs,
 };
-use escapade::clock::WallClock;
+use escapade::target::clock::WallClock;
 use escapade::cpu::Sampler;
 use escapade::decode::Decoder;
 use escapade::hints::{hint, without_dwarf};
 use escapade::hot::HotSink;
-use escapade::launch::Launched;
-use escapade::memprofile::MemProfileRate;
+use escapade::target::launch::Launched;
+use escapade::target::memprofile::MemProfileRate;
 use escapade::model::{CallModel, FunctionInfo, Symbols};
 use escapade::params::{AllocationProbes, KernelParams, ParamTracker};
 use escapade::record::live::{CpuSampling, RecordSink};
@@ -155,7 +155,7 @@ async fn allocs(args: AllocsArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let run = session::run(&target, &mut attached, args.target.duration, &mut Discard).await;
     if let Some(rate) = &rate {
-        rate.restore(&target)?;
+        rate.restore(&target.process, target.bias)?;
     }
     let (ended, _) = run?;
     let elapsed = started.elapsed();
@@ -312,7 +312,12 @@ fn plan_allocs(
     let rate = if mode.exact {
         None
     } else {
-        Some(MemProfileRate::prepare(target, mode.mem_profile_rate)?)
+        Some(MemProfileRate::prepare(
+            &target.binary,
+            &target.process,
+            target.bias,
+            mode.mem_profile_rate,
+        )?)
     };
     let probes = session::counting_probes(&target.binary, PlacementMode::Fast, mode.exact)?;
     for (function, entry) in &probes.placed {
@@ -443,7 +448,7 @@ async fn record(args: RecordArgs) -> anyhow::Result<()> {
     sink.checkpoint(&mut attached)?;
     let run = session::run(&target, &mut attached, args.target.duration, &mut sink).await;
     if let Some((Some(rate), _)) = &allocs {
-        rate.restore(&target)?;
+        rate.restore(&target.process, target.bias)?;
     }
     let (ended, malformed) = run?;
     let finished = sink.finish(&attached, ended, malformed)?;

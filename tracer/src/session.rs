@@ -7,20 +7,20 @@ use anyhow::Context as _;
 use std::collections::HashMap;
 
 use probe_common::{
-    COOKIE_AT_CALL_SITE, COOKIE_AT_RETURN_SITE, COOKIE_SKIP_IF_BELOW_OR_EQUAL,
-    INT_ARG_REGS, MAX_STACK_WORDS, ProbeConfig, RESULT_DISCARDED, RESULT_IN_REGISTER,
-    RESULT_ON_STACK, ResultSource, STRING_CAPTURE_BYTES,
+    COOKIE_AT_CALL_SITE, COOKIE_AT_RETURN_SITE, COOKIE_SKIP_IF_BELOW_OR_EQUAL, INT_ARG_REGS,
+    MAX_STACK_WORDS, ProbeConfig, RESULT_DISCARDED, RESULT_IN_REGISTER, RESULT_ON_STACK,
+    ResultSource, STRING_CAPTURE_BYTES,
 };
 
 use crate::attach::{Attached, ProbeKind, ProbePoint};
 use crate::decode::Captures;
-use crate::gobin::abi::{Location, Reg};
-use crate::gobin::{Function, GoBinary};
 use crate::placement::{self, EntryProbe, NoReturnSite, ResultWord, ResultsNeeded, SlowReason};
-use crate::process::Process;
 use crate::ringbuf::{EventReader, POLL_INTERVAL};
 use crate::sink::EventSink;
 use crate::status::StatusLine;
+use crate::target::gobin::abi::{Location, Reg};
+use crate::target::gobin::{Function, GoBinary};
+use crate::target::process::Process;
 
 /// A running Go process and the model of its binary.
 pub struct Target {
