@@ -372,10 +372,10 @@ impl Attached {
         Ok(record.pcs[..frames].to_vec())
     }
 
-    /// Starts sampling the target's CPU at `hz` on each CPU, into stacks kept with the
-    /// counting probes' (see [`Attached::alloc_stack`]).
-    pub fn sample_cpu(&mut self, hz: u64) -> anyhow::Result<crate::cpu::Sampler> {
-        crate::cpu::Sampler::start(&mut self.ebpf, hz)
+    /// The loaded object, for programs attached elsewhere than at probe points (the CPU
+    /// sampler's perf events): they detach with it.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
     }
 
     /// The probes' counters summed over CPUs, indexed by `probe_common::COUNTER_*`.

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 
 use anyhow::Context as _;
-use aya::Ebpf;
 use aya::maps::{MapData, PerCpuHashMap, PerCpuValues};
 use aya::programs::PerfEvent;
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
@@ -13,7 +12,7 @@ use probe_common::NO_STACK;
 use serde::{Deserialize, Serialize};
 
 use crate::attach::Attached;
-use crate::gobin::GoBinary;
+use crate::target::gobin::GoBinary;
 
 /// The kernel's ceiling on sampling rates, which it refuses `perf_event_open` above.
 const MAX_SAMPLE_RATE: &str = "/proc/sys/kernel/perf_event_max_sample_rate";
@@ -96,9 +95,11 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    /// Starts sampling the process `ebpf` was loaded for at `hz` on each CPU.
-    pub fn start(ebpf: &mut Ebpf, hz: u64) -> anyhow::Result<Sampler> {
+    /// Starts sampling the process `attached` was loaded for at `hz` on each CPU, into stacks
+    /// kept with the counting probes' (see [`Attached::alloc_stack`]).
+    pub fn start(attached: &mut Attached, hz: u64) -> anyhow::Result<Sampler> {
         check_rate(hz)?;
+        let ebpf = attached.ebpf_mut();
         let mut samples: PerCpuHashMap<_, i64, u64> = PerCpuHashMap::try_from(
             ebpf.take_map("CPU_SAMPLES")
                 .context("map CPU_SAMPLES missing from the eBPF object")?,

@@ -20,12 +20,13 @@ use serde::{Deserialize, Serialize};
 use crate::attach::{Attached, ProbeKind, ProbePoint};
 use crate::calls::{Calls, Entered, Hit, Left};
 use crate::decode::{Decoder, Region};
-use crate::gobin::abi::{Location, Reg};
-use crate::gobin::types::{GoType, TypeKind};
-use crate::gobin::{Function, GoBinary, Param};
 use crate::placement::{self, AllocationCall, Allocator};
-use crate::process::{Mapping, Process};
-use crate::session::{EntrySite, EventSink, PlacementMode, Plan};
+use crate::session::{EntrySite, PlacementMode, Plan};
+use crate::sink::EventSink;
+use crate::target::gobin::abi::{Location, Reg};
+use crate::target::gobin::types::{GoType, TypeKind};
+use crate::target::gobin::{Function, GoBinary, Param};
+use crate::target::process::{Mapping, Process};
 
 /// Allocators whose entries the `params` probes watch, and where each takes its type.
 const ALLOCATORS: &[(&str, usize)] = &[("runtime.newobject", 0), ("runtime.mallocgc", 1)];

@@ -22,22 +22,24 @@ use super::state::{LiveProfile, ProcessStatus, Shared, lock_profile};
 use super::{discover, retention};
 use crate::allocs::{self, AllocReport};
 use crate::attach::{Attached, ProbePoint, Programs, Scope, attach};
-use crate::clock::WallClock;
+use crate::cpu::Sampler;
 use crate::decode::Decoder;
 use crate::export::CallSites;
 use crate::export::pprof::scale;
-use crate::gobin::GoBinary;
 use crate::hints::without_dwarf;
-use crate::memprofile::MemProfileRate;
 use crate::model::{CallModel, FunctionInfo, Symbols};
 use crate::record::live::{CpuSampling, RecordSink};
 use crate::record::writer::Writer;
 use crate::record::{AllocSettings, Header};
 use crate::report::{TraceView, site_text};
 use crate::session::{
-    self, CountingProbes, Ended, EventSink, PlacementMode, Plan, PlanOptions, RuntimeProbe, Target,
+    self, CountingProbes, Ended, PlacementMode, Plan, PlanOptions, RuntimeProbe, Target,
     counting_probes,
 };
+use crate::sink::EventSink;
+use crate::target::clock::WallClock;
+use crate::target::gobin::GoBinary;
+use crate::target::memprofile::MemProfileRate;
 
 /// New processes are found within this long of their `exec` when the kernel cannot say.
 const SCAN_INTERVAL: Duration = Duration::from_millis(250);
@@ -337,9 +339,11 @@ impl Session {
         // GC cycles and goroutines are still counted when the program sampled nothing: a
         // daemon says what it misses rather than refusing the target.
         let rate = match config.allocs {
-            AllocMode::Sampled => MemProfileRate::prepare(&target, None)
-                .map_err(|e| notes.push(format!("allocations not sampled: {e:#}")))
-                .ok(),
+            AllocMode::Sampled => {
+                MemProfileRate::prepare(&target.binary, &target.process, target.bias, None)
+                    .map_err(|e| notes.push(format!("allocations not sampled: {e:#}")))
+                    .ok()
+            }
             AllocMode::Exact | AllocMode::Off => None,
         };
         Ok(Session {
@@ -417,8 +421,7 @@ impl Session {
         let mut notes = self.notes.clone();
         let cpu = match self.config.cpu_hz {
             0 => None,
-            hz => attached
-                .sample_cpu(hz)
+            hz => Sampler::start(&mut attached, hz)
                 .map_err(|e| notes.push(format!("CPU not sampled: {e:#}")))
                 .ok()
                 .map(|sampler| CpuSampling {
@@ -536,7 +539,7 @@ impl Session {
         };
         let run = session::run_until(target, &mut attached, stopped, &mut sink, None).await;
         if let Some(rate) = &self.rate {
-            rate.restore(target)?;
+            rate.restore(&target.process, target.bias)?;
         }
         let (ended, malformed) = run?;
         sink.fold(&attached)?;
