@@ -389,6 +389,27 @@ pub struct OpenCall {
     pub depth: u64,
 }
 
+/// A traced function and a return address into one of its callers (`CALLERS`, run-time).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CallerKey {
+    pub function: u64,
+    pub return_addr: u64,
+}
+
+/// The calls one caller made to one traced function, and the time of those that returned
+/// (`CALLERS`, per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallerStats {
+    pub calls: u64,
+    pub total_ns: u64,
+}
+
+/// Distinct (function, caller) pairs the kernel counts calls of; more are not counted per
+/// caller (their calls still are, in `CALL_STATS`).
+pub const MAX_CALLERS: u32 = 16_384;
+
 /// When an open call entered, and from where (a restarted single-stepped entry hits again
 /// with the same return address).
 #[repr(C)]
@@ -626,6 +647,8 @@ mod pod {
         CallStats,
         CallStart,
         OpenCall,
+        CallerKey,
+        CallerStats,
         ParamStats,
         CallHeap,
         AddressRange,

@@ -8,19 +8,22 @@ use aya_ebpf::{
         bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user_buf,
     },
     macros::{map, uprobe},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
     programs::ProbeContext,
 };
 use probe_common::{
     COOKIE_AT_CALL_SITE, COOKIE_AT_RETURN_SITE, COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTER_DROPPED,
     COUNTER_EVENTS, COUNTER_MORESTACK, COUNTER_READ_ERRORS, CallEvent, CallStart, CallStats,
-    EFLAGS_CF, EFLAGS_ZF, EventKind, GoOffsets, INT_ARG_REGS, LATENCY_BUCKETS,
-    MAX_ACTIVE_GOROUTINES, MAX_FAST_RETURNS, MAX_HELD_ENTRIES, MAX_OPEN_CALLS, MAX_STACK_WORDS,
-    MAX_STRING_CAPTURES, MAX_TRACED_FUNCTIONS, OpenCall, ProbeConfig, RESULT_DISCARDED,
-    RESULT_IN_REGISTER, RESULT_ON_STACK, RESULT_REGISTERS, STRING_CAPTURE_BYTES,
+    CallerKey, CallerStats, EFLAGS_CF, EFLAGS_ZF, EventKind, GoOffsets, INT_ARG_REGS,
+    LATENCY_BUCKETS, MAX_ACTIVE_GOROUTINES, MAX_FAST_RETURNS, MAX_HELD_ENTRIES, MAX_OPEN_CALLS,
+    MAX_STACK_WORDS, MAX_STRING_CAPTURES, MAX_TRACED_FUNCTIONS, OpenCall, ProbeConfig,
+    RESULT_DISCARDED, RESULT_IN_REGISTER, RESULT_ON_STACK, RESULT_REGISTERS, STRING_CAPTURE_BYTES,
 };
 
-use crate::{EVENTS, GO_OFFSETS, PROBE_CONFIGS, WAKEUP_THRESHOLD, count, is_target, read_u64};
+use crate::{
+    EVENTS, GO_OFFSETS, PROBE_CONFIGS, WAKEUP_THRESHOLD, count, int_arg_registers, is_target,
+    read_u64,
+};
 
 /// Non-zero when entries and returns keep `ACTIVE_CALLS`, so that the allocator's probes
 /// report only allocations made inside traced functions (`escapade params`).
@@ -366,9 +369,7 @@ fn fill(e: &mut CallEvent, hit: &EventParts) {
     e.tgid = (hit.pid_tgid >> 32) as u32;
     e.tid = hit.pid_tgid as u32;
     e.sp = hit.sp;
-    e.regs = [
-        regs.rax, regs.rbx, regs.rcx, regs.rdi, regs.rsi, regs.r8, regs.r9, regs.r10, regs.r11,
-    ];
+    e.regs = int_arg_registers(regs);
     let mut read_failed = hit.return_addr.is_none() || hit.goid.is_none();
     if hit.at_return_site && !restore_results(e, regs, config) {
         read_failed = true;
@@ -529,18 +530,10 @@ static FAST_RETURNS: HashMap<u64, u8> = HashMap::with_max_entries(MAX_FAST_RETUR
 fn restore_results(e: &mut CallEvent, regs: &pt_regs, config: &ProbeConfig) -> bool {
     // In `RESULT_REGISTERS` order. Read every candidate first: the verifier refuses an offset
     // into the context computed from a value it cannot bound.
+    let int = int_arg_registers(regs);
     // SAFETY: plain reads of the context's fields.
-    let registers: [u64; RESULT_REGISTERS] = unsafe {
+    let more = unsafe {
         [
-            core::ptr::read_volatile(&regs.rax),
-            core::ptr::read_volatile(&regs.rbx),
-            core::ptr::read_volatile(&regs.rcx),
-            core::ptr::read_volatile(&regs.rdi),
-            core::ptr::read_volatile(&regs.rsi),
-            core::ptr::read_volatile(&regs.r8),
-            core::ptr::read_volatile(&regs.r9),
-            core::ptr::read_volatile(&regs.r10),
-            core::ptr::read_volatile(&regs.r11),
             core::ptr::read_volatile(&regs.rdx),
             core::ptr::read_volatile(&regs.rbp),
             core::ptr::read_volatile(&regs.r12),
@@ -548,6 +541,10 @@ fn restore_results(e: &mut CallEvent, regs: &pt_regs, config: &ProbeConfig) -> b
             core::ptr::read_volatile(&regs.r15),
         ]
     };
+    let registers: [u64; RESULT_REGISTERS] = [
+        int[0], int[1], int[2], int[3], int[4], int[5], int[6], int[7], int[8], more[0], more[1],
+        more[2], more[3], more[4],
+    ];
     let mut read = true;
     for i in 0..INT_ARG_REGS {
         let source = config.results[i];
@@ -628,14 +625,14 @@ fn entered(
     may_repeat: bool,
 ) -> (CallHit, bool) {
     if config.timed == 0 {
-        count_entry(config.function, false);
+        count_entry(config.function, return_addr, false);
         return (CallHit::Unpaired, false);
     }
     let link_time = return_addr.wrapping_sub(code_bias);
     // SAFETY: lookup only tests presence.
     let at_return_site = unsafe { FAST_RETURNS.get(link_time) }.is_some();
     if !at_return_site && (config.ret_probed == 0 || rets_closed()) {
-        count_entry(config.function, true);
+        count_entry(config.function, return_addr, true);
         return (CallHit::Unobserved, false);
     }
     // A restarted single-stepped entry hits again from the same return address: still the
@@ -648,19 +645,59 @@ fn entered(
     if repeated {
         return (CallHit::Repeat, false);
     }
-    count_entry(config.function, false);
+    count_entry(config.function, return_addr, false);
     if !at_return_site {
         add_open_via_ret(1);
     }
     (CallHit::Starts, at_return_site)
 }
 
-fn count_entry(function: u32, unobserved: bool) {
+fn count_entry(function: u32, return_addr: u64, unobserved: bool) {
     if let Some(stats) = CALL_STATS.get_ptr_mut(function) {
         // SAFETY: this CPU's slot; nothing else writes it while the program runs here.
         unsafe {
             (*stats).entries += 1;
             (*stats).unobserved += u64::from(unobserved);
+        }
+    }
+    count_caller(function, return_addr, 1, 0);
+}
+
+/// Non-zero to count calls per caller too (`CALLERS`): the agent's calls profile, with no
+/// event per call.
+// SAFETY: no other symbol of the object has this name; the loader sets it by name.
+#[unsafe(no_mangle)]
+static COUNT_CALLERS: u32 = 0;
+
+/// Calls per (traced function, return address), and the time of those that returned (sized
+/// by the loader).
+#[map]
+static CALLERS: PerCpuHashMap<CallerKey, CallerStats> = PerCpuHashMap::with_max_entries(1, 0);
+
+fn count_caller(function: u32, return_addr: u64, calls: u64, ns: u64) {
+    // SAFETY: a read of a constant the loader patched.
+    if unsafe { core::ptr::read_volatile(&COUNT_CALLERS) } == 0 {
+        return;
+    }
+    let key = CallerKey {
+        function: u64::from(function),
+        return_addr,
+    };
+    match CALLERS.get_ptr_mut(key) {
+        // SAFETY: this CPU's value; nothing else writes it while the program runs here.
+        Some(stats) => unsafe {
+            (*stats).calls += calls;
+            (*stats).total_ns += ns;
+        },
+        None => {
+            let _ = CALLERS.insert(
+                key,
+                CallerStats {
+                    calls,
+                    total_ns: ns,
+                },
+                0,
+            );
         }
     }
 }
@@ -718,6 +755,7 @@ fn returned(
         let _ = LAST_RET.insert(call.g, call.depth, 0);
     }
     let took = ktime_ns.saturating_sub(start.ktime_ns);
+    count_caller(config.function, start.return_addr, 0, took);
     let Some(stats) = CALL_STATS.get_ptr_mut(config.function) else {
         return (CallHit::Paired, took);
     };

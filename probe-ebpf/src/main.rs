@@ -28,7 +28,7 @@ use aya_ebpf::{
 };
 use probe_common::{
     COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTER_MORESTACK, COUNTERS, EFLAGS_CF, EFLAGS_ZF, EVENTS_BYTES,
-    GoOffsets, MAX_PROBES, ProbeConfig,
+    GoOffsets, INT_ARG_REGS, MAX_PROBES, ProbeConfig,
 };
 
 /// Wake the reader once this many bytes wait, so a burst does not overflow before the timer.
@@ -118,19 +118,26 @@ pub(crate) fn runtime_probe_regs(ctx: &ProbeContext) -> Option<&pt_regs> {
 
 /// Go's integer argument register `index` (RAX, RBX, RCX, RDI, RSI, ...).
 pub(crate) fn arg_reg(regs: &pt_regs, index: u64) -> Option<u64> {
-    // Read every candidate first: the verifier refuses an offset into the context computed
-    // from a value it cannot bound.
+    int_arg_registers(regs).get(index as usize).copied()
+}
+
+/// Go's integer argument registers, RAX to R11. Read all at once: the verifier refuses an
+/// offset into the context computed from a value it cannot bound.
+pub(crate) fn int_arg_registers(regs: &pt_regs) -> [u64; INT_ARG_REGS] {
     // SAFETY: plain reads of the context's fields.
-    let words = unsafe {
+    unsafe {
         [
             core::ptr::read_volatile(&regs.rax),
             core::ptr::read_volatile(&regs.rbx),
             core::ptr::read_volatile(&regs.rcx),
             core::ptr::read_volatile(&regs.rdi),
             core::ptr::read_volatile(&regs.rsi),
+            core::ptr::read_volatile(&regs.r8),
+            core::ptr::read_volatile(&regs.r9),
+            core::ptr::read_volatile(&regs.r10),
+            core::ptr::read_volatile(&regs.r11),
         ]
-    };
-    words.get(index as usize).copied()
+    }
 }
 
 pub(crate) fn count(counter: u32) {

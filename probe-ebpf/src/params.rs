@@ -19,7 +19,7 @@ use probe_common::{
     ParamStats, ProbeConfig, SAVED_STACK_WORDS, SAVED_WORDS, Unplaced,
 };
 
-use crate::{PROBE_CONFIGS, read_u64};
+use crate::{PROBE_CONFIGS, int_arg_registers, read_u64};
 
 /// Non-zero when `escapade params` works in the kernel: traced calls and the allocator's
 /// probes update the maps below and send nothing.
@@ -106,7 +106,7 @@ fn open(
     open.bytes = 0;
     open.own_objects = 0;
     if config.params.keep_words != 0 {
-        let registers = registers(regs);
+        let registers = int_arg_registers(regs);
         open.words[..INT_ARG_REGS].copy_from_slice(&registers);
         // SAFETY: the words are plain bytes; the helper checks the user address and writes at
         // most the slice's length.
@@ -300,29 +300,11 @@ fn innermost(here: OpenCall) -> Option<*mut OpenParams> {
     OPEN_PARAMS.get_ptr_mut(OpenCall { g: here.g, depth })
 }
 
-/// Go's integer argument registers, RAX to R11.
-fn registers(regs: &pt_regs) -> [u64; INT_ARG_REGS] {
-    // SAFETY: plain reads of the context's fields.
-    unsafe {
-        [
-            core::ptr::read_volatile(&regs.rax),
-            core::ptr::read_volatile(&regs.rbx),
-            core::ptr::read_volatile(&regs.rcx),
-            core::ptr::read_volatile(&regs.rdi),
-            core::ptr::read_volatile(&regs.rsi),
-            core::ptr::read_volatile(&regs.r8),
-            core::ptr::read_volatile(&regs.r9),
-            core::ptr::read_volatile(&regs.r10),
-            core::ptr::read_volatile(&regs.r11),
-        ]
-    }
-}
-
 /// Argument word `at` at entry: a register, or a word of the argument area above `sp`.
 fn word(regs: &pt_regs, sp: u64, at: u8) -> Option<u64> {
     let at = at as usize;
     if at < INT_ARG_REGS {
-        return registers(regs).get(at).copied();
+        return int_arg_registers(regs).get(at).copied();
     }
     read_u64(sp + 8 + 8 * (at - INT_ARG_REGS) as u64)
 }

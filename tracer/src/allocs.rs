@@ -15,9 +15,9 @@ use probe_common::{
 use serde::{Deserialize, Serialize};
 
 use crate::attach::KernelCounts;
-use crate::clock::WallClock;
 use crate::decode::Decoder;
-use crate::gobin::Frame;
+use crate::target::clock::WallClock;
+use crate::target::gobin::Frame;
 
 /// One distinct stack, innermost frame first, and what was allocated there.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -14,9 +14,9 @@ use probe_common::{
     AddressRange, AllocKey, AllocStats, COOKIE_AT_CALL_SITE, COOKIE_AT_RETURN_SITE,
     COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTED_STACK_GROWTH, COUNTER_ALLOCS_LOST, COUNTER_DROPPED,
     COUNTER_EVENTS, COUNTER_MORESTACK, COUNTER_READ_ERRORS, CallHeap, CallStart, CallStats,
-    GcCycleRecord, GoOffsets, LiveObject, MAX_ADDRESS_RANGES, MAX_FAST_RETURNS, MAX_HELD_ENTRIES,
-    MAX_OPEN_CALLS, MAX_PARAMS, MAX_PROBES, MAX_TRACED_FUNCTIONS, MAX_UNPLACED, OpenCall,
-    ParamStats, ProbeConfig, StackRecord, Unplaced,
+    CallerKey, CallerStats, GcCycleRecord, GoOffsets, LiveObject, MAX_ADDRESS_RANGES, MAX_CALLERS,
+    MAX_FAST_RETURNS, MAX_HELD_ENTRIES, MAX_OPEN_CALLS, MAX_PARAMS, MAX_PROBES,
+    MAX_TRACED_FUNCTIONS, MAX_UNPLACED, OpenCall, ParamStats, ProbeConfig, StackRecord, Unplaced,
 };
 
 use crate::uprobe_multi::{self, MultiLink, MultiPrograms};
@@ -103,6 +103,7 @@ pub struct KernelCounts {
     param_stats: PerCpuArray<MapData, ParamStats>,
     call_heap: PerCpuArray<MapData, CallHeap>,
     unplaced: PerCpuHashMap<MapData, Unplaced, u64>,
+    callers: PerCpuHashMap<MapData, CallerKey, CallerStats>,
 }
 
 /// The probes' counters (`probe_common::COUNTER_*`). Its fields are in the counters' order,
@@ -276,10 +277,10 @@ impl Attached {
         u32::try_from(pid).ok().filter(|&pid| pid != 0)
     }
 
-    /// Starts sampling the target's CPU at `hz` on each CPU, into stacks kept with the
-    /// counting probes' (see [`KernelCounts::alloc_stack`]).
-    pub fn sample_cpu(&mut self, hz: u64) -> anyhow::Result<crate::cpu::Sampler> {
-        crate::cpu::Sampler::start(&mut self.ebpf, hz)
+    /// The loaded object, for programs attached elsewhere than at probe points (the CPU
+    /// sampler's perf events): they detach with it.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
     }
 }
 
@@ -344,6 +345,23 @@ impl KernelCounts {
                 }))
             })
             .collect()
+    }
+
+    /// Under [`Programs::CountingByCaller`], each traced function's calls per caller (by
+    /// run-time return address) and the time of those that returned, summed over CPUs.
+    pub fn callers(&self) -> anyhow::Result<Vec<(CallerKey, CallerStats)>> {
+        let mut out = Vec::new();
+        for entry in self.callers.iter() {
+            let (key, per_cpu) = entry?;
+            let total = per_cpu
+                .iter()
+                .fold(CallerStats::default(), |t, s| CallerStats {
+                    calls: t.calls + s.calls,
+                    total_ns: t.total_ns + s.total_ns,
+                });
+            out.push((key, total));
+        }
+        Ok(out)
     }
 
     /// Under [`Programs::Params`], the pointers the kernel could not place by
@@ -430,6 +448,9 @@ pub enum Programs {
     /// Count and time every call, and send whole (entry and return) only the calls this
     /// picks, decided in the kernel at the return.
     Tail(TailCapture),
+    /// Count and time calls in the kernel, per caller too ([`KernelCounts::callers`]): no event
+    /// per call.
+    CountingByCaller,
     /// Count and time calls, and classify their parameters, in the kernel
     /// ([`KernelCounts::param_stats`], [`KernelCounts::call_heap`]): no event per call.
     Params,
@@ -488,7 +509,11 @@ pub fn attach(
     // returns then keep track of.
     let params = programs == Programs::Params;
     let track_calls = u32::from(!params && points.iter().any(|p| p.kind == ProbeKind::Allocating));
-    let send_calls = u32::from(!matches!(programs, Programs::Counting | Programs::Params));
+    let send_calls = u32::from(!matches!(
+        programs,
+        Programs::Counting | Programs::CountingByCaller | Programs::Params
+    ));
+    let callers = programs == Programs::CountingByCaller;
     // The params maps hold a slot per traced function (and parameter), per CPU: only when
     // asked for.
     let functions = points
@@ -515,6 +540,8 @@ pub fn attach(
         .override_global("TAIL_SLOWER_THAN_NS", &tail.slower_than_ns, true)
         .override_global("TAIL_ERRORS", &u32::from(tail.errors), true)
         .override_global("PARAMS_IN_KERNEL", &u32::from(params), true)
+        .override_global("COUNT_CALLERS", &u32::from(callers), true)
+        .map_max_entries("CALLERS", if callers { MAX_CALLERS } else { 1 })
         .map_max_entries("PARAM_STATS", params_entries(functions * MAX_PARAMS as u32))
         .map_max_entries("CALL_HEAP", params_entries(functions))
         .map_max_entries("OPEN_PARAMS", params_entries(MAX_OPEN_CALLS))
@@ -629,6 +656,7 @@ pub fn attach(
             .context("map ADDRESS_RANGES")?,
     )?;
     let unplaced = PerCpuHashMap::try_from(ebpf.take_map("UNPLACED").context("map UNPLACED")?)?;
+    let callers = PerCpuHashMap::try_from(ebpf.take_map("CALLERS").context("map CALLERS")?)?;
     Ok(Attached {
         counts: KernelCounts {
             counters,
@@ -641,6 +669,7 @@ pub fn attach(
             param_stats,
             call_heap,
             unplaced,
+            callers,
         },
         claimed_tgid,
         rets_closed,

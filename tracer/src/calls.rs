@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use probe_common::{CallEvent, CallStart, OpenCall};
 
 use crate::attach::ProbePoint;
-use crate::process::Process;
+use crate::target::process::Process;
 
 /// One probe hit, as pairing sees it.
 #[derive(Clone, Copy, Debug)]

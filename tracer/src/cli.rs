@@ -1,5 +1,5 @@
-//! Command-line arguments. Only parsing and validation live here; `main.rs` turns them into a
-//! session.
+//! Command-line arguments. Only parsing and validation live here; the binary's `commands/`
+//! turn them into a session.
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -5,15 +5,14 @@
 use std::collections::HashMap;
 
 use anyhow::Context as _;
-use aya::Ebpf;
 use aya::maps::{MapData, PerCpuHashMap, PerCpuValues};
 use aya::programs::PerfEvent;
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
 use probe_common::NO_STACK;
 use serde::{Deserialize, Serialize};
 
-use crate::attach::KernelCounts;
-use crate::gobin::GoBinary;
+use crate::attach::{Attached, KernelCounts};
+use crate::target::gobin::GoBinary;
 
 /// The kernel's ceiling on sampling rates, which it refuses `perf_event_open` above.
 const MAX_SAMPLE_RATE: &str = "/proc/sys/kernel/perf_event_max_sample_rate";
@@ -88,17 +87,19 @@ pub fn check_rate(hz: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The sampling program attached to every online CPU; it detaches with the
-/// [`crate::attach::Attached`] it was started from.
+/// The sampling program attached to every online CPU; it detaches with the [`Attached`] it
+/// was started from.
 pub struct Sampler {
     hz: u64,
     samples: PerCpuHashMap<MapData, i64, u64>,
 }
 
 impl Sampler {
-    /// Starts sampling the process `ebpf` was loaded for at `hz` on each CPU.
-    pub fn start(ebpf: &mut Ebpf, hz: u64) -> anyhow::Result<Sampler> {
+    /// Starts sampling the process `attached` was loaded for at `hz` on each CPU, into stacks
+    /// kept with the counting probes' (see [`KernelCounts::alloc_stack`]).
+    pub fn start(attached: &mut Attached, hz: u64) -> anyhow::Result<Sampler> {
         check_rate(hz)?;
+        let ebpf = attached.ebpf_mut();
         let mut samples: PerCpuHashMap<_, i64, u64> = PerCpuHashMap::try_from(
             ebpf.take_map("CPU_SAMPLES")
                 .context("map CPU_SAMPLES missing from the eBPF object")?,

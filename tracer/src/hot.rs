@@ -11,9 +11,10 @@ use probe_common::CallEvent;
 use serde::Serialize;
 
 use crate::cpu::CpuProfile;
-use crate::gobin::{Frame, GoBinary};
 use crate::model::{CallModel, CallRecord, Symbols};
-use crate::session::{Ended, EventSink, Traced};
+use crate::session::{Ended, Traced};
+use crate::sink::EventSink;
+use crate::target::gobin::{Frame, GoBinary};
 
 /// Parameter lifetime overlap of one occurrence: the length of the intersection of the
 /// lifetimes `[start, end)` divided by the length of their union. 0 when there are none, or

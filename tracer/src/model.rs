@@ -10,11 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::attach::{Counters, ProbePoint};
 use crate::calls::{Calls, Entered, Hit, Left};
-use crate::clock::WallClock;
 use crate::decode::{Captures, Decoder, Region, Value};
-use crate::gobin::arginfo::TraceWord;
-use crate::gobin::{Frame, GoBinary, Param};
 use crate::session::{Ended, Plan, Traced};
+use crate::target::clock::WallClock;
+use crate::target::gobin::arginfo::TraceWord;
+use crate::target::gobin::{Frame, GoBinary, Param};
 
 /// A parameter or result as the views name it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

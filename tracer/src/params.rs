@@ -20,12 +20,13 @@ use serde::{Deserialize, Serialize};
 use crate::attach::{AddressRanges, KernelCounts, ProbeKind, ProbePoint};
 use crate::calls::{Calls, Entered, Hit, Left};
 use crate::decode::{Decoder, Region};
-use crate::gobin::abi::{Location, Reg};
-use crate::gobin::types::{GoType, TypeKind};
-use crate::gobin::{Function, GoBinary, Param};
 use crate::placement::{self, AllocationCall, Allocator};
-use crate::process::{Mapping, Process};
-use crate::session::{EntrySite, EventSink, PlacementMode, Plan};
+use crate::session::{EntrySite, PlacementMode, Plan};
+use crate::sink::EventSink;
+use crate::target::gobin::abi::{Location, Reg};
+use crate::target::gobin::types::{GoType, TypeKind};
+use crate::target::gobin::{Function, GoBinary, Param};
+use crate::target::process::{Mapping, Process};
 
 /// Allocators whose entries the `params` probes watch, and where each takes its type.
 const ALLOCATORS: &[(&str, usize)] = &[("runtime.newobject", 0), ("runtime.mallocgc", 1)];
@@ -1017,16 +1018,17 @@ pub fn address_ranges(
     bias: u64,
 ) -> anyhow::Result<Vec<AddressRange>> {
     let maps = process.current_maps()?;
-    Ok(ranges_of(binary, bias, &maps))
-}
-
-fn ranges_of(binary: &GoBinary, bias: u64, maps: &[Mapping]) -> Vec<AddressRange> {
-    let mut sections: Vec<(u64, u64)> = binary
+    let sections: Vec<(u64, u64)> = binary
         .sections
         .iter()
         .filter(|s| s.size > 0)
         .map(|s| (s.addr + bias, s.addr + s.size + bias))
         .collect();
+    Ok(ranges_of(sections, &maps))
+}
+
+/// `sections` as run-time `[start, end)`.
+fn ranges_of(mut sections: Vec<(u64, u64)>, maps: &[Mapping]) -> Vec<AddressRange> {
     sections.sort_unstable();
     // Sections can overlap (.tbss), which a binary search cannot have.
     let mut globals: Vec<(u64, u64)> = Vec::new();
@@ -1086,6 +1088,39 @@ fn has_pointer(kind: &TypeKind) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn anonymous(start: u64, end: u64) -> Mapping {
+        Mapping {
+            start,
+            end,
+            writable: true,
+            offset: 0,
+            path: String::new(),
+        }
+    }
+
+    #[test]
+    fn memory_ranges_are_sorted_disjoint_and_sections_win() {
+        let range = |start, end, region: usize| AddressRange {
+            start,
+            end,
+            region: region as u64,
+        };
+        // .data and .bss touching, .tbss inside .data, .bss inside the anonymous mapping
+        // after the file's; then the heap.
+        let sections = vec![(0x5000, 0x5800), (0x5100, 0x5108), (0x5800, 0x6400)];
+        let maps = [anonymous(0x6000, 0x7000), anonymous(0xc000, 0xd000)];
+        let mut file = anonymous(0x4000, 0x6000);
+        file.path = "/bin/prog".into();
+        assert_eq!(
+            ranges_of(sections, &[file, maps[0].clone(), maps[1].clone()]),
+            [
+                range(0x5000, 0x6400, POINTEE_GLOBAL),
+                range(0x6400, 0x7000, POINTEE_HEAP),
+                range(0xc000, 0xd000, POINTEE_HEAP),
+            ]
+        );
+    }
 
     #[test]
     fn the_region_most_calls_saw_decides() {

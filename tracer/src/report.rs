@@ -16,9 +16,10 @@ use crate::allocs::AllocReport;
 use crate::attach::Counters;
 use crate::cpu::CpuProfile;
 use crate::decode::{Decoder, Value};
-use crate::gobin::{Frame, arginfo};
 use crate::model::{CallModel, CallRecord, FunctionInfo, ParamInfo, Symbols, TraceTotals};
-use crate::session::{Ended, EventSink, Plan};
+use crate::session::{Ended, Plan};
+use crate::sink::EventSink;
+use crate::target::gobin::{Frame, arginfo};
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 struct FunctionStats {

@@ -9,7 +9,7 @@ use probe_common::{CallEvent, EVENTS_BYTES};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use crate::session::EventSink;
+use crate::sink::EventSink;
 
 /// `ring` registered with the runtime, to wait until it has records.
 pub fn watch_readable(ring: RingBuf<MapData>) -> std::io::Result<AsyncFd<RingBuf<MapData>>> {

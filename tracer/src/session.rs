@@ -7,19 +7,20 @@ use anyhow::Context as _;
 use std::collections::HashMap;
 
 use probe_common::{
-    COOKIE_AT_CALL_SITE, COOKIE_AT_RETURN_SITE, COOKIE_SKIP_IF_BELOW_OR_EQUAL, CallEvent,
-    INT_ARG_REGS, MAX_STACK_WORDS, ProbeConfig, RESULT_DISCARDED, RESULT_IN_REGISTER,
-    RESULT_ON_STACK, ResultSource, STRING_CAPTURE_BYTES,
+    COOKIE_AT_CALL_SITE, COOKIE_AT_RETURN_SITE, COOKIE_SKIP_IF_BELOW_OR_EQUAL, INT_ARG_REGS,
+    MAX_STACK_WORDS, ProbeConfig, RESULT_DISCARDED, RESULT_IN_REGISTER, RESULT_ON_STACK,
+    ResultSource, STRING_CAPTURE_BYTES,
 };
 
 use crate::attach::{Attached, KernelCounts, ProbeKind, ProbePoint};
 use crate::decode::Captures;
-use crate::gobin::abi::{Location, Reg};
-use crate::gobin::{Function, GoBinary};
 use crate::placement::{self, EntryProbe, NoReturnSite, ResultWord, ResultsNeeded, SlowReason};
-use crate::process::Process;
 use crate::ringbuf::{EventReader, POLL_INTERVAL};
+use crate::sink::EventSink;
 use crate::status::StatusLine;
+use crate::target::gobin::abi::{Location, Reg};
+use crate::target::gobin::{Function, GoBinary};
+use crate::target::process::Process;
 
 /// A running Go process and the model of its binary.
 pub struct Target {
@@ -657,27 +658,6 @@ pub enum Ended {
     Interrupted,
     Deadline,
     TargetExited,
-}
-
-/// Where a session's events go.
-pub trait EventSink {
-    fn event(&mut self, event: &CallEvent) -> anyhow::Result<()>;
-    /// Called after each drain of the ring buffer, so output reaches readers promptly.
-    fn flush(&mut self) -> anyhow::Result<()>;
-    /// Called on every poll tick ([`POLL_INTERVAL`]), for sinks that also read what the probes
-    /// counted in kernel maps, or keep what the probes read current.
-    fn checkpoint(&mut self, _counts: &KernelCounts) -> anyhow::Result<()> {
-        Ok(())
-    }
-    /// Whether the sink prints as events come, which a status line on the same terminal would
-    /// garble.
-    fn prints_events(&self) -> bool {
-        false
-    }
-    /// What the status line adds to its counts, e.g. the size of a recording.
-    fn status(&self) -> Option<String> {
-        None
-    }
 }
 
 /// One target's probes, attached, and the pump that drains their ring buffer into a sink.

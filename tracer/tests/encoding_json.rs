@@ -24,7 +24,7 @@ fn params_on_encoding_json_lose_nothing() {
             .join("encoding_json");
         std::fs::create_dir_all(&dir).unwrap();
         let binary = dir.join("json.test");
-        go_command(
+        common::go_in(
             &go,
             &dir,
             &["test", "-c", "-o", "json.test", "encoding/json"],
@@ -38,7 +38,7 @@ fn params_on_encoding_json_lose_nothing() {
             functions.len()
         );
 
-        let goroot = PathBuf::from(go_command(&go, &dir, &["env", "GOROOT"]).trim());
+        let goroot = PathBuf::from(common::go_in(&go, &dir, &["env", "GOROOT"]).trim());
         // Started by escapade, with the probes in place from its first instruction: every
         // return then has its entry.
         let mut args = vec!["params", "--json", "--duration", WATCH];
@@ -196,7 +196,7 @@ fn leaking_params(go: &common::Go, dir: &Path) -> Leaking {
 /// The encoding/json functions of `binary` declared where a leaking parameter is, by the line
 /// of their first instruction (the `func` line); fills `leaking.whole` with their names.
 fn functions_declared_at(binary: &Path, leaking: &mut Leaking) -> Vec<String> {
-    let go_binary = escapade::gobin::GoBinary::open(binary, None).unwrap();
+    let go_binary = escapade::target::gobin::GoBinary::open(binary, None).unwrap();
     let mut names = Vec::new();
     for f in go_binary.resolve(&["encoding/json*".to_string()]).unwrap() {
         let Some(frame) = go_binary.symbolize(f.entry) else {
@@ -226,22 +226,4 @@ fn source_path(file: &str) -> String {
     file.rsplit_once("/src/")
         .map_or(file, |(_, path)| path)
         .to_string()
-}
-
-/// Runs `go ARGS` in `dir`; returns its stdout.
-fn go_command(go: &common::Go, dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(&go.bin)
-        .args(args)
-        .current_dir(dir)
-        .env("GOCACHE", common::cache_dir().join("gocache"))
-        .env("GOTOOLCHAIN", "local")
-        .env("GOPROXY", "off")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "go {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }

@@ -9,8 +9,8 @@ mod common;
 use std::collections::HashSet;
 use std::process::Command;
 
-use escapade::gobin::GoBinary;
-use escapade::gobin::pclntab::Pclntab;
+use escapade::target::gobin::GoBinary;
+use escapade::target::gobin::pclntab::Pclntab;
 
 const BUILDS: [&[&str]; 4] = [
     &[],

@@ -8,7 +8,8 @@
 mod common;
 
 use escapade::attach::{KernelCounts, Programs, Scope, attach};
-use escapade::session::{Ended, EventSink, PlacementMode, Plan, PlanOptions, Session, Target};
+use escapade::session::{Ended, PlacementMode, Plan, PlanOptions, Session, Target};
+use escapade::sink::EventSink;
 use probe_common::{CallEvent, CallStats, EventKind};
 
 /// What a session's sink saw: per traced function, entry and return events, and the kernel's

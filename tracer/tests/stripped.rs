@@ -6,9 +6,9 @@
 
 mod common;
 
-use escapade::gobin::GoBinary;
-use escapade::gobin::dwarf::DwarfInfo;
-use escapade::gobin::layouts;
+use escapade::target::gobin::GoBinary;
+use escapade::target::gobin::dwarf::DwarfInfo;
+use escapade::target::gobin::layouts;
 
 /// A stripped build and the one it was made from: same Go, same flags but `-s -w`, so the
 /// linker puts code and variables at the same addresses.

@@ -3,7 +3,8 @@
 //! program at the same uprobes, with both entry-probe placements and under bpftrace; and an
 //! allocation loop (`bench/alloc.go`) untraced, under `escapade allocs` sampled and exact, and
 //! under bpftrace counting `runtime.mallocgc` by user stack; that loop under `escapade
-//! params` with and without its allocator probes; and the hot function while escapade samples
+//! params` with and without its allocator probes; the hot function with its address taken
+//! (`bench/taken.go`) under each `--returns` mode; and the hot function while escapade samples
 //! the CPU (`record --cpu`, no traced function) at 99 and 999 Hz. Each suite ends untraced
 //! again, to show drift.
 
@@ -22,6 +23,8 @@ use crate::{cmd, setup, tracefs};
 
 /// One benchmarked program and what traces it in turn.
 struct Suite {
+    /// What `--suite` calls it.
+    name: &'static str,
     /// A Go file in `bench/` that prints `ns_per_call <float>` per batch of calls.
     source: &'static str,
     /// The function whose calls it times.
@@ -56,6 +59,9 @@ pub struct Options {
     /// takes at least 5 measurement lines.
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
+    /// Run only these suites (hot, taken, alloc, params, cpu); all by default.
+    #[arg(long = "suite", value_name = "NAME")]
+    suites: Vec<String>,
 }
 
 /// One row of the table.
@@ -88,6 +94,7 @@ enum Tool {
 }
 
 const HOT: Suite = Suite {
+    name: "hot",
     source: "hot.go",
     function: "main.hot",
     phases: HOT_PHASES,
@@ -207,6 +214,7 @@ const DRIFT: Phase = Phase {
 };
 
 const ALLOC: Suite = Suite {
+    name: "alloc",
     source: "alloc.go",
     function: "main.alloc",
     phases: &[
@@ -237,9 +245,11 @@ const ALLOC: Suite = Suite {
     ],
 };
 
-/// `escapade params` on the allocating function: its entry and RET probes alone, then with the
-/// allocator probes that report from goroutines inside it.
+/// `escapade params` on the allocating function: its entry and return probes alone, then with
+/// the allocator probes counting into the call, both worked out in the kernel; then with an
+/// event per call and allocation (`--events`).
 const PARAMS: Suite = Suite {
+    name: "params",
     source: "alloc.go",
     function: "main.alloc",
     phases: &[
@@ -254,18 +264,64 @@ const PARAMS: Suite = Suite {
             name: "escapade params main.alloc (+ newobject/mallocgc inside it)",
             tracer: Tool::Escapade(&["params", "main.alloc"]),
         },
+        Phase {
+            id: "events",
+            name: "escapade params --events main.alloc > /dev/null (an event per call and \
+                   allocation, worked out in userspace)",
+            tracer: Tool::EscapadeToNull(&["params", "--events", "main.alloc"]),
+        },
         DRIFT,
     ],
-    ratios: &[(
-        "escapade params with / without allocation correlation",
-        "allocs",
-        "no-allocs",
-    )],
+    ratios: &[
+        (
+            "escapade params with / without allocation correlation",
+            "allocs",
+            "no-allocs",
+        ),
+        (
+            "escapade params in the kernel / with --events",
+            "allocs",
+            "events",
+        ),
+    ],
+};
+
+/// A function whose address is taken keeps its `RET` probes for the calls through its func
+/// value, and every call, direct ones too, then passes them: what `--returns sampled` (the
+/// `RET` probes attached 1 % of the time) and `--returns direct` (never) save.
+const TAKEN: Suite = Suite {
+    name: "taken",
+    source: "taken.go",
+    function: "main.hot",
+    phases: &[
+        UNTRACED,
+        Phase {
+            id: "all",
+            name: "escapade trace --quiet (--returns all: return site + RET probes)",
+            tracer: Tool::Escapade(&["trace", "--quiet", "main.hot"]),
+        },
+        Phase {
+            id: "sampled",
+            name: "escapade trace --quiet --returns sampled=1%",
+            tracer: Tool::Escapade(&["trace", "--quiet", "--returns", "sampled=1%", "main.hot"]),
+        },
+        Phase {
+            id: "direct",
+            name: "escapade trace --quiet --returns direct (return site only)",
+            tracer: Tool::Escapade(&["trace", "--quiet", "--returns", "direct", "main.hot"]),
+        },
+        DRIFT,
+    ],
+    ratios: &[
+        ("--returns sampled=1% / all", "sampled", "all"),
+        ("--returns sampled=1% / direct", "sampled", "direct"),
+    ],
 };
 
 /// CPU sampling alone: the cpu-clock perf event on each CPU, its BPF program counting the
 /// target's user stacks, and the recording's once-a-second read of the counts.
 const CPU: Suite = Suite {
+    name: "cpu",
     source: "hot.go",
     function: "main.hot",
     phases: &[
@@ -301,7 +357,18 @@ pub fn run(options: Options) -> Result<()> {
     let tools = setup::run()?;
     setup::bpftrace()?;
     let escapade = setup::build_escapade()?;
-    for suite in [HOT, ALLOC, PARAMS, CPU] {
+    let all = [HOT, TAKEN, ALLOC, PARAMS, CPU];
+    if let Some(unknown) = options
+        .suites
+        .iter()
+        .find(|name| !all.iter().any(|s| s.name == name.as_str()))
+    {
+        bail!("no benchmark suite {unknown:?}: the suites are hot, taken, alloc, params and cpu");
+    }
+    let chosen = all
+        .into_iter()
+        .filter(|s| options.suites.is_empty() || options.suites.iter().any(|n| n == s.name));
+    for suite in chosen {
         let binary = tools.build_go_program(tools.go_version(BENCH_GO)?, "bench", suite.source)?;
         let results = run_suite(&suite, &binary, &escapade, seconds)?;
         print_report(&suite, &results);

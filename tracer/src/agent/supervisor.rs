@@ -22,22 +22,24 @@ use super::state::{LiveProfile, ProcessStatus, Shared, lock_profile};
 use super::{discover, retention};
 use crate::allocs::{self, AllocReport};
 use crate::attach::{Attached, Counters, KernelCounts, ProbePoint, Programs, Scope, attach};
-use crate::clock::WallClock;
+use crate::cpu::Sampler;
 use crate::decode::Decoder;
 use crate::export::CallSites;
 use crate::export::pprof::scale;
-use crate::gobin::GoBinary;
 use crate::hints::without_dwarf;
-use crate::memprofile::MemProfileRate;
 use crate::model::{CallModel, FunctionInfo, Symbols};
 use crate::record::live::{CpuSampling, RecordSink};
 use crate::record::writer::Writer;
 use crate::record::{AllocSettings, Header};
 use crate::report::{TraceView, site_text};
 use crate::session::{
-    self, CountingProbes, Ended, EventSink, PlacementMode, Plan, PlanOptions, RuntimeProbe, Target,
+    self, CountingProbes, Ended, PlacementMode, Plan, PlanOptions, RuntimeProbe, Target,
     counting_probes,
 };
+use crate::sink::EventSink;
+use crate::target::clock::WallClock;
+use crate::target::gobin::GoBinary;
+use crate::target::memprofile::MemProfileRate;
 
 /// New processes are found within this long of their `exec` when the kernel cannot say.
 const SCAN_INTERVAL: Duration = Duration::from_millis(250);
@@ -292,7 +294,7 @@ impl Ahead {
             exe,
             binary.go_offsets(0),
             &probes.points(),
-            Programs::Tracing,
+            programs(config),
             &[],
         )?;
         Ok(Some(Ahead {
@@ -337,9 +339,11 @@ impl Session {
         // GC cycles and goroutines are still counted when the program sampled nothing: a
         // daemon says what it misses rather than refusing the target.
         let rate = match config.allocs {
-            AllocMode::Sampled => MemProfileRate::prepare(&target, None)
-                .map_err(|e| notes.push(format!("allocations not sampled: {e:#}")))
-                .ok(),
+            AllocMode::Sampled => {
+                MemProfileRate::prepare(&target.binary, &target.process, target.bias, None)
+                    .map_err(|e| notes.push(format!("allocations not sampled: {e:#}")))
+                    .ok()
+            }
             AllocMode::Exact | AllocMode::Off => None,
         };
         Ok(Session {
@@ -410,15 +414,14 @@ impl Session {
                 &target.process.exe,
                 target.binary.go_offsets(target.bias),
                 &self.probes.points(),
-                Programs::Tracing,
+                programs(&self.config),
                 &[],
             )?,
         };
         let mut notes = self.notes.clone();
         let cpu = match self.config.cpu_hz {
             0 => None,
-            hz => attached
-                .sample_cpu(hz)
+            hz => Sampler::start(&mut attached, hz)
                 .map_err(|e| notes.push(format!("CPU not sampled: {e:#}")))
                 .ok()
                 .map(|sampler| CpuSampling {
@@ -483,10 +486,12 @@ impl Session {
             },
             profile.clone(),
         );
+        let by_event = programs(&self.config) == Programs::Tracing;
         let mut sink = Counting {
             name: self.config.name.clone(),
-            model: (!self.probes.plan.traced.is_empty())
+            model: (by_event && !self.probes.plan.traced.is_empty())
                 .then(|| CallModel::new(decoder(), &self.probes.plan, false)),
+            callers: (!by_event).then_some((&*target.binary, target.bias)),
             calls: self
                 .probes
                 .plan
@@ -535,7 +540,7 @@ impl Session {
         let mut pump = session::Session::new(target, attached)?;
         let run = pump.run(stopped, &mut sink, None).await;
         if let Some(rate) = &self.rate {
-            rate.restore(target)?;
+            rate.restore(&target.process, target.bias)?;
         }
         let (ended, malformed) = run?;
         sink.fold(pump.counts())?;
@@ -688,11 +693,24 @@ struct Probed {
     rets: bool,
 }
 
-/// The agent's sink: counts and times calls as their events come, and folds what the kernel
-/// counts into the metrics once a second.
+/// Which programs a target's probes run: the kernel counts and times calls, per caller too,
+/// and sends an event per call only for a recording, which keeps every call.
+fn programs(config: &TargetConfig) -> Programs {
+    if config.record.is_some() {
+        Programs::Tracing
+    } else {
+        Programs::CountingByCaller
+    }
+}
+
+/// The agent's sink: folds what the kernel counts and times into the metrics and the live
+/// profile once a second, and hands each call's events, when there are any, to the recording.
 struct Counting<'a> {
     name: String,
+    /// The calls per caller from each call's events, when a recording needs them anyway.
     model: Option<CallModel<'a>>,
+    /// Else from the kernel's counts per caller: the binary and bias that name the callers.
+    callers: Option<(&'a GoBinary, u64)>,
     /// Per traced function: its calls counter, duration histogram, and how it is probed.
     calls: Vec<(Counter, CallLatency, Probed)>,
     /// What the kernel had counted and timed of each traced function at the last fold.
@@ -786,6 +804,19 @@ impl Counting<'_> {
             }
         }
         self.folded_calls = now;
+        if let Some((binary, bias)) = self.callers {
+            let callers = counts.callers()?;
+            let mut profile = lock_profile(&self.profile);
+            for (key, stats) in callers {
+                // A return address: the call is the instruction before it.
+                let caller_pc = key.return_addr.wrapping_sub(bias).wrapping_sub(1);
+                profile.symbols.learn(binary, caller_pc);
+                profile.calls.counts.insert(
+                    (key.function as usize, caller_pc),
+                    (stats.calls, stats.total_ns),
+                );
+            }
+        }
         if let Some(allocs) = self.allocs.as_mut() {
             let report = allocs::view(counts, &allocs.clock, &mut allocs.decoder)?;
             let counted = allocs.fold(&self.name, &self.shared, &report, &mut self.hits);

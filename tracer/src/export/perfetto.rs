@@ -185,7 +185,7 @@ impl Export for Perfetto {
                 self.goroutine(*goid)?;
                 let mut args = args_json(&info.params, args);
                 if !words.is_empty() {
-                    args["words"] = json!(crate::gobin::arginfo::text(words));
+                    args["words"] = json!(crate::target::gobin::arginfo::text(words));
                 }
                 if let Some(caller) = symbols.frame(*caller_pc) {
                     args["caller"] = json!(caller);

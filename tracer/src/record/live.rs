@@ -12,14 +12,15 @@ use super::Record;
 use super::writer::{FLUSH_INTERVAL, Writer};
 use crate::allocs::{self, AllocReport};
 use crate::attach::{Counters, KernelCounts};
-use crate::clock::WallClock;
 use crate::cpu::{CpuProfile, Sampler};
 use crate::decode::Decoder;
-use crate::gobin::GoBinary;
 use crate::model::{CallModel, Symbols, TraceTotals};
 use crate::params::{ParamTracker, ParamsView};
 use crate::report::TraceView;
-use crate::session::{Ended, EventSink};
+use crate::session::Ended;
+use crate::sink::EventSink;
+use crate::target::clock::WallClock;
+use crate::target::gobin::GoBinary;
 
 /// CPU sampling (`record --cpu`) and what symbolizes its stacks.
 pub struct CpuSampling<'a> {

@@ -30,11 +30,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::allocs::AllocReport;
 use crate::cpu::CpuProfile;
-use crate::gobin::Frame;
 use crate::model::{CallRecord, FunctionInfo, Symbols, TraceTotals};
 use crate::params::ParamsView;
 use crate::report::{AllocsMeta, ParamsMeta, TraceView, write_allocs, write_cpu, write_params};
 use crate::session::Target;
+use crate::target::gobin::Frame;
 
 pub const MAGIC: &[u8; 8] = b"ESCAPADE";
 /// Bumped on any change a reader of the previous version would misread.

@@ -1,10 +1,14 @@
 //! Reads a recording back, tolerating damage: everything up to the first bad chunk is
 //! delivered, and the error says where reading stopped and what was read before it.
 
-use std::io::Read;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
 
+use anyhow::Context as _;
 use probe_common::CallStats;
 
+use super::writer::part_path;
 use super::{FORMAT_VERSION, Header, MAGIC, MAX_FRAME_BYTES, OLDEST_FORMAT_VERSION, Record};
 use crate::allocs::AllocReport;
 use crate::cpu::CpuProfile;
@@ -252,5 +256,44 @@ impl<R: Read> Replay<R> {
             "the report covers the {} chunks before it ({} calls, the first {seconds:.1}s)",
             self.reader.chunks, self.calls
         )
+    }
+
+    /// The file the recording goes on in after `path`, the file read, when that one reached
+    /// `--max-size`: the next part of the same session, not one left from an earlier
+    /// recording.
+    pub fn continued_in(&self, path: &Path) -> Option<PathBuf> {
+        let header = &self.reader.header;
+        let first = match header.part {
+            0 => path.to_path_buf(),
+            n => PathBuf::from(path.to_str()?.strip_suffix(&format!(".{n}"))?),
+        };
+        let next = part_path(&first, header.part + 1);
+        let next_header = File::open(&next)
+            .ok()
+            .and_then(|f| Reader::new(BufReader::new(f)).ok())?
+            .header;
+        (next_header.part == header.part + 1
+            && next_header.started_ns == header.started_ns
+            && next_header.pid == header.pid)
+            .then_some(next)
+    }
+}
+
+impl Replay<BufReader<File>> {
+    /// The recording in the file at `path`.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let file = match File::open(path) {
+            // Not a matter of privileges for the probes, which the generic hint would suggest.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => anyhow::bail!(
+                "{} is readable by its owner only (recordings are created mode 0600, since they \
+                 can hold argument values): `sudo chown $USER {}`, or run escapade as its owner",
+                path.display(),
+                path.display()
+            ),
+            opened => {
+                opened.with_context(|| format!("opening the recording {}", path.display()))?
+            }
+        };
+        Replay::new(BufReader::new(file)).with_context(|| path.display().to_string())
     }
 }

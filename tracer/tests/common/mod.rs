@@ -376,16 +376,23 @@ pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
 /// Runs `go tool <args>` from the toolchain `go` (e.g. `pprof -top FILE`), checks that it
 /// succeeded, and returns its stdout.
 pub fn go_tool(go: &Go, args: &[&str]) -> String {
+    go_in(go, Path::new("."), &[&["tool"], args].concat())
+}
+
+/// Runs `go ARGS` from the toolchain `go` in `dir` (the module cache off: the tests use the
+/// standard library only), checks that it succeeded, and returns its stdout.
+pub fn go_in(go: &Go, dir: &Path, args: &[&str]) -> String {
     let out = Command::new(&go.bin)
-        .arg("tool")
         .args(args)
+        .current_dir(dir)
         .env("GOCACHE", cache_dir().join("gocache"))
         .env("GOTOOLCHAIN", "local")
+        .env("GOPROXY", "off")
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "go tool {args:?} failed: {}",
+        "go {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()

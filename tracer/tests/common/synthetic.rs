@@ -6,10 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use escapade::decode::{Region, Value};
-use escapade::gobin::Frame;
 use escapade::model::{CallRecord, FunctionInfo, ParamInfo, Symbols, TraceTotals};
 use escapade::record::writer::Writer;
 use escapade::record::{FORMAT_VERSION, Header, Record};
+use escapade::target::gobin::Frame;
 use probe_common::CallStats;
 
 /// Link-time address of the calling instruction in every entry.

@@ -3,7 +3,8 @@
 
 use anyhow::Context as _;
 
-use crate::session::Target;
+use super::gobin::GoBinary;
+use super::process::Process;
 
 /// `runtime.MemProfileRate` in the target, checked before sampled mode relies on it, and set for
 /// the session when the user asked.
@@ -16,8 +17,14 @@ pub struct MemProfileRate {
 }
 
 impl MemProfileRate {
-    pub fn prepare(target: &Target, requested: Option<u64>) -> anyhow::Result<MemProfileRate> {
-        let binary = &target.binary;
+    /// Checks the rate in `process`, running `binary` loaded at `bias`, and sets it to
+    /// `requested` if given.
+    pub fn prepare(
+        binary: &GoBinary,
+        process: &Process,
+        bias: u64,
+        requested: Option<u64>,
+    ) -> anyhow::Result<MemProfileRate> {
         let (Some(addr), Some(disabled)) =
             (binary.mem_profile_rate, binary.disable_memory_profiling)
         else {
@@ -25,10 +32,10 @@ impl MemProfileRate {
                 "{} has no symbol table, and escapade did not recognise where its runtime keeps \
                  runtime.MemProfileRate, so it cannot check the heap profiler's sampling: \
                  use --exact",
-                target.process.exe_target.display()
+                process.exe_target.display()
             );
         };
-        let read = |a: u64| target.process.read_u64(a + target.bias);
+        let read = |a: u64| process.read_u64(a + bias);
         if read(disabled).is_some_and(|v| v & 0xff != 0) {
             anyhow::bail!(
                 "the program never uses runtime.MemProfile (nor runtime/pprof), so the linker \
@@ -38,9 +45,8 @@ impl MemProfileRate {
         let current = read(addr).context("reading runtime.MemProfileRate")?;
         match requested {
             Some(rate) => {
-                target
-                    .process
-                    .write_u64(addr + target.bias, rate)
+                process
+                    .write_u64(addr + bias, rate)
                     .context("setting runtime.MemProfileRate (--mem-profile-rate)")?;
                 Ok(MemProfileRate {
                     addr,
@@ -51,7 +57,7 @@ impl MemProfileRate {
             None if current == 0 => anyhow::bail!(
                 "runtime.MemProfileRate is 0 in PID {}: the program turned heap profiling off; \
                  pass --mem-profile-rate N to turn it on for this session, or use --exact",
-                target.process.pid
+                process.pid
             ),
             None => Ok(MemProfileRate {
                 addr,
@@ -62,11 +68,10 @@ impl MemProfileRate {
     }
 
     /// Puts back the rate escapade replaced; nothing to do if the process is gone.
-    pub fn restore(&self, target: &Target) -> anyhow::Result<()> {
+    pub fn restore(&self, process: &Process, bias: u64) -> anyhow::Result<()> {
         match self.saved {
-            Some(saved) if target.process.alive() => target
-                .process
-                .write_u64(self.addr + target.bias, saved)
+            Some(saved) if process.alive() => process
+                .write_u64(self.addr + bias, saved)
                 .context("restoring runtime.MemProfileRate"),
             _ => Ok(()),
         }
