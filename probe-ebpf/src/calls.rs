@@ -158,10 +158,17 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
                 (EventKind::Return, CallHit::Unpaired) if config.timed != 0 => {
                     crate::params::unmatched_return(config.function)
                 }
-                (EventKind::Allocating, _) => {
-                    crate::params::allocating(regs, config, offsets, call, return_addr.unwrap_or(0))
+                (EventKind::Allocating, _) => crate::params::allocating(
+                    regs,
+                    config,
+                    offsets,
+                    call,
+                    innermost_below(call),
+                    return_addr.unwrap_or(0),
+                ),
+                (EventKind::Allocated, _) => {
+                    crate::params::allocated(regs, config, probe_id, call, innermost_below(call))
                 }
-                (EventKind::Allocated, _) => crate::params::allocated(regs, config, probe_id, call),
                 _ => {}
             }
         }
@@ -227,7 +234,7 @@ fn innermost_slot(g: u64) -> Option<*mut u64> {
 /// The depth of the innermost open call of `here.g` that is shallower than `here`: the call a
 /// probe at `here` runs inside. Calls a panic unwound and no probe dropped yet are skipped (a
 /// few at most).
-pub(crate) fn innermost_below(here: OpenCall) -> Option<u64> {
+fn innermost_below(here: OpenCall) -> Option<u64> {
     // SAFETY: the value is copied.
     let mut depth = unsafe { INNERMOST_CALL.get(here.g) }.copied()?;
     for _ in 0..4 {

@@ -3,8 +3,8 @@
 //! which parameters a function moved to the heap, checked at its return against the objects
 //! its own allocator calls made.
 //!
-//! An allocator's probe finds the innermost traced call it runs in through the goroutine's
-//! chain of open calls (`calls::innermost_below`).
+//! An allocator's probe counts into the innermost traced call it runs in, which the goroutine's
+//! chain of open calls in `calls` names.
 
 use aya_ebpf::{
     bindings::pt_regs,
@@ -227,15 +227,17 @@ fn holds(
 }
 
 /// The allocator entered (`regs` its arguments, `return_addr` into its caller) from a
-/// goroutine at `call`: counts the allocation into the innermost traced call running there.
+/// goroutine at `call`: counts the allocation into the traced call it runs inside, at depth
+/// `inside`.
 pub(crate) fn allocating(
     regs: &pt_regs,
     config: &ProbeConfig,
     offsets: &GoOffsets,
     call: OpenCall,
+    inside: Option<u64>,
     return_addr: u64,
 ) {
-    let Some(open) = innermost(call) else {
+    let Some(open) = open_at(call, inside) else {
         return;
     };
     // SAFETY: the goroutine's own call, which only its probes touch, one at a time.
@@ -257,10 +259,17 @@ pub(crate) fn allocating(
     open.bytes += size;
 }
 
-/// Right after a traced function's own call to the allocator for one of its parameters' type:
-/// keeps the new object (RAX) for the check at the function's return.
-pub(crate) fn allocated(regs: &pt_regs, config: &ProbeConfig, probe_id: u32, call: OpenCall) {
-    let Some(open) = innermost(call) else {
+/// Right after a traced function's own call to the allocator for one of its parameters' type,
+/// in the traced call at depth `inside`: keeps the new object (RAX) for the check at the
+/// function's return.
+pub(crate) fn allocated(
+    regs: &pt_regs,
+    config: &ProbeConfig,
+    probe_id: u32,
+    call: OpenCall,
+    inside: Option<u64>,
+) {
+    let Some(open) = open_at(call, inside) else {
         return;
     };
     // SAFETY: the goroutine's own call, which only its probes touch, one at a time.
@@ -294,10 +303,12 @@ pub(crate) fn unwound(call: OpenCall) {
     }
 }
 
-/// The traced call a probe at `here` runs inside.
-fn innermost(here: OpenCall) -> Option<*mut OpenParams> {
-    let depth = crate::calls::innermost_below(here)?;
-    OPEN_PARAMS.get_ptr_mut(OpenCall { g: here.g, depth })
+/// The open call at `depth` on `here`'s goroutine.
+fn open_at(here: OpenCall, depth: Option<u64>) -> Option<*mut OpenParams> {
+    OPEN_PARAMS.get_ptr_mut(OpenCall {
+        g: here.g,
+        depth: depth?,
+    })
 }
 
 /// Argument word `at` at entry: a register, or a word of the argument area above `sp`.
