@@ -14,9 +14,10 @@ use probe_common::{
     AddressRange, AllocKey, AllocStats, COOKIE_AT_CALL_SITE, COOKIE_AT_RETURN_SITE,
     COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTED_STACK_GROWTH, COUNTER_ALLOCS_LOST, COUNTER_DROPPED,
     COUNTER_EVENTS, COUNTER_MORESTACK, COUNTER_READ_ERRORS, CallHeap, CallStart, CallStats,
-    CallerKey, CallerStats, GcCycleRecord, GoOffsets, LiveObject, MAX_ADDRESS_RANGES, MAX_CALLERS,
-    MAX_FAST_RETURNS, MAX_HELD_ENTRIES, MAX_OPEN_CALLS, MAX_PARAMS, MAX_PROBES,
-    MAX_TRACED_FUNCTIONS, MAX_UNPLACED, OpenCall, ParamStats, ProbeConfig, StackRecord, Unplaced,
+    CallerKey, CallerStats, GcCycleRecord, GoOffsets, LiveObject, MAX_ACTIVE_GOROUTINES,
+    MAX_ADDRESS_RANGES, MAX_CALLERS, MAX_FAST_RETURNS, MAX_HELD_ENTRIES, MAX_LIVE_SAMPLES,
+    MAX_OPEN_CALLS, MAX_PARAMS, MAX_PROBES, MAX_TRACED_FUNCTIONS, MAX_UNPLACED, OpenCall,
+    ParamStats, ProbeConfig, StackRecord, Unplaced,
 };
 
 use crate::uprobe_multi::{self, MultiLink, MultiPrograms};
@@ -522,7 +523,23 @@ pub fn attach(
         .map(|p| p.config.function + 1)
         .max()
         .unwrap_or(1);
-    let params_entries = |n: u32| if params { n } else { 1 };
+    // Maps are preallocated kernel memory (~90 MB for all of them at full size, per
+    // session): each is full-size only when some probe here uses it.
+    let sized = |used: bool, n: u32| if used { n } else { 1 };
+    let params_entries = |n: u32| sized(params, n);
+    let has = |kind: ProbeKind| points.iter().any(|p| p.kind == kind);
+    let on_rets = points
+        .iter()
+        .any(|p| p.kind == ProbeKind::Return && p.flags & COOKIE_AT_RETURN_SITE == 0);
+    let return_sites = points
+        .iter()
+        .filter(|p| p.flags & COOKIE_AT_RETURN_SITE != 0)
+        .count();
+    anyhow::ensure!(
+        return_sites <= MAX_FAST_RETURNS as usize,
+        "the traced functions have more than {MAX_FAST_RETURNS} direct call sites: name fewer, \
+         or use --entries-only"
+    );
     let tail = match programs {
         Programs::Tail(tail) => tail,
         _ => TailCapture::default(),
@@ -541,19 +558,32 @@ pub fn attach(
         .override_global("TAIL_ERRORS", &u32::from(tail.errors), true)
         .override_global("PARAMS_IN_KERNEL", &u32::from(params), true)
         .override_global("COUNT_CALLERS", &u32::from(callers), true)
-        .map_max_entries("CALLERS", if callers { MAX_CALLERS } else { 1 })
+        .map_max_entries("CALLERS", sized(callers, MAX_CALLERS))
+        .map_max_entries(
+            "ACTIVE_CALLS",
+            sized(track_calls != 0, MAX_ACTIVE_GOROUTINES),
+        )
+        .map_max_entries("CALL_STARTS", sized(has(ProbeKind::Return), MAX_OPEN_CALLS))
+        .map_max_entries(
+            "INNERMOST_CALL",
+            sized(has(ProbeKind::Return), MAX_ACTIVE_GOROUTINES),
+        )
+        .map_max_entries("LAST_RET", sized(on_rets, MAX_ACTIVE_GOROUTINES))
+        .map_max_entries("FAST_RETURNS", (return_sites as u32).max(1))
+        .map_max_entries(
+            "SAMPLED_LIVE",
+            sized(
+                has(ProbeKind::SampledMalloc) || has(ProbeKind::FreeSpecial),
+                MAX_LIVE_SAMPLES,
+            ),
+        )
         .map_max_entries("PARAM_STATS", params_entries(functions * MAX_PARAMS as u32))
         .map_max_entries("CALL_HEAP", params_entries(functions))
         .map_max_entries("OPEN_PARAMS", params_entries(MAX_OPEN_CALLS))
         .map_max_entries("UNPLACED", params_entries(MAX_UNPLACED))
-        // Entries held for tail capture take ~0.7 KB each, preallocated: only when asked.
         .map_max_entries(
             "HELD_ENTRIES",
-            if tail == TailCapture::default() {
-                1
-            } else {
-                MAX_HELD_ENTRIES
-            },
+            sized(tail != TailCapture::default(), MAX_HELD_ENTRIES),
         )
         .load(PROBES)
         .context("loading the eBPF programs")?;
@@ -577,12 +607,7 @@ pub fn attach(
             .iter()
             .filter(|p| p.flags & COOKIE_AT_RETURN_SITE != 0)
             .map(|p| p.config.return_site);
-        for (n, site) in sites.enumerate() {
-            anyhow::ensure!(
-                n < MAX_FAST_RETURNS as usize,
-                "the traced functions have more than {MAX_FAST_RETURNS} direct call sites: \
-                 name fewer, or use --entries-only"
-            );
+        for site in sites {
             fast_returns.insert(site, 0, 0)?;
         }
     }
