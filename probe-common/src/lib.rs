@@ -427,6 +427,53 @@ pub struct CallStart {
     pub parent_depth: u64,
 }
 
+/// Open calls of one goroutine kept in its `INNERMOST_CALL` value, outermost first; deeper
+/// ones go to `CALL_STARTS`. A hit then finds its call in the one value it looks up anyway:
+/// an LRU map's insert, lookup and delete cost more than the rest of a call's probes together.
+pub const INLINE_OPEN_CALLS: usize = 4;
+
+/// An open call kept inline: its depth (the key it would have in `CALL_STARTS`) and start.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InlineCall {
+    pub depth: u64,
+    pub start: CallStart,
+}
+
+/// A goroutine's open calls (`INNERMOST_CALL`): the outermost in `inline`, any deeper in
+/// `CALL_STARTS`, chained by `CallStart::parent_depth`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoroutineCalls {
+    /// The depth of the innermost open call, inline or not; 0 for none.
+    pub innermost: u64,
+    /// How many of `inline` hold a call.
+    pub inline_len: u64,
+    pub inline: [InlineCall; INLINE_OPEN_CALLS],
+}
+
+impl GoroutineCalls {
+    /// No open call: a goroutine's value before its first.
+    pub const NONE: GoroutineCalls = GoroutineCalls {
+        innermost: 0,
+        inline_len: 0,
+        inline: [InlineCall {
+            depth: 0,
+            start: CallStart {
+                ktime_ns: 0,
+                return_addr: 0,
+                at_return_site: 0,
+                parent_depth: 0,
+            },
+        }; INLINE_OPEN_CALLS],
+    };
+
+    /// The calls held inline.
+    pub fn inline(&self) -> &[InlineCall] {
+        &self.inline[..(self.inline_len as usize).min(INLINE_OPEN_CALLS)]
+    }
+}
+
 /// Offsets into the traced process's runtime structures, found from DWARF or the version tables.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -646,6 +693,8 @@ mod pod {
         GcCycleRecord,
         CallStats,
         CallStart,
+        InlineCall,
+        GoroutineCalls,
         OpenCall,
         CallerKey,
         CallerStats,

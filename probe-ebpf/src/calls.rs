@@ -14,10 +14,11 @@ use aya_ebpf::{
 use probe_common::{
     COOKIE_AT_CALL_SITE, COOKIE_AT_RETURN_SITE, COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTER_DROPPED,
     COUNTER_EVENTS, COUNTER_MORESTACK, COUNTER_READ_ERRORS, CallEvent, CallStart, CallStats,
-    CallerKey, CallerStats, EFLAGS_CF, EFLAGS_ZF, EventKind, GoOffsets, INT_ARG_REGS,
-    LATENCY_BUCKETS, MAX_ACTIVE_GOROUTINES, MAX_FAST_RETURNS, MAX_HELD_ENTRIES, MAX_OPEN_CALLS,
-    MAX_STACK_WORDS, MAX_STRING_CAPTURES, MAX_TRACED_FUNCTIONS, OpenCall, ProbeConfig,
-    RESULT_DISCARDED, RESULT_IN_REGISTER, RESULT_ON_STACK, RESULT_REGISTERS, STRING_CAPTURE_BYTES,
+    CallerKey, CallerStats, EFLAGS_CF, EFLAGS_ZF, EventKind, GoOffsets, GoroutineCalls,
+    INLINE_OPEN_CALLS, INT_ARG_REGS, InlineCall, LATENCY_BUCKETS, MAX_ACTIVE_GOROUTINES,
+    MAX_FAST_RETURNS, MAX_HELD_ENTRIES, MAX_OPEN_CALLS, MAX_STACK_WORDS, MAX_STRING_CAPTURES,
+    MAX_TRACED_FUNCTIONS, OpenCall, ProbeConfig, RESULT_DISCARDED, RESULT_IN_REGISTER,
+    RESULT_ON_STACK, RESULT_REGISTERS, STRING_CAPTURE_BYTES,
 };
 
 use crate::{
@@ -70,10 +71,16 @@ pub fn go_empty(_ctx: ProbeContext) -> u32 {
 }
 
 fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
-    // A return's time is taken first thing and an entry's last thing (see `enter`), so that a
-    // call's duration leaves out as much of the probes' own work as they can.
-    // SAFETY: no preconditions.
-    let ktime_ns = unsafe { bpf_ktime_get_ns() };
+    // A return's time is taken first thing and an entry's last thing (its start), so that a
+    // call's duration leaves out as much of the probes' own work as they can. An entry's event
+    // carries its hit's time too; counting alone does not read the clock twice.
+    // SAFETY: reads of a constant the loader patched; the helper has no preconditions.
+    let ktime_ns =
+        if kind == EventKind::Entry && unsafe { core::ptr::read_volatile(&SEND_CALLS) } == 0 {
+            0
+        } else {
+            unsafe { bpf_ktime_get_ns() }
+        };
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if !is_target(tgid) {
@@ -194,49 +201,113 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
         })
     };
     if let (CallHit::Starts, Some(call), Some(return_addr)) = (observed, call, return_addr) {
-        let innermost = innermost_slot(call.g);
-        // Calls on this goroutine at this depth or deeper were unwound without returning.
-        // SAFETY: the goroutine's own slot, which only its probes touch, one at a time.
-        let parent_depth =
-            innermost.map_or(0, |slot| drop_unwound(call.g, unsafe { *slot }, call.depth));
+        // SAFETY: the goroutine's own value, which only its probes touch, one at a time.
+        let mut calls = goroutine_calls(call.g).map(|calls| unsafe { &mut *calls });
+        if let Some(calls) = calls.as_deref_mut() {
+            // Calls on this goroutine at this depth or deeper were unwound without returning.
+            drop_unwound(calls, call.g, call.depth);
+        }
         let start = CallStart {
             // SAFETY: no preconditions.
             ktime_ns: unsafe { bpf_ktime_get_ns() },
             return_addr,
             at_return_site: u64::from(closed_at_return_site),
-            parent_depth,
+            parent_depth: calls.as_deref().map_or(0, |calls| calls.innermost),
         };
-        let _ = CALL_STARTS.insert(call, start, 0);
-        if let Some(slot) = innermost {
-            // SAFETY: as above.
-            unsafe { *slot = call.depth };
-        }
+        open(calls, call, start);
     }
     sent
 }
 
-/// Per goroutine (`g`), the depth of its innermost call in `CALL_STARTS` (0 for none), whose
-/// `parent_depth` links to the next: the open calls of a goroutine, innermost first. Updated
-/// in place: one lookup a hit.
+/// Per goroutine (`g`), its open calls: the outermost inline, deeper ones in `CALL_STARTS`
+/// (see `GoroutineCalls`). Updated in place: one lookup a hit.
 #[map]
-static INNERMOST_CALL: LruHashMap<u64, u64> =
+static INNERMOST_CALL: LruHashMap<u64, GoroutineCalls> =
     LruHashMap::with_max_entries(MAX_ACTIVE_GOROUTINES, 0);
 
-/// The goroutine's slot in `INNERMOST_CALL`, made on its first call.
-fn innermost_slot(g: u64) -> Option<*mut u64> {
-    if let Some(slot) = INNERMOST_CALL.get_ptr_mut(g) {
-        return Some(slot);
+/// The goroutine's open calls, made on its first call.
+fn goroutine_calls(g: u64) -> Option<*mut GoroutineCalls> {
+    if let Some(calls) = INNERMOST_CALL.get_ptr_mut(g) {
+        return Some(calls);
     }
-    INNERMOST_CALL.insert(g, 0, 0).ok()?;
+    INNERMOST_CALL.insert(g, &GoroutineCalls::NONE, 0).ok()?;
     INNERMOST_CALL.get_ptr_mut(g)
+}
+
+/// The depth of the innermost call held inline, 0 for none. (Every slot is read at a constant
+/// index: the verifier cannot bound one computed from the map value.)
+fn inline_top(calls: &GoroutineCalls) -> u64 {
+    let mut top = 0;
+    for i in 0..INLINE_OPEN_CALLS {
+        if (i as u64) < calls.inline_len {
+            top = calls.inline[i].depth;
+        }
+    }
+    top
+}
+
+/// The start of open call `call`, inline in its goroutine's `calls` or in `CALL_STARTS`.
+fn start_of(calls: Option<&GoroutineCalls>, call: OpenCall) -> Option<CallStart> {
+    if let Some(calls) = calls {
+        for i in 0..INLINE_OPEN_CALLS {
+            if (i as u64) < calls.inline_len && calls.inline[i].depth == call.depth {
+                return Some(calls.inline[i].start);
+            }
+        }
+    }
+    // SAFETY: the value is copied.
+    unsafe { CALL_STARTS.get(call) }.copied()
+}
+
+/// Makes `call` its goroutine's innermost open call: inline while the goroutine's open calls
+/// all are and there is room, in `CALL_STARTS` past that (or without `calls`).
+fn open(calls: Option<&mut GoroutineCalls>, call: OpenCall, start: CallStart) {
+    if let Some(calls) = calls {
+        let len = calls.inline_len;
+        let all_inline = calls.innermost == inline_top(calls);
+        calls.innermost = call.depth;
+        if all_inline && (len as usize) < INLINE_OPEN_CALLS {
+            for i in 0..INLINE_OPEN_CALLS {
+                if i as u64 == len {
+                    calls.inline[i] = InlineCall {
+                        depth: call.depth,
+                        start,
+                    };
+                }
+            }
+            calls.inline_len = len + 1;
+            return;
+        }
+    }
+    let _ = CALL_STARTS.insert(call, start, 0);
+}
+
+/// Closes `call`, which returned: it is its goroutine's innermost open call once the deeper
+/// ones are dropped, and its caller's call (`parent_depth`) becomes the innermost.
+fn close(calls: Option<&mut GoroutineCalls>, call: OpenCall, parent_depth: u64) {
+    let Some(calls) = calls else {
+        let _ = CALL_STARTS.remove(call);
+        return;
+    };
+    drop_unwound(calls, call.g, call.depth + 1);
+    if calls.inline_len > 0 && inline_top(calls) == call.depth {
+        calls.inline_len -= 1;
+    } else {
+        let _ = CALL_STARTS.remove(call);
+    }
+    // With deeper calls still left to drop, the chain stays headed by them.
+    if calls.innermost <= call.depth {
+        calls.innermost = parent_depth;
+    }
 }
 
 /// The depth of the innermost open call of `here.g` that is shallower than `here`: the call a
 /// probe at `here` runs inside. Calls a panic unwound and no probe dropped yet are skipped (a
 /// few at most).
 fn innermost_below(here: OpenCall) -> Option<u64> {
-    // SAFETY: the value is copied.
-    let mut depth = unsafe { INNERMOST_CALL.get(here.g) }.copied()?;
+    // SAFETY: the value is only read, while this goroutine's probe runs.
+    let calls = unsafe { INNERMOST_CALL.get(here.g) }?;
+    let mut depth = calls.innermost;
     for _ in 0..4 {
         if depth == 0 {
             return None;
@@ -244,8 +315,7 @@ fn innermost_below(here: OpenCall) -> Option<u64> {
         if depth < here.depth {
             return Some(depth);
         }
-        // SAFETY: the value is copied.
-        depth = unsafe { CALL_STARTS.get(OpenCall { g: here.g, depth }) }?.parent_depth;
+        depth = start_of(Some(calls), OpenCall { g: here.g, depth })?.parent_depth;
     }
     None
 }
@@ -254,21 +324,47 @@ fn innermost_below(here: OpenCall) -> Option<u64> {
 #[map]
 static LAST_RET: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_ACTIVE_GOROUTINES, 0);
 
-/// Calls of a goroutine one probe hit drops as unwound, at most (the verifier walks the loop
-/// whole): the goroutine's next hits drop the rest.
-const UNWOUND_PER_HIT: usize = 1024;
+/// Calls of a goroutine in `CALL_STARTS` one probe hit drops as unwound, at most (the verifier
+/// walks the loop whole): the goroutine's next hits drop the rest.
+const UNWOUND_PER_HIT: usize = 128;
 
-/// Drops the open calls of goroutine `g` at `depth` or deeper, from its `innermost` down,
-/// which a panic (or `Goexit`) unwound without a return: a probe hit at `depth` means the
-/// stack below it is gone. Left in `CALL_STARTS`, they would crowd out the calls still
-/// running. Returns the innermost call left (deeper than `depth` when there were more than a
-/// hit drops), 0 for none. Not inlined, so that the verifier walks the loop once per call
-/// site.
+/// Drops the open calls of goroutine `g` at `depth` or deeper, innermost first, which a panic
+/// (or `Goexit`) unwound without a return: a probe hit at `depth` means the stack below it is
+/// gone. Left open, they would crowd out the calls still running. Not inlined, so that the
+/// verifier walks it once per call site.
 #[inline(never)]
-fn drop_unwound(g: u64, innermost: u64, depth: u64) -> u64 {
+fn drop_unwound(calls: &mut GoroutineCalls, g: u64, depth: u64) {
+    let innermost_inline = inline_top(calls);
+    let top = drop_spilled(g, calls.innermost, depth, innermost_inline);
+    calls.innermost = top;
+    if top > innermost_inline {
+        // Calls in `CALL_STARTS` are left: shallower than `depth`, or more than a hit drops.
+        return;
+    }
+    for i in (0..INLINE_OPEN_CALLS).rev() {
+        if (i as u64) < calls.inline_len && calls.inline[i].depth >= depth {
+            let held = calls.inline[i];
+            forget(
+                OpenCall {
+                    g,
+                    depth: held.depth,
+                },
+                held.start,
+            );
+            calls.inline_len = i as u64;
+        }
+    }
+    calls.innermost = inline_top(calls);
+}
+
+/// The part of `drop_unwound` in `CALL_STARTS`, from the goroutine's `innermost` call down to
+/// its calls held inline (the innermost at `inline_top`). Returns the innermost call left. Not
+/// inlined, so that the verifier walks the loop once per call site.
+#[inline(never)]
+fn drop_spilled(g: u64, innermost: u64, depth: u64, inline_top: u64) -> u64 {
     let mut top = innermost;
     for _ in 0..UNWOUND_PER_HIT {
-        if top == 0 || top < depth {
+        if top <= inline_top || top < depth {
             break;
         }
         let unwound = OpenCall { g, depth: top };
@@ -276,17 +372,22 @@ fn drop_unwound(g: u64, innermost: u64, depth: u64) -> u64 {
         top = match (unsafe { CALL_STARTS.get(unwound) }).copied() {
             Some(start) => {
                 let _ = CALL_STARTS.remove(unwound);
-                crate::params::unwound(unwound);
-                if start.at_return_site == 0 {
-                    add_open_via_ret(-1);
-                }
+                forget(unwound, start);
                 start.parent_depth
             }
-            // The chain ends here (its next call was evicted, or dropped by an earlier hit).
-            None => 0,
+            // The chain breaks here (its next call was evicted): the LRU map evicts the rest.
+            None => return inline_top,
         };
     }
     top
+}
+
+/// What else keeps an open call that was unwound, it lets go of.
+fn forget(unwound: OpenCall, start: CallStart) {
+    crate::params::unwound(unwound);
+    if start.at_return_site == 0 {
+        add_open_via_ret(-1);
+    }
 }
 
 /// What a probe hit sends, if anything, once the kernel has counted it.
@@ -647,7 +748,8 @@ fn entered(
     // never restarts, so it does not look.)
     let repeated = may_repeat && {
         // SAFETY: the value is read at once, not kept.
-        unsafe { CALL_STARTS.get(call) }.is_some_and(|open| open.return_addr == return_addr)
+        let calls = unsafe { INNERMOST_CALL.get(call.g) };
+        start_of(calls, call).is_some_and(|open| open.return_addr == return_addr)
     };
     if repeated {
         return (CallHit::Repeat, false);
@@ -720,8 +822,11 @@ fn returned(
     if config.timed == 0 {
         return (CallHit::Unpaired, 0);
     }
-    // SAFETY: the value is copied before the entry is removed.
-    let Some(start) = (unsafe { CALL_STARTS.get(call) }).copied() else {
+    // SAFETY: the goroutine's own value, which only its probes touch, one at a time.
+    let calls = INNERMOST_CALL
+        .get_ptr_mut(call.g)
+        .map(|calls| unsafe { &mut *calls });
+    let Some(start) = start_of(calls.as_deref(), call) else {
         // Already running at attach; or the restart of a single-stepped RET (the call just
         // returned there); or, once the session is ending, a call entered after the entry
         // probes went.
@@ -742,19 +847,7 @@ fn returned(
     if !closes {
         return (CallHit::NotThisCall, 0);
     }
-    let _ = CALL_STARTS.remove(call);
-    if let Some(slot) = INNERMOST_CALL.get_ptr_mut(call.g) {
-        // SAFETY: the goroutine's own slot, which only its probes touch, one at a time.
-        let slot = unsafe { &mut *slot };
-        // Deeper calls on this goroutine were unwound past this one; with some still left to
-        // drop, the chain stays headed by them.
-        let left = drop_unwound(call.g, *slot, call.depth + 1);
-        *slot = if left > call.depth {
-            left
-        } else {
-            start.parent_depth
-        };
-    }
+    close(calls, call, start.parent_depth);
     if !at_return_site {
         add_open_via_ret(-1);
         // A signal during the RET's single step makes the probe fire again: the next call at

@@ -14,10 +14,10 @@ use probe_common::{
     AddressRange, AllocKey, AllocStats, COOKIE_AT_CALL_SITE, COOKIE_AT_RETURN_SITE,
     COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTED_STACK_GROWTH, COUNTER_ALLOCS_LOST, COUNTER_DROPPED,
     COUNTER_EVENTS, COUNTER_MORESTACK, COUNTER_READ_ERRORS, CallHeap, CallStart, CallStats,
-    CallerKey, CallerStats, GcCycleRecord, GoOffsets, LiveObject, MAX_ACTIVE_GOROUTINES,
-    MAX_ADDRESS_RANGES, MAX_CALLERS, MAX_FAST_RETURNS, MAX_HELD_ENTRIES, MAX_LIVE_SAMPLES,
-    MAX_OPEN_CALLS, MAX_PARAMS, MAX_PROBES, MAX_TRACED_FUNCTIONS, MAX_UNPLACED, OpenCall,
-    ParamStats, ProbeConfig, StackRecord, Unplaced,
+    CallerKey, CallerStats, GcCycleRecord, GoOffsets, GoroutineCalls, LiveObject,
+    MAX_ACTIVE_GOROUTINES, MAX_ADDRESS_RANGES, MAX_CALLERS, MAX_FAST_RETURNS, MAX_HELD_ENTRIES,
+    MAX_LIVE_SAMPLES, MAX_OPEN_CALLS, MAX_PARAMS, MAX_PROBES, MAX_TRACED_FUNCTIONS, MAX_UNPLACED,
+    OpenCall, ParamStats, ProbeConfig, StackRecord, Unplaced,
 };
 
 use crate::uprobe_multi::{self, MultiLink, MultiPrograms};
@@ -101,6 +101,7 @@ pub struct KernelCounts {
     gc_cycles: HashMap<MapData, u64, GcCycleRecord>,
     call_stats: PerCpuArray<MapData, CallStats>,
     call_starts: HashMap<MapData, OpenCall, CallStart>,
+    goroutine_calls: HashMap<MapData, u64, GoroutineCalls>,
     param_stats: PerCpuArray<MapData, ParamStats>,
     call_heap: PerCpuArray<MapData, CallHeap>,
     unplaced: PerCpuHashMap<MapData, Unplaced, u64>,
@@ -288,7 +289,20 @@ impl Attached {
 impl KernelCounts {
     /// The calls the kernel saw enter and not return: still running, or unwound by a panic.
     pub fn open_calls(&self) -> anyhow::Result<Vec<(OpenCall, CallStart)>> {
-        Ok(self.call_starts.iter().collect::<Result<_, _>>()?)
+        let mut open: Vec<_> = self.call_starts.iter().collect::<Result<_, _>>()?;
+        for goroutine in self.goroutine_calls.iter() {
+            let (g, calls) = goroutine?;
+            open.extend(calls.inline().iter().map(|held| {
+                (
+                    OpenCall {
+                        g,
+                        depth: held.depth,
+                    },
+                    held.start,
+                )
+            }));
+        }
+        Ok(open)
     }
 
     /// The calls of the first `functions` traced functions as the kernel counted and timed
@@ -666,6 +680,10 @@ pub fn attach(
     let claimed_tgid = Array::try_from(ebpf.take_map("CLAIMED_TGID").context("map CLAIMED_TGID")?)?;
     let call_stats = PerCpuArray::try_from(ebpf.take_map("CALL_STATS").context("map CALL_STATS")?)?;
     let call_starts = HashMap::try_from(ebpf.take_map("CALL_STARTS").context("map CALL_STARTS")?)?;
+    let goroutine_calls = HashMap::try_from(
+        ebpf.take_map("INNERMOST_CALL")
+            .context("map INNERMOST_CALL")?,
+    )?;
     let rets_closed = Array::try_from(ebpf.take_map("RETS_CLOSED").context("map RETS_CLOSED")?)?;
     let entries_detached = Array::try_from(
         ebpf.take_map("ENTRIES_DETACHED")
@@ -691,6 +709,7 @@ pub fn attach(
             gc_cycles,
             call_stats,
             call_starts,
+            goroutine_calls,
             param_stats,
             call_heap,
             unplaced,
