@@ -277,7 +277,7 @@ struct GoStatement {
     function: u64,
 }
 
-/// What one row of the kernel's `ALLOC_SITES` counted. `AllocKey::type_addr` holds something else
+/// What one row of the kernel's `ALLOC_SITES` counted. `AllocKey::detail` holds something else
 /// for each code, so it is read here and nowhere after.
 enum Counted {
     /// Heap objects: every one under `--exact`, the profiler's samples otherwise.
@@ -305,12 +305,12 @@ impl Counted {
         };
         let statement = GoStatement {
             call_return: key.caller,
-            function: key.type_addr,
+            function: key.detail,
         };
         Some(match key.counted {
             COUNTED_ALLOCATION => Counted::Allocated(Allocation {
                 origin,
-                type_addr: (key.type_addr != 0).then_some(key.type_addr),
+                type_addr: (key.detail != 0).then_some(key.detail),
             }),
             COUNTED_SAMPLED => Counted::Allocated(Allocation {
                 origin,
@@ -319,7 +319,7 @@ impl Counted {
             COUNTED_SAMPLED_FREED => Counted::Freed(origin),
             COUNTED_RESIDENCY => Counted::Resident {
                 origin,
-                bucket: (key.type_addr as usize).min(RESIDENCY_BUCKETS - 1),
+                bucket: (key.detail as usize).min(RESIDENCY_BUCKETS - 1),
             },
             COUNTED_GOROUTINE => Counted::GoroutinesCreated(statement),
             COUNTED_STACK_GROWTH => Counted::StacksGrown(statement),
