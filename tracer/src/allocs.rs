@@ -385,8 +385,8 @@ fn build(
     } = tally(sites, &live);
     let without_stack = without_stack(&allocations);
     let mut stacks = symbolize_stacks(allocations, fates, stack_of, decoder)?;
-    // Sites and boxing sites list their types and ties in the order they first meet them, so
-    // they meet the stacks in the kernel's order, as before the stacks are ranked.
+    // Grouped from the stacks in the kernel's order, before they are ranked: a site's types
+    // of equal bytes, and boxing sites of equal bytes, stay in the order they are first met.
     let sites = group_by_site(&stacks);
     let boxing = boxing_sites(&stacks);
     stacks.sort_by_key(|s| Reverse(s.bytes));
