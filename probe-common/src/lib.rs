@@ -595,22 +595,29 @@ impl CallEvent {
     }
 }
 
-/// What a counting probe counts: heap allocations (`runtime.mallocgc`), goroutine creations
-/// (`runtime.newproc1`, with the starting stack size as their bytes) or GC cycles.
+/// What a counting probe counted, in [`AllocKey::counted`]; each code says what the key's
+/// `detail` holds.
+///
+/// Heap allocations (`runtime.mallocgc` and its size-specialized siblings), with their bytes
+/// summed; `detail` is the allocated type's `*_type`, 0 for untyped memory.
 pub const COUNTED_ALLOCATION: u64 = 1;
+/// Goroutine creations (`runtime.newproc1`), with the stack each started with as its bytes,
+/// keyed by the `go` statement; `detail` is the entry PC of the function the goroutine runs.
 pub const COUNTED_GOROUTINE: u64 = 2;
-/// Completed garbage-collection cycles (`runtime.gcMarkTermination`).
+/// Completed garbage-collection cycles (`runtime.gcMarkTermination`); `detail` is 0.
 pub const COUNTED_GC_CYCLE: u64 = 3;
-/// Objects the runtime's heap profiler sampled (`runtime.mProf_Malloc`).
+/// Objects the runtime's heap profiler sampled (`runtime.mProf_Malloc`); `detail` is 0, as
+/// the profiler is not told the type.
 pub const COUNTED_SAMPLED: u64 = 4;
 /// Sampled objects freed by the sweeper (`runtime.freeSpecial` of a profile record), keyed by
-/// where they were allocated.
+/// where they were allocated; `detail` is 0.
 pub const COUNTED_SAMPLED_FREED: u64 = 5;
-/// Sampled objects' lifetimes: `type_addr` is the log2 bucket of the lifetime in ns
-/// (bucket b holds lifetimes in [2^(b-1), 2^b)), keyed by where they were allocated.
+/// Sampled objects' lifetimes, keyed by where they were allocated; `detail` is the log2 bucket
+/// of the lifetime in ns (bucket b holds lifetimes in [2^(b-1), 2^b)).
 pub const COUNTED_RESIDENCY: u64 = 6;
 /// Goroutine stacks grown (`runtime.copystack` to a larger size), keyed like a goroutine
-/// creation by the `go` statement and function; `bytes` is the largest stack reached.
+/// creation by the `go` statement and, in `detail`, the function; `bytes` is the largest stack
+/// reached.
 pub const COUNTED_STACK_GROWTH: u64 = 7;
 
 /// A sampled object still live, by address (`SAMPLED_LIVE`).
@@ -630,19 +637,19 @@ pub const MAX_LIVE_SAMPLES: u32 = 262_144;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct AllocKey {
-    /// `COUNTED_ALLOCATION` or `COUNTED_GOROUTINE`.
+    /// One of the `COUNTED_*` codes.
     pub counted: u64,
     /// Key in `ALLOC_STACKS` of the user stack above the allocator's caller (a hash of its
-    /// return addresses), or -1 when the stack could not be taken.
+    /// return addresses), or `NO_STACK`: when it could not be taken, and for goroutines and GC
+    /// cycles, whose probes take none.
     pub stack_id: i64,
     /// Return address into the allocator's direct caller (a probe at the allocator's
     /// stack-check branch runs before its frame exists, so the frame-pointer walk that
     /// `stack_id` comes from skips that caller); for a goroutine, the return address of the
     /// `go` statement's call to `runtime.newproc`.
     pub caller: u64,
-    /// The allocated type's `*_type` (0 for untyped memory); for a goroutine, the entry PC of
-    /// the function it runs.
-    pub type_addr: u64,
+    /// A type, a function or a lifetime bucket, as the code in `counted` says.
+    pub detail: u64,
 }
 
 /// Objects and bytes allocated under one [`AllocKey`], on one CPU.

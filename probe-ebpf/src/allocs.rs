@@ -109,7 +109,7 @@ fn try_mprof_malloc(ctx: &ProbeContext) -> Result<(), ()> {
         counted: COUNTED_SAMPLED,
         stack_id: user_stack(ctx).unwrap_or(NO_STACK),
         caller: read_u64(regs.rsp).unwrap_or(0),
-        type_addr: 0,
+        detail: 0,
     };
     count(COUNTER_EVENTS);
     add_to_site(&key, size);
@@ -157,14 +157,14 @@ fn try_free_special(ctx: &ProbeContext) -> Result<(), ()> {
         counted: COUNTED_SAMPLED_FREED,
         stack_id: live.stack_id,
         caller: live.caller,
-        type_addr: 0,
+        detail: 0,
     };
     add_to_site(&freed, live.size);
     // SAFETY: no preconditions.
     let lifetime = unsafe { bpf_ktime_get_ns() }.saturating_sub(live.ktime_ns);
     let residency = AllocKey {
         counted: COUNTED_RESIDENCY,
-        type_addr: 64 - lifetime.leading_zeros() as u64,
+        detail: 64 - lifetime.leading_zeros() as u64,
         ..freed
     };
     add_to_site(&residency, 0);
@@ -220,7 +220,7 @@ fn count_allocation(ctx: &ProbeContext) -> Result<(), ()> {
         counted: COUNTED_ALLOCATION,
         stack_id: user_stack(ctx).unwrap_or(NO_STACK),
         caller,
-        type_addr: regs.rbx,
+        detail: regs.rbx,
     };
     count(COUNTER_EVENTS);
     add_to_site(&key, size);

@@ -61,7 +61,7 @@ fn try_gc(ctx: &ProbeContext) -> Result<(), ()> {
         counted: COUNTED_GC_CYCLE,
         stack_id: NO_STACK,
         caller: 0,
-        type_addr: 0,
+        detail: 0,
     };
     add_to_site(&cycle, 0);
     Ok(())

@@ -42,7 +42,7 @@ fn try_copystack(ctx: &ProbeContext) -> Result<(), ()> {
         counted: COUNTED_STACK_GROWTH,
         stack_id: NO_STACK,
         caller: read_u64(gp + offsets.g_gopc).unwrap_or(0),
-        type_addr: read_u64(gp + offsets.g_startpc).unwrap_or(0),
+        detail: read_u64(gp + offsets.g_startpc).unwrap_or(0),
     };
     count(COUNTER_EVENTS);
     tally(&key, new_size, Bytes::Max);
@@ -58,7 +58,7 @@ fn count_goroutine(ctx: &ProbeContext) -> Result<(), ()> {
         stack_id: NO_STACK,
         caller: regs.rcx,
         // A funcval's first word is the code pointer.
-        type_addr: read_u64(regs.rax).unwrap_or(0),
+        detail: read_u64(regs.rax).unwrap_or(0),
     };
     // The stack the new goroutine starts with (a uint32).
     let offsets = GO_OFFSETS.get(0).ok_or(())?;

@@ -7,10 +7,10 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
 
 use probe_common::{
-    AllocKey, AllocStats, COUNTED_GC_CYCLE, COUNTED_GOROUTINE, COUNTED_RESIDENCY,
-    COUNTED_SAMPLED_FREED, COUNTED_STACK_GROWTH, GC_HEAP_GOAL, GC_HEAP_MARK_END, GC_HEAP_MARKED,
-    GC_HEAP_START, GC_NUMGC, GC_PAUSE_NS, GC_T_END, GC_T_MARK, GC_T_MARK_TERM, GC_T_SWEEP_TERM,
-    GcCycleRecord, LiveObject, NO_STACK,
+    AllocKey, AllocStats, COUNTED_ALLOCATION, COUNTED_GC_CYCLE, COUNTED_GOROUTINE,
+    COUNTED_RESIDENCY, COUNTED_SAMPLED, COUNTED_SAMPLED_FREED, COUNTED_STACK_GROWTH, GC_HEAP_GOAL,
+    GC_HEAP_MARK_END, GC_HEAP_MARKED, GC_HEAP_START, GC_NUMGC, GC_PAUSE_NS, GC_T_END, GC_T_MARK,
+    GC_T_MARK_TERM, GC_T_SWEEP_TERM, GcCycleRecord, LiveObject, NO_STACK,
 };
 use serde::{Deserialize, Serialize};
 
@@ -187,6 +187,16 @@ pub struct AllocReport {
     pub goroutines: Vec<GoroutineSite>,
 }
 
+impl StackAllocs {
+    /// The nearest frame outside the runtime.
+    fn site(&self) -> Option<Frame> {
+        self.frames
+            .iter()
+            .find(|f| !is_runtime(&f.function))
+            .cloned()
+    }
+}
+
 impl AllocReport {
     /// What was allocated after `earlier`, a view of the same session: per stack, the objects
     /// and bytes added since (live objects are as of now). The other views stay as they are.
@@ -238,12 +248,123 @@ pub fn view(
 /// Buckets of `COUNTED_RESIDENCY`: log2 of a u64 of nanoseconds, 0..=64.
 const RESIDENCY_BUCKETS: usize = 65;
 
-/// What sampled mode knows about one allocation stack beyond its count.
-#[derive(Default)]
+/// Where objects were allocated, as the kernel keys them. Sampled objects' frees and lifetimes
+/// are keyed the same way, which is how they find their allocation.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Origin {
+    /// Key of the user stack above the allocator's caller, or `NO_STACK`.
+    stack_id: i64,
+    /// Return address into the allocator's caller, which the stack misses.
+    caller: u64,
+}
+
+/// Objects of one type allocated at one origin.
+#[derive(Clone, Copy)]
+struct Allocation {
+    origin: Origin,
+    /// The `*_type`; None for untyped memory, and for sampled objects, whose probe does not
+    /// see their type.
+    type_addr: Option<u64>,
+}
+
+/// A `go` statement and the function its goroutines run. Goroutine sites that rank equal stay
+/// in this order, by address.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct GoStatement {
+    /// Return address of the statement's call to `runtime.newproc`.
+    call_return: u64,
+    /// Entry PC of the function.
+    function: u64,
+}
+
+/// What one row of the kernel's `ALLOC_SITES` counted. `AllocKey::detail` holds something else
+/// for each code, so it is read here and nowhere after.
+enum Counted {
+    /// Heap objects: every one under `--exact`, the profiler's samples otherwise.
+    Allocated(Allocation),
+    /// Sampled objects the sweeper freed.
+    Freed(Origin),
+    /// Sampled objects freed after a lifetime in `bucket`, a log2 of nanoseconds.
+    Resident {
+        origin: Origin,
+        bucket: usize,
+    },
+    /// Goroutines created; their bytes are the stacks they started with, summed.
+    GoroutinesCreated(GoStatement),
+    /// Stacks grown; their bytes are the largest stack reached.
+    StacksGrown(GoStatement),
+    GcCycles,
+}
+
+impl Counted {
+    /// None for a code that no probe of this build writes.
+    fn decode(key: &AllocKey) -> Option<Counted> {
+        let origin = Origin {
+            stack_id: key.stack_id,
+            caller: key.caller,
+        };
+        let statement = GoStatement {
+            call_return: key.caller,
+            function: key.detail,
+        };
+        Some(match key.counted {
+            COUNTED_ALLOCATION => Counted::Allocated(Allocation {
+                origin,
+                type_addr: (key.detail != 0).then_some(key.detail),
+            }),
+            COUNTED_SAMPLED => Counted::Allocated(Allocation {
+                origin,
+                type_addr: None,
+            }),
+            COUNTED_SAMPLED_FREED => Counted::Freed(origin),
+            COUNTED_RESIDENCY => Counted::Resident {
+                origin,
+                bucket: (key.detail as usize).min(RESIDENCY_BUCKETS - 1),
+            },
+            COUNTED_GOROUTINE => Counted::GoroutinesCreated(statement),
+            COUNTED_STACK_GROWTH => Counted::StacksGrown(statement),
+            COUNTED_GC_CYCLE => Counted::GcCycles,
+            _ => return None,
+        })
+    }
+}
+
+/// What sampled mode knows about the objects of one origin beyond their count.
 struct Fate {
     freed: u64,
     live: u64,
+    /// Lifetimes of the freed ones, as counts per `COUNTED_RESIDENCY` bucket.
     residency: Vec<u64>,
+}
+
+impl Default for Fate {
+    fn default() -> Fate {
+        Fate {
+            freed: 0,
+            live: 0,
+            residency: vec![0; RESIDENCY_BUCKETS],
+        }
+    }
+}
+
+/// What the kernel counted about the goroutines of one `go` statement.
+#[derive(Default)]
+struct Goroutines {
+    created: u64,
+    /// Summed over those created.
+    starting_stack_bytes: u64,
+    growths: u64,
+    max_stack_bytes: u64,
+}
+
+/// The kernel's rows, gathered by what they counted.
+#[derive(Default)]
+struct Tallies {
+    /// In the kernel map's order.
+    allocations: Vec<(Allocation, AllocStats)>,
+    fates: HashMap<Origin, Fate>,
+    goroutines: BTreeMap<GoStatement, Goroutines>,
+    gc_cycles: u64,
 }
 
 /// Symbolizes what the kernel counted. `stack_of` returns a recorded stack's return addresses,
@@ -253,77 +374,98 @@ fn build(
     live: Vec<LiveObject>,
     gc: &[GcCycleRecord],
     clock: &WallClock,
-    mut stack_of: impl FnMut(i64) -> anyhow::Result<Vec<u64>>,
+    stack_of: impl FnMut(i64) -> anyhow::Result<Vec<u64>>,
     decoder: &mut Decoder,
 ) -> anyhow::Result<AllocReport> {
-    // Frees, lifetimes and survivors of sampled objects, by where they were allocated.
-    let mut fates: HashMap<(i64, u64), Fate> = HashMap::new();
-    for (key, stats) in &sites {
-        let fate = || Fate {
-            residency: vec![0; RESIDENCY_BUCKETS],
-            ..Default::default()
-        };
-        match key.counted {
-            COUNTED_SAMPLED_FREED => {
-                fates
-                    .entry((key.stack_id, key.caller))
-                    .or_insert_with(fate)
-                    .freed += stats.objects;
-            }
-            COUNTED_RESIDENCY => {
-                let bucket = (key.type_addr as usize).min(RESIDENCY_BUCKETS - 1);
-                fates
-                    .entry((key.stack_id, key.caller))
-                    .or_insert_with(fate)
-                    .residency[bucket] += stats.objects;
-            }
-            _ => {}
-        }
-    }
-    for object in &live {
-        fates
-            .entry((object.stack_id, object.caller))
-            .or_insert_with(|| Fate {
-                residency: vec![0; RESIDENCY_BUCKETS],
-                ..Default::default()
-            })
-            .live += 1;
-    }
-    let mut stacks = Vec::new();
-    // By (`go` statement, function): created, stack bytes they started with, growths, and
-    // the largest stack.
-    let mut goroutines: BTreeMap<(u64, u64), [u64; 4]> = BTreeMap::new();
-    let mut without_stack = 0;
-    let mut gc_cycles = 0;
-    let symbolize =
-        |decoder: &Decoder, pc: u64| decoder.binary.symbolize(pc.wrapping_sub(decoder.bias));
+    let Tallies {
+        allocations,
+        fates,
+        goroutines,
+        gc_cycles,
+    } = tally(sites, &live);
+    let without_stack = without_stack(&allocations);
+    let mut stacks = symbolize_stacks(allocations, fates, stack_of, decoder)?;
+    // Grouped from the stacks in the kernel's order, before they are ranked: a site's types
+    // of equal bytes, and boxing sites of equal bytes, stay in the order they are first met.
+    let sites = group_by_site(&stacks);
+    let boxing = boxing_sites(&stacks);
+    stacks.sort_by_key(|s| Reverse(s.bytes));
+    let goroutines = goroutine_sites(goroutines, decoder);
+    Ok(AllocReport {
+        objects: stacks.iter().map(|s| s.objects).sum(),
+        bytes: stacks.iter().map(|s| s.bytes).sum(),
+        sites,
+        stacks,
+        without_stack,
+        goroutines_created: goroutines.iter().map(|g| g.count).sum(),
+        gc_cycles,
+        gc: gc.iter().map(|r| GcCycle::from_record(r, clock)).collect(),
+        boxing,
+        goroutines,
+    })
+}
+
+/// Decodes the kernel's rows, and adds the sampled objects still live to their origins' fates.
+fn tally(sites: Vec<(AllocKey, AllocStats)>, live: &[LiveObject]) -> Tallies {
+    let mut tallies = Tallies::default();
     for (key, stats) in sites {
-        if key.counted == COUNTED_GC_CYCLE {
-            gc_cycles += stats.objects;
+        let Some(counted) = Counted::decode(&key) else {
             continue;
+        };
+        match counted {
+            Counted::Allocated(allocation) => tallies.allocations.push((allocation, stats)),
+            Counted::Freed(origin) => {
+                tallies.fates.entry(origin).or_default().freed += stats.objects
+            }
+            Counted::Resident { origin, bucket } => {
+                tallies.fates.entry(origin).or_default().residency[bucket] += stats.objects;
+            }
+            Counted::GoroutinesCreated(statement) => {
+                let g = tallies.goroutines.entry(statement).or_default();
+                g.created += stats.objects;
+                g.starting_stack_bytes += stats.bytes;
+            }
+            Counted::StacksGrown(statement) => {
+                let g = tallies.goroutines.entry(statement).or_default();
+                g.growths += stats.objects;
+                g.max_stack_bytes = g.max_stack_bytes.max(stats.bytes);
+            }
+            Counted::GcCycles => tallies.gc_cycles += stats.objects,
         }
-        if matches!(key.counted, COUNTED_SAMPLED_FREED | COUNTED_RESIDENCY) {
-            continue;
-        }
-        if key.counted == COUNTED_GOROUTINE {
-            let g = goroutines.entry((key.caller, key.type_addr)).or_default();
-            g[0] += stats.objects;
-            g[1] += stats.bytes;
-            continue;
-        }
-        if key.counted == COUNTED_STACK_GROWTH {
-            let g = goroutines.entry((key.caller, key.type_addr)).or_default();
-            g[2] += stats.objects;
-            g[3] = g[3].max(stats.bytes);
-            continue;
-        }
+    }
+    for object in live {
+        let origin = Origin {
+            stack_id: object.stack_id,
+            caller: object.caller,
+        };
+        tallies.fates.entry(origin).or_default().live += 1;
+    }
+    tallies
+}
+
+/// Objects whose stack the kernel could not take.
+fn without_stack(allocations: &[(Allocation, AllocStats)]) -> u64 {
+    allocations
+        .iter()
+        .filter(|(a, _)| a.origin.stack_id == NO_STACK)
+        .map(|(_, stats)| stats.objects)
+        .sum()
+}
+
+/// One symbolized stack per allocation, with its origin's fate, in the order given.
+fn symbolize_stacks(
+    allocations: Vec<(Allocation, AllocStats)>,
+    mut fates: HashMap<Origin, Fate>,
+    mut stack_of: impl FnMut(i64) -> anyhow::Result<Vec<u64>>,
+    decoder: &mut Decoder,
+) -> anyhow::Result<Vec<StackAllocs>> {
+    let mut stacks = Vec::with_capacity(allocations.len());
+    for (Allocation { origin, type_addr }, stats) in allocations {
         // The probe runs before mallocgc builds its frame, so the frame-pointer walk misses
         // mallocgc's caller: put it back from the return address the probe read.
-        let mut pcs = vec![key.caller];
-        if key.stack_id != NO_STACK {
-            pcs.extend(stack_of(key.stack_id)?.into_iter().skip(1));
-        } else {
-            without_stack += stats.objects;
+        let mut pcs = vec![origin.caller];
+        if origin.stack_id != NO_STACK {
+            pcs.extend(stack_of(origin.stack_id)?.into_iter().skip(1));
         }
         // Return addresses: each call is the instruction before.
         let pcs: Vec<u64> = pcs
@@ -336,42 +478,40 @@ fn build(
             .iter()
             .flat_map(|&pc| decoder.binary.symbolize_inlined(pc))
             .collect();
-        let fate = fates
-            .remove(&(key.stack_id, key.caller))
-            .unwrap_or_default();
+        // Sampled objects are counted without their type, so an origin that has a fate has
+        // one allocation row, which takes it.
+        let fate = fates.remove(&origin).unwrap_or_default();
         stacks.push(StackAllocs {
             frames,
             pcs,
             freed_objects: fate.freed,
             live_objects: fate.live,
             residency: fate.residency,
-            type_name: (key.type_addr != 0)
-                .then(|| decoder.type_name_at(key.type_addr))
-                .flatten(),
+            type_name: type_addr.and_then(|t| decoder.type_name_at(t)),
             objects: stats.objects,
             bytes: stats.bytes,
         });
     }
+    Ok(stacks)
+}
 
-    let mut by_site: BTreeMap<Option<Frame>, SiteAllocs> = BTreeMap::new();
-    let mut site_buckets: BTreeMap<Option<Frame>, Vec<u64>> = BTreeMap::new();
-    for stack in &stacks {
-        let site = stack
-            .frames
-            .iter()
-            .find(|f| !is_runtime(&f.function))
-            .cloned();
-        let entry = by_site.entry(site.clone()).or_insert_with(|| SiteAllocs {
-            site,
-            ..Default::default()
+/// The stacks summed per site, most bytes first, and each site's types most bytes first.
+fn group_by_site(stacks: &[StackAllocs]) -> Vec<SiteAllocs> {
+    // Each site with its residency buckets, summed until they are read as quantiles.
+    let mut by_site: BTreeMap<Option<Frame>, (SiteAllocs, Vec<u64>)> = BTreeMap::new();
+    for stack in stacks {
+        let site = stack.site();
+        let (entry, buckets) = by_site.entry(site.clone()).or_insert_with(|| {
+            let entry = SiteAllocs {
+                site,
+                ..Default::default()
+            };
+            (entry, vec![0; RESIDENCY_BUCKETS])
         });
         entry.objects += stack.objects;
         entry.bytes += stack.bytes;
         entry.freed_objects += stack.freed_objects;
         entry.live_objects += stack.live_objects;
-        let buckets = site_buckets
-            .entry(entry.site.clone())
-            .or_insert_with(|| vec![0; RESIDENCY_BUCKETS]);
         for (total, n) in buckets.iter_mut().zip(&stack.residency) {
             *total += n;
         }
@@ -385,22 +525,23 @@ fn build(
                 .push((stack.type_name.clone(), stack.objects, stack.bytes)),
         }
     }
-    let mut goroutines: Vec<GoroutineSite> = goroutines
-        .into_iter()
-        .map(
-            |((caller, function), [count, stack_bytes, growths, max])| GoroutineSite {
-                // A return address: the call is the instruction before it.
-                site: symbolize(decoder, caller.wrapping_sub(1)),
-                function: symbolize(decoder, function).map(|f| f.function),
-                count,
-                initial_stack_bytes: (count > 0 && stack_bytes > 0).then(|| stack_bytes / count),
-                stack_growths: growths,
-                max_stack_bytes: (growths > 0).then_some(max),
-            },
-        )
+    let mut sites: Vec<SiteAllocs> = by_site
+        .into_values()
+        .map(|(mut site, buckets)| {
+            site.residency = Residency::from_buckets(&buckets);
+            site.types.sort_by_key(|t| Reverse(t.2));
+            site
+        })
         .collect();
+    sites.sort_by_key(|s| Reverse(s.bytes));
+    sites
+}
+
+/// The stacks that box a value into an interface, summed per site, helper and type, most
+/// bytes first.
+fn boxing_sites(stacks: &[StackAllocs]) -> Vec<BoxingSite> {
     let mut boxing: Vec<BoxingSite> = Vec::new();
-    for stack in &stacks {
+    for stack in stacks {
         // The conversion helper calls mallocgc directly; a sampled stack also has the
         // profiler's own frames below it.
         let Some(via) = stack
@@ -412,11 +553,7 @@ fn build(
         else {
             continue;
         };
-        let site = stack
-            .frames
-            .iter()
-            .find(|f| !is_runtime(&f.function))
-            .cloned();
+        let site = stack.site();
         match boxing
             .iter_mut()
             .find(|b| b.site == site && b.via == *via && b.type_name == stack.type_name)
@@ -435,28 +572,30 @@ fn build(
         }
     }
     boxing.sort_by_key(|b| Reverse(b.bytes));
-    let mut sites: Vec<SiteAllocs> = by_site.into_values().collect();
-    for site in &mut sites {
-        site.residency = site_buckets
-            .get(&site.site)
-            .and_then(|b| Residency::from_buckets(b));
-        site.types.sort_by_key(|t| Reverse(t.2));
-    }
-    sites.sort_by_key(|s| Reverse(s.bytes));
-    stacks.sort_by_key(|s| Reverse(s.bytes));
-    goroutines.sort_by_key(|g| Reverse((g.count, g.stack_growths)));
-    Ok(AllocReport {
-        goroutines_created: goroutines.iter().map(|g| g.count).sum(),
-        gc_cycles,
-        gc: gc.iter().map(|r| GcCycle::from_record(r, clock)).collect(),
-        boxing,
-        goroutines,
-        objects: stacks.iter().map(|s| s.objects).sum(),
-        bytes: stacks.iter().map(|s| s.bytes).sum(),
-        sites,
-        stacks,
-        without_stack,
-    })
+    boxing
+}
+
+/// The goroutines per `go` statement and function, symbolized, most created first.
+fn goroutine_sites(
+    goroutines: BTreeMap<GoStatement, Goroutines>,
+    decoder: &Decoder,
+) -> Vec<GoroutineSite> {
+    let symbolize = |pc: u64| decoder.binary.symbolize(pc.wrapping_sub(decoder.bias));
+    let mut sites: Vec<GoroutineSite> = goroutines
+        .into_iter()
+        .map(|(statement, g)| GoroutineSite {
+            // A return address: the call is the instruction before it.
+            site: symbolize(statement.call_return.wrapping_sub(1)),
+            function: symbolize(statement.function).map(|f| f.function),
+            count: g.created,
+            initial_stack_bytes: (g.created > 0 && g.starting_stack_bytes > 0)
+                .then(|| g.starting_stack_bytes / g.created),
+            stack_growths: g.growths,
+            max_stack_bytes: (g.growths > 0).then_some(g.max_stack_bytes),
+        })
+        .collect();
+    sites.sort_by_key(|g| Reverse((g.count, g.stack_growths)));
+    sites
 }
 
 /// The runtime and its internal packages allocate on behalf of the code that called them.
