@@ -5,7 +5,8 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use escapade::record::reader::Replay;
-use escapade::report::TraceView;
+use escapade::views::Output;
+use escapade::views::trace::TraceView;
 
 #[path = "../tests/common/synthetic.rs"]
 mod synthetic;
@@ -25,7 +26,7 @@ fn replay(c: &mut Criterion) {
         b.iter(|| {
             let mut replay = Replay::new(&bytes[..]).unwrap();
             let functions = replay.reader.header.functions.clone();
-            let mut view = TraceView::new(functions, false, true, std::io::sink());
+            let mut view = TraceView::new(functions, Output::Text(std::io::sink()), true);
             assert!(replay.run(&mut view).unwrap().is_none());
             assert_eq!(replay.calls, 2 * CALLS);
             view.summary(&Default::default(), None, None).unwrap();

@@ -17,7 +17,7 @@ pub struct Hit {
     pub depth: u64,
     pub function: usize,
     pub ktime_ns: u64,
-    /// Equal for two hits of the same call (see `report::fingerprint`).
+    /// Equal for two hits of the same call (see [`fingerprint`]).
     pub fingerprint: u64,
     /// Whether the probe is single-stepped, so that a signal during the step can make it fire
     /// twice for one hit.

@@ -5,14 +5,13 @@
 //! the intersection of its parameters' lifetimes divided by their union.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 
 use probe_common::CallEvent;
 use serde::Serialize;
 
 use crate::cpu::CpuProfile;
 use crate::model::{CallModel, CallRecord, Symbols};
-use crate::session::{Ended, Traced};
+use crate::session::Traced;
 use crate::sink::EventSink;
 use crate::target::gobin::{Frame, GoBinary};
 
@@ -388,69 +387,6 @@ pub fn build(
         calls: tracker.calls,
         dropped_occurrences: tracker.occurrences.dropped,
     }
-}
-
-/// Prints the top `top` rows as a table, or with `json` one line per path and a summary.
-pub fn write(
-    view: &HotView,
-    ended: Ended,
-    json: bool,
-    top: usize,
-    mut out: impl Write,
-) -> std::io::Result<()> {
-    let rows = &view.rows[..view.rows.len().min(top)];
-    if json {
-        for row in rows {
-            writeln!(out, "{}", serde_json::to_string(row)?)?;
-        }
-        let summary = serde_json::json!({
-            "type": "hot_summary",
-            "ended": ended,
-            "paths": view.rows.len(),
-            "samples": view.samples,
-            "without_stack": view.without_stack,
-            "untraced": view.untraced,
-            "hz": view.hz,
-            "weights": view.weights,
-            "calls": view.calls,
-            "dropped_occurrences": view.dropped_occurrences,
-        });
-        writeln!(out, "{summary}")?;
-        return out.flush();
-    }
-    let names: Vec<String> = rows.iter().map(|r| r.path.join(" > ")).collect();
-    let width = names.iter().map(String::len).max().unwrap_or(0).max(4);
-    writeln!(
-        out,
-        "{:width$}  {:>8}  {:>6}  {:>5}  {:>11}  {:>5}",
-        "path", "samples", "cpu", "plo", "occurrences", "score"
-    )?;
-    for (row, name) in rows.iter().zip(&names) {
-        writeln!(
-            out,
-            "{name:width$}  {:>8}  {:>5.1}%  {:>5.2}  {:>11}  {:>5.2}",
-            row.samples,
-            row.cpu * 100.0,
-            row.plo,
-            row.occurrences,
-            row.score
-        )?;
-    }
-    writeln!(
-        out,
-        "{} of {} paths; {} samples at {} Hz ({} in no traced function, {} without a stack), \
-         {} traced calls; score = {} CPU + {} PLO",
-        rows.len(),
-        view.rows.len(),
-        view.samples,
-        view.hz,
-        view.untraced,
-        view.without_stack,
-        view.calls,
-        view.weights.cpu,
-        view.weights.plo,
-    )?;
-    out.flush()
 }
 
 /// `escapade hot`'s session: each traced call into the path tracker.

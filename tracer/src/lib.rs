@@ -10,12 +10,13 @@
 //! pairs entries with returns; `model` makes each entry or return a record that outlives the
 //! target; `params` follows each parameter's value (where it points, whether the function moved it
 //! to the heap); `allocs` turns what the counting probes summed in the kernel into allocation
-//! sites, goroutine and GC views; `report` prints them; `record` writes them to a file and reads
-//! them back; `export` turns a read-back recording into other tools' formats. `cpu` samples the
-//! target's CPU per user stack; `hot` joins those samples to the traced calls' parameter lifetimes
-//! into scored paths. `status` keeps a terminal's status line, and `agent` runs all of it as a
-//! daemon for many targets. The binary's `commands/` (one file per subcommand) drive these for the
-//! CLI.
+//! sites, goroutine and GC views. `cpu` samples the target's CPU per user stack; `hot` joins those
+//! samples to the traced calls' parameter lifetimes into scored paths. `record` is the recording
+//! file's format: it writes all of these to a file and reads them back. `views` turns them, live
+//! or read back, into what the user reads, each view writing through one `Output` (text, JSON
+//! lines, or nothing); `export` turns a read-back recording into other tools' formats. `status`
+//! keeps a terminal's status line, and `agent` runs all of it as a daemon for many targets. The
+//! binary's `commands/` (one file per subcommand) drive these for the CLI.
 
 pub mod agent;
 pub mod allocs;
@@ -32,10 +33,10 @@ pub mod model;
 pub mod params;
 pub mod placement;
 pub mod record;
-pub mod report;
 pub mod ringbuf;
 pub mod session;
 pub mod sink;
 pub mod status;
 pub mod target;
 pub mod uprobe_multi;
+pub mod views;

@@ -31,7 +31,6 @@ use crate::model::{CallModel, FunctionInfo, Symbols};
 use crate::record::live::{CpuSampling, RecordSink};
 use crate::record::writer::Writer;
 use crate::record::{AllocSettings, Header};
-use crate::report::{TraceView, site_text};
 use crate::session::{
     self, CountingProbes, Ended, PlacementMode, Plan, PlanOptions, RuntimeProbe, Target,
     counting_probes,
@@ -40,6 +39,9 @@ use crate::sink::EventSink;
 use crate::target::clock::WallClock;
 use crate::target::gobin::GoBinary;
 use crate::target::memprofile::MemProfileRate;
+use crate::views::Output;
+use crate::views::text::site_text;
+use crate::views::trace::TraceView;
 
 /// New processes are found within this long of their `exec` when the kernel cannot say.
 const SCAN_INTERVAL: Duration = Duration::from_millis(250);
@@ -556,7 +558,7 @@ type Writing = Arc<Mutex<HashSet<PathBuf>>>;
 
 /// A process's recording, kept within its target's bounds.
 struct Recording<'a> {
-    sink: RecordSink<'a, std::io::Sink>,
+    sink: RecordSink<'a, TraceView<std::io::Sink>>,
     config: RecordConfig,
     writing: Writing,
     /// The file this session writes now, as last registered in `writing`.
@@ -591,7 +593,7 @@ impl<'a> Recording<'a> {
         }
         let sink = RecordSink::new(
             (!plan.traced.is_empty()).then(|| CallModel::new(decoder(), plan, true)),
-            TraceView::new(functions, false, true, std::io::sink()),
+            TraceView::new(functions, Output::Discard, true),
             writer,
             allocs,
             None,

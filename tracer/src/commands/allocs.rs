@@ -4,10 +4,11 @@
 
 use escapade::attach::Programs;
 use escapade::cli::AllocsArgs;
-use escapade::report::{AllocsMeta, write_allocs};
 use escapade::session::{self, Session};
 use escapade::sink::EventSink;
 use escapade::target::clock::WallClock;
+use escapade::views::Output;
+use escapade::views::allocs::{AllocsMeta, write_allocs};
 
 use super::{attach_to, decoder, exit_as, open_target, placed, plan_allocs};
 
@@ -49,9 +50,8 @@ pub async fn run(args: AllocsArgs) -> anyhow::Result<()> {
             probes: &placed(&probes),
             counters: session.counts().counters(),
         },
-        args.json,
         args.top,
-        std::io::BufWriter::new(stdout),
+        &mut Output::new(args.json, std::io::BufWriter::new(stdout)),
     )?;
     exit_as(launched)
 }

@@ -7,6 +7,7 @@ use escapade::cpu::Sampler;
 use escapade::hot::HotSink;
 use escapade::model::CallModel;
 use escapade::session::{self, PlanOptions, Session};
+use escapade::views::Output;
 
 use super::{attach_to, decoder, exit_as, open_target, plan_calls};
 
@@ -34,12 +35,11 @@ pub async fn run(args: HotArgs) -> anyhow::Result<()> {
     let profile = sampler.profile(session.counts(), &target.binary, target.bias)?;
     let view = sink.view(&profile, &target.binary, args.weights);
     let stdout = std::io::stdout().lock();
-    escapade::hot::write(
+    escapade::views::hot::write(
         &view,
         ended,
-        args.json,
         args.top,
-        std::io::BufWriter::new(stdout),
+        &mut Output::new(args.json, std::io::BufWriter::new(stdout)),
     )?;
     exit_as(launched)
 }

@@ -9,8 +9,9 @@ use anyhow::Context as _;
 use escapade::attach::Programs;
 use escapade::cli::ParamsArgs;
 use escapade::params::{AllocationProbes, KernelParams, ParamTracker};
-use escapade::report::{ParamsMeta, write_params};
 use escapade::session::{self, Plan, PlanOptions, Session};
+use escapade::views::Output;
+use escapade::views::params::{ParamsMeta, write_params};
 
 use super::{attach_to, decoder, ensure_dwarf, exit_as, open_target, still_running};
 
@@ -63,9 +64,8 @@ pub async fn run(args: ParamsArgs) -> anyhow::Result<()> {
             counters: session.counts().counters(),
             malformed,
         },
-        args.json,
         stdout.is_terminal(),
-        std::io::BufWriter::new(stdout.lock()),
+        &mut Output::new(args.json, std::io::BufWriter::new(stdout.lock())),
     )?;
     exit_as(launched)
 }

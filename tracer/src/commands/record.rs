@@ -9,11 +9,13 @@ use escapade::model::{CallModel, FunctionInfo, Symbols};
 use escapade::params::{AllocationProbes, ParamTracker};
 use escapade::record::live::{CpuSampling, RecordSink};
 use escapade::record::writer::Writer;
-use escapade::record::{AllocSettings, Header, Latest, write_summaries};
-use escapade::report::TraceView;
+use escapade::record::{AllocSettings, Header, Latest};
 use escapade::session::{self, CountingProbes, Plan, Session, Target};
 use escapade::sink::EventSink as _;
 use escapade::target::memprofile::MemProfileRate;
+use escapade::views::Output;
+use escapade::views::summaries::write_summaries;
+use escapade::views::trace::TraceView;
 
 use super::{
     attach_to, decoder, ensure_dwarf, exit_as, open_target, placed, plan_allocs, plan_calls,
@@ -78,9 +80,8 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let view = TraceView::new(
         functions,
-        args.view.json,
+        Output::new(args.view.json, std::io::BufWriter::new(stdout.lock())),
         true,
-        std::io::BufWriter::new(stdout.lock()),
     );
     // Where each traced function starts, for exports that show its source.
     let mut symbols = Symbols::default();
@@ -117,9 +118,8 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
             cpu: finished.last.cpu.as_ref(),
             calls_counted: finished.last.calls_counted.as_deref(),
         },
-        args.view.json,
         args.view.top,
-        std::io::BufWriter::new(stdout.lock()),
+        Output::new(args.view.json, std::io::BufWriter::new(stdout.lock())),
     )?;
     let files: Vec<String> = finished
         .files

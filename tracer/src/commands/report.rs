@@ -2,9 +2,11 @@
 //! `allocs` printed them live.
 
 use escapade::cli::ReportArgs;
+use escapade::record::Latest;
 use escapade::record::reader::Replay;
-use escapade::record::{Latest, write_summaries};
-use escapade::report::TraceView;
+use escapade::views::Output;
+use escapade::views::summaries::write_summaries;
+use escapade::views::trace::TraceView;
 
 use super::finish_replay;
 
@@ -14,9 +16,8 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut view = TraceView::new(
         header.functions.clone(),
-        args.view.json,
+        Output::new(args.view.json, std::io::BufWriter::new(stdout.lock())),
         args.quiet,
-        std::io::BufWriter::new(stdout.lock()),
     );
     let damage = replay.run(&mut view)?;
     write_summaries(
@@ -29,9 +30,8 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
             cpu: replay.cpu.as_ref(),
             calls_counted: replay.calls_counted.as_deref(),
         },
-        args.view.json,
         args.view.top,
-        std::io::BufWriter::new(stdout.lock()),
+        Output::new(args.view.json, std::io::BufWriter::new(stdout.lock())),
     )?;
     finish_replay(&args.file, &replay, damage)
 }

@@ -3,8 +3,9 @@
 
 use escapade::attach::Programs;
 use escapade::cli::TraceArgs;
-use escapade::report::TracePrinter;
 use escapade::session::{self, Session};
+use escapade::views::Output;
+use escapade::views::trace::TracePrinter;
 
 use super::{attach_to, decoder, exit_as, open_target, plan_calls, sample_rets, still_running};
 
@@ -30,9 +31,8 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
     let mut printer = TracePrinter::new(
         decoder(&target),
         &plan,
-        args.json,
+        Output::new(args.json, std::io::BufWriter::new(stdout)),
         args.quiet,
-        std::io::BufWriter::new(stdout),
     );
     let (ended, malformed) =
         session::run_command(&mut session, args.target.duration, &mut printer).await?;

@@ -14,7 +14,7 @@ use super::{Export, Recorded};
 use crate::allocs::{AllocReport, GcCycle};
 use crate::model::{CallRecord, FunctionInfo, ParamInfo, Symbols};
 use crate::record::Header;
-use crate::report::value_text;
+use crate::views::text::value_text;
 
 /// Track ids for what is not a goroutine, far above any goroutine id.
 const GC_TRACK: u64 = (1 << 31) - 1;

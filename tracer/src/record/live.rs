@@ -3,12 +3,12 @@
 //! changed and, when parameters are followed or allocations counted, the params and allocation
 //! views, and the CPU samples.
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use probe_common::{CallEvent, CallStats};
 
 use super::Record;
+use super::reader::Visitor;
 use super::writer::{FLUSH_INTERVAL, Writer};
 use crate::allocs::{self, AllocReport};
 use crate::attach::{Counters, KernelCounts};
@@ -16,7 +16,6 @@ use crate::cpu::{CpuProfile, Sampler};
 use crate::decode::Decoder;
 use crate::model::{CallModel, Symbols, TraceTotals};
 use crate::params::{ParamTracker, ParamsView};
-use crate::report::TraceView;
 use crate::session::Ended;
 use crate::sink::EventSink;
 use crate::target::clock::WallClock;
@@ -30,11 +29,12 @@ pub struct CpuSampling<'a> {
     pub bias: u64,
 }
 
-pub struct RecordSink<'a, W: Write> {
+pub struct RecordSink<'a, V: Visitor> {
     /// None when no function is traced.
     model: Option<CallModel<'a>>,
-    /// Counts calls for the summary `record` prints.
-    view: TraceView<W>,
+    /// Shown each call as a reader of the file will be: the trace view, counting calls for the
+    /// summary `record` prints.
+    view: V,
     symbols: Symbols,
     writer: Writer,
     /// Symbolizes allocation stacks, when allocations are counted.
@@ -65,10 +65,10 @@ pub struct RecordSink<'a, W: Write> {
     allocs_every: Duration,
 }
 
-impl<'a, W: Write> RecordSink<'a, W> {
+impl<'a, V: Visitor> RecordSink<'a, V> {
     pub fn new(
         model: Option<CallModel<'a>>,
-        view: TraceView<W>,
+        view: V,
         writer: Writer,
         allocs: Option<Decoder<'a>>,
         params: Option<ParamTracker<'a, std::io::Sink>>,
@@ -212,7 +212,7 @@ impl<'a, W: Write> RecordSink<'a, W> {
         counts: &KernelCounts,
         ended: Ended,
         malformed: u64,
-    ) -> anyhow::Result<Finished<W>> {
+    ) -> anyhow::Result<Finished<V>> {
         let last = self.checkpoint_now(counts, Some(ended), malformed)?;
         Ok(Finished {
             files: self.writer.finish(&mut self.symbols)?,
@@ -234,13 +234,13 @@ pub struct Checkpoint {
 }
 
 /// What a finished recording holds, for the summary `record` prints.
-pub struct Finished<W: Write> {
+pub struct Finished<V> {
     pub files: Vec<std::path::PathBuf>,
-    pub view: TraceView<W>,
+    pub view: V,
     pub last: Checkpoint,
 }
 
-impl<W: Write> EventSink for RecordSink<'_, W> {
+impl<V: Visitor> EventSink for RecordSink<'_, V> {
     fn event(&mut self, event: &CallEvent) -> anyhow::Result<()> {
         if let Some(params) = self.params.as_mut() {
             params.event(event)?;

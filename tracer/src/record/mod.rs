@@ -23,16 +23,13 @@ pub mod live;
 pub mod reader;
 pub mod writer;
 
-use std::io::Write;
-
 use probe_common::CallStats;
 use serde::{Deserialize, Serialize};
 
 use crate::allocs::AllocReport;
 use crate::cpu::CpuProfile;
-use crate::model::{CallRecord, FunctionInfo, Symbols, TraceTotals};
+use crate::model::{CallRecord, FunctionInfo, TraceTotals};
 use crate::params::ParamsView;
-use crate::report::{AllocsMeta, ParamsMeta, TraceView, write_allocs, write_cpu, write_params};
 use crate::session::Target;
 use crate::target::gobin::Frame;
 
@@ -198,69 +195,6 @@ pub struct Latest<'a> {
     pub cpu: Option<&'a CpuProfile>,
     /// The kernel's counts of each traced function's calls; None in a version 3 recording.
     pub calls_counted: Option<&'a [CallStats]>,
-}
-
-/// The summaries that end a recording, the same views as live: the trace summary when
-/// functions were traced (its calls as the kernel counted them, when the recording holds
-/// those), the params table when parameters were followed, then the allocation table when
-/// allocations were counted, and a line about the CPU samples when they were taken. `record`
-/// prints them from what it wrote, `report` from what it read.
-pub fn write_summaries<W: Write>(
-    view: TraceView<W>,
-    header: &Header,
-    latest: Latest,
-    json: bool,
-    top: usize,
-    mut out: impl Write,
-) -> std::io::Result<()> {
-    let Latest {
-        totals,
-        params,
-        allocs,
-        cpu,
-        calls_counted,
-    } = latest;
-    let (elapsed_ns, totals) = totals.unwrap_or_default();
-    if !header.functions.is_empty() {
-        view.summary(&totals, calls_counted, None)?;
-        if !json && let Some(note) = crate::hints::without_dwarf(header.dwarf) {
-            writeln!(out, "  {note}")?;
-        }
-    }
-    if let Some(params) = params {
-        let meta = ParamsMeta {
-            ended: totals.ended,
-            counters: totals.counters,
-            malformed: totals.malformed,
-        };
-        let colour = false;
-        write_params(params, &meta, json, colour, &mut out)?;
-    }
-    if let (Some(settings), Some(report)) = (&header.allocs, allocs) {
-        write_allocs(
-            report,
-            &AllocsMeta {
-                ended: totals.ended,
-                elapsed: std::time::Duration::from_nanos(elapsed_ns),
-                mem_profile_rate: settings.mem_profile_rate,
-                probes: &settings.probes,
-                counters: totals.counters,
-            },
-            json,
-            top,
-            &mut out,
-        )?;
-    }
-    if let Some(cpu) = cpu.filter(|_| header.cpu_hz.is_some()) {
-        write_cpu(cpu, json, out)?;
-    }
-    Ok(())
-}
-
-impl<W: Write> reader::Visitor for TraceView<W> {
-    fn call(&mut self, record: &CallRecord, symbols: &Symbols) -> std::io::Result<()> {
-        TraceView::call(self, record, symbols)
-    }
 }
 
 #[cfg(test)]

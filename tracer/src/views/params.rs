@@ -5,6 +5,8 @@ use std::io::Write;
 use anstyle::{AnsiColor, Style};
 use serde_json::json;
 
+use super::Output;
+use super::text::ended_text;
 use crate::attach::Counters;
 use crate::params::{FunctionHeap, ParamsView, Verdict};
 use crate::session::Ended;
@@ -16,46 +18,41 @@ pub struct ParamsMeta {
     pub malformed: u64,
 }
 
-pub fn write_params(
+pub fn write_params<W: Write>(
     view: &ParamsView,
     meta: &ParamsMeta,
-    json: bool,
     colour: bool,
-    mut out: impl Write,
+    out: &mut Output<W>,
 ) -> std::io::Result<()> {
-    let dropped = meta.counters.dropped;
-    if json {
-        for row in &view.rows {
+    for row in &view.rows {
+        out.json(|| {
             let mut line = serde_json::to_value(row)?;
             line["type"] = "param".into();
-            writeln!(out, "{line}")?;
-        }
-        let line = json!({
-            // Not "summary": `record --params` prints this after the trace summary.
-            "type": "params_summary",
-            "ended": meta.ended,
-            "functions": view.heap,
-            "allocator_probes": view.allocator_probes.iter().map(|(f, e)| json!({"function": f, "probe": e})).collect::<Vec<_>>(),
-            "events": meta.counters.events,
-            "dropped": dropped,
-            "morestack_retries": meta.counters.morestack,
-            "read_errors": meta.counters.read_errors,
-            "malformed": meta.malformed,
-            "in_flight": view.in_flight,
-            "unmatched_returns": view.unmatched_returns,
-            "unverified_moves": view.unverified_moves,
-        });
-        writeln!(out, "{line}")?;
-    } else {
-        write_table(view, meta, colour, &mut out)?;
+            Ok(line)
+        })?;
     }
+    out.row(
+        |out| write_table(view, meta, colour, out),
+        || {
+            Ok(json!({
+                // Not "summary": `record --params` prints this after the trace summary.
+                "type": "params_summary",
+                "ended": meta.ended,
+                "functions": view.heap,
+                "allocator_probes": view.allocator_probes.iter().map(|(f, e)| json!({"function": f, "probe": e})).collect::<Vec<_>>(),
+                "events": meta.counters.events,
+                "dropped": meta.counters.dropped,
+                "morestack_retries": meta.counters.morestack,
+                "read_errors": meta.counters.read_errors,
+                "malformed": meta.malformed,
+                "in_flight": view.in_flight,
+                "unmatched_returns": view.unmatched_returns,
+                "unverified_moves": view.unverified_moves,
+            }))
+        },
+    )?;
     out.flush()?;
-    if dropped > 0 {
-        eprintln!(
-            "escapade: warning: {dropped} events were lost because the ring buffer was full; \
-             the counts above miss them: trace fewer functions"
-        );
-    }
+    super::warn_lost_events(meta.counters.dropped, "the counts above miss them: ");
     Ok(())
 }
 
@@ -128,7 +125,7 @@ fn write_table(
             )?;
         }
     }
-    let ended = meta.ended.map_or("recording cut short", super::ended_text);
+    let ended = meta.ended.map_or("recording cut short", ended_text);
     writeln!(
         out,
         "\nescapade: detached ({ended}): events {}, dropped {}, calls still running {}, returns \
