@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::attach::TailCapture;
 use crate::export::Weight;
 use crate::hot::Weights;
-use crate::session::{PlacementMode, PlanOptions, ReturnsMode};
+use crate::probes::attach::TailCapture;
+use crate::probes::plan::{PlacementMode, PlanOptions, ReturnsMode};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -12,7 +12,8 @@ use serde::Serialize;
 
 use crate::cpu::CpuProfile;
 use crate::model::{CallModel, CallRecord, Symbols};
-use crate::session::{Ended, Traced};
+use crate::probes::plan::Traced;
+use crate::session::Ended;
 use crate::sink::EventSink;
 use crate::target::gobin::{Frame, GoBinary};
 

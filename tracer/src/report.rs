@@ -13,11 +13,12 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::allocs::AllocReport;
-use crate::attach::Counters;
 use crate::cpu::CpuProfile;
 use crate::decode::{Decoder, Value};
 use crate::model::{CallModel, CallRecord, FunctionInfo, ParamInfo, Symbols, TraceTotals};
-use crate::session::{Ended, Plan};
+use crate::probes::plan::Plan;
+use crate::probes::snapshot::Counters;
+use crate::session::Ended;
 use crate::sink::EventSink;
 use crate::target::gobin::{Frame, arginfo};
 

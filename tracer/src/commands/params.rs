@@ -6,11 +6,12 @@ use std::io::IsTerminal as _;
 
 use anyhow::Context as _;
 
-use escapade::attach::Programs;
 use escapade::cli::ParamsArgs;
 use escapade::params::{AllocationProbes, KernelParams, ParamTracker};
+use escapade::probes::attach::Programs;
+use escapade::probes::plan::{Plan, PlanOptions};
 use escapade::report::{ParamsMeta, write_params};
-use escapade::session::{self, Plan, PlanOptions, Session};
+use escapade::session::{self, Session};
 
 use super::{attach_to, decoder, ensure_dwarf, exit_as, open_target, still_running};
 

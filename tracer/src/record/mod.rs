@@ -33,7 +33,7 @@ use crate::cpu::CpuProfile;
 use crate::model::{CallRecord, FunctionInfo, Symbols, TraceTotals};
 use crate::params::ParamsView;
 use crate::report::{AllocsMeta, ParamsMeta, TraceView, write_allocs, write_cpu, write_params};
-use crate::session::Target;
+use crate::target::Target;
 use crate::target::gobin::Frame;
 
 pub const MAGIC: &[u8; 8] = b"ESCAPADE";

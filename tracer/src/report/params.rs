@@ -5,8 +5,8 @@ use std::io::Write;
 use anstyle::{AnsiColor, Style};
 use serde_json::json;
 
-use crate::attach::Counters;
 use crate::params::{FunctionHeap, ParamsView, Verdict};
+use crate::probes::snapshot::Counters;
 use crate::session::Ended;
 
 /// What the params view says about the session besides what the tracker saw.
