@@ -14,8 +14,8 @@ use probe_common::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::attach::KernelCounts;
 use crate::decode::Decoder;
+use crate::probes::snapshot::KernelCounts;
 use crate::target::clock::WallClock;
 use crate::target::gobin::Frame;
 

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use probe_common::{CallEvent, CallStart, OpenCall};
 
-use crate::attach::ProbePoint;
+use crate::probes::plan::ProbePoint;
 use crate::target::process::Process;
 
 /// One probe hit, as pairing sees it.
@@ -25,17 +25,23 @@ pub struct Hit {
 }
 
 impl Hit {
-    /// `event` as a hit of the traced function `function`, at `point`.
-    pub fn of(event: &CallEvent, point: &ProbePoint) -> Hit {
-        Hit {
+    /// `event` as a hit of the traced function whose probe `point` is; None for a point that
+    /// serves no traced function (the allocator's).
+    pub fn of(event: &CallEvent, point: &ProbePoint) -> Option<Hit> {
+        Some(Hit {
             goid: event.goid,
-            depth: event.stack_hi.wrapping_sub(event.sp),
-            function: point.function,
+            depth: stack_depth(event),
+            function: point.owner.traced()?,
             ktime_ns: event.ktime_ns,
             fingerprint: fingerprint(event),
             may_repeat: point.single_stepped(),
-        }
+        })
     }
+}
+
+/// The hit frame's `stack.hi - SP`.
+pub fn stack_depth(event: &CallEvent) -> u64 {
+    event.stack_hi.wrapping_sub(event.sp)
 }
 
 /// What stays the same when the kernel restarts a probed instruction: the frame (SP) and the

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::attach::TailCapture;
 use crate::export::Weight;
 use crate::hot::Weights;
-use crate::session::{PlacementMode, PlanOptions, ReturnsMode};
+use crate::probes::attach::TailCapture;
+use crate::probes::plan::{PlacementMode, PlanOptions, ReturnsMode};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -325,7 +325,26 @@ pub struct ExportArgs {
     /// What the flame graph's widths count; default: allocated bytes when the recording has
     /// allocations, else calls when it traced functions, else CPU samples.
     #[arg(long, value_enum, requires = "flamegraph")]
-    pub weight: Option<Weight>,
+    pub weight: Option<FlameGraphWeight>,
+}
+
+/// `--weight`, as [`Weight`] says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FlameGraphWeight {
+    Calls,
+    Bytes,
+    Cpu,
+}
+
+impl ExportArgs {
+    /// What the flame graph's widths count, if `--weight` says.
+    pub fn flamegraph_weight(&self) -> Option<Weight> {
+        self.weight.map(|weight| match weight {
+            FlameGraphWeight::Calls => Weight::Calls,
+            FlameGraphWeight::Bytes => Weight::Bytes,
+            FlameGraphWeight::Cpu => Weight::Cpu,
+        })
+    }
 }
 
 #[derive(Debug, Args)]

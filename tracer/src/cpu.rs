@@ -11,7 +11,8 @@ use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, S
 use probe_common::NO_STACK;
 use serde::{Deserialize, Serialize};
 
-use crate::attach::{Attached, KernelCounts};
+use crate::probes::attach::Attached;
+use crate::probes::snapshot::{KernelCounts, take};
 use crate::target::gobin::GoBinary;
 
 /// The kernel's ceiling on sampling rates, which it refuses `perf_event_open` above.
@@ -100,10 +101,7 @@ impl Sampler {
     pub fn start(attached: &mut Attached, hz: u64) -> anyhow::Result<Sampler> {
         check_rate(hz)?;
         let ebpf = attached.ebpf_mut();
-        let mut samples: PerCpuHashMap<_, i64, u64> = PerCpuHashMap::try_from(
-            ebpf.take_map("CPU_SAMPLES")
-                .context("map CPU_SAMPLES missing from the eBPF object")?,
-        )?;
+        let mut samples: PerCpuHashMap<_, i64, u64> = take(ebpf, "CPU_SAMPLES")?;
         // Where the program counts the samples it has no room for, made before it runs.
         let possible = aya::util::nr_cpus()
             .map_err(|(file, e)| anyhow::anyhow!("reading the possible CPUs from {file}: {e}"))?;

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::cpu::CpuProfile;
 use crate::model::{CallModel, CallRecord, Symbols};
-use crate::session::Traced;
+use crate::probes::plan::Traced;
 use crate::sink::EventSink;
 use crate::target::gobin::{Frame, GoBinary};
 

@@ -3,10 +3,12 @@
 //! Data flows one way, and each module is one stage of it: `target` models the traced program
 //! before anything attaches (`gobin`, its binary; `process`, `/proc/PID`; `clock`, the probes'
 //! clock as wall time; `memprofile`, its `runtime.MemProfileRate`; `launch`, a program started
-//! stopped until the probes are in place), and `amd64` decodes its code for both that model and
-//! probe placement; `placement` decides where each uprobe sits, entries and the callers' return
-//! sites; `attach` loads the probes; `session` plans them and pumps their events, `ringbuf`
-//! draining them raw into an `EventSink` (`sink`); `decode` turns them into typed values; `calls`
+//! stopped until the probes are in place; `Target`, a running process with its binary's model),
+//! and `amd64` decodes its code for both that model and probe placement; `probes` decides where
+//! each uprobe sits (`placement`, entries and the callers' return sites; `plan`, every probe
+//! point and whose it is), loads and attaches them (`attach`, `uprobe_multi`) and reads what they
+//! counted in the kernel (`snapshot`); `session` pumps their events, `ringbuf` draining them raw
+//! into an `EventSink` (`sink`); `decode` turns them into typed values; `calls`
 //! pairs entries with returns; `model` makes each entry or return a record that outlives the
 //! target; `params` follows each parameter's value (where it points, whether the function moved it
 //! to the heap); `allocs` turns what the counting probes summed in the kernel into allocation
@@ -21,7 +23,6 @@
 pub mod agent;
 pub mod allocs;
 pub mod amd64;
-pub mod attach;
 pub mod calls;
 pub mod cli;
 pub mod cpu;
@@ -31,12 +32,11 @@ pub mod hints;
 pub mod hot;
 pub mod model;
 pub mod params;
-pub mod placement;
+pub mod probes;
 pub mod record;
 pub mod ringbuf;
 pub mod session;
 pub mod sink;
 pub mod status;
 pub mod target;
-pub mod uprobe_multi;
 pub mod views;

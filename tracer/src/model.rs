@@ -8,10 +8,11 @@ use std::collections::HashMap;
 use probe_common::{CallEvent, EventKind, ProbeConfig, RESULT_DISCARDED};
 use serde::{Deserialize, Serialize};
 
-use crate::attach::{Counters, ProbePoint};
 use crate::calls::{Calls, Entered, Hit, Left};
 use crate::decode::{Captures, Decoder, Region, Value};
-use crate::session::{Ended, Plan, Traced};
+use crate::probes::plan::{Plan, ProbePoint, Traced};
+use crate::probes::snapshot::Counters;
+use crate::session::Ended;
 use crate::target::clock::WallClock;
 use crate::target::gobin::arginfo::TraceWord;
 use crate::target::gobin::{Frame, GoBinary, Param};
@@ -215,9 +216,10 @@ impl<'a> CallModel<'a> {
             self.unknown_probe += 1;
             return None;
         };
-        let index = point.function;
+        // The allocator's own probes serve no traced function: theirs is the params view.
+        let hit = Hit::of(e, point)?;
+        let index = hit.function;
         let traced = &self.traced[index];
-        let hit = Hit::of(e, point);
         let wall_ns = self.clock.wall_ns(e.ktime_ns);
         let sig = traced.function.signature.as_ref().filter(|_| self.decode);
         match kind {

@@ -17,11 +17,14 @@ use probe_common::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::attach::{AddressRanges, KernelCounts, ProbeKind, ProbePoint};
-use crate::calls::{Calls, Entered, Hit, Left};
+use crate::calls::{Calls, Entered, Hit, Left, stack_depth};
 use crate::decode::{Decoder, Region};
-use crate::placement::{self, AllocationCall, Allocator};
-use crate::session::{EntrySite, PlacementMode, Plan};
+use crate::probes::attach::AddressRanges;
+use crate::probes::placement::{self, AllocationCall, Allocator};
+use crate::probes::plan::{
+    EntrySite, PlacementMode, Placer, Plan, PointOwner, ProbeKind, SIZE_SPECIALIZED_MALLOCS,
+};
+use crate::probes::snapshot::KernelCounts;
 use crate::sink::EventSink;
 use crate::target::gobin::abi::{Location, Reg};
 use crate::target::gobin::types::{GoType, TypeKind};
@@ -202,7 +205,7 @@ impl AllocationProbes {
             .collect();
         names.extend(
             binary
-                .functions_named(crate::session::SIZE_SPECIALIZED_MALLOCS)
+                .functions_named(SIZE_SPECIALIZED_MALLOCS)
                 .into_iter()
                 .map(|n| (n, 1)),
         );
@@ -228,10 +231,9 @@ impl AllocationProbes {
                 .map_or((0, 0), |(f, _)| (f.entry, f.end)),
             placed: Vec::new(),
         };
-        let file_offset = |addr: u64| {
-            binary
-                .file_offset(addr)
-                .with_context(|| format!("{addr:#x} is not in the file"))
+        let placer = Placer {
+            binary,
+            mode: PlacementMode::Fast,
         };
         for index in 0..plan.traced.len() {
             let function = plan.traced[index].function.clone();
@@ -251,28 +253,24 @@ impl AllocationProbes {
                     }
                 }
                 if with_allocator {
-                    let mut config = ProbeConfig {
-                        function: index as u32,
-                        ..ProbeConfig::default()
-                    };
+                    let mut config = ProbeConfig::default();
                     config.params.moved = move_check(&sig.params, &site);
                     probes
                         .move_sites
                         .insert(plan.points.len() as u32, site.clone());
-                    plan.points.push(ProbePoint {
-                        function: index,
-                        kind: ProbeKind::Allocated,
-                        addr: call.after,
-                        file_offset: file_offset(call.after)?,
-                        flags: 0,
+                    plan.points.push(placer.point(
+                        &function.name,
+                        PointOwner::Traced(index),
+                        ProbeKind::Allocated,
+                        (call.after, 0),
                         config,
-                    });
+                    )?);
                 }
             }
             let keep_words = probes.static_moves.iter().any(|&(f, _)| f == index);
             let params = entry_params(&function, &sig.params, keep_words);
             for point in &mut plan.points {
-                if point.kind == ProbeKind::Entry && point.function == index {
+                if point.kind == ProbeKind::Entry && point.owner == PointOwner::Traced(index) {
                     point.config.params = params;
                 }
             }
@@ -281,12 +279,7 @@ impl AllocationProbes {
             return Ok(probes);
         }
         for (function, _) in &functions {
-            let code = binary
-                .code(function)
-                .with_context(|| format!("reading the code of {}", function.name))?;
-            let placed = placement::place(&code, function.entry)
-                .with_context(|| format!("disassembling {}", function.name))?;
-            let entry = EntrySite::choose(binary, function, placed.entry, PlacementMode::Fast)?;
+            let (entry, _) = placer.place(function)?;
             let is_newobject = function.name == "runtime.newobject";
             let mut config = ProbeConfig::default();
             config.params.allocator = if is_newobject {
@@ -294,18 +287,13 @@ impl AllocationProbes {
             } else {
                 ALLOCATOR_MALLOC
             };
-            for (addr, flags) in entry.points() {
+            let owner = PointOwner::Allocator;
+            let kind = ProbeKind::Allocating;
+            for point in placer.entry_points(&function.name, owner, kind, &entry, config)? {
                 probes
                     .allocators
                     .insert(plan.points.len() as u32, is_newobject);
-                plan.points.push(ProbePoint {
-                    function: 0,
-                    kind: ProbeKind::Allocating,
-                    addr,
-                    file_offset: file_offset(addr)?,
-                    flags,
-                    config,
-                });
+                plan.points.push(point);
             }
             probes.placed.push((function.name.clone(), entry));
         }
@@ -573,19 +561,19 @@ impl<'a, W: std::io::Write> ParamTracker<'a, W> {
         let Some(kind) = EventKind::from_u32(e.kind) else {
             return Ok(());
         };
-        let hit = Hit::of(e, point);
-        match kind {
-            EventKind::Entry => self.enter(e, hit),
-            EventKind::Return => self.leave(hit)?,
-            EventKind::Allocated => {
+        match (kind, Hit::of(e, point)) {
+            (EventKind::Entry, Some(hit)) => self.enter(e, hit),
+            (EventKind::Return, Some(hit)) => self.leave(hit)?,
+            (EventKind::Allocated, Some(hit)) => {
                 if let Some((depth, open)) = self.calls.innermost(e.goid, hit.depth)
-                    && open.function == point.function
+                    && open.function == hit.function
                     && let Some(p) = self.pending.get_mut(&(e.goid, depth))
                 {
                     p.moved.push((e.regs[0], e.probe_id));
                 }
             }
-            EventKind::Allocating => self.allocating(e, hit),
+            (EventKind::Allocating, _) => self.allocating(e),
+            (_, None) => {}
         }
         Ok(())
     }
@@ -621,11 +609,11 @@ impl<'a, W: std::io::Write> ParamTracker<'a, W> {
         );
     }
 
-    fn allocating(&mut self, e: &CallEvent, hit: Hit) {
+    fn allocating(&mut self, e: &CallEvent) {
         let Some(&is_newobject) = self.probes.allocators.get(&e.probe_id) else {
             return;
         };
-        let Some((depth, open)) = self.calls.innermost(e.goid, hit.depth) else {
+        let Some((depth, open)) = self.calls.innermost(e.goid, stack_depth(e)) else {
             return;
         };
         let Some(p) = self.pending.get_mut(&(e.goid, depth)) else {
@@ -831,7 +819,7 @@ impl<W: std::io::Write> EventSink for ParamTracker<'_, W> {
     }
 }
 
-/// `params` worked out in the kernel ([`crate::attach::Programs::Params`]): no event per
+/// `params` worked out in the kernel ([`crate::probes::attach::Programs::Params`]): no event per
 /// call. While the session runs it keeps the kernel's map of the process's memory current, so
 /// that the probes can tell heap pointers from others.
 pub struct KernelParams<'a> {

@@ -4,7 +4,7 @@
 
 use probe_common::CallEvent;
 
-use crate::attach::KernelCounts;
+use crate::probes::snapshot::KernelCounts;
 
 /// Where a session's events go.
 pub trait EventSink {

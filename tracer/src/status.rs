@@ -5,7 +5,7 @@
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use crate::attach::Counters;
+use crate::probes::snapshot::Counters;
 
 const EVERY: Duration = Duration::from_secs(1);
 

@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use escapade::placement::{EntryProbe, SlowReason, call_sites, place};
+use escapade::probes::placement::{EntryProbe, SlowReason, call_sites, place};
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, OpKind, Register};
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 

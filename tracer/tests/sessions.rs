@@ -7,16 +7,19 @@
 
 mod common;
 
-use escapade::attach::{KernelCounts, Programs, Scope, attach};
-use escapade::session::{Ended, PlacementMode, Plan, PlanOptions, Session, Target};
+use escapade::probes::attach::{Programs, Scope, attach};
+use escapade::probes::plan::{PlacementMode, Plan, PlanOptions};
+use escapade::probes::snapshot::KernelCounts;
+use escapade::session::{Ended, Session};
 use escapade::sink::EventSink;
+use escapade::target::Target;
 use probe_common::{CallEvent, CallStats, EventKind};
 
 /// What a session's sink saw: per traced function, entry and return events, and the kernel's
 /// counts at the last checkpoint.
 struct Seen {
     /// The traced function of each probe id.
-    functions_of: Vec<usize>,
+    functions_of: Vec<Option<usize>>,
     entries: Vec<u64>,
     returns: Vec<u64>,
     /// The processes the events came from.
@@ -29,7 +32,7 @@ impl Seen {
     fn new(plan: &Plan) -> Seen {
         let functions = plan.traced.len();
         Seen {
-            functions_of: plan.points.iter().map(|p| p.function).collect(),
+            functions_of: plan.points.iter().map(|p| p.owner.traced()).collect(),
             entries: vec![0; functions],
             returns: vec![0; functions],
             tgids: Default::default(),
@@ -42,7 +45,9 @@ impl Seen {
 impl EventSink for Seen {
     fn event(&mut self, event: &CallEvent) -> anyhow::Result<()> {
         self.tgids.insert(event.tgid);
-        let function = self.functions_of[event.probe_id as usize];
+        let Some(function) = self.functions_of[event.probe_id as usize] else {
+            return Ok(());
+        };
         match EventKind::from_u32(event.kind) {
             Some(EventKind::Entry) => self.entries[function] += 1,
             Some(EventKind::Return) => self.returns[function] += 1,

@@ -8,6 +8,7 @@ use aya::maps::{MapData, RingBuf};
 use aya::programs::RawTracePoint;
 use tokio::io::unix::AsyncFd;
 
+use crate::probes::snapshot::take;
 use crate::ringbuf::watch_readable;
 
 /// Set, the agent does without the tracepoint, as where the kernel refuses it; here to test
@@ -33,7 +34,7 @@ impl ExecWatcher {
         program
             .attach("sched_process_exec")
             .context("attaching to the sched_process_exec tracepoint")?;
-        let ring = RingBuf::try_from(ebpf.take_map("EXECS").context("map EXECS")?)?;
+        let ring = take(&mut ebpf, "EXECS")?;
         Ok(ExecWatcher {
             _ebpf: ebpf,
             execs: watch_readable(ring)?,

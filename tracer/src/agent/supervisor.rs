@@ -21,21 +21,23 @@ use super::metrics::{CallLatency, SiteLabels};
 use super::state::{LiveProfile, ProcessStatus, Shared, lock_profile};
 use super::{discover, retention};
 use crate::allocs::{self, AllocReport};
-use crate::attach::{Attached, Counters, KernelCounts, ProbePoint, Programs, Scope, attach};
 use crate::cpu::Sampler;
 use crate::decode::Decoder;
 use crate::export::CallSites;
 use crate::export::pprof::scale;
 use crate::hints::without_dwarf;
 use crate::model::{CallModel, FunctionInfo, Symbols};
+use crate::probes::attach::{Attached, Programs, Scope, attach};
+use crate::probes::plan::{
+    CountingProbes, PlacementMode, Plan, PlanOptions, ProbePoint, RuntimeProbe, counting_probes,
+};
+use crate::probes::snapshot::{Counters, KernelCounts};
 use crate::record::live::{CpuSampling, RecordSink};
 use crate::record::writer::Writer;
 use crate::record::{AllocSettings, Header};
-use crate::session::{
-    self, CountingProbes, Ended, PlacementMode, Plan, PlanOptions, RuntimeProbe, Target,
-    counting_probes,
-};
+use crate::session::{self, Ended};
 use crate::sink::EventSink;
+use crate::target::Target;
 use crate::target::clock::WallClock;
 use crate::target::gobin::GoBinary;
 use crate::target::memprofile::MemProfileRate;

@@ -2,8 +2,8 @@
 //! or every one with `--exact`), goroutine creations and GC cycles, all counted in the kernel
 //! and printed when the session ends.
 
-use escapade::attach::Programs;
 use escapade::cli::AllocsArgs;
+use escapade::probes::attach::Programs;
 use escapade::session::{self, Session};
 use escapade::sink::EventSink;
 use escapade::target::clock::WallClock;

@@ -11,10 +11,11 @@ use super::finish_replay;
 
 pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     let mut replay = Replay::open(&args.file)?;
+    let weight = args.flamegraph_weight();
     let request = Request {
         pprof: args.pprof,
         perfetto: args.perfetto,
-        flamegraph: args.flamegraph.map(|path| (path, args.weight)),
+        flamegraph: args.flamegraph.map(|path| (path, weight)),
     };
     let mut exports = Exports::new(&replay.reader.header, &request)?;
     let damage = replay.run(&mut exports)?;

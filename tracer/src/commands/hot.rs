@@ -1,12 +1,13 @@
 //! `escapade hot`: the named functions' call paths ranked by CPU samples and parameter
 //! lifetime overlap, printed when the session ends.
 
-use escapade::attach::Programs;
 use escapade::cli::HotArgs;
 use escapade::cpu::Sampler;
 use escapade::hot::HotSink;
 use escapade::model::CallModel;
-use escapade::session::{self, PlanOptions, Session};
+use escapade::probes::attach::Programs;
+use escapade::probes::plan::PlanOptions;
+use escapade::session::{self, Session};
 use escapade::views::Output;
 
 use super::{attach_to, decoder, exit_as, open_target, plan_calls};

@@ -12,14 +12,16 @@ pub mod record;
 pub mod report;
 pub mod trace;
 
-use escapade::attach::{Attached, KernelCounts, ProbePoint, Programs, Scope, attach};
 use escapade::cli::{AllocModeArgs, CallArgs, TargetArgs};
 use escapade::decode::Decoder;
 use escapade::hints::without_dwarf;
-use escapade::record::reader::{ChunkError, Replay};
-use escapade::session::{
-    self, CountingProbes, PlacementMode, Plan, PlanOptions, ReturnsMode, Target,
+use escapade::probes::attach::{Attached, Programs, Scope, attach};
+use escapade::probes::plan::{
+    self, CountingProbes, PlacementMode, Plan, PlanOptions, ProbePoint, ReturnsMode,
 };
+use escapade::probes::snapshot::KernelCounts;
+use escapade::record::reader::{ChunkError, Replay};
+use escapade::target::Target;
 use escapade::target::launch::Launched;
 use escapade::target::memprofile::MemProfileRate;
 
@@ -94,7 +96,7 @@ fn plan_allocs(
             mode.mem_profile_rate,
         )?)
     };
-    let probes = session::counting_probes(&target.binary, PlacementMode::Fast, mode.exact)?;
+    let probes = plan::counting_probes(&target.binary, PlacementMode::Fast, mode.exact)?;
     for (function, entry) in &probes.placed {
         tracing::debug!("{function}: entry {entry}");
     }

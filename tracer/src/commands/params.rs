@@ -6,10 +6,11 @@ use std::io::IsTerminal as _;
 
 use anyhow::Context as _;
 
-use escapade::attach::Programs;
 use escapade::cli::ParamsArgs;
 use escapade::params::{AllocationProbes, KernelParams, ParamTracker};
-use escapade::session::{self, Plan, PlanOptions, Session};
+use escapade::probes::attach::Programs;
+use escapade::probes::plan::{Plan, PlanOptions};
+use escapade::session::{self, Session};
 use escapade::views::Output;
 use escapade::views::params::{ParamsMeta, write_params};
 

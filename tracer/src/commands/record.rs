@@ -2,16 +2,18 @@
 //! file (rotated at `--max-size`) instead of the terminal, then the same summaries `report
 //! --quiet` prints from it.
 
-use escapade::attach::Programs;
 use escapade::cli::RecordArgs;
 use escapade::cpu::Sampler;
 use escapade::model::{CallModel, FunctionInfo, Symbols};
 use escapade::params::{AllocationProbes, ParamTracker};
+use escapade::probes::attach::Programs;
+use escapade::probes::plan::{CountingProbes, Plan};
 use escapade::record::live::{CpuSampling, RecordSink};
 use escapade::record::writer::Writer;
 use escapade::record::{AllocSettings, Header, Latest};
-use escapade::session::{self, CountingProbes, Plan, Session, Target};
+use escapade::session::{self, Session};
 use escapade::sink::EventSink as _;
+use escapade::target::Target;
 use escapade::target::memprofile::MemProfileRate;
 use escapade::views::Output;
 use escapade::views::summaries::write_summaries;

@@ -1,8 +1,8 @@
 //! `escapade trace`: every call of the named functions as it happens, a line (or a JSON
 //! object) per entry and return, then the summary; with `--quiet`, the summary alone.
 
-use escapade::attach::Programs;
 use escapade::cli::TraceArgs;
+use escapade::probes::attach::Programs;
 use escapade::session::{self, Session};
 use escapade::views::Output;
 use escapade::views::trace::TracePrinter;

@@ -11,7 +11,7 @@ use crate::model::{CallRecord, Symbols};
 use crate::record::Header;
 
 /// What a flame graph's widths count.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Weight {
     Calls,
     Bytes,

@@ -30,7 +30,7 @@ use crate::allocs::AllocReport;
 use crate::cpu::CpuProfile;
 use crate::model::{CallRecord, FunctionInfo, TraceTotals};
 use crate::params::ParamsView;
-use crate::session::Target;
+use crate::target::Target;
 use crate::target::gobin::Frame;
 
 pub const MAGIC: &[u8; 8] = b"ESCAPADE";

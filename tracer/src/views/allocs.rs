@@ -8,7 +8,7 @@ use serde_json::json;
 use super::Output;
 use super::text::{duration_text, site_text, wall_time};
 use crate::allocs::AllocReport;
-use crate::attach::Counters;
+use crate::probes::snapshot::Counters;
 use crate::session::Ended;
 
 fn write_boxing(report: &AllocReport, top: usize, out: &mut impl Write) -> std::io::Result<()> {

@@ -7,8 +7,8 @@ use serde_json::json;
 
 use super::Output;
 use super::text::ended_text;
-use crate::attach::Counters;
 use crate::params::{FunctionHeap, ParamsView, Verdict};
+use crate::probes::snapshot::Counters;
 use crate::session::Ended;
 
 /// What the params view says about the session besides what the tracker saw.

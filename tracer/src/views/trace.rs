@@ -9,11 +9,12 @@ use serde_json::json;
 
 use super::Output;
 use super::text::{duration_text, ended_text, frame_text, value_text, wall_time};
-use crate::attach::Counters;
 use crate::decode::{Decoder, Value};
 use crate::model::{CallModel, CallRecord, FunctionInfo, ParamInfo, Symbols, TraceTotals};
+use crate::probes::plan::Plan;
+use crate::probes::snapshot::Counters;
 use crate::record::reader::Visitor;
-use crate::session::{Ended, Plan};
+use crate::session::Ended;
 use crate::sink::EventSink;
 use crate::target::gobin::arginfo;
 

@@ -6,75 +6,21 @@ use std::num::NonZeroU32;
 use std::path::Path;
 
 use anyhow::Context as _;
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::UProbe;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
 use aya::{Ebpf, EbpfLoader};
 use probe_common::{
-    AddressRange, AllocKey, AllocStats, COOKIE_AT_CALL_SITE, COOKIE_AT_RETURN_SITE,
-    COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTED_STACK_GROWTH, COUNTER_ALLOCS_LOST, COUNTER_DROPPED,
-    COUNTER_EVENTS, COUNTER_MORESTACK, COUNTER_READ_ERRORS, CallHeap, CallStart, CallStats,
-    CallerKey, CallerStats, GcCycleRecord, GoOffsets, GoroutineCalls, LiveObject,
-    MAX_ACTIVE_GOROUTINES, MAX_ADDRESS_RANGES, MAX_CALLERS, MAX_FAST_RETURNS, MAX_HELD_ENTRIES,
-    MAX_LIVE_SAMPLES, MAX_OPEN_CALLS, MAX_PARAMS, MAX_PROBES, MAX_TRACED_FUNCTIONS, MAX_UNPLACED,
-    OpenCall, ParamStats, ProbeConfig, StackRecord, Unplaced,
+    AddressRange, COOKIE_AT_RETURN_SITE, GoOffsets, MAX_ACTIVE_GOROUTINES, MAX_ADDRESS_RANGES,
+    MAX_CALLERS, MAX_FAST_RETURNS, MAX_HELD_ENTRIES, MAX_LIVE_SAMPLES, MAX_OPEN_CALLS, MAX_PARAMS,
+    MAX_PROBES, MAX_TRACED_FUNCTIONS, MAX_UNPLACED, ProbeConfig,
 };
 
-use crate::uprobe_multi::{self, MultiLink, MultiPrograms};
+use super::plan::{ProbeKind, ProbePoint};
+use super::snapshot::{KernelCounts, borrow, take};
+use super::uprobe_multi::{self, MultiLink, MultiPrograms};
 
 static PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe-ebpf"));
-
-/// What a probe point records, which decides the program attached there.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProbeKind {
-    /// A traced function's entry: arguments, into the ring buffer.
-    Entry,
-    /// A traced function's `RET`: results, into the ring buffer.
-    Return,
-    /// `runtime.mallocgc`'s entry: counted per stack and type in the kernel.
-    Malloc,
-    /// `runtime.newproc1`'s entry: goroutine creations, counted per `go` statement.
-    Newproc,
-    /// `runtime.gcMarkTermination`'s call to `mProf_Flush` (or its `RET`s): completed GC
-    /// cycles and the runtime's record of each.
-    GcCycle,
-    /// `runtime.copystack`'s entry: goroutine stacks grown.
-    StackGrowth,
-    /// The allocator's entry, reported from goroutines inside a traced function only.
-    Allocating,
-    /// The instruction after a traced function's own call to the allocator.
-    Allocated,
-    /// `runtime.mProf_Malloc`'s entry: an object the heap profiler sampled.
-    SampledMalloc,
-    /// `runtime.freeSpecial`'s entry: a sampled object freed.
-    FreeSpecial,
-}
-
-/// One uprobe to attach.
-#[derive(Clone, Debug)]
-pub struct ProbePoint {
-    /// Index of the traced function this probe belongs to.
-    pub function: usize,
-    pub kind: ProbeKind,
-    /// Link-time address of the probed instruction.
-    pub addr: u64,
-    /// File offset of that instruction, as the kernel wants it.
-    pub file_offset: u64,
-    /// `COOKIE_*` placement flags.
-    pub flags: u64,
-    pub config: ProbeConfig,
-}
-
-impl ProbePoint {
-    /// Whether the kernel single-steps the probed instruction rather than emulating it: a
-    /// signal during the step makes it run, and the probe fire, again. Entries on the
-    /// stack-check branch or a `CALL` and returns at return sites are emulated; a return on a
-    /// function's `RET` may be.
-    pub fn single_stepped(&self) -> bool {
-        let emulated = COOKIE_SKIP_IF_BELOW_OR_EQUAL | COOKIE_AT_CALL_SITE | COOKIE_AT_RETURN_SITE;
-        self.flags & emulated == 0
-    }
-}
 
 pub struct Attached {
     /// Keeps the maps, and the programs of perf-event links, alive.
@@ -89,40 +35,6 @@ pub struct Attached {
     /// Under `--returns sampled`, when the `RET` probes come and go.
     windows: Option<RetWindows>,
     address_ranges: Option<AddressRanges>,
-}
-
-/// What one session's probes counted in the kernel, read from its own maps when asked: what a
-/// sink sees of the probes, which can neither detach them nor take their events.
-pub struct KernelCounts {
-    counters: PerCpuArray<MapData, u64>,
-    alloc_sites: PerCpuHashMap<MapData, AllocKey, AllocStats>,
-    alloc_stacks: HashMap<MapData, u64, StackRecord>,
-    sampled_live: HashMap<MapData, u64, LiveObject>,
-    gc_cycles: HashMap<MapData, u64, GcCycleRecord>,
-    call_stats: PerCpuArray<MapData, CallStats>,
-    call_starts: HashMap<MapData, OpenCall, CallStart>,
-    goroutine_calls: HashMap<MapData, u64, GoroutineCalls>,
-    param_stats: PerCpuArray<MapData, ParamStats>,
-    call_heap: PerCpuArray<MapData, CallHeap>,
-    unplaced: PerCpuHashMap<MapData, Unplaced, u64>,
-    callers: PerCpuHashMap<MapData, CallerKey, CallerStats>,
-}
-
-/// The probes' counters (`probe_common::COUNTER_*`). Its fields are in the counters' order,
-/// which keeps recordings as they were when they held the counters as an array.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Counters {
-    /// What the probes recorded: calls' entries and returns, and what the counting probes
-    /// counted (allocations, goroutines, GC cycles).
-    pub events: u64,
-    /// Events lost because the ring buffer was full.
-    pub dropped: u64,
-    /// Hits on a stack-check branch that was about to grow the stack (not an event).
-    pub morestack: u64,
-    /// Reads of target memory that failed (g, argument area or string bytes).
-    pub read_errors: u64,
-    /// Allocations whose key did not fit in `ALLOC_SITES`.
-    pub allocs_lost: u64,
 }
 
 /// Where the process's memory regions lie, as the probes of [`Programs::Params`] classify
@@ -286,173 +198,6 @@ impl Attached {
     }
 }
 
-impl KernelCounts {
-    /// The calls the kernel saw enter and not return: still running, or unwound by a panic.
-    pub fn open_calls(&self) -> anyhow::Result<Vec<(OpenCall, CallStart)>> {
-        let mut open: Vec<_> = self.call_starts.iter().collect::<Result<_, _>>()?;
-        for goroutine in self.goroutine_calls.iter() {
-            let (g, calls) = goroutine?;
-            open.extend(calls.inline().iter().map(|held| {
-                (
-                    OpenCall {
-                        g,
-                        depth: held.depth,
-                    },
-                    held.start,
-                )
-            }));
-        }
-        Ok(open)
-    }
-
-    /// The calls of the first `functions` traced functions as the kernel counted and timed
-    /// them, summed over CPUs.
-    pub fn call_stats(&self, functions: usize) -> anyhow::Result<Vec<CallStats>> {
-        (0..functions as u32)
-            .map(|i| {
-                let per_cpu = self.call_stats.get(&i, 0)?;
-                Ok(per_cpu.iter().fold(CallStats::default(), |mut t, s| {
-                    t.entries += s.entries;
-                    t.returns += s.returns;
-                    t.caller_returns += s.caller_returns;
-                    t.unobserved += s.unobserved;
-                    t.total_ns += s.total_ns;
-                    for (t, s) in t.latency.iter_mut().zip(&s.latency) {
-                        *t += s;
-                    }
-                    t
-                }))
-            })
-            .collect()
-    }
-
-    /// Under [`Programs::Params`], the first `functions` traced functions' parameters as the
-    /// kernel classified them, `MAX_PARAMS` slots per function, summed over CPUs.
-    pub fn param_stats(&self, functions: usize) -> anyhow::Result<Vec<ParamStats>> {
-        (0..(functions * MAX_PARAMS) as u32)
-            .map(|i| {
-                let per_cpu = self.param_stats.get(&i, 0)?;
-                Ok(per_cpu.iter().fold(ParamStats::default(), |mut t, s| {
-                    for (t, s) in t.pointees.iter_mut().zip(&s.pointees) {
-                        *t += s;
-                    }
-                    t.moved_calls += s.moved_calls;
-                    t.moved_objects += s.moved_objects;
-                    t.moved_bytes += s.moved_bytes;
-                    t
-                }))
-            })
-            .collect()
-    }
-
-    /// Under [`Programs::Params`], what the first `functions` traced functions' calls
-    /// allocated, summed over CPUs.
-    pub fn call_heap(&self, functions: usize) -> anyhow::Result<Vec<CallHeap>> {
-        (0..functions as u32)
-            .map(|i| {
-                let per_cpu = self.call_heap.get(&i, 0)?;
-                Ok(per_cpu.iter().fold(CallHeap::default(), |t, s| CallHeap {
-                    objects: t.objects + s.objects,
-                    bytes: t.bytes + s.bytes,
-                    own_objects: t.own_objects + s.own_objects,
-                    unverified_moves: t.unverified_moves + s.unverified_moves,
-                    unmatched_returns: t.unmatched_returns + s.unmatched_returns,
-                }))
-            })
-            .collect()
-    }
-
-    /// Under [`Programs::CountingByCaller`], each traced function's calls per caller (by
-    /// run-time return address) and the time of those that returned, summed over CPUs.
-    pub fn callers(&self) -> anyhow::Result<Vec<(CallerKey, CallerStats)>> {
-        let mut out = Vec::new();
-        for entry in self.callers.iter() {
-            let (key, per_cpu) = entry?;
-            let total = per_cpu
-                .iter()
-                .fold(CallerStats::default(), |t, s| CallerStats {
-                    calls: t.calls + s.calls,
-                    total_ns: t.total_ns + s.total_ns,
-                });
-            out.push((key, total));
-        }
-        Ok(out)
-    }
-
-    /// Under [`Programs::Params`], the pointers the kernel could not place by
-    /// [`AddressRanges`], counted so far, summed over CPUs.
-    pub fn unplaced(&self) -> anyhow::Result<Vec<(Unplaced, u64)>> {
-        let mut out = Vec::new();
-        for entry in self.unplaced.iter() {
-            let (key, per_cpu) = entry?;
-            out.push((key, per_cpu.iter().sum()));
-        }
-        Ok(out)
-    }
-
-    /// What the counting probes counted, per (stack, caller, type), summed over CPUs.
-    pub fn alloc_sites(&self) -> anyhow::Result<Vec<(AllocKey, AllocStats)>> {
-        let mut sites = Vec::new();
-        for entry in self.alloc_sites.iter() {
-            let (key, per_cpu) = entry?;
-            let total = per_cpu
-                .iter()
-                .fold(AllocStats::default(), |t, s| AllocStats {
-                    objects: t.objects + s.objects,
-                    bytes: if key.counted == COUNTED_STACK_GROWTH {
-                        t.bytes.max(s.bytes)
-                    } else {
-                        t.bytes + s.bytes
-                    },
-                });
-            sites.push((key, total));
-        }
-        Ok(sites)
-    }
-
-    /// Sampled objects allocated while escapade watched and not freed yet, by address.
-    pub fn sampled_live(&self) -> anyhow::Result<Vec<LiveObject>> {
-        let mut live = Vec::new();
-        for entry in self.sampled_live.iter() {
-            live.push(entry?.1);
-        }
-        Ok(live)
-    }
-
-    /// The most recent GC cycles completed while escapade watched, oldest first.
-    pub fn gc_cycles(&self) -> anyhow::Result<Vec<GcCycleRecord>> {
-        let mut cycles = Vec::new();
-        for entry in self.gc_cycles.iter() {
-            cycles.push(entry?.1);
-        }
-        cycles.sort_by_key(|c| c.ktime_ns);
-        Ok(cycles)
-    }
-
-    /// The return addresses of a stack a counting probe recorded, innermost first.
-    pub fn alloc_stack(&self, key: i64) -> anyhow::Result<Vec<u64>> {
-        let record = self.alloc_stacks.get(&(key as u64), 0)?;
-        let frames = (record.frames as usize).min(record.pcs.len());
-        Ok(record.pcs[..frames].to_vec())
-    }
-
-    /// The probes' counters, summed over CPUs.
-    pub fn counters(&self) -> Counters {
-        let counter = |i: u32| {
-            self.counters
-                .get(&i, 0)
-                .map_or(0, |values| values.iter().sum())
-        };
-        Counters {
-            events: counter(COUNTER_EVENTS),
-            dropped: counter(COUNTER_DROPPED),
-            morestack: counter(COUNTER_MORESTACK),
-            read_errors: counter(COUNTER_READ_ERRORS),
-            allocs_lost: counter(COUNTER_ALLOCS_LOST),
-        }
-    }
-}
-
 /// Which programs run at the probe points.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Programs {
@@ -534,7 +279,7 @@ pub fn attach(
     let functions = points
         .iter()
         .filter(|p| matches!(p.kind, ProbeKind::Entry | ProbeKind::Return))
-        .map(|p| p.config.function + 1)
+        .map(|p| p.owner.kernel_function() + 1)
         .max()
         .unwrap_or(1);
     // Maps are preallocated kernel memory (~90 MB for all of them at full size, per
@@ -561,7 +306,7 @@ pub fn attach(
     anyhow::ensure!(
         points
             .iter()
-            .all(|p| p.config.function < MAX_TRACED_FUNCTIONS),
+            .all(|p| p.owner.kernel_function() < MAX_TRACED_FUNCTIONS),
         "more than {MAX_TRACED_FUNCTIONS} traced functions: name fewer"
     );
     let mut ebpf = EbpfLoader::new()
@@ -602,37 +347,26 @@ pub fn attach(
         .load(PROBES)
         .context("loading the eBPF programs")?;
 
-    {
-        let mut go_offsets: Array<_, GoOffsets> =
-            Array::try_from(ebpf.map_mut("GO_OFFSETS").context("map GO_OFFSETS")?)?;
-        go_offsets.set(0, offsets, 0)?;
+    let mut go_offsets: Array<_, GoOffsets> = borrow(&mut ebpf, "GO_OFFSETS")?;
+    go_offsets.set(0, offsets, 0)?;
+    let mut configs: Array<_, ProbeConfig> = borrow(&mut ebpf, "PROBE_CONFIGS")?;
+    for (id, point) in points.iter().enumerate() {
+        let config = ProbeConfig {
+            function: point.owner.kernel_function(),
+            ..point.config
+        };
+        configs.set(id as u32, config, 0)?;
     }
-    {
-        let mut configs: Array<_, ProbeConfig> =
-            Array::try_from(ebpf.map_mut("PROBE_CONFIGS").context("map PROBE_CONFIGS")?)?;
-        for (id, point) in points.iter().enumerate() {
-            configs.set(id as u32, point.config, 0)?;
-        }
+    let mut fast_returns: HashMap<_, u64, u8> = borrow(&mut ebpf, "FAST_RETURNS")?;
+    let sites = points
+        .iter()
+        .filter(|p| p.flags & COOKIE_AT_RETURN_SITE != 0)
+        .map(|p| p.config.return_site);
+    for site in sites {
+        fast_returns.insert(site, 0, 0)?;
     }
-    {
-        let mut fast_returns: HashMap<_, u64, u8> =
-            HashMap::try_from(ebpf.map_mut("FAST_RETURNS").context("map FAST_RETURNS")?)?;
-        let sites = points
-            .iter()
-            .filter(|p| p.flags & COOKIE_AT_RETURN_SITE != 0)
-            .map(|p| p.config.return_site);
-        for site in sites {
-            fast_returns.insert(site, 0, 0)?;
-        }
-    }
-
-    {
-        let mut ranges: Array<_, AddressRange> = Array::try_from(
-            ebpf.map_mut("ADDRESS_RANGES")
-                .context("map ADDRESS_RANGES")?,
-        )?;
-        write_address_ranges(&mut ranges, memory)?;
-    }
+    let mut ranges: Array<_, AddressRange> = borrow(&mut ebpf, "ADDRESS_RANGES")?;
+    write_address_ranges(&mut ranges, memory)?;
 
     let groups: Vec<Group> = ATTACH_ORDER
         .into_iter()
@@ -665,62 +399,21 @@ pub fn attach(
         }
     };
 
-    let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS")?)?;
-    let counters = PerCpuArray::try_from(
-        ebpf.take_map("PROBE_COUNTERS")
-            .context("map PROBE_COUNTERS")?,
-    )?;
-    let alloc_sites =
-        PerCpuHashMap::try_from(ebpf.take_map("ALLOC_SITES").context("map ALLOC_SITES")?)?;
-    let alloc_stacks =
-        HashMap::try_from(ebpf.take_map("ALLOC_STACKS").context("map ALLOC_STACKS")?)?;
-    let sampled_live =
-        HashMap::try_from(ebpf.take_map("SAMPLED_LIVE").context("map SAMPLED_LIVE")?)?;
-    let gc_cycles = HashMap::try_from(ebpf.take_map("GC_CYCLES").context("map GC_CYCLES")?)?;
-    let claimed_tgid = Array::try_from(ebpf.take_map("CLAIMED_TGID").context("map CLAIMED_TGID")?)?;
-    let call_stats = PerCpuArray::try_from(ebpf.take_map("CALL_STATS").context("map CALL_STATS")?)?;
-    let call_starts = HashMap::try_from(ebpf.take_map("CALL_STARTS").context("map CALL_STARTS")?)?;
-    let goroutine_calls = HashMap::try_from(
-        ebpf.take_map("INNERMOST_CALL")
-            .context("map INNERMOST_CALL")?,
-    )?;
-    let rets_closed = Array::try_from(ebpf.take_map("RETS_CLOSED").context("map RETS_CLOSED")?)?;
-    let entries_detached = Array::try_from(
-        ebpf.take_map("ENTRIES_DETACHED")
-            .context("map ENTRIES_DETACHED")?,
-    )?;
-    let open_via_ret =
-        PerCpuArray::try_from(ebpf.take_map("OPEN_VIA_RET").context("map OPEN_VIA_RET")?)?;
-    let param_stats =
-        PerCpuArray::try_from(ebpf.take_map("PARAM_STATS").context("map PARAM_STATS")?)?;
-    let call_heap = PerCpuArray::try_from(ebpf.take_map("CALL_HEAP").context("map CALL_HEAP")?)?;
-    let address_ranges = Array::try_from(
-        ebpf.take_map("ADDRESS_RANGES")
-            .context("map ADDRESS_RANGES")?,
-    )?;
-    let unplaced = PerCpuHashMap::try_from(ebpf.take_map("UNPLACED").context("map UNPLACED")?)?;
-    let callers = PerCpuHashMap::try_from(ebpf.take_map("CALLERS").context("map CALLERS")?)?;
+    let events = take(&mut ebpf, "EVENTS")?;
+    let counts = KernelCounts::take(&mut ebpf)?;
+    let claimed_tgid = take(&mut ebpf, "CLAIMED_TGID")?;
+    let rets_closed = take(&mut ebpf, "RETS_CLOSED")?;
+    let entries_detached = take(&mut ebpf, "ENTRIES_DETACHED")?;
+    let open_via_ret = take(&mut ebpf, "OPEN_VIA_RET")?;
+    let address_ranges = AddressRanges(take(&mut ebpf, "ADDRESS_RANGES")?);
     Ok(Attached {
-        counts: KernelCounts {
-            counters,
-            alloc_sites,
-            alloc_stacks,
-            sampled_live,
-            gc_cycles,
-            call_stats,
-            call_starts,
-            goroutine_calls,
-            param_stats,
-            call_heap,
-            unplaced,
-            callers,
-        },
+        counts,
         claimed_tgid,
         rets_closed,
         entries_detached,
         open_via_ret,
         windows: None,
-        address_ranges: Some(AddressRanges(address_ranges)),
+        address_ranges: Some(address_ranges),
         ebpf,
         links,
         events: Some(events),
