@@ -36,6 +36,10 @@ pub const COOKIE_AT_CALL_SITE: u64 = 2 << COOKIE_FLAGS_SHIFT;
 /// closes is the one entered from `ProbeConfig::return_site`. Other paths through the same
 /// instruction are not returns.
 pub const COOKIE_AT_RETURN_SITE: u64 = 4 << COOKIE_FLAGS_SHIFT;
+/// An entry probe of a function that every call returns from through a return site: it is
+/// called only directly and each of its call sites has one. The entry then need not look its
+/// return address up in `FAST_RETURNS`.
+pub const COOKIE_RETURNS_AT_SITES: u64 = 8 << COOKIE_FLAGS_SHIFT;
 
 /// x86 `EFLAGS` bits read from `pt_regs.flags`.
 pub const EFLAGS_CF: u64 = 1 << 0;

@@ -12,13 +12,13 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use probe_common::{
-    COOKIE_AT_CALL_SITE, COOKIE_AT_RETURN_SITE, COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTER_DROPPED,
-    COUNTER_EVENTS, COUNTER_MORESTACK, COUNTER_READ_ERRORS, CallEvent, CallStart, CallStats,
-    CallerKey, CallerStats, EFLAGS_CF, EFLAGS_ZF, EventKind, GoOffsets, GoroutineCalls,
-    INLINE_OPEN_CALLS, INT_ARG_REGS, InlineCall, LATENCY_BUCKETS, MAX_ACTIVE_GOROUTINES,
-    MAX_FAST_RETURNS, MAX_HELD_ENTRIES, MAX_OPEN_CALLS, MAX_STACK_WORDS, MAX_STRING_CAPTURES,
-    MAX_TRACED_FUNCTIONS, OpenCall, ProbeConfig, RESULT_DISCARDED, RESULT_IN_REGISTER,
-    RESULT_ON_STACK, RESULT_REGISTERS, STRING_CAPTURE_BYTES,
+    COOKIE_AT_CALL_SITE, COOKIE_AT_RETURN_SITE, COOKIE_RETURNS_AT_SITES,
+    COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTER_DROPPED, COUNTER_EVENTS, COUNTER_MORESTACK,
+    COUNTER_READ_ERRORS, CallEvent, CallStart, CallStats, CallerKey, CallerStats, EFLAGS_CF,
+    EFLAGS_ZF, EventKind, GoOffsets, GoroutineCalls, INLINE_OPEN_CALLS, INT_ARG_REGS, InlineCall,
+    LATENCY_BUCKETS, MAX_ACTIVE_GOROUTINES, MAX_FAST_RETURNS, MAX_HELD_ENTRIES, MAX_OPEN_CALLS,
+    MAX_STACK_WORDS, MAX_STRING_CAPTURES, MAX_TRACED_FUNCTIONS, OpenCall, ProbeConfig,
+    RESULT_DISCARDED, RESULT_IN_REGISTER, RESULT_ON_STACK, RESULT_REGISTERS, STRING_CAPTURE_BYTES,
 };
 
 use crate::{
@@ -135,7 +135,8 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
         (EventKind::Entry, Some(call), Some(return_addr)) => {
             // Only a single-stepped probe can fire twice for one entry.
             let may_repeat = cookie & (COOKIE_SKIP_IF_BELOW_OR_EQUAL | COOKIE_AT_CALL_SITE) == 0;
-            let (hit, at_site) = entered(config, call, return_addr, offsets.code_bias, may_repeat);
+            let at_sites = cookie & COOKIE_RETURNS_AT_SITES != 0;
+            let (hit, at_site) = entered(config, call, return_addr, offsets, may_repeat, at_sites);
             (hit, 0, at_site)
         }
         (EventKind::Return, Some(call), _) => {
@@ -729,16 +730,19 @@ fn entered(
     config: &ProbeConfig,
     call: OpenCall,
     return_addr: u64,
-    code_bias: u64,
+    offsets: &GoOffsets,
     may_repeat: bool,
+    returns_at_sites: bool,
 ) -> (CallHit, bool) {
     if config.timed == 0 {
         count_entry(config.function, return_addr, false);
         return (CallHit::Unpaired, false);
     }
-    let link_time = return_addr.wrapping_sub(code_bias);
-    // SAFETY: lookup only tests presence.
-    let at_return_site = unsafe { FAST_RETURNS.get(link_time) }.is_some();
+    let at_return_site = returns_at_sites || {
+        let link_time = return_addr.wrapping_sub(offsets.code_bias);
+        // SAFETY: lookup only tests presence.
+        unsafe { FAST_RETURNS.get(link_time) }.is_some()
+    };
     if !at_return_site && (config.ret_probed == 0 || rets_closed()) {
         count_entry(config.function, return_addr, true);
         return (CallHit::Unobserved, false);

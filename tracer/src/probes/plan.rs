@@ -7,9 +7,9 @@ use std::collections::HashMap;
 
 use anyhow::Context as _;
 use probe_common::{
-    COOKIE_AT_CALL_SITE, COOKIE_AT_RETURN_SITE, COOKIE_SKIP_IF_BELOW_OR_EQUAL, INT_ARG_REGS,
-    MAX_STACK_WORDS, ProbeConfig, RESULT_DISCARDED, RESULT_IN_REGISTER, RESULT_ON_STACK,
-    ResultSource, STRING_CAPTURE_BYTES,
+    COOKIE_AT_CALL_SITE, COOKIE_AT_RETURN_SITE, COOKIE_RETURNS_AT_SITES,
+    COOKIE_SKIP_IF_BELOW_OR_EQUAL, INT_ARG_REGS, MAX_STACK_WORDS, ProbeConfig, RESULT_DISCARDED,
+    RESULT_IN_REGISTER, RESULT_ON_STACK, ResultSource, STRING_CAPTURE_BYTES,
 };
 
 use super::placement::{
@@ -409,7 +409,16 @@ impl Plan {
             };
             let owner = PointOwner::Traced(index);
             let name = &function.name;
-            points.extend(placer.entry_points(name, owner, ProbeKind::Entry, &entry, config)?);
+            let returns_at_sites = if rets_needed.is_none() && !return_sites.is_empty() {
+                COOKIE_RETURNS_AT_SITES
+            } else {
+                0
+            };
+            let entries = placer.entry_points(name, owner, ProbeKind::Entry, &entry, config)?;
+            points.extend(entries.into_iter().map(|point| ProbePoint {
+                flags: point.flags | returns_at_sites,
+                ..point
+            }));
             // Strings are captured at entry only.
             let at_return = ProbeConfig {
                 string_bytes: 0,
