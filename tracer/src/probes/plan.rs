@@ -15,9 +15,9 @@ use probe_common::{
 use super::placement::{
     self, EntryProbe, NoReturnSite, Placement, ResultWord, ResultsNeeded, SlowReason,
 };
-use crate::decode::Captures;
-use crate::target::gobin::abi::{Location, Reg};
-use crate::target::gobin::{Function, GoBinary};
+use crate::model::decode::Captures;
+use crate::tracee::gobin::abi::{Location, Reg};
+use crate::tracee::gobin::{Function, GoBinary};
 
 /// What a probe point records, which decides the program attached there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

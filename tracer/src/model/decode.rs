@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use probe_common::{CallEvent, MAX_STACK_WORDS, MAX_STRING_CAPTURES, StringCapture};
 use serde::{Deserialize, Serialize};
 
-use crate::target::gobin::abi::{Location, Reg};
-use crate::target::gobin::types::{GoType, TypeKind};
-use crate::target::gobin::{GoBinary, Param};
-use crate::target::process::{Mapping, Process};
+use crate::tracee::gobin::abi::{Location, Reg};
+use crate::tracee::gobin::types::{GoType, TypeKind};
+use crate::tracee::gobin::{GoBinary, Param};
+use crate::tracee::process::{Mapping, Process};
 
 /// Where a pointer points.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -396,7 +396,7 @@ impl<'a> Decoder<'a> {
         // Maps read before the event may miss memory mapped in between; maps read after it
         // show what was there (Go does not unmap its heap), so one re-read a drain suffices.
         if !heap(Mapping::find(&self.fresh_maps, addr)) && self.maps_read_ns < event.ktime_ns {
-            self.maps_read_ns = crate::target::clock::monotonic_ns();
+            self.maps_read_ns = crate::tracee::clock::monotonic_ns();
             if let Ok(maps) = self.process.current_maps() {
                 self.fresh_maps = maps;
             }
