@@ -9,8 +9,8 @@ use probe_common::{CallEvent, EventKind, ProbeConfig, RESULT_DISCARDED};
 use serde::{Deserialize, Serialize};
 
 use crate::model::calls::{Calls, Entered, Hit, Left};
-use crate::model::decode::{Captures, Decoder, Region, Value};
-use crate::probes::plan::{Plan, ProbePoint, Traced};
+use crate::model::decode::{Decoder, Region, Value};
+use crate::probes::plan::{Captures, Plan, ProbePoint, Traced};
 use crate::probes::snapshot::Counters;
 use crate::session::Ended;
 use crate::tracee::clock::WallClock;
