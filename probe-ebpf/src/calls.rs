@@ -231,7 +231,7 @@ fn goroutine_calls(g: u64) -> Option<*mut GoroutineCalls> {
     if let Some(calls) = INNERMOST_CALL.get_ptr_mut(g) {
         return Some(calls);
     }
-    INNERMOST_CALL.insert(g, &GoroutineCalls::NONE, 0).ok()?;
+    INNERMOST_CALL.insert(g, GoroutineCalls::NONE, 0).ok()?;
     INNERMOST_CALL.get_ptr_mut(g)
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::export::Weight;
-use crate::hot::Weights;
+use crate::model::hot::Weights;
 use crate::probes::attach::TailCapture;
 use crate::probes::plan::{PlacementMode, PlanOptions, ReturnsMode};
 

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::probes::attach::Attached;
 use crate::probes::snapshot::{KernelCounts, take};
-use crate::target::gobin::GoBinary;
+use crate::tracee::gobin::GoBinary;
 
 /// The kernel's ceiling on sampling rates, which it refuses `perf_event_open` above.
 const MAX_SAMPLE_RATE: &str = "/proc/sys/kernel/perf_event_max_sample_rate";

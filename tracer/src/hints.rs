@@ -1,7 +1,7 @@
 //! Turns an error into a next step for the user, in the spirit of "what do I do now".
 
-use crate::target::gobin::GoBinError;
-use crate::target::process::ProcessError;
+use crate::tracee::gobin::GoBinError;
+use crate::tracee::process::ProcessError;
 
 /// A one-line suggestion for `err`, if escapade knows one.
 pub fn hint(err: &anyhow::Error) -> Option<&'static str> {

@@ -10,7 +10,7 @@ use crate::probes::snapshot::KernelCounts;
 use crate::ringbuf::{EventReader, POLL_INTERVAL};
 use crate::sink::EventSink;
 use crate::status::StatusLine;
-use crate::target::Target;
+use crate::tracee::Target;
 
 /// Why a session stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

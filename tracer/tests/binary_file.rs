@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use escapade::target::gobin::{GoBinError, GoBinary};
+use escapade::tracee::gobin::{GoBinError, GoBinary};
 
 #[test]
 fn a_model_reads_its_file_only_while_it_holds_the_same_build() {

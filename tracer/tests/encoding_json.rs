@@ -196,7 +196,7 @@ fn leaking_params(go: &common::Go, dir: &Path) -> Leaking {
 /// The encoding/json functions of `binary` declared where a leaking parameter is, by the line
 /// of their first instruction (the `func` line); fills `leaking.whole` with their names.
 fn functions_declared_at(binary: &Path, leaking: &mut Leaking) -> Vec<String> {
-    let go_binary = escapade::target::gobin::GoBinary::open(binary, None).unwrap();
+    let go_binary = escapade::tracee::gobin::GoBinary::open(binary, None).unwrap();
     let mut names = Vec::new();
     for f in go_binary.resolve(&["encoding/json*".to_string()]).unwrap() {
         let Some(frame) = go_binary.symbolize(f.entry) else {

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 
-use escapade::target::gobin::buildinfo::{self, BuildInfoError};
-use escapade::target::gobin::pclntab::{Func, Pclntab, PclntabError};
+use escapade::tracee::gobin::buildinfo::{self, BuildInfoError};
+use escapade::tracee::gobin::pclntab::{Func, Pclntab, PclntabError};
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 
 const MAIN_FUNCS: [&str; 6] = [
@@ -383,7 +383,7 @@ fn inlined_frames() {
                 "{what}"
             );
 
-            let binary = escapade::target::gobin::GoBinary::open(&path, None)
+            let binary = escapade::tracee::gobin::GoBinary::open(&path, None)
                 .unwrap_or_else(|e| panic!("{what}: {e}"));
             let symbolized = binary.symbolize_inlined(pc - 1);
             assert_eq!(

@@ -6,8 +6,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use escapade::allocs::AllocReport;
-use escapade::model::{CallRecord, Symbols};
+use escapade::model::allocs::AllocReport;
+use escapade::model::records::{CallRecord, Symbols};
 use escapade::record::FORMAT_VERSION;
 use escapade::record::reader::{Replay, Visitor};
 use proptest::prelude::*;

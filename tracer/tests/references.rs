@@ -9,8 +9,8 @@ mod common;
 use std::collections::HashSet;
 use std::process::Command;
 
-use escapade::target::gobin::GoBinary;
-use escapade::target::gobin::pclntab::Pclntab;
+use escapade::tracee::gobin::GoBinary;
+use escapade::tracee::gobin::pclntab::Pclntab;
 
 const BUILDS: [&[&str]; 4] = [
     &[],

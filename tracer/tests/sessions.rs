@@ -12,7 +12,7 @@ use escapade::probes::plan::{PlacementMode, Plan, PlanOptions};
 use escapade::probes::snapshot::KernelCounts;
 use escapade::session::{Ended, Session};
 use escapade::sink::EventSink;
-use escapade::target::Target;
+use escapade::tracee::Target;
 use probe_common::{CallEvent, CallStats, EventKind};
 
 /// What a session's sink saw: per traced function, entry and return events, and the kernel's

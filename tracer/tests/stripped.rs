@@ -6,9 +6,9 @@
 
 mod common;
 
-use escapade::target::gobin::GoBinary;
-use escapade::target::gobin::dwarf::DwarfInfo;
-use escapade::target::gobin::layouts;
+use escapade::tracee::gobin::GoBinary;
+use escapade::tracee::gobin::dwarf::DwarfInfo;
+use escapade::tracee::gobin::layouts;
 
 /// A stripped build and the one it was made from: same Go, same flags but `-s -w`, so the
 /// linker puts code and variables at the same addresses.

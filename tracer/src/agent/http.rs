@@ -13,9 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::state::{LiveProfile, Shared, lock_profile};
-use crate::allocs::AllocReport;
 use crate::cpu::CpuProfile;
 use crate::export::{CallSites, Recorded, pprof};
+use crate::model::allocs::AllocReport;
 
 /// Longest window a profile request may ask for, as Go's own `net/http/pprof` bounds it by its
 /// server's write timeout.

@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::Serialize;
 
 use super::metrics::Metrics;
-use crate::allocs::AllocReport;
 use crate::cpu::CpuProfile;
 use crate::export::CallSites;
-use crate::model::Symbols;
+use crate::model::allocs::AllocReport;
+use crate::model::records::Symbols;
 use crate::record::Header;
 
 #[derive(Default)]

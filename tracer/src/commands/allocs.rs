@@ -6,7 +6,7 @@ use escapade::cli::AllocsArgs;
 use escapade::probes::attach::Programs;
 use escapade::session::{self, Session};
 use escapade::sink::EventSink;
-use escapade::target::clock::WallClock;
+use escapade::tracee::clock::WallClock;
 use escapade::views::Output;
 use escapade::views::allocs::{AllocsMeta, write_allocs};
 
@@ -39,7 +39,7 @@ pub async fn run(args: AllocsArgs) -> anyhow::Result<()> {
     let (ended, _) = run?;
     let elapsed = started.elapsed();
     let report =
-        escapade::allocs::view(session.counts(), &WallClock::now(), &mut decoder(&target))?;
+        escapade::model::allocs::view(session.counts(), &WallClock::now(), &mut decoder(&target))?;
     let stdout = std::io::stdout().lock();
     write_allocs(
         &report,

@@ -3,8 +3,8 @@
 
 use escapade::cli::HotArgs;
 use escapade::cpu::Sampler;
-use escapade::hot::HotSink;
-use escapade::model::CallModel;
+use escapade::model::hot::HotSink;
+use escapade::model::records::CallModel;
 use escapade::probes::attach::Programs;
 use escapade::probes::plan::PlanOptions;
 use escapade::session::{self, Session};

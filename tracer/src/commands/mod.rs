@@ -13,17 +13,17 @@ pub mod report;
 pub mod trace;
 
 use escapade::cli::{AllocModeArgs, CallArgs, TargetArgs};
-use escapade::decode::Decoder;
 use escapade::hints::without_dwarf;
+use escapade::model::decode::Decoder;
 use escapade::probes::attach::{Attached, Programs, Scope, attach};
 use escapade::probes::plan::{
     self, CountingProbes, PlacementMode, Plan, PlanOptions, ProbePoint, ReturnsMode,
 };
 use escapade::probes::snapshot::KernelCounts;
 use escapade::record::reader::{ChunkError, Replay};
-use escapade::target::Target;
-use escapade::target::launch::Launched;
-use escapade::target::memprofile::MemProfileRate;
+use escapade::tracee::Target;
+use escapade::tracee::launch::Launched;
+use escapade::tracee::memprofile::MemProfileRate;
 
 /// The process `args` names: a running one, or one started stopped at its first instruction
 /// until the probes are attached (see [`attach_to`]).
@@ -123,7 +123,7 @@ fn attach_to(
 ) -> anyhow::Result<Attached> {
     let memory = match programs {
         Programs::Params => {
-            escapade::params::address_ranges(&target.binary, &target.process, target.bias)?
+            escapade::model::params::address_ranges(&target.binary, &target.process, target.bias)?
         }
         _ => Vec::new(),
     };
@@ -164,7 +164,7 @@ fn sample_rets(attached: &mut Attached, calls: &CallArgs) -> anyhow::Result<()> 
 /// How many of the calls the kernel holds open the target still runs.
 fn still_running(target: &Target, counts: &KernelCounts) -> anyhow::Result<u64> {
     let offsets = target.binary.go_offsets(target.bias);
-    Ok(escapade::calls::still_running(
+    Ok(escapade::model::calls::still_running(
         &counts.open_calls()?,
         &target.process,
         offsets.g_goid,

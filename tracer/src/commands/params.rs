@@ -7,7 +7,7 @@ use std::io::IsTerminal as _;
 use anyhow::Context as _;
 
 use escapade::cli::ParamsArgs;
-use escapade::params::{AllocationProbes, KernelParams, ParamTracker};
+use escapade::model::params::{AllocationProbes, KernelParams, ParamTracker};
 use escapade::probes::attach::Programs;
 use escapade::probes::plan::{Plan, PlanOptions};
 use escapade::session::{self, Session};
@@ -33,7 +33,7 @@ pub async fn run(args: ParamsArgs) -> anyhow::Result<()> {
     let programs = if args.events {
         Programs::Tracing
     } else {
-        escapade::params::fits_the_kernel(&plan)?;
+        escapade::model::params::fits_the_kernel(&plan)?;
         Programs::Params
     };
     let mut attached = attach_to(&target, launched.as_ref(), &plan.points, programs, &doing)?;

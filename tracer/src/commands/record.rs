@@ -4,8 +4,8 @@
 
 use escapade::cli::RecordArgs;
 use escapade::cpu::Sampler;
-use escapade::model::{CallModel, FunctionInfo, Symbols};
-use escapade::params::{AllocationProbes, ParamTracker};
+use escapade::model::params::{AllocationProbes, ParamTracker};
+use escapade::model::records::{CallModel, FunctionInfo, Symbols};
 use escapade::probes::attach::Programs;
 use escapade::probes::plan::{CountingProbes, Plan};
 use escapade::record::live::{CpuSampling, RecordSink};
@@ -13,8 +13,8 @@ use escapade::record::writer::Writer;
 use escapade::record::{AllocSettings, Header, Latest};
 use escapade::session::{self, Session};
 use escapade::sink::EventSink as _;
-use escapade::target::Target;
-use escapade::target::memprofile::MemProfileRate;
+use escapade::tracee::Target;
+use escapade::tracee::memprofile::MemProfileRate;
 use escapade::views::Output;
 use escapade::views::summaries::write_summaries;
 use escapade::views::trace::TraceView;

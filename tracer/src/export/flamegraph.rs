@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 use super::{CallSites, Export, Recorded};
-use crate::model::{CallRecord, Symbols};
+use crate::model::records::{CallRecord, Symbols};
 use crate::record::Header;
 
 /// What a flame graph's widths count.

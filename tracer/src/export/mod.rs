@@ -9,9 +9,9 @@ use std::path::PathBuf;
 
 use probe_common::CallStats;
 
-use crate::allocs::AllocReport;
 use crate::cpu::CpuProfile;
-use crate::model::{CallRecord, Symbols};
+use crate::model::allocs::AllocReport;
+use crate::model::records::{CallRecord, Symbols};
 use crate::record::Header;
 use crate::record::reader::{Replay, Visitor};
 

@@ -11,8 +11,8 @@ use anyhow::Context as _;
 use serde_json::{Value as Json, json};
 
 use super::{Export, Recorded};
-use crate::allocs::{AllocReport, GcCycle};
-use crate::model::{CallRecord, FunctionInfo, ParamInfo, Symbols};
+use crate::model::allocs::{AllocReport, GcCycle};
+use crate::model::records::{CallRecord, FunctionInfo, ParamInfo, Symbols};
 use crate::record::Header;
 use crate::views::text::value_text;
 
@@ -156,7 +156,7 @@ impl Perfetto {
     }
 }
 
-fn args_json(params: &[ParamInfo], values: &[crate::decode::Value]) -> Json {
+fn args_json(params: &[ParamInfo], values: &[crate::model::decode::Value]) -> Json {
     Json::Object(
         params
             .iter()
@@ -185,7 +185,7 @@ impl Export for Perfetto {
                 self.goroutine(*goid)?;
                 let mut args = args_json(&info.params, args);
                 if !words.is_empty() {
-                    args["words"] = json!(crate::target::gobin::arginfo::text(words));
+                    args["words"] = json!(crate::tracee::gobin::arginfo::text(words));
                 }
                 if let Some(caller) = symbols.frame(*caller_pc) {
                     args["caller"] = json!(caller);

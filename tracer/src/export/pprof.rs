@@ -17,9 +17,9 @@ use probe_common::CallStats;
 use prost::Message as _;
 
 use super::{CallSites, Export, Recorded};
-use crate::model::{CallRecord, Symbols};
+use crate::model::records::{CallRecord, Symbols};
 use crate::record::Header;
-use crate::target::gobin::Frame;
+use crate::tracee::gobin::Frame;
 
 /// The messages of profile.proto that escapade writes.
 mod proto {

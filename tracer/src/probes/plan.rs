@@ -8,16 +8,17 @@ use std::collections::HashMap;
 use anyhow::Context as _;
 use probe_common::{
     COOKIE_AT_CALL_SITE, COOKIE_AT_RETURN_SITE, COOKIE_RETURNS_AT_SITES,
-    COOKIE_SKIP_IF_BELOW_OR_EQUAL, INT_ARG_REGS, MAX_STACK_WORDS, ProbeConfig, RESULT_DISCARDED,
-    RESULT_IN_REGISTER, RESULT_ON_STACK, ResultSource, STRING_CAPTURE_BYTES,
+    COOKIE_SKIP_IF_BELOW_OR_EQUAL, CallEvent, INT_ARG_REGS, MAX_STACK_WORDS, MAX_STRING_CAPTURES,
+    ProbeConfig, RESULT_DISCARDED, RESULT_IN_REGISTER, RESULT_ON_STACK, ResultSource,
+    STRING_CAPTURE_BYTES, StringCapture,
 };
 
 use super::placement::{
     self, EntryProbe, NoReturnSite, Placement, ResultWord, ResultsNeeded, SlowReason,
 };
-use crate::decode::Captures;
-use crate::target::gobin::abi::{Location, Reg};
-use crate::target::gobin::{Function, GoBinary};
+use crate::tracee::gobin::abi::{Location, Reg};
+use crate::tracee::gobin::types::TypeKind;
+use crate::tracee::gobin::{Function, GoBinary, Param};
 
 /// What a probe point records, which decides the program attached there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -338,6 +339,61 @@ pub struct Traced {
     pub entry: EntrySite,
     pub returns: ReturnProbes,
     pub captures: Captures,
+}
+
+/// Which string parameters the probe copies bytes of, and from which words.
+#[derive(Clone, Debug, Default)]
+pub struct Captures {
+    /// (parameter index, slot) for each capture.
+    slots: Vec<(usize, usize)>,
+    pub configs: [StringCapture; MAX_STRING_CAPTURES],
+}
+
+impl Captures {
+    /// Plans captures for the first string parameters that sit whole in registers or in the
+    /// copied part of the stack.
+    pub fn plan(params: &[Param]) -> Captures {
+        let mut c = Captures::default();
+        for (index, p) in params.iter().enumerate() {
+            if c.slots.len() == MAX_STRING_CAPTURES {
+                break;
+            }
+            if p.ty.kind != TypeKind::String {
+                continue;
+            }
+            let words = match &p.location {
+                Location::Registers(pieces) => match (pieces[0].reg, pieces[1].reg) {
+                    (Reg::Int(a), Reg::Int(b)) => Some((a as usize, b as usize)),
+                    _ => None,
+                },
+                Location::Stack { offset }
+                    if offset % 8 == 0 && offset / 8 + 1 < MAX_STACK_WORDS as u64 =>
+                {
+                    let w = INT_ARG_REGS + (*offset / 8) as usize;
+                    Some((w, w + 1))
+                }
+                _ => None,
+            };
+            if let Some((ptr, len)) = words {
+                let slot = c.slots.len();
+                c.configs[slot] = StringCapture {
+                    ptr_word: ptr as u8,
+                    len_word: len as u8,
+                    enabled: 1,
+                    _pad: 0,
+                };
+                c.slots.push((index, slot));
+            }
+        }
+        c
+    }
+
+    /// The string the probe copied for parameter `param`, if it was captured.
+    pub fn text(&self, event: &CallEvent, param: usize) -> Option<String> {
+        let (_, slot) = self.slots.iter().find(|(p, _)| *p == param)?;
+        let len = event.string_lens[*slot] as usize;
+        Some(String::from_utf8_lossy(&event.strings[*slot][..len]).into_owned())
+    }
 }
 
 pub struct Plan {

@@ -10,16 +10,16 @@ use probe_common::{CallEvent, CallStats};
 use super::Record;
 use super::reader::Visitor;
 use super::writer::{FLUSH_INTERVAL, Writer};
-use crate::allocs::{self, AllocReport};
 use crate::cpu::{CpuProfile, Sampler};
-use crate::decode::Decoder;
-use crate::model::{CallModel, Symbols, TraceTotals};
-use crate::params::{ParamTracker, ParamsView};
+use crate::model::allocs::{self, AllocReport};
+use crate::model::decode::Decoder;
+use crate::model::params::{ParamTracker, ParamsView};
+use crate::model::records::{CallModel, Symbols, TraceTotals};
 use crate::probes::snapshot::{Counters, KernelCounts};
 use crate::session::Ended;
 use crate::sink::EventSink;
-use crate::target::clock::WallClock;
-use crate::target::gobin::GoBinary;
+use crate::tracee::clock::WallClock;
+use crate::tracee::gobin::GoBinary;
 
 /// CPU sampling (`record --cpu`) and what symbolizes its stacks.
 pub struct CpuSampling<'a> {

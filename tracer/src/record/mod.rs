@@ -26,12 +26,12 @@ pub mod writer;
 use probe_common::CallStats;
 use serde::{Deserialize, Serialize};
 
-use crate::allocs::AllocReport;
 use crate::cpu::CpuProfile;
-use crate::model::{CallRecord, FunctionInfo, TraceTotals};
-use crate::params::ParamsView;
-use crate::target::Target;
-use crate::target::gobin::Frame;
+use crate::model::allocs::AllocReport;
+use crate::model::params::ParamsView;
+use crate::model::records::{CallRecord, FunctionInfo, TraceTotals};
+use crate::tracee::Target;
+use crate::tracee::gobin::Frame;
 
 pub const MAGIC: &[u8; 8] = b"ESCAPADE";
 /// Bumped on any change a reader of the previous version would misread.

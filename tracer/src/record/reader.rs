@@ -10,10 +10,10 @@ use probe_common::CallStats;
 
 use super::writer::part_path;
 use super::{FORMAT_VERSION, Header, MAGIC, MAX_FRAME_BYTES, OLDEST_FORMAT_VERSION, Record};
-use crate::allocs::AllocReport;
 use crate::cpu::CpuProfile;
-use crate::model::{CallRecord, Symbols, TraceTotals};
-use crate::params::ParamsView;
+use crate::model::allocs::AllocReport;
+use crate::model::params::ParamsView;
+use crate::model::records::{CallRecord, Symbols, TraceTotals};
 
 /// Why a file cannot be read at all.
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use super::{FORMAT_VERSION, Header, MAGIC, Record};
-use crate::model::Symbols;
+use crate::model::records::Symbols;
 
 /// The most a crash of escapade loses.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);

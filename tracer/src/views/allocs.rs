@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::Output;
 use super::text::{duration_text, site_text, wall_time};
-use crate::allocs::AllocReport;
+use crate::model::allocs::AllocReport;
 use crate::probes::snapshot::Counters;
 use crate::session::Ended;
 

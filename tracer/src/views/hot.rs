@@ -5,7 +5,7 @@ use std::io::Write;
 use serde_json::json;
 
 use super::Output;
-use crate::hot::HotView;
+use crate::model::hot::HotView;
 use crate::session::Ended;
 
 pub fn write(

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::Output;
 use super::text::ended_text;
-use crate::params::{FunctionHeap, ParamsView, Verdict};
+use crate::model::params::{FunctionHeap, ParamsView, Verdict};
 use crate::probes::snapshot::Counters;
 use crate::session::Ended;
 
@@ -63,7 +63,7 @@ fn write_table(
     out: &mut impl Write,
 ) -> std::io::Result<()> {
     let rows = &view.rows;
-    let width = |f: fn(&crate::params::ParamRow) -> usize, header: &str| {
+    let width = |f: fn(&crate::model::params::ParamRow) -> usize, header: &str| {
         rows.iter().map(f).max().unwrap_or(0).max(header.len())
     };
     let wf = width(|r| r.function.len(), "function");

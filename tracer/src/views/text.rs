@@ -1,8 +1,8 @@
 //! How values, frames, sites and times read as text, in every view and in exports.
 
-use crate::decode::Value;
+use crate::model::decode::Value;
 use crate::session::Ended;
-use crate::target::gobin::Frame;
+use crate::tracee::gobin::Frame;
 
 pub(super) fn ended_text(ended: Ended) -> &'static str {
     match ended {

@@ -9,14 +9,14 @@ use serde_json::json;
 
 use super::Output;
 use super::text::{duration_text, ended_text, frame_text, value_text, wall_time};
-use crate::decode::{Decoder, Value};
-use crate::model::{CallModel, CallRecord, FunctionInfo, ParamInfo, Symbols, TraceTotals};
+use crate::model::decode::{Decoder, Value};
+use crate::model::records::{CallModel, CallRecord, FunctionInfo, ParamInfo, Symbols, TraceTotals};
 use crate::probes::plan::Plan;
 use crate::probes::snapshot::Counters;
 use crate::record::reader::Visitor;
 use crate::session::Ended;
 use crate::sink::EventSink;
-use crate::target::gobin::arginfo;
+use crate::tracee::gobin::arginfo;
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 struct FunctionStats {
@@ -80,7 +80,7 @@ impl<'a, W: Write> TracePrinter<'a, W> {
     /// The end-of-run summary: calls per function, where each probe sits, events and losses,
     /// and the calls as the kernel counted and timed them.
     /// `still_running`: the calls the kernel holds open that the target still runs (see
-    /// [`crate::calls::still_running`]).
+    /// [`crate::model::calls::still_running`]).
     pub fn summary(
         self,
         ended: Ended,

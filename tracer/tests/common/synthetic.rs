@@ -5,11 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-use escapade::decode::{Region, Value};
-use escapade::model::{CallRecord, FunctionInfo, ParamInfo, Symbols, TraceTotals};
+use escapade::model::decode::{Region, Value};
+use escapade::model::records::{CallRecord, FunctionInfo, ParamInfo, Symbols, TraceTotals};
 use escapade::record::writer::Writer;
 use escapade::record::{FORMAT_VERSION, Header, Record};
-use escapade::target::gobin::Frame;
+use escapade::tracee::gobin::Frame;
 use probe_common::CallStats;
 
 /// Link-time address of the calling instruction in every entry.

@@ -10,10 +10,10 @@ use probe_common::CallEvent;
 use serde::Serialize;
 
 use crate::cpu::CpuProfile;
-use crate::model::{CallModel, CallRecord, Symbols};
+use crate::model::records::{CallModel, CallRecord, Symbols};
 use crate::probes::plan::Traced;
 use crate::sink::EventSink;
-use crate::target::gobin::{Frame, GoBinary};
+use crate::tracee::gobin::{Frame, GoBinary};
 
 /// Parameter lifetime overlap of one occurrence: the length of the intersection of the
 /// lifetimes `[start, end)` divided by the length of their union. 0 when there are none, or

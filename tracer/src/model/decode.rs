@@ -4,13 +4,14 @@
 
 use std::collections::HashMap;
 
-use probe_common::{CallEvent, MAX_STACK_WORDS, MAX_STRING_CAPTURES, StringCapture};
+use probe_common::{CallEvent, MAX_STACK_WORDS};
 use serde::{Deserialize, Serialize};
 
-use crate::target::gobin::abi::{Location, Reg};
-use crate::target::gobin::types::{GoType, TypeKind};
-use crate::target::gobin::{GoBinary, Param};
-use crate::target::process::{Mapping, Process};
+use crate::probes::plan::Captures;
+use crate::tracee::gobin::abi::{Location, Reg};
+use crate::tracee::gobin::types::{GoType, TypeKind};
+use crate::tracee::gobin::{GoBinary, Param};
+use crate::tracee::process::{Mapping, Process};
 
 /// Where a pointer points.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -396,7 +397,7 @@ impl<'a> Decoder<'a> {
         // Maps read before the event may miss memory mapped in between; maps read after it
         // show what was there (Go does not unmap its heap), so one re-read a drain suffices.
         if !heap(Mapping::find(&self.fresh_maps, addr)) && self.maps_read_ns < event.ktime_ns {
-            self.maps_read_ns = crate::target::clock::monotonic_ns();
+            self.maps_read_ns = crate::tracee::clock::monotonic_ns();
             if let Ok(maps) = self.process.current_maps() {
                 self.fresh_maps = maps;
             }
@@ -494,60 +495,6 @@ fn float(bits: u64, size: u64) -> f64 {
         f32::from_bits(bits as u32) as f64
     } else {
         f64::from_bits(bits)
-    }
-}
-
-/// Which string parameters the probe copies bytes of, and from which words.
-#[derive(Clone, Debug, Default)]
-pub struct Captures {
-    /// (parameter index, slot) for each capture.
-    slots: Vec<(usize, usize)>,
-    pub configs: [StringCapture; MAX_STRING_CAPTURES],
-}
-
-impl Captures {
-    /// Plans captures for the first string parameters that sit whole in registers or in the
-    /// copied part of the stack.
-    pub fn plan(params: &[Param]) -> Captures {
-        let mut c = Captures::default();
-        for (index, p) in params.iter().enumerate() {
-            if c.slots.len() == MAX_STRING_CAPTURES {
-                break;
-            }
-            if p.ty.kind != TypeKind::String {
-                continue;
-            }
-            let words = match &p.location {
-                Location::Registers(pieces) => match (pieces[0].reg, pieces[1].reg) {
-                    (Reg::Int(a), Reg::Int(b)) => Some((a as usize, b as usize)),
-                    _ => None,
-                },
-                Location::Stack { offset }
-                    if offset % 8 == 0 && offset / 8 + 1 < MAX_STACK_WORDS as u64 =>
-                {
-                    let w = probe_common::INT_ARG_REGS + (*offset / 8) as usize;
-                    Some((w, w + 1))
-                }
-                _ => None,
-            };
-            if let Some((ptr, len)) = words {
-                let slot = c.slots.len();
-                c.configs[slot] = StringCapture {
-                    ptr_word: ptr as u8,
-                    len_word: len as u8,
-                    enabled: 1,
-                    _pad: 0,
-                };
-                c.slots.push((index, slot));
-            }
-        }
-        c
-    }
-
-    fn text(&self, event: &CallEvent, param: usize) -> Option<String> {
-        let (_, slot) = self.slots.iter().find(|(p, _)| *p == param)?;
-        let len = event.string_lens[*slot] as usize;
-        Some(String::from_utf8_lossy(&event.strings[*slot][..len]).into_owned())
     }
 }
 

@@ -1,21 +1,21 @@
-//! Probe events -> what a Go programmer reads: one [`CallRecord`] per entry or return, with
-//! decoded values and link-time addresses, and the [`Symbols`] those addresses resolve to. These
-//! outlive the target, so the live `trace` view, `record` and the offline `report` render the
-//! same values.
+//! Call records, what a Go programmer reads of each probe event: one [`CallRecord`] per entry or
+//! return, with decoded values and link-time addresses, and the [`Symbols`] those addresses
+//! resolve to. These outlive the target, so the live `trace` view, `record` and the offline
+//! `report` render the same values.
 
 use std::collections::HashMap;
 
 use probe_common::{CallEvent, EventKind, ProbeConfig, RESULT_DISCARDED};
 use serde::{Deserialize, Serialize};
 
-use crate::calls::{Calls, Entered, Hit, Left};
-use crate::decode::{Captures, Decoder, Region, Value};
-use crate::probes::plan::{Plan, ProbePoint, Traced};
+use crate::model::calls::{Calls, Entered, Hit, Left};
+use crate::model::decode::{Decoder, Region, Value};
+use crate::probes::plan::{Captures, Plan, ProbePoint, Traced};
 use crate::probes::snapshot::Counters;
 use crate::session::Ended;
-use crate::target::clock::WallClock;
-use crate::target::gobin::arginfo::TraceWord;
-use crate::target::gobin::{Frame, GoBinary, Param};
+use crate::tracee::clock::WallClock;
+use crate::tracee::gobin::arginfo::TraceWord;
+use crate::tracee::gobin::{Frame, GoBinary, Param};
 
 /// A parameter or result as the views name it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use probe_common::{CallEvent, CallStart, OpenCall};
 
 use crate::probes::plan::ProbePoint;
-use crate::target::process::Process;
+use crate::tracee::process::Process;
 
 /// One probe hit, as pairing sees it.
 #[derive(Clone, Copy, Debug)]

@@ -17,8 +17,8 @@ use probe_common::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::calls::{Calls, Entered, Hit, Left, stack_depth};
-use crate::decode::{Decoder, Region};
+use crate::model::calls::{Calls, Entered, Hit, Left, stack_depth};
+use crate::model::decode::{Decoder, Region};
 use crate::probes::attach::AddressRanges;
 use crate::probes::placement::{self, AllocationCall, Allocator};
 use crate::probes::plan::{
@@ -26,10 +26,10 @@ use crate::probes::plan::{
 };
 use crate::probes::snapshot::KernelCounts;
 use crate::sink::EventSink;
-use crate::target::gobin::abi::{Location, Reg};
-use crate::target::gobin::types::{GoType, TypeKind};
-use crate::target::gobin::{Function, GoBinary, Param};
-use crate::target::process::{Mapping, Process};
+use crate::tracee::gobin::abi::{Location, Reg};
+use crate::tracee::gobin::types::{GoType, TypeKind};
+use crate::tracee::gobin::{Function, GoBinary, Param};
+use crate::tracee::process::{Mapping, Process};
 
 /// Allocators whose entries the `params` probes watch, and where each takes its type.
 const ALLOCATORS: &[(&str, usize)] = &[("runtime.newobject", 0), ("runtime.mallocgc", 1)];
@@ -370,7 +370,7 @@ fn entry_params(function: &Function, params: &[Param], keep_words: bool) -> Para
 }
 
 /// The offset of a value's first pointer word, in layout order: the one whose region the
-/// view reports (see [`crate::decode::Value::pointee`]).
+/// view reports (see [`crate::model::decode::Value::pointee`]).
 fn first_pointer(ty: &GoType) -> Option<u64> {
     match &ty.kind {
         TypeKind::Pointer | TypeKind::String | TypeKind::Slice => Some(0),

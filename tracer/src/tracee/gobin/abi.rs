@@ -189,7 +189,7 @@ impl Registers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::target::gobin::types::Field;
+    use crate::tracee::gobin::types::Field;
 
     fn int() -> GoType {
         GoType::word("int", TypeKind::Int { signed: true })

@@ -14,10 +14,10 @@ use probe_common::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::decode::Decoder;
+use crate::model::decode::Decoder;
 use crate::probes::snapshot::KernelCounts;
-use crate::target::clock::WallClock;
-use crate::target::gobin::Frame;
+use crate::tracee::clock::WallClock;
+use crate::tracee::gobin::Frame;
 
 /// One distinct stack, innermost frame first, and what was allocated there.
 #[derive(Clone, Debug, Serialize, Deserialize)]
