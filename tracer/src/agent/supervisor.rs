@@ -98,10 +98,10 @@ pub async fn supervise(
             if running.contains_key(&pid) || failed.contains(&pid) {
                 continue;
             }
-            match Session::open(pid, &config, &mut models, &mut ahead) {
-                Ok(session) => {
+            match PlannedProcess::open(pid, &config, &mut models, &mut ahead) {
+                Ok(planned) => {
                     let task =
-                        session.run(shared.clone(), sites.clone(), writing.clone(), stop.clone());
+                        planned.run(shared.clone(), sites.clone(), writing.clone(), stop.clone());
                     let ended = ended_tx.clone();
                     let task = async move {
                         task.await;
@@ -310,8 +310,9 @@ impl Ahead {
     }
 }
 
-/// A process of the target, opened and planned, not attached yet.
-struct Session {
+/// A process of the target, opened and planned, not attached yet (its `run` attaches and runs a
+/// [`session::Session`] on it).
+struct PlannedProcess {
     target: Target,
     config: TargetConfig,
     probes: Probes,
@@ -323,7 +324,7 @@ struct Session {
     ahead: Option<Attached>,
 }
 
-impl Session {
+impl PlannedProcess {
     /// Opens process `pid`, with the probes attached ahead of it if it is the process they
     /// wait for (or claimed, being the only one that runs the file).
     fn open(
@@ -331,7 +332,7 @@ impl Session {
         config: &TargetConfig,
         models: &mut Models,
         ahead: &mut Option<Ahead>,
-    ) -> anyhow::Result<Session> {
+    ) -> anyhow::Result<PlannedProcess> {
         let target = Target::open_with(pid, |exe| models.get(exe, config.symbols.as_deref()))?;
         let (probes, ahead) = match ahead
             .take_if(|a| Arc::ptr_eq(&a.binary, &target.binary) && a.attached.claim(pid))
@@ -350,7 +351,7 @@ impl Session {
             }
             AllocMode::Exact | AllocMode::Off => None,
         };
-        Ok(Session {
+        Ok(PlannedProcess {
             target,
             config: config.clone(),
             probes,
