@@ -74,13 +74,14 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
     // A return's time is taken first thing and an entry's last thing (its start), so that a
     // call's duration leaves out as much of the probes' own work as they can. An entry's event
     // carries its hit's time too; counting alone does not read the clock twice.
-    // SAFETY: reads of a constant the loader patched; the helper has no preconditions.
-    let ktime_ns =
-        if kind == EventKind::Entry && unsafe { core::ptr::read_volatile(&SEND_CALLS) } == 0 {
-            0
-        } else {
-            unsafe { bpf_ktime_get_ns() }
-        };
+    // SAFETY: a read of a constant the loader patched.
+    let sends_calls = unsafe { core::ptr::read_volatile(&SEND_CALLS) } != 0;
+    let ktime_ns = if kind == EventKind::Entry && !sends_calls {
+        0
+    } else {
+        // SAFETY: no preconditions.
+        unsafe { bpf_ktime_get_ns() }
+    };
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if !is_target(tgid) {
@@ -335,6 +336,10 @@ const UNWOUND_PER_HIT: usize = 128;
 /// verifier walks it once per call site.
 #[inline(never)]
 fn drop_unwound(calls: &mut GoroutineCalls, g: u64, depth: u64) {
+    // The usual hit: a new call inside the innermost, or the innermost's return.
+    if calls.innermost < depth {
+        return;
+    }
     let innermost_inline = inline_top(calls);
     let top = drop_spilled(g, calls.innermost, depth, innermost_inline);
     calls.innermost = top;
