@@ -12,11 +12,11 @@ use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkI
 use aya::{Ebpf, EbpfLoader};
 use probe_common::{
     AddressRange, COOKIE_AT_RETURN_SITE, GoOffsets, MAX_ACTIVE_GOROUTINES, MAX_ADDRESS_RANGES,
-    MAX_CALLERS, MAX_FAST_RETURNS, MAX_HELD_ENTRIES, MAX_LIVE_SAMPLES, MAX_OPEN_CALLS, MAX_PARAMS,
-    MAX_PROBES, MAX_TRACED_FUNCTIONS, MAX_UNPLACED, ProbeConfig,
+    MAX_ALLOC_SITES, MAX_CALLERS, MAX_FAST_RETURNS, MAX_HELD_ENTRIES, MAX_LIVE_SAMPLES,
+    MAX_OPEN_CALLS, MAX_PARAMS, MAX_PROBES, MAX_TRACED_FUNCTIONS, MAX_UNPLACED, ProbeConfig,
 };
 
-use super::plan::{ProbeKind, ProbePoint};
+use super::plan::{PointOwner, ProbeKind, ProbePoint};
 use super::snapshot::{KernelCounts, borrow, take};
 use super::uprobe_multi::{self, MultiLink, MultiPrograms};
 
@@ -287,6 +287,11 @@ pub fn attach(
     let sized = |used: bool, n: u32| if used { n } else { 1 };
     let params_entries = |n: u32| sized(params, n);
     let has = |kind: ProbeKind| points.iter().any(|p| p.kind == kind);
+    // `ALLOC_STACKS` stays full-size: the CPU sampler, started after the attach, keeps its
+    // stacks there too.
+    let counts_runtime = points
+        .iter()
+        .any(|p| matches!(p.owner, PointOwner::Counting(_)));
     let on_rets = points
         .iter()
         .any(|p| p.kind == ProbeKind::Return && p.flags & COOKIE_AT_RETURN_SITE == 0);
@@ -318,6 +323,7 @@ pub fn attach(
         .override_global("PARAMS_IN_KERNEL", &u32::from(params), true)
         .override_global("COUNT_CALLERS", &u32::from(callers), true)
         .map_max_entries("CALLERS", sized(callers, MAX_CALLERS))
+        .map_max_entries("ALLOC_SITES", sized(counts_runtime, MAX_ALLOC_SITES))
         .map_max_entries(
             "ACTIVE_CALLS",
             sized(track_calls != 0, MAX_ACTIVE_GOROUTINES),
