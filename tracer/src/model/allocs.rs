@@ -385,11 +385,14 @@ fn build(
     } = tally(sites, &live);
     let without_stack = without_stack(&allocations);
     let mut stacks = symbolize_stacks(allocations, fates, stack_of, decoder)?;
-    // Grouped from the stacks in the kernel's order, before they are ranked: a site's types
-    // of equal bytes, and boxing sites of equal bytes, stay in the order they are first met.
+    // Most bytes first. Ties go by the stack's code addresses and type, not the kernel hash
+    // map's order, so that equal counts print the same way every run; the sites and boxing
+    // grouped from them next keep that order for their own ties.
+    stacks.sort_by(|a, b| {
+        (Reverse(a.bytes), &a.pcs, &a.type_name).cmp(&(Reverse(b.bytes), &b.pcs, &b.type_name))
+    });
     let sites = group_by_site(&stacks);
     let boxing = boxing_sites(&stacks);
-    stacks.sort_by_key(|s| Reverse(s.bytes));
     let goroutines = goroutine_sites(goroutines, decoder);
     Ok(AllocReport {
         objects: stacks.iter().map(|s| s.objects).sum(),
