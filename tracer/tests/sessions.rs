@@ -165,6 +165,7 @@ fn sessions_side_by_side_each_count_their_own_process() {
                     &plan.points,
                     Programs::Tracing,
                     &[],
+                    false,
                 )
                 .unwrap();
                 sessions.push((Session::new(target, attached).unwrap(), Seen::new(plan)));

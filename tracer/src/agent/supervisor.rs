@@ -300,6 +300,7 @@ impl Ahead {
             &probes.points(),
             programs(config),
             &[],
+            config.cpu_hz != 0,
         )?;
         Ok(Some(Ahead {
             binary,
@@ -421,6 +422,7 @@ impl PlannedProcess {
                 &self.probes.points(),
                 programs(&self.config),
                 &[],
+                self.config.cpu_hz != 0,
             )?,
         };
         let mut notes = self.notes.clone();

@@ -28,6 +28,7 @@ pub async fn run(args: AllocsArgs) -> anyhow::Result<()> {
         launched.as_ref(),
         &probes.points,
         Programs::Tracing,
+        false,
         &doing,
     )?;
     let mut session = Session::new(&target, attached)?;

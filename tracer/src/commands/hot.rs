@@ -27,6 +27,7 @@ pub async fn run(args: HotArgs) -> anyhow::Result<()> {
         launched.as_ref(),
         &plan.points,
         Programs::Tracing,
+        true,
         &doing,
     )?;
     let sampler = Sampler::start(&mut attached, args.cpu.hz)?;

@@ -119,6 +119,7 @@ fn attach_to(
     launched: Option<&Launched>,
     points: &[ProbePoint],
     programs: Programs,
+    samples_cpu: bool,
     doing: &str,
 ) -> anyhow::Result<Attached> {
     let memory = match programs {
@@ -134,6 +135,7 @@ fn attach_to(
         points,
         programs,
         &memory,
+        samples_cpu,
     )?;
     if let Some(launched) = launched {
         launched.release()?;

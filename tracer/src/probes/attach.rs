@@ -12,8 +12,9 @@ use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkI
 use aya::{Ebpf, EbpfLoader};
 use probe_common::{
     AddressRange, COOKIE_AT_RETURN_SITE, GoOffsets, MAX_ACTIVE_GOROUTINES, MAX_ADDRESS_RANGES,
-    MAX_ALLOC_SITES, MAX_CALLERS, MAX_FAST_RETURNS, MAX_HELD_ENTRIES, MAX_LIVE_SAMPLES,
-    MAX_OPEN_CALLS, MAX_PARAMS, MAX_PROBES, MAX_TRACED_FUNCTIONS, MAX_UNPLACED, ProbeConfig,
+    MAX_ALLOC_SITES, MAX_ALLOC_STACKS, MAX_CALLERS, MAX_FAST_RETURNS, MAX_HELD_ENTRIES,
+    MAX_LIVE_SAMPLES, MAX_OPEN_CALLS, MAX_PARAMS, MAX_PROBES, MAX_TRACED_FUNCTIONS, MAX_UNPLACED,
+    ProbeConfig,
 };
 
 use super::plan::{PointOwner, ProbeKind, ProbePoint};
@@ -250,7 +251,8 @@ impl Scope {
 
 /// Loads the probes, fills their maps and attaches them. `memory` is where the process's
 /// memory regions lie (see [`AddressRanges`]), for [`Programs::Params`]: in
-/// place before the first probe fires.
+/// place before the first probe fires. `samples_cpu` when a [`crate::cpu::Sampler`] will be
+/// started on the result, which needs its maps full-size.
 pub fn attach(
     scope: Scope,
     exe: &Path,
@@ -258,6 +260,7 @@ pub fn attach(
     points: &[ProbePoint],
     programs: Programs,
     memory: &[AddressRange],
+    samples_cpu: bool,
 ) -> anyhow::Result<Attached> {
     anyhow::ensure!(
         points.len() <= MAX_PROBES as usize,
@@ -287,8 +290,6 @@ pub fn attach(
     let sized = |used: bool, n: u32| if used { n } else { 1 };
     let params_entries = |n: u32| sized(params, n);
     let has = |kind: ProbeKind| points.iter().any(|p| p.kind == kind);
-    // `ALLOC_STACKS` stays full-size: the CPU sampler, started after the attach, keeps its
-    // stacks there too.
     let counts_runtime = points
         .iter()
         .any(|p| matches!(p.owner, PointOwner::Counting(_)));
@@ -324,6 +325,12 @@ pub fn attach(
         .override_global("COUNT_CALLERS", &u32::from(callers), true)
         .map_max_entries("CALLERS", sized(callers, MAX_CALLERS))
         .map_max_entries("ALLOC_SITES", sized(counts_runtime, MAX_ALLOC_SITES))
+        // The CPU sampler keeps its stacks there too.
+        .map_max_entries(
+            "ALLOC_STACKS",
+            sized(counts_runtime || samples_cpu, MAX_ALLOC_STACKS),
+        )
+        .map_max_entries("CPU_SAMPLES", sized(samples_cpu, MAX_ALLOC_STACKS))
         .map_max_entries(
             "ACTIVE_CALLS",
             sized(track_calls != 0, MAX_ACTIVE_GOROUTINES),
