@@ -25,7 +25,7 @@ pub async fn run(args: AllocsArgs) -> anyhow::Result<()> {
     let doing = format!("counting {what}, goroutine creations and GC cycles");
     let attached = attach_to(
         &target,
-        launched.as_ref(),
+        &launched,
         &probes.points,
         Programs::Tracing,
         false,

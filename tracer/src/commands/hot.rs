@@ -24,7 +24,7 @@ pub async fn run(args: HotArgs) -> anyhow::Result<()> {
     );
     let mut attached = attach_to(
         &target,
-        launched.as_ref(),
+        &launched,
         &plan.points,
         Programs::Tracing,
         true,

@@ -116,7 +116,7 @@ fn placed(probes: &CountingProbes) -> Vec<(String, String)> {
 /// they are doing there.
 fn attach_to(
     target: &Target,
-    launched: Option<&Launched>,
+    launched: &Option<Launched>,
     points: &[ProbePoint],
     programs: Programs,
     samples_cpu: bool,

@@ -36,14 +36,7 @@ pub async fn run(args: ParamsArgs) -> anyhow::Result<()> {
         escapade::model::params::fits_the_kernel(&plan)?;
         Programs::Params
     };
-    let mut attached = attach_to(
-        &target,
-        launched.as_ref(),
-        &plan.points,
-        programs,
-        false,
-        &doing,
-    )?;
+    let mut attached = attach_to(&target, &launched, &plan.points, programs, false, &doing)?;
     let memory = attached
         .take_address_ranges()
         .context("the map of the process's memory was already taken")?;

@@ -67,14 +67,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
         args.output.display(),
     );
     let programs = args.calls.tail().map_or(Programs::Tracing, Programs::Tail);
-    let mut attached = attach_to(
-        &target,
-        launched.as_ref(),
-        &points,
-        programs,
-        args.cpu,
-        &doing,
-    )?;
+    let mut attached = attach_to(&target, &launched, &points, programs, args.cpu, &doing)?;
     sample_rets(&mut attached, &args.calls)?;
     let cpu = if args.cpu {
         Some(CpuSampling {

@@ -24,14 +24,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
         plan.traced.len(),
         plan.points.len()
     );
-    let mut attached = attach_to(
-        &target,
-        launched.as_ref(),
-        &plan.points,
-        programs,
-        false,
-        &doing,
-    )?;
+    let mut attached = attach_to(&target, &launched, &plan.points, programs, false, &doing)?;
     sample_rets(&mut attached, &args.calls)?;
     let mut session = Session::new(&target, attached)?;
     let stdout = std::io::stdout().lock();
