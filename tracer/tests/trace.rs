@@ -5,7 +5,7 @@ mod common;
 
 use serde_json::Value;
 
-use common::{Escapade, Target};
+use common::{Escapade, Target, arg, compare};
 
 #[test]
 fn decodes_every_kind_as_the_program_prints_it() {
@@ -382,84 +382,6 @@ fn of<'a>(events: &'a [Value], kind: &str, function: &str) -> Vec<&'a Value> {
         .iter()
         .filter(|e| e["type"] == kind && e["function"] == function)
         .collect()
-}
-
-fn arg<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
-    list.as_array()?.iter().find(|a| a["name"] == name)
-}
-
-/// Compares what the program printed with escapade's decoded value.
-fn compare(at: &str, want: &Value, got: &Value) {
-    let hex = |v: &Value| format!("{:#x}", v.as_u64().unwrap_or_else(|| panic!("{at}: {v}")));
-    match want {
-        Value::Bool(_) | Value::Number(_) => {
-            assert!(
-                ["int", "uint", "bool"].contains(&got["kind"].as_str().unwrap()),
-                "{at}: {got}"
-            );
-            let same = match (want, &got["value"]) {
-                (Value::Number(w), Value::Number(g)) => w.as_f64() == g.as_f64(),
-                (w, g) => w == g,
-            };
-            assert!(same, "{at}: program printed {want}, escapade decoded {got}");
-        }
-        Value::String(addr) => {
-            assert_eq!(got["kind"], "pointer", "{at}: {got}");
-            assert_eq!(&hex(&got["addr"]), addr, "{at}");
-        }
-        Value::Array(items) => {
-            let elems = got["elems"]
-                .as_array()
-                .unwrap_or_else(|| panic!("{at}: {got}"));
-            assert_eq!(elems.len(), items.len(), "{at}");
-            for (i, (w, g)) in items.iter().zip(elems).enumerate() {
-                compare(&format!("{at}[{i}]"), w, g);
-            }
-        }
-        Value::Object(map) if map.contains_key("type") => {
-            assert_eq!(got["kind"], "interface", "{at}: {got}");
-            let want_type = map["type"].as_str().unwrap();
-            let got_type = got["type"].as_str().unwrap_or("");
-            assert_eq!(got_type, want_type, "{at}: dynamic type");
-            assert_eq!(
-                &Value::String(hex(&got["data"])),
-                &map["data"],
-                "{at}: data"
-            );
-        }
-        Value::Object(map) if map.contains_key("len") => {
-            assert_eq!(
-                &Value::String(hex(&got["addr"])),
-                &map["addr"],
-                "{at}: addr"
-            );
-            assert_eq!(got["len"], map["len"], "{at}: len");
-            if let Some(cap) = map.get("cap") {
-                assert_eq!(got["kind"], "slice", "{at}");
-                assert_eq!(&got["cap"], cap, "{at}: cap");
-            }
-            if let Some(text) = map.get("text") {
-                let text = text.as_str().unwrap();
-                assert_eq!(
-                    got["text"].as_str(),
-                    Some(&text[..text.len().min(64)]),
-                    "{at}: text"
-                );
-            }
-        }
-        Value::Object(map) => {
-            assert_eq!(got["kind"], "struct", "{at}: {got}");
-            let fields = got["fields"].as_array().unwrap();
-            for (name, w) in map {
-                let field = fields
-                    .iter()
-                    .find(|f| f[0] == *name)
-                    .unwrap_or_else(|| panic!("{at}: no field {name} in {got}"));
-                compare(&format!("{at}.{name}"), w, &field[1]);
-            }
-        }
-        Value::Null => panic!("{at}: the program printed null"),
-    }
 }
 
 /// A pointer into heap memory the runtime mapped after escapade attached is still `heap`:

@@ -2,10 +2,13 @@
 //! and build the Go programs under `tests/go/`.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod agent;
 pub mod synthetic;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use serde_json::Value;
 
 /// A Go toolchain installed side by side with the others.
 #[derive(Clone, Debug)]
@@ -445,4 +448,83 @@ pub fn cum_share(top: &str, function: &str) -> f64 {
         .unwrap_or_else(|| panic!("{function} not in\n{top}"));
     let cum = line.split_whitespace().nth(4).unwrap();
     cum.trim_end_matches('%').parse::<f64>().unwrap() / 100.0
+}
+
+/// The argument or result `name` in an event's `args` or `results`.
+pub fn arg<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
+    list.as_array()?.iter().find(|a| a["name"] == name)
+}
+
+/// Compares what a Go test program printed (as JSON) with the value escapade decoded.
+pub fn compare(at: &str, want: &Value, got: &Value) {
+    let hex = |v: &Value| format!("{:#x}", v.as_u64().unwrap_or_else(|| panic!("{at}: {v}")));
+    match want {
+        Value::Bool(_) | Value::Number(_) => {
+            assert!(
+                ["int", "uint", "bool"].contains(&got["kind"].as_str().unwrap()),
+                "{at}: {got}"
+            );
+            let same = match (want, &got["value"]) {
+                (Value::Number(w), Value::Number(g)) => w.as_f64() == g.as_f64(),
+                (w, g) => w == g,
+            };
+            assert!(same, "{at}: program printed {want}, escapade decoded {got}");
+        }
+        Value::String(addr) => {
+            assert_eq!(got["kind"], "pointer", "{at}: {got}");
+            assert_eq!(&hex(&got["addr"]), addr, "{at}");
+        }
+        Value::Array(items) => {
+            let elems = got["elems"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{at}: {got}"));
+            assert_eq!(elems.len(), items.len(), "{at}");
+            for (i, (w, g)) in items.iter().zip(elems).enumerate() {
+                compare(&format!("{at}[{i}]"), w, g);
+            }
+        }
+        Value::Object(map) if map.contains_key("type") => {
+            assert_eq!(got["kind"], "interface", "{at}: {got}");
+            let want_type = map["type"].as_str().unwrap();
+            let got_type = got["type"].as_str().unwrap_or("");
+            assert_eq!(got_type, want_type, "{at}: dynamic type");
+            assert_eq!(
+                &Value::String(hex(&got["data"])),
+                &map["data"],
+                "{at}: data"
+            );
+        }
+        Value::Object(map) if map.contains_key("len") => {
+            assert_eq!(
+                &Value::String(hex(&got["addr"])),
+                &map["addr"],
+                "{at}: addr"
+            );
+            assert_eq!(got["len"], map["len"], "{at}: len");
+            if let Some(cap) = map.get("cap") {
+                assert_eq!(got["kind"], "slice", "{at}");
+                assert_eq!(&got["cap"], cap, "{at}: cap");
+            }
+            if let Some(text) = map.get("text") {
+                let text = text.as_str().unwrap();
+                assert_eq!(
+                    got["text"].as_str(),
+                    Some(&text[..text.len().min(64)]),
+                    "{at}: text"
+                );
+            }
+        }
+        Value::Object(map) => {
+            assert_eq!(got["kind"], "struct", "{at}: {got}");
+            let fields = got["fields"].as_array().unwrap();
+            for (name, w) in map {
+                let field = fields
+                    .iter()
+                    .find(|f| f[0] == *name)
+                    .unwrap_or_else(|| panic!("{at}: no field {name} in {got}"));
+                compare(&format!("{at}.{name}"), w, &field[1]);
+            }
+        }
+        Value::Null => panic!("{at}: the program printed null"),
+    }
 }
