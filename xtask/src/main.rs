@@ -1,4 +1,4 @@
-//! Project tasks for escapade: `cargo xtask setup | test | demo | bench | lint`.
+//! Project tasks for escapade: `cargo xtask setup | test | vmtest | demo | bench | lint`.
 
 /// Prints a message to stderr, prefixed with `xtask:`.
 macro_rules! say {
@@ -10,11 +10,13 @@ macro_rules! say {
 mod bench;
 mod cmd;
 mod demo;
+mod kernels;
 mod lint;
 mod paths;
 mod setup;
 mod test;
 mod tracefs;
+mod vmtest;
 
 use std::process::ExitCode;
 
@@ -33,6 +35,9 @@ enum Task {
     Setup,
     /// Run setup, then the workspace tests against every Go version of the matrix (needs root).
     Test(test::Options),
+    /// Run the kernel compatibility suite on this machine's kernel, then on Debian 12's 6.1 and
+    /// Debian 13's 6.12 under QEMU (installs them, QEMU and virtme-ng; needs root).
+    Vmtest(vmtest::Options),
     /// Build escapade and the bundled Go demo, then trace the running demo.
     Demo(demo::Options),
     /// Measure what tracing costs a hot Go function, per call, by probe placement (needs root).
@@ -45,6 +50,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().task {
         Task::Setup => setup::run().map(drop),
         Task::Test(options) => test::run(options),
+        Task::Vmtest(options) => vmtest::run(options),
         Task::Demo(options) => demo::run(options),
         Task::Bench(options) => bench::run(options),
         Task::Lint => lint::run(),

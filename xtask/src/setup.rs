@@ -294,7 +294,7 @@ fn go_version(cache: &Path, version: &str) -> Result<PathBuf> {
 }
 
 /// "1.22.10" -> [1, 22, 10], for comparing versions.
-fn version_key(version: &str) -> Vec<u32> {
+pub fn version_key(version: &str) -> Vec<u32> {
     version
         .split('.')
         .map(|part| part.parse().unwrap_or(0))

@@ -31,7 +31,7 @@ pub fn run(options: Options) -> Result<()> {
 }
 
 /// Whether the effective user is root, from the `Uid:` line of /proc/self/status.
-fn is_root() -> Result<bool> {
+pub fn is_root() -> Result<bool> {
     let status =
         fs::read_to_string("/proc/self/status").context("cannot read /proc/self/status")?;
     let effective = status

@@ -15,8 +15,12 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// GETs `url`. An agent that stops answering fails the test instead of hanging it (ureq has no
+/// timeout by default); 30 s leave room for a virtual machine under emulation.
 pub fn get(url: &str) -> Result<String, ureq::Error> {
-    ureq::get(url).call()?.body_mut().read_to_string()
+    let request = ureq::get(url).config();
+    let request = request.timeout_global(Some(Duration::from_secs(30))).build();
+    request.call()?.body_mut().read_to_string()
 }
 
 /// Polls `check` every 100 ms until it returns Some, for at most `limit`.
