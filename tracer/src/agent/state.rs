@@ -95,18 +95,28 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    /// Starts (or keeps, on reload) a target's status.
+    /// Starts a target's status, or keeps it on a reload that restarts the target with the
+    /// same selector (the same processes, whose counts go on). A new selector names other
+    /// processes: what the old one saw (its error, its previous process) starts over.
     pub fn add_target(&self, name: &str, selector: String) {
-        lock(&self.targets)
-            .entry(name.to_string())
-            .or_insert(TargetStatus {
+        let mut targets = lock(&self.targets);
+        if targets
+            .get(name)
+            .is_some_and(|status| status.selector == selector)
+        {
+            return;
+        }
+        targets.insert(
+            name.to_string(),
+            TargetStatus {
                 selector,
                 state: State::Waiting,
                 processes: Vec::new(),
                 previous: None,
                 last_error: None,
                 probes_ahead: false,
-            });
+            },
+        );
     }
 
     /// Forgets a target the config no longer names; its counters stay, as Prometheus expects.
@@ -182,4 +192,42 @@ impl Shared {
 /// Locks a live profile (see [`lock`] on poisoning).
 pub fn lock_profile(profile: &Mutex<LiveProfile>) -> MutexGuard<'_, LiveProfile> {
     lock(profile)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn process(pid: u32) -> ProcessStatus {
+        ProcessStatus {
+            pid,
+            binary: "/srv/api".into(),
+            build_id: None,
+            go_version: "go1.26.6".into(),
+            probes: Vec::new(),
+            notes: Vec::new(),
+            attached_ahead: false,
+            attached_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_reload_keeps_a_targets_status_unless_its_selector_changes() {
+        let shared = Shared::default();
+        shared.add_target("api", "exe:/srv/api".into());
+        shared.update("api", |s| s.processes.push(process(7)));
+        shared.detached("api", 7);
+        shared.failed("api", "no symbols".into());
+
+        shared.add_target("api", "exe:/srv/api".into());
+        let kept = &shared.statuses()["api"];
+        assert_eq!(kept.previous.as_ref().map(|p| p.pid), Some(7));
+        assert_eq!(kept.last_error.as_deref(), Some("no symbols"));
+
+        shared.add_target("api", "comm:api-v2".into());
+        let fresh = &shared.statuses()["api"];
+        assert_eq!(fresh.selector, "comm:api-v2");
+        assert!(fresh.previous.is_none() && fresh.last_error.is_none());
+        assert_eq!(fresh.state, State::Waiting);
+    }
 }
