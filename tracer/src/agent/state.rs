@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 
-use super::metrics::Metrics;
+use super::metrics::{Metrics, SiteLabels};
 use crate::cpu::CpuProfile;
 use crate::export::CallSites;
 use crate::model::allocs::AllocReport;
@@ -18,6 +18,9 @@ pub struct Shared {
     pub metrics: Metrics,
     targets: Mutex<BTreeMap<String, TargetStatus>>,
     profiles: Mutex<HashMap<String, Arc<Mutex<LiveProfile>>>>,
+    /// Per target, kept for the agent's life like the counters they label: a target restarted
+    /// by a reload labels its sites as before.
+    site_labels: Mutex<HashMap<String, Arc<Mutex<SiteLabels>>>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -117,6 +120,14 @@ impl Shared {
                 probes_ahead: false,
             },
         );
+    }
+
+    /// The labels of `target`'s allocation and goroutine sites.
+    pub fn site_labels(&self, target: &str) -> Arc<Mutex<SiteLabels>> {
+        lock(&self.site_labels)
+            .entry(target.to_string())
+            .or_default()
+            .clone()
     }
 
     /// Forgets a target the config no longer names; its counters stay, as Prometheus expects.
@@ -229,5 +240,20 @@ mod tests {
         assert_eq!(fresh.selector, "comm:api-v2");
         assert!(fresh.previous.is_none() && fresh.last_error.is_none());
         assert_eq!(fresh.state, State::Waiting);
+    }
+
+    #[test]
+    fn a_restarted_target_labels_its_sites_as_before() {
+        let shared = Shared::default();
+        let first = shared.site_labels("api");
+        for i in 0..super::super::metrics::MAX_SITES {
+            lock(&first).label(&format!("site{i}"));
+        }
+        assert_eq!(lock(&first).label("late"), "other");
+        drop(first);
+        // What the next run of the target's supervisor gets.
+        let again = shared.site_labels("api");
+        assert_eq!(lock(&again).label("late"), "other");
+        assert_eq!(lock(&again).label("site0"), "site0");
     }
 }
