@@ -56,3 +56,11 @@ impl ExecWatcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_call_chain_fits_the_classic_bpf_stack() {
+        crate::probes::stack_budget::assert_fits("probe-exec", super::WATCHER);
+    }
+}

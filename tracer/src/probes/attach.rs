@@ -21,7 +21,8 @@ use super::plan::{PointOwner, ProbeKind, ProbePoint};
 use super::snapshot::{KernelCounts, borrow, take};
 use super::uprobe_multi::{self, MultiLink, MultiPrograms};
 
-static PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe-ebpf"));
+pub(crate) static PROBES: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe-ebpf"));
 
 pub struct Attached {
     /// Keeps the maps, and the programs of perf-event links, alive.
