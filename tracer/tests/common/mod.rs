@@ -64,6 +64,15 @@ pub fn cache_dir() -> PathBuf {
     }
 }
 
+/// How long to wait for what takes at most `seconds` here: `ESCAPADE_TEST_SLOWDOWN` times
+/// longer in a virtual machine under QEMU's emulation (`cargo xtask vmtest` sets it), where
+/// attaching takes minutes.
+pub fn patience(seconds: u64) -> std::time::Duration {
+    let slowdown = std::env::var("ESCAPADE_TEST_SLOWDOWN").ok();
+    let slowdown: u64 = slowdown.and_then(|s| s.parse().ok()).unwrap_or(1);
+    std::time::Duration::from_secs(seconds * slowdown)
+}
+
 /// Directory of the Go programs used by the tests.
 pub fn go_programs() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go")
@@ -84,6 +93,12 @@ pub fn build(go: &Go, name: &str, flags: &[&str]) -> PathBuf {
     std::fs::create_dir_all(&out_dir).unwrap();
     let out = out_dir.join(name);
     let src = go_programs().join(format!("{name}.go"));
+    // Under QEMU's emulation (`cargo xtask vmtest`) even a `go build` with nothing to do takes
+    // minutes; the suite's run on the machine built the programs before.
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    if modified(&out).is_some_and(|built| Some(built) >= modified(&src)) {
+        return out;
+    }
     let gocache = cache_dir().join("gocache");
     let status = Command::new(&go.bin)
         .arg("build")
@@ -268,7 +283,7 @@ impl Escapade {
         let stderr_lines = lines_of(child.stderr.take().unwrap(), "[escapade] ");
         let stdout_lines = lines_of(child.stdout.take().unwrap(), "");
         loop {
-            match stderr_lines.recv_timeout(std::time::Duration::from_secs(60)) {
+            match stderr_lines.recv_timeout(patience(60)) {
                 Ok(line) if line.contains("attached to PID") => break,
                 Ok(_) => {}
                 Err(_) => {
@@ -288,7 +303,7 @@ impl Escapade {
 
     /// Waits until `n` lines of escapade's stdout satisfy `pred` (at most 60 s).
     pub fn wait_for(&mut self, n: usize, pred: impl Fn(&str) -> bool) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let deadline = std::time::Instant::now() + patience(60);
         while self.seen.iter().filter(|l| pred(l)).count() < n {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.stdout_lines.recv_timeout(left) {
