@@ -510,7 +510,7 @@ fn agent_counts_and_records_across_a_restart() {
             total += n;
             let series =
                 format!("escapade_calls_total{{target=\"{name}\",function=\"main.work\"}}");
-            let seen = wait_until(Duration::from_secs(20), "the calls counted", || {
+            let seen = wait_until(common::patience(20), "the calls counted", || {
                 agent.metric(&series).filter(|&v| v == total as f64)
             });
             assert_eq!(seen, total as f64, "{name}");

@@ -19,6 +19,10 @@ use crate::{cmd, kernels, paths, setup, test};
 /// minutes under emulation), and is killed.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(25 * 60);
 
+/// How many times longer the suite waits in a guest (`tests/common`'s `patience`): under
+/// emulation escapade takes a minute or two to attach where it takes seconds here.
+const GUEST_SLOWDOWN: &str = "10";
+
 /// Enough for a guest that boots under KVM to run `true`; one that does not stops or hangs.
 const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -61,7 +65,7 @@ pub fn run(options: Options) -> Result<()> {
         let kernel = format!("host {release}");
         say!("{kernel}: running the suite");
         let started = Instant::now();
-        let status = cmd::status(&mut suite.command(None));
+        let status = cmd::status(&mut suite.command());
         outcomes.push(Outcome::report(kernel, status, started));
     }
     if let Some(vng) = vng {
@@ -156,17 +160,13 @@ impl Suite {
         })
     }
 
-    /// The test binary with its environment, run where `cargo test` runs it; `threads` limits
-    /// how many tests run at once.
-    fn command(&self, threads: Option<u32>) -> Command {
+    /// The test binary with its environment, run where `cargo test` runs it.
+    fn command(&self) -> Command {
         let mut command = Command::new(&self.exe);
         command
             .current_dir(paths::workspace_root().join("tracer"))
             .env("ESCAPADE_GO", &self.go)
             .env("ESCAPADE_CACHE", &self.cache);
-        if let Some(threads) = threads {
-            command.arg(format!("--test-threads={threads}"));
-        }
         command
     }
 
@@ -181,9 +181,13 @@ impl Suite {
     }
 
     /// The shell script the guest runs: tracefs where the agent's exec tracepoint is looked up,
-    /// then the suite, a test at a time (two vCPUs under emulation are slow enough already).
+    /// then the suite, two tests at a time (one a vCPU), its timeouts stretched for emulation.
     fn guest_script(&self) -> String {
-        let suite = cmd::display(&self.command(Some(1)));
+        let mut suite = self.command();
+        suite
+            .env("ESCAPADE_TEST_SLOWDOWN", GUEST_SLOWDOWN)
+            .arg("--test-threads=2");
+        let suite = cmd::display(&suite);
         let tracer = paths::workspace_root().join("tracer");
         format!(
             "set -e; echo \"guest kernel: $(uname -r)\"; \

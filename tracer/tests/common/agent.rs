@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{Go, Target, build};
+use super::{Go, Target, build, patience};
 
 /// A free loopback port (the listener is closed before the caller binds it).
 pub fn free_port() -> u16 {
@@ -16,10 +16,10 @@ pub fn free_port() -> u16 {
 }
 
 /// GETs `url`. An agent that stops answering fails the test instead of hanging it (ureq has no
-/// timeout by default); 30 s leave room for a virtual machine under emulation.
+/// timeout by default).
 pub fn get(url: &str) -> Result<String, ureq::Error> {
     let request = ureq::get(url).config();
-    let request = request.timeout_global(Some(Duration::from_secs(30))).build();
+    let request = request.timeout_global(Some(patience(30))).build();
     request.call()?.body_mut().read_to_string()
 }
 
@@ -62,7 +62,7 @@ impl Agent {
             .spawn()
             .unwrap();
         let agent = Agent { child, port };
-        wait_until(Duration::from_secs(10), "the agent's /healthz", || {
+        wait_until(patience(10), "the agent's /healthz", || {
             get(&agent.url("/healthz")).ok()
         });
         agent
@@ -80,7 +80,7 @@ impl Agent {
     /// took.
     pub fn wait_attached(&self, target: &str, pid: u32) -> Duration {
         let started = Instant::now();
-        wait_until(Duration::from_secs(20), "the agent to attach", || {
+        wait_until(patience(20), "the agent to attach", || {
             let targets = self.targets();
             let processes = targets[target]["processes"].as_array()?.clone();
             processes
@@ -160,14 +160,10 @@ pub fn run_traced(agent: &Agent, target: &str, bin: &Path, n: u64) -> (Ran, Dura
     };
     let pid = program.pid;
     program.finish();
-    wait_until(
-        Duration::from_secs(20),
-        "the agent to let the process go",
-        || {
-            let status = agent.targets();
-            let processes = status[target]["processes"].as_array()?.clone();
-            (!processes.iter().any(|p| p["pid"] == pid)).then_some(())
-        },
-    );
+    wait_until(patience(20), "the agent to let the process go", || {
+        let status = agent.targets();
+        let processes = status[target]["processes"].as_array()?.clone();
+        (!processes.iter().any(|p| p["pid"] == pid)).then_some(())
+    });
     (ran, attach)
 }
