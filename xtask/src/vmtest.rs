@@ -15,9 +15,9 @@ use anyhow::{Context, Result, bail};
 
 use crate::{cmd, kernels, paths, setup, test};
 
-/// A guest that has not finished by then is stuck (a boot takes about 20 s and the suite some
-/// minutes under emulation), and is killed.
-const GUEST_TIMEOUT: Duration = Duration::from_secs(25 * 60);
+/// A guest that has not finished by then is stuck (a boot takes about 20 s and the suite 20 to
+/// 25 minutes under emulation), and is killed.
+const GUEST_TIMEOUT: Duration = Duration::from_secs(35 * 60);
 
 /// How many times longer the suite waits in a guest (`tests/common`'s `patience`): under
 /// emulation escapade takes a minute or two to attach where it takes seconds here.
