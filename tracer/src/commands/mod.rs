@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod allocs;
+pub mod doctor;
 pub mod export;
 pub mod hot;
 pub mod params;
