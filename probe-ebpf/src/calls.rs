@@ -18,12 +18,12 @@ use probe_common::{
     EFLAGS_ZF, EventKind, GoOffsets, GoroutineCalls, INLINE_OPEN_CALLS, INT_ARG_REGS, InlineCall,
     LATENCY_BUCKETS, MAX_ACTIVE_GOROUTINES, MAX_FAST_RETURNS, MAX_HELD_ENTRIES, MAX_OPEN_CALLS,
     MAX_STACK_WORDS, MAX_STRING_CAPTURES, MAX_TRACED_FUNCTIONS, OpenCall, ProbeConfig,
-    RESULT_DISCARDED, RESULT_IN_REGISTER, RESULT_ON_STACK, RESULT_REGISTERS, STRING_CAPTURE_BYTES,
+    RESULT_DISCARDED, RESULT_IN_REGISTER, RESULT_ON_STACK, STRING_CAPTURE_BYTES,
 };
 
 use crate::{
-    EVENTS, GO_OFFSETS, PROBE_CONFIGS, WAKEUP_THRESHOLD, count, int_arg_registers, is_target,
-    read_u64,
+    EVENTS, GO_OFFSETS, PROBE_CONFIGS, WAKEUP_THRESHOLD, count, is_target, read_u64, register,
+    store_int_arg_registers,
 };
 
 /// Non-zero when entries and returns keep `ACTIVE_CALLS`, so that the allocator's probes
@@ -70,6 +70,68 @@ pub fn go_empty(_ctx: ProbeContext) -> u32 {
     0
 }
 
+/// One probe hit on a traced function's entry or return or on the allocator, as read from
+/// the registers and the goroutine. It stays on the probe's stack while the phases that follow
+/// (`observe`, `count_params` or `emit`, `open_call`) take it by reference, each in a frame of
+/// its own: inlined into one, their frames would add up past the 512 bytes of BPF stack that
+/// kernels without private stacks allow.
+struct Hit<'a> {
+    kind: EventKind,
+    /// The probe id (`PROBE_CONFIGS` index) and the `COOKIE_*` placement flags.
+    cookie: u64,
+    ktime_ns: u64,
+    /// 0 when it could not be read, as for `stack_hi`: neither is ever 0 in a Go program, and
+    /// two `Option`s would take 16 bytes more of the probe's stack.
+    return_addr: u64,
+    /// The top of the goroutine's stack.
+    stack_hi: u64,
+    regs: &'a pt_regs,
+    config: &'a ProbeConfig,
+    offsets: &'a GoOffsets,
+}
+
+impl Hit<'_> {
+    fn probe_id(&self) -> u32 {
+        self.cookie as u32
+    }
+
+    fn at_return_site(&self) -> bool {
+        self.cookie & COOKIE_AT_RETURN_SITE != 0
+    }
+
+    fn return_addr(&self) -> Option<u64> {
+        known(self.return_addr)
+    }
+
+    fn sp(&self) -> u64 {
+        callee_sp(self.cookie, self.regs)
+    }
+
+    /// The call the hit is in, once its goroutine's stack is known. (Worked out again where
+    /// needed rather than kept: the 24 bytes count on the probe's stack.)
+    fn call(&self) -> Option<OpenCall> {
+        known(self.stack_hi).map(|stack_hi| OpenCall {
+            g: self.regs.r14,
+            depth: stack_hi.wrapping_sub(self.sp()),
+        })
+    }
+}
+
+/// A word read from the goroutine, None for 0 (could not be read).
+fn known(word: u64) -> Option<u64> {
+    (word != 0).then_some(word)
+}
+
+/// The callee's SP at its entry, wherever the probe sits: before a CALL the return address
+/// is not pushed yet, after the return it is popped, so either way it is 8 below.
+fn callee_sp(cookie: u64, regs: &pt_regs) -> u64 {
+    if cookie & (COOKIE_AT_CALL_SITE | COOKIE_AT_RETURN_SITE) != 0 {
+        regs.rsp - 8
+    } else {
+        regs.rsp
+    }
+}
+
 fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
     // A return's time is taken first thing and an entry's last thing (its start), so that a
     // call's duration leaves out as much of the probes' own work as they can. An entry's event
@@ -95,130 +157,154 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
         count(COUNTER_MORESTACK);
         return Ok(());
     }
-    let probe_id = cookie as u32;
-    let config = PROBE_CONFIGS.get(probe_id).ok_or(())?;
+    let config = PROBE_CONFIGS.get(cookie as u32).ok_or(())?;
     let offsets = GO_OFFSETS.get(0).ok_or(())?;
     // R14 holds the current g in Go's register ABI.
     let g = regs.r14;
-    // The goroutine id only goes into events and the allocator's filter: counting alone saves
-    // the read.
-    // SAFETY: reads of constants the loader patched.
-    let goid = if unsafe {
-        core::ptr::read_volatile(&SEND_CALLS) != 0 || core::ptr::read_volatile(&TRACK_CALLS) != 0
-    } {
-        read_u64(g + offsets.g_goid)
-    } else {
-        None
-    };
-    let at_call_site = cookie & COOKIE_AT_CALL_SITE != 0;
-    let at_return_site = cookie & COOKIE_AT_RETURN_SITE != 0;
-    // Before a CALL the return address is not pushed yet, after the return it is popped: either
-    // way the callee's SP is 8 below.
-    let sp = if at_call_site || at_return_site {
-        regs.rsp - 8
-    } else {
-        regs.rsp
-    };
-    let return_addr = if at_call_site {
+    let sp = callee_sp(cookie, regs);
+    let return_addr = if cookie & COOKIE_AT_CALL_SITE != 0 {
         // CALL rel32 is 5 bytes; the kernel reports the probed instruction's address in ip.
         Some(regs.rip + 5)
-    } else if at_return_site {
+    } else if cookie & COOKIE_AT_RETURN_SITE != 0 {
         Some(config.return_site + offsets.code_bias)
     } else {
         read_u64(sp)
     };
-    let stack_hi = read_u64(g + offsets.g_stack_hi);
-    let call = stack_hi.map(|stack_hi| OpenCall {
-        g,
-        depth: stack_hi.wrapping_sub(sp),
-    });
-    let (observed, took_ns, closed_at_return_site) = match (kind, call, return_addr) {
+    let stack_hi = read_u64(g + offsets.g_stack_hi).unwrap_or(0);
+    let hit = Hit {
+        kind,
+        cookie,
+        ktime_ns,
+        return_addr: return_addr.unwrap_or(0),
+        stack_hi,
+        regs,
+        config,
+        offsets,
+    };
+    let observed = observe(&hit);
+    if observed.hit == CallHit::NotThisCall {
+        return Ok(());
+    }
+    let sent = if crate::params::in_kernel() {
+        count_params(&hit, observed.hit);
+        Ok(())
+    } else if tail_capture().is_some() && matches!(kind, EventKind::Entry | EventKind::Return) {
+        capture_tail(&hit, observed.hit, observed.took_ns)
+    } else {
+        emit(&hit, observed.hit, observed.took_ns)
+    };
+    if observed.hit == CallHit::Starts {
+        open_call(&hit, observed.closed_at_return_site);
+    }
+    sent
+}
+
+/// What the kernel made of a hit (see `observe`).
+struct Observed {
+    hit: CallHit,
+    /// For a return the kernel paired, the call's duration.
+    took_ns: u64,
+    /// For an entry that starts a call, whether a return-site probe will close it.
+    closed_at_return_site: bool,
+}
+
+/// Counts an entry or a return and pairs a return with its entry.
+#[inline(never)]
+fn observe(hit: &Hit) -> Observed {
+    let (kind, cookie, config) = (hit.kind, hit.cookie, hit.config);
+    match (kind, hit.call(), hit.return_addr()) {
         (EventKind::Entry, Some(call), Some(return_addr)) => {
             // Only a single-stepped probe can fire twice for one entry.
             let may_repeat = cookie & (COOKIE_SKIP_IF_BELOW_OR_EQUAL | COOKIE_AT_CALL_SITE) == 0;
             let at_sites = cookie & COOKIE_RETURNS_AT_SITES != 0;
-            let (hit, at_site) = entered(config, call, return_addr, offsets, may_repeat, at_sites);
-            (hit, 0, at_site)
-        }
-        (EventKind::Return, Some(call), _) => {
-            let (hit, took) = returned(config, call, ktime_ns, at_return_site, offsets.code_bias);
-            (hit, took, false)
-        }
-        // Without the goroutine a return site cannot tell its call from other paths.
-        (EventKind::Return, None, _) if at_return_site => (CallHit::NotThisCall, 0, false),
-        _ => (CallHit::Unpaired, 0, false),
-    };
-    if observed == CallHit::NotThisCall {
-        return Ok(());
-    }
-    let sent = if crate::params::in_kernel() {
-        if let Some(call) = call {
-            match (kind, observed) {
-                (EventKind::Entry, CallHit::Repeat) => {}
-                (EventKind::Entry, _) if return_addr.is_some() => crate::params::entered(
-                    regs,
-                    config,
-                    offsets,
-                    call,
-                    sp,
-                    observed == CallHit::Starts,
-                ),
-                (EventKind::Return, CallHit::Paired) => crate::params::returned(call),
-                (EventKind::Return, CallHit::Unpaired) if config.timed != 0 => {
-                    crate::params::unmatched_return(config.function)
-                }
-                (EventKind::Allocating, _) => crate::params::allocating(
-                    regs,
-                    config,
-                    offsets,
-                    call,
-                    innermost_below(call),
-                    return_addr.unwrap_or(0),
-                ),
-                (EventKind::Allocated, _) => {
-                    crate::params::allocated(regs, config, probe_id, call, innermost_below(call))
-                }
-                _ => {}
+            let (observed, closed_at_return_site) =
+                entered(config, call, return_addr, hit.offsets, may_repeat, at_sites);
+            Observed {
+                hit: observed,
+                took_ns: 0,
+                closed_at_return_site,
             }
         }
-        Ok(())
-    } else {
-        emit(&EventParts {
-            kind,
-            probe_id,
-            pid_tgid,
-            ktime_ns,
-            sp,
-            return_addr,
-            goid,
-            g,
-            stack_hi,
-            at_return_site,
+        (EventKind::Return, Some(call), _) => {
+            let code_bias = hit.offsets.code_bias;
+            let (observed, took_ns) =
+                returned(config, call, hit.ktime_ns, hit.at_return_site(), code_bias);
+            Observed {
+                hit: observed,
+                took_ns,
+                closed_at_return_site: false,
+            }
+        }
+        // Without the goroutine a return site cannot tell its call from other paths.
+        (EventKind::Return, None, _) if hit.at_return_site() => Observed {
+            hit: CallHit::NotThisCall,
+            took_ns: 0,
+            closed_at_return_site: false,
+        },
+        _ => Observed {
+            hit: CallHit::Unpaired,
+            took_ns: 0,
+            closed_at_return_site: false,
+        },
+    }
+}
+
+/// `escapade params` in the kernel: what the hit tells of its call's parameters and heap.
+#[inline(never)]
+fn count_params(hit: &Hit, observed: CallHit) {
+    let Some(call) = hit.call() else {
+        return;
+    };
+    let (regs, config, offsets) = (hit.regs, hit.config, hit.offsets);
+    match (hit.kind, observed) {
+        (EventKind::Entry, CallHit::Repeat) => {}
+        (EventKind::Entry, _) if hit.return_addr().is_some() => crate::params::entered(
             regs,
             config,
             offsets,
             call,
-            observed,
-            took_ns,
-        })
-    };
-    if let (CallHit::Starts, Some(call), Some(return_addr)) = (observed, call, return_addr) {
-        // SAFETY: the goroutine's own value, which only its probes touch, one at a time.
-        let mut calls = goroutine_calls(call.g).map(|calls| unsafe { &mut *calls });
-        if let Some(calls) = calls.as_deref_mut() {
-            // Calls on this goroutine at this depth or deeper were unwound without returning.
-            drop_unwound(calls, call.g, call.depth);
+            hit.sp(),
+            observed == CallHit::Starts,
+        ),
+        (EventKind::Return, CallHit::Paired) => crate::params::returned(call),
+        (EventKind::Return, CallHit::Unpaired) if config.timed != 0 => {
+            crate::params::unmatched_return(config.function)
         }
-        let start = CallStart {
-            // SAFETY: no preconditions.
-            ktime_ns: unsafe { bpf_ktime_get_ns() },
-            return_addr,
-            at_return_site: u64::from(closed_at_return_site),
-            parent_depth: calls.as_deref().map_or(0, |calls| calls.innermost),
-        };
-        open(calls, call, start);
+        (EventKind::Allocating, _) => crate::params::allocating(
+            regs,
+            config,
+            offsets,
+            call,
+            innermost_below(call),
+            hit.return_addr,
+        ),
+        (EventKind::Allocated, _) => {
+            crate::params::allocated(regs, config, hit.probe_id(), call, innermost_below(call))
+        }
+        _ => {}
     }
-    sent
+}
+
+/// Keeps the start of a call whose return a probe will see, as its goroutine's innermost.
+#[inline(never)]
+fn open_call(hit: &Hit, closed_at_return_site: bool) {
+    let (Some(call), Some(return_addr)) = (hit.call(), hit.return_addr()) else {
+        return;
+    };
+    // SAFETY: the goroutine's own value, which only its probes touch, one at a time.
+    let mut calls = goroutine_calls(call.g).map(|calls| unsafe { &mut *calls });
+    if let Some(calls) = calls.as_deref_mut() {
+        // Calls on this goroutine at this depth or deeper were unwound without returning.
+        drop_unwound(calls, call.g, call.depth);
+    }
+    let start = CallStart {
+        // SAFETY: no preconditions.
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        return_addr,
+        at_return_site: u64::from(closed_at_return_site),
+        parent_depth: calls.as_deref().map_or(0, |calls| calls.innermost),
+    };
+    open(calls, call, start);
 }
 
 /// Per goroutine (`g`), its open calls: the outermost inline, deeper ones in `CALL_STARTS`
@@ -227,12 +313,20 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
 static INNERMOST_CALL: LruHashMap<u64, GoroutineCalls> =
     LruHashMap::with_max_entries(MAX_ACTIVE_GOROUTINES, 0);
 
+/// A goroutine's calls before its first: inserted from here, a global, because on the probe's
+/// stack its 176 bytes would not fit beside the rest in the 512 bytes of older kernels.
+static NO_CALLS: GoroutineCalls = GoroutineCalls::NONE;
+
 /// The goroutine's open calls, made on its first call.
 fn goroutine_calls(g: u64) -> Option<*mut GoroutineCalls> {
     if let Some(calls) = INNERMOST_CALL.get_ptr_mut(g) {
         return Some(calls);
     }
-    INNERMOST_CALL.insert(g, GoroutineCalls::NONE, 0).ok()?;
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "by value, the 176 bytes would be copied onto the BPF stack"
+    )]
+    INNERMOST_CALL.insert(g, &NO_CALLS, 0).ok()?;
     INNERMOST_CALL.get_ptr_mut(g)
 }
 
@@ -396,11 +490,44 @@ fn forget(unwound: OpenCall, start: CallStart) {
     }
 }
 
-/// What a probe hit sends, if anything, once the kernel has counted it.
-fn emit(hit: &EventParts) -> Result<(), ()> {
-    let (kind, goid, observed) = (hit.kind, hit.goid, hit.observed);
-    // SAFETY: a read of a constant the loader patched.
-    if unsafe { core::ptr::read_volatile(&TRACK_CALLS) } != 0
+/// Sends a probe hit's event, if it is to be sent, once the kernel has counted it. Not
+/// inlined: its frame (the event's reads) and the probe's own (the hit's state) would add up on
+/// the 512-byte BPF stack of kernels without private stacks.
+#[inline(never)]
+fn emit(hit: &Hit, observed: CallHit, took_ns: u64) -> Result<(), ()> {
+    let Some(goid) = to_send(hit, observed) else {
+        return Ok(());
+    };
+    let Some(mut entry) = EVENTS.reserve::<CallEvent>(0) else {
+        count(COUNTER_DROPPED);
+        return Err(());
+    };
+    // SAFETY: `entry` points at a reserved, writable CallEvent until submit/discard.
+    fill(unsafe { &mut *entry.as_mut_ptr() }, hit, goid, took_ns);
+    entry.submit(wakeup_flags());
+    Ok(())
+}
+
+/// Whether a hit's event is to be sent, with its goroutine id (None if unread), once it is
+/// counted into `ACTIVE_CALLS`.
+#[inline(always)]
+fn to_send(hit: &Hit, observed: CallHit) -> Option<Option<u64>> {
+    let kind = hit.kind;
+    // The goroutine id only goes into events and the allocator's filter: counting alone saves
+    // the read.
+    // SAFETY: reads of constants the loader patched.
+    let (sends_calls, tracks_calls) = unsafe {
+        (
+            core::ptr::read_volatile(&SEND_CALLS) != 0,
+            core::ptr::read_volatile(&TRACK_CALLS) != 0,
+        )
+    };
+    let goid = if sends_calls || tracks_calls {
+        read_u64(hit.regs.r14 + hit.offsets.g_goid)
+    } else {
+        None
+    };
+    if tracks_calls
         && let Some(goid) = goid
         && observed != CallHit::Unobserved
     {
@@ -412,56 +539,12 @@ fn emit(hit: &EventParts) -> Result<(), ()> {
             unsafe { ACTIVE_CALLS.get(goid) }.is_none()
         })
     {
-        return Ok(());
+        return None;
     }
-    // SAFETY: a read of a constant the loader patched.
-    if unsafe { core::ptr::read_volatile(&SEND_CALLS) } == 0
-        && matches!(kind, EventKind::Entry | EventKind::Return)
-    {
-        return Ok(());
+    if !sends_calls && matches!(kind, EventKind::Entry | EventKind::Return) {
+        return None;
     }
-
-    // SAFETY: reads of constants the loader patched.
-    let (slower_than_ns, errors) = unsafe {
-        (
-            core::ptr::read_volatile(&TAIL_SLOWER_THAN_NS),
-            core::ptr::read_volatile(&TAIL_ERRORS),
-        )
-    };
-    if (slower_than_ns != 0 || errors != 0) && matches!(kind, EventKind::Entry | EventKind::Return)
-    {
-        return capture_tail(hit, slower_than_ns, errors != 0);
-    }
-    let Some(mut entry) = EVENTS.reserve::<CallEvent>(0) else {
-        count(COUNTER_DROPPED);
-        return Err(());
-    };
-    // SAFETY: `entry` points at a reserved, writable CallEvent until submit/discard.
-    fill(unsafe { &mut *entry.as_mut_ptr() }, hit);
-    entry.submit(wakeup_flags());
-    Ok(())
-}
-
-/// One probe hit, as read from the registers and the goroutine, and what the kernel made of it.
-#[derive(Clone, Copy)]
-struct EventParts<'a> {
-    kind: EventKind,
-    probe_id: u32,
-    pid_tgid: u64,
-    ktime_ns: u64,
-    sp: u64,
-    return_addr: Option<u64>,
-    goid: Option<u64>,
-    g: u64,
-    stack_hi: Option<u64>,
-    at_return_site: bool,
-    regs: &'a pt_regs,
-    config: &'a ProbeConfig,
-    offsets: &'a GoOffsets,
-    call: Option<OpenCall>,
-    observed: CallHit,
-    /// For a return the kernel paired, the call's duration.
-    took_ns: u64,
+    Some(goid)
 }
 
 /// Don't wake the reader for each event: it drains on a timer, unless the buffer is filling.
@@ -474,25 +557,28 @@ fn wakeup_flags() -> u64 {
     flags as u64
 }
 
-/// Writes `hit`'s event into `e`: registers, goroutine, stack words and strings.
-fn fill(e: &mut CallEvent, hit: &EventParts) {
+/// Writes `hit`'s event into `e`: registers, goroutine, stack words and strings. Inlined into
+/// `emit`: one frame for both takes less of the BPF stack than two.
+#[inline(always)]
+fn fill(e: &mut CallEvent, hit: &Hit, goid: Option<u64>, took_ns: u64) {
     let (regs, config) = (hit.regs, hit.config);
     e.ktime_ns = hit.ktime_ns;
     e.kind = hit.kind as u32;
-    e.probe_id = hit.probe_id;
-    e.tgid = (hit.pid_tgid >> 32) as u32;
-    e.tid = hit.pid_tgid as u32;
-    e.sp = hit.sp;
-    e.regs = int_arg_registers(regs);
-    let mut read_failed = hit.return_addr.is_none() || hit.goid.is_none();
-    if hit.at_return_site && !restore_results(e, regs, config) {
+    e.probe_id = hit.probe_id();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    e.tgid = (pid_tgid >> 32) as u32;
+    e.tid = pid_tgid as u32;
+    e.sp = hit.sp();
+    store_int_arg_registers(regs, &mut e.regs);
+    let mut read_failed = hit.return_addr == 0 || goid.is_none();
+    if hit.at_return_site() && !restore_results(e, regs, config) {
         read_failed = true;
     }
-    e.return_addr = hit.return_addr.unwrap_or(0);
-    e.took_ns = hit.took_ns;
-    e.goid = hit.goid.unwrap_or(0);
-    e.stack_lo = read_u64(hit.g + hit.offsets.g_stack_lo).unwrap_or(0);
-    e.stack_hi = hit.stack_hi.unwrap_or(0);
+    e.return_addr = hit.return_addr;
+    e.took_ns = took_ns;
+    e.goid = goid.unwrap_or(0);
+    e.stack_lo = read_u64(regs.r14 + hit.offsets.g_stack_lo).unwrap_or(0);
+    e.stack_hi = hit.stack_hi;
 
     // The argument area starts right above the return address.
     let words = config.stack_words as usize;
@@ -506,7 +592,7 @@ fn fill(e: &mut CallEvent, hit: &EventParts) {
         core::slice::from_raw_parts_mut(e.stack.as_mut_ptr() as *mut u8, MAX_STACK_WORDS * 8)
     };
     if bytes > 0 {
-        let words = (hit.sp + 8) as *const u8;
+        let words = (e.sp + 8) as *const u8;
         // SAFETY: the helper checks the user address and writes at most the slice's length.
         if unsafe { bpf_probe_read_user_buf(words, &mut stack[..bytes]) }.is_err() {
             read_failed = true;
@@ -514,8 +600,9 @@ fn fill(e: &mut CallEvent, hit: &EventParts) {
     }
 
     let string_bytes = config.string_bytes as usize;
+    // Zeroed whole, before the loop: a store per slot inside it becomes a call to memset.
+    e.string_lens = [0; MAX_STRING_CAPTURES];
     for i in 0..MAX_STRING_CAPTURES {
-        e.string_lens[i] = 0;
         let capture = config.strings[i];
         if capture.enabled == 0 || string_bytes == 0 {
             continue;
@@ -560,6 +647,18 @@ static TAIL_SLOWER_THAN_NS: u64 = 0;
 #[unsafe(no_mangle)]
 static TAIL_ERRORS: u32 = 0;
 
+/// Tail capture's thresholds, `TAIL_SLOWER_THAN_NS` and `TAIL_ERRORS`, when it is on.
+fn tail_capture() -> Option<(u64, bool)> {
+    // SAFETY: reads of constants the loader patched.
+    let (slower_than_ns, errors) = unsafe {
+        (
+            core::ptr::read_volatile(&TAIL_SLOWER_THAN_NS),
+            core::ptr::read_volatile(&TAIL_ERRORS) != 0,
+        )
+    };
+    (slower_than_ns != 0 || errors).then_some((slower_than_ns, errors))
+}
+
 /// Under tail capture, each open call's entry event, until its return says whether to send it.
 #[map]
 static HELD_ENTRIES: LruHashMap<OpenCall, CallEvent> =
@@ -571,15 +670,20 @@ static HELD_ENTRIES: LruHashMap<OpenCall, CallEvent> =
 static TAIL_SCRATCH: PerCpuArray<CallEvent> = PerCpuArray::with_max_entries(1, 0);
 
 /// Holds an entry's event; at the return, sends the held entry and the return only for a call
-/// that was slow or failed.
-fn capture_tail(hit: &EventParts, slower_than_ns: u64, errors: bool) -> Result<(), ()> {
-    let call = hit.call.ok_or(())?;
+/// that was slow or failed. Not inlined, for the same reason as `emit`.
+#[inline(never)]
+fn capture_tail(hit: &Hit, observed: CallHit, took_ns: u64) -> Result<(), ()> {
+    let (slower_than_ns, errors) = tail_capture().ok_or(())?;
+    let Some(goid) = to_send(hit, observed) else {
+        return Ok(());
+    };
+    let call = hit.call().ok_or(())?;
     let scratch = TAIL_SCRATCH.get_ptr_mut(0).ok_or(())?;
     // SAFETY: this CPU's slot, which nothing else uses while the program runs here.
     let e = unsafe { &mut *scratch };
-    fill(e, hit);
+    fill(e, hit, goid, took_ns);
     if hit.kind == EventKind::Entry {
-        if hit.observed == CallHit::Starts {
+        if observed == CallHit::Starts {
             #[expect(
                 clippy::needless_borrows_for_generic_args,
                 reason = "by value, the event would not fit the 512-byte BPF stack"
@@ -588,10 +692,10 @@ fn capture_tail(hit: &EventParts, slower_than_ns: u64, errors: bool) -> Result<(
         }
         return Ok(());
     }
-    if hit.observed != CallHit::Paired {
+    if observed != CallHit::Paired {
         return Ok(());
     }
-    let took = hit.took_ns;
+    let took = took_ns;
     let slow = slower_than_ns != 0 && took >= slower_than_ns;
     // Every word read at its constant index, volatile so that the compiler cannot fold the
     // reads into one at a computed index, which the verifier could not bound.
@@ -642,30 +746,13 @@ static FAST_RETURNS: HashMap<u64, u8> = HashMap::with_max_entries(MAX_FAST_RETUR
 /// At a return site, puts each result word the caller has moved since the return back in its
 /// register, as the callee left it (see `ProbeConfig::results`); false if a read failed.
 fn restore_results(e: &mut CallEvent, regs: &pt_regs, config: &ProbeConfig) -> bool {
-    // In `RESULT_REGISTERS` order. Read every candidate first: the verifier refuses an offset
-    // into the context computed from a value it cannot bound.
-    let int = int_arg_registers(regs);
-    // SAFETY: plain reads of the context's fields.
-    let more = unsafe {
-        [
-            core::ptr::read_volatile(&regs.rdx),
-            core::ptr::read_volatile(&regs.rbp),
-            core::ptr::read_volatile(&regs.r12),
-            core::ptr::read_volatile(&regs.r13),
-            core::ptr::read_volatile(&regs.r15),
-        ]
-    };
-    let registers: [u64; RESULT_REGISTERS] = [
-        int[0], int[1], int[2], int[3], int[4], int[5], int[6], int[7], int[8], more[0], more[1],
-        more[2], more[3], more[4],
-    ];
     let mut read = true;
     for i in 0..INT_ARG_REGS {
         let source = config.results[i];
         match source.kind {
             RESULT_IN_REGISTER => {
-                if let Some(value) = registers.get(source.at as usize) {
-                    e.regs[i] = *value;
+                if let Some(value) = register(regs, source.at) {
+                    e.regs[i] = value;
                 }
             }
             RESULT_ON_STACK => match read_u64(regs.rsp + source.at as u64) {

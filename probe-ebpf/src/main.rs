@@ -118,25 +118,59 @@ pub(crate) fn runtime_probe_regs(ctx: &ProbeContext) -> Option<&pt_regs> {
 
 /// Go's integer argument register `index` (RAX, RBX, RCX, RDI, RSI, ...).
 pub(crate) fn arg_reg(regs: &pt_regs, index: u64) -> Option<u64> {
-    int_arg_registers(regs).get(index as usize).copied()
+    if index < INT_ARG_REGS as u64 {
+        register(regs, index as u32)
+    } else {
+        None
+    }
 }
 
-/// Go's integer argument registers, RAX to R11. Read all at once: the verifier refuses an
-/// offset into the context computed from a value it cannot bound.
-pub(crate) fn int_arg_registers(regs: &pt_regs) -> [u64; INT_ARG_REGS] {
-    // SAFETY: plain reads of the context's fields.
-    unsafe {
-        [
-            core::ptr::read_volatile(&regs.rax),
-            core::ptr::read_volatile(&regs.rbx),
-            core::ptr::read_volatile(&regs.rcx),
-            core::ptr::read_volatile(&regs.rdi),
-            core::ptr::read_volatile(&regs.rsi),
-            core::ptr::read_volatile(&regs.r8),
-            core::ptr::read_volatile(&regs.r9),
-            core::ptr::read_volatile(&regs.r10),
-            core::ptr::read_volatile(&regs.r11),
-        ]
+/// Register `index` in `RESULT_REGISTERS` order: Go's integer argument registers RAX to R11,
+/// then RDX, RBP, R12, R13, R15.
+///
+/// Every field is read, each at its constant offset, and the one asked for kept: the verifier
+/// refuses a read through a context pointer moved by a value it cannot bound, which is what
+/// LLVM makes of a `match` whose arms each read one field (one load after a select of the
+/// address). Volatile reads cannot be merged or moved into the branches. An array of them all
+/// would do too, but it takes 112 bytes of the BPF stack. Not inlined, so that in a loop LLVM
+/// does not keep the field addresses in registers (or on the stack) across iterations.
+#[inline(never)]
+pub(crate) fn register(regs: &pt_regs, index: u32) -> Option<u64> {
+    let mut value = None;
+    let mut keep = |at: u32, field: &u64| {
+        // SAFETY: a plain read of one of the context's fields.
+        let read = unsafe { core::ptr::read_volatile(field) };
+        if at == index {
+            value = Some(read);
+        }
+    };
+    keep(0, &regs.rax);
+    keep(1, &regs.rbx);
+    keep(2, &regs.rcx);
+    keep(3, &regs.rdi);
+    keep(4, &regs.rsi);
+    keep(5, &regs.r8);
+    keep(6, &regs.r9);
+    keep(7, &regs.r10);
+    keep(8, &regs.r11);
+    keep(9, &regs.rdx);
+    keep(10, &regs.rbp);
+    keep(11, &regs.r12);
+    keep(12, &regs.r13);
+    keep(13, &regs.r15);
+    value
+}
+
+/// Writes Go's integer argument registers, RAX to R11, into `words`, each read at its constant
+/// offset (see `register`).
+pub(crate) fn store_int_arg_registers(regs: &pt_regs, words: &mut [u64; INT_ARG_REGS]) {
+    let fields = [
+        &regs.rax, &regs.rbx, &regs.rcx, &regs.rdi, &regs.rsi, &regs.r8, &regs.r9, &regs.r10,
+        &regs.r11,
+    ];
+    for (word, field) in words.iter_mut().zip(fields) {
+        // SAFETY: a plain read of one of the context's fields.
+        *word = unsafe { core::ptr::read_volatile(field) };
     }
 }
 

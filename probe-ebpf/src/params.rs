@@ -19,7 +19,7 @@ use probe_common::{
     ParamStats, ProbeConfig, SAVED_STACK_WORDS, SAVED_WORDS, Unplaced,
 };
 
-use crate::{PROBE_CONFIGS, int_arg_registers, read_u64};
+use crate::{PROBE_CONFIGS, read_u64, register, store_int_arg_registers};
 
 /// Non-zero when `escapade params` works in the kernel: traced calls and the allocator's
 /// probes update the maps below and send nothing.
@@ -106,8 +106,8 @@ fn open(
     open.bytes = 0;
     open.own_objects = 0;
     if config.params.keep_words != 0 {
-        let registers = int_arg_registers(regs);
-        open.words[..INT_ARG_REGS].copy_from_slice(&registers);
+        let (registers, _) = open.words.split_first_chunk_mut::<INT_ARG_REGS>()?;
+        store_int_arg_registers(regs, registers);
         // SAFETY: the words are plain bytes; the helper checks the user address and writes at
         // most the slice's length.
         let stack = unsafe {
@@ -315,7 +315,7 @@ fn open_at(here: OpenCall, depth: Option<u64>) -> Option<*mut OpenParams> {
 fn word(regs: &pt_regs, sp: u64, at: u8) -> Option<u64> {
     let at = at as usize;
     if at < INT_ARG_REGS {
-        return int_arg_registers(regs).get(at).copied();
+        return register(regs, at as u32);
     }
     read_u64(sp + 8 + 8 * (at - INT_ARG_REGS) as u64)
 }

@@ -67,3 +67,11 @@ fn program(ebpf: &mut Ebpf) -> anyhow::Result<&mut RawTracePoint> {
         .context("program sched_process_exec missing from the exec watcher")?
         .try_into()?)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_call_chain_fits_the_classic_bpf_stack() {
+        crate::probes::stack_budget::assert_fits("probe-exec", super::WATCHER);
+    }
+}

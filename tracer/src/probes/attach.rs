@@ -25,7 +25,8 @@ use super::uprobe_multi::{self, MultiLink, MultiPrograms};
 use crate::kernel::bpf::{Refused, aya_load_error};
 use crate::kernel::features::{UprobeLinks, uprobe_links};
 
-static PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe-ebpf"));
+pub(crate) static PROBES: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe-ebpf"));
 
 pub struct Attached {
     /// Keeps the maps, and the programs of perf-event links, alive.

@@ -7,4 +7,6 @@ pub mod attach;
 pub mod placement;
 pub mod plan;
 pub mod snapshot;
+#[cfg(test)]
+pub(crate) mod stack_budget;
 pub mod uprobe_multi;
