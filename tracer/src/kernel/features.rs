@@ -394,3 +394,34 @@ fn cpu_clock() -> Presence {
     unsafe { libc::close(fd as libc::c_int) };
     Presence::Present
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kernel_below_the_floor_gets_one_line_that_points_at_doctor() {
+        let row = Feature::RingBuffer.row();
+        let err = anyhow::Error::new(Unsupported {
+            release: "5.4.0".into(),
+            what: row.what,
+            since: row.since,
+        });
+        assert_eq!(
+            format!("{err:#}"),
+            "this kernel (5.4.0) has no BPF ring buffer (Linux 5.8+): escapade cannot run here"
+        );
+        assert_eq!(
+            crate::hints::hint(&err),
+            Some("`escapade doctor` tells what works")
+        );
+    }
+
+    #[test]
+    fn every_feature_has_one_row() {
+        for (i, row) in TABLE.iter().enumerate() {
+            assert_eq!(row.feature.row().since, row.since);
+            assert!(TABLE[i + 1..].iter().all(|r| r.feature != row.feature));
+        }
+    }
+}
