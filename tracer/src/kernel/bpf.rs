@@ -71,10 +71,15 @@ pub enum LoadError {
     #[error(transparent)]
     Refused(#[from] Refused),
     #[error("loading program {program}: {error}")]
-    Io { program: String, error: io::Error },
+    Io {
+        program: String,
+        #[source]
+        error: io::Error,
+    },
 }
 
-/// Loads program `name` of type `prog_type`, for `attach` where its links need it said.
+/// Loads program `name` of type `prog_type`; `attach` is the attach type its links will ask
+/// for, where they need it said at load time (`uprobe_multi`).
 pub fn load_program(
     name: &str,
     prog_type: bpf_prog_type,

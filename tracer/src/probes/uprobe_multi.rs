@@ -76,7 +76,7 @@ impl MultiPrograms {
             )
             .map_err(|e| match e {
                 LoadError::Refused(refused) => anyhow::Error::new(refused),
-                io => anyhow::anyhow!("{io} (for a uprobe_multi link)"),
+                io => anyhow::Error::new(io),
             })?;
             fds.insert(name, fd);
         }
