@@ -252,6 +252,9 @@ pub struct Load {
     pub loaded: bool,
     /// Why not: the verifier's line, or the error.
     pub reason: Option<String>,
+    /// Whether the verifier refused it, rather than the kernel before it (privileges, say).
+    #[serde(skip)]
+    refused: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -442,14 +445,12 @@ fn dry_run(links: UprobeLinks) -> Vec<Load> {
             .flat_map(|thread| thread.join().expect("a dry run does not panic"))
             .collect()
     });
-    let watcher = crate::agent::execs::load();
-    loads.push(Load {
-        configuration: EXEC_WATCHER,
-        object: "probe-exec",
-        program: crate::agent::execs::PROGRAM,
-        loaded: watcher.is_ok(),
-        reason: watcher.err().map(|e| reason(&e)),
-    });
+    loads.push(Load::new(
+        EXEC_WATCHER,
+        "probe-exec",
+        crate::agent::execs::PROGRAM,
+        crate::agent::execs::load().map(drop),
+    ));
     loads
 }
 
@@ -471,13 +472,7 @@ fn load_configuration(configuration: &'static Configuration, links: UprobeLinks)
     if configuration.samples_cpu {
         names.push(crate::cpu::PROGRAM);
     }
-    let load = |program, result: anyhow::Result<()>| Load {
-        configuration: configuration.name,
-        object: "probe-ebpf",
-        program,
-        loaded: result.is_ok(),
-        reason: result.err().map(|e| reason(&e)),
-    };
+    let load = |program, result| Load::new(configuration.name, "probe-ebpf", program, result);
     let mut ebpf = match attach::load(&config) {
         Ok(ebpf) => ebpf,
         // No maps, no programs: each fails the same way.
@@ -523,11 +518,28 @@ fn point(kind: ProbeKind) -> ProbePoint {
     }
 }
 
-/// The verifier's line, where it refused the program; else the whole error.
-fn reason(e: &anyhow::Error) -> String {
-    match e.chain().find_map(|c| c.downcast_ref::<Refused>()) {
-        Some(refused) => refused.reason.clone(),
-        None => format!("{e:#}"),
+impl Load {
+    /// The reason is the verifier's line where it refused the program, else the whole error.
+    fn new(
+        configuration: &'static str,
+        object: &'static str,
+        program: &'static str,
+        result: anyhow::Result<()>,
+    ) -> Load {
+        let error = result.err();
+        let refused = error
+            .as_ref()
+            .and_then(|e| e.chain().find_map(|c| c.downcast_ref::<Refused>()));
+        Load {
+            configuration,
+            object,
+            program,
+            loaded: error.is_none(),
+            reason: refused
+                .map(|r| r.reason.clone())
+                .or_else(|| error.as_ref().map(|e| format!("{e:#}"))),
+            refused: refused.is_some(),
+        }
     }
 }
 
@@ -548,21 +560,18 @@ fn verdict(command: Command, found: &[Found], host: &Host, loads: &[Load]) -> Ve
             (Presence::Unknown(why), _) => format!("could not tell: {why}"),
             _ => String::new(),
         };
-        if f.used() || f.presence == Presence::NotProbed {
+        // Without privileges no probe can tell: the line above says what is wrong.
+        let untold = matches!(f.presence, Presence::Unknown(_)) && !missing_privileges.is_empty();
+        if f.used() || f.presence == Presence::NotProbed || untold {
             continue;
         }
         match f.row.without {
-            Without::CannotRun => {
-                // Without privileges no probe can tell: the line above says what is wrong.
-                if missing_privileges.is_empty() || matches!(f.presence, Presence::Missing(_)) {
-                    problems.push(format!(
-                        "no {} (Linux {}+): {}",
-                        f.row.what,
-                        f.row.since,
-                        why()
-                    ));
-                }
-            }
+            Without::CannotRun => problems.push(format!(
+                "no {} (Linux {}+): {}",
+                f.row.what,
+                f.row.since,
+                why()
+            )),
             Without::FallsBack(instead) => {
                 let concerns = match f.row.feature {
                     Feature::ExecTracepoint => command == Command::Agent,
@@ -589,21 +598,20 @@ fn verdict(command: Command, found: &[Found], host: &Host, loads: &[Load]) -> Ve
         }
     }
     // A program refused the same way in several configurations makes one line.
-    let mut refusals: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
-    for load in loads.iter().filter(|l| !l.loaded) {
+    let mut unloaded: BTreeMap<(&str, &str, bool), Vec<&str>> = BTreeMap::new();
+    // Without privileges nothing loads: the line above says why.
+    let failed = loads
+        .iter()
+        .filter(|l| !l.loaded && (l.refused || missing_privileges.is_empty()));
+    for load in failed {
         let reason = load.reason.as_deref().unwrap_or_default();
-        let refused = || {
-            format!(
-                "program {} refused ({}): {reason}",
-                load.program, load.configuration
-            )
-        };
+        let why = || failure(load.program, load.refused, &[load.configuration], reason);
         if load.configuration == EXEC_WATCHER {
             if command == Command::Agent {
                 fallbacks.push(Fallback {
                     feature: Feature::ExecTracepoint,
                     instead: Feature::ExecTracepoint.row().without.says(),
-                    why: refused(),
+                    why: why(),
                 });
             }
             continue;
@@ -616,26 +624,23 @@ fn verdict(command: Command, found: &[Found], host: &Host, loads: &[Load]) -> Ve
             continue;
         }
         match (load.program == crate::cpu::PROGRAM, command) {
-            (false, _) | (true, Command::Hot) => refusals
-                .entry((load.program, reason))
+            (false, _) | (true, Command::Hot) => unloaded
+                .entry((load.program, reason, load.refused))
                 .or_default()
                 .push(load.configuration),
             (true, Command::Record | Command::Agent) => fallbacks.push(Fallback {
                 feature: Feature::CpuClock,
                 instead: Feature::CpuClock.row().without.says(),
-                why: refused(),
+                why: why(),
             }),
             (true, _) => {}
         }
     }
     problems.extend(
-        refusals
+        unloaded
             .into_iter()
-            .map(|((program, reason), configurations)| {
-                format!(
-                    "program {program} refused ({}): {reason}",
-                    configurations.join("; ")
-                )
+            .map(|((program, reason, refused), configurations)| {
+                failure(program, refused, &configurations, reason)
             }),
     );
     // One line per feature, however many programs went without it.
@@ -650,4 +655,13 @@ fn verdict(command: Command, found: &[Found], host: &Host, loads: &[Load]) -> Ve
         fallbacks,
         problems,
     }
+}
+
+/// A program that did not load, in `configurations`.
+fn failure(program: &str, refused: bool, configurations: &[&str], reason: &str) -> String {
+    let what = if refused { "refused" } else { "did not load" };
+    format!(
+        "program {program} {what} ({}): {reason}",
+        configurations.join("; ")
+    )
 }

@@ -199,6 +199,9 @@ pub fn probe(feature: Feature) -> Presence {
                 Ok(false) => Presence::Missing(
                     "the verifier does not know bpf_get_attach_cookie in a uprobe program".into(),
                 ),
+                Err(aya::programs::ProgramError::SyscallError(e)) => {
+                    unknown("loading a uprobe program", &e.io_error)
+                }
                 Err(e) => Presence::Unknown(format!("loading a uprobe program: {e}")),
             }
         }
