@@ -219,6 +219,9 @@ impl Config {
     /// What the types alone do not say.
     fn check(&self) -> Result<(), String> {
         let mut names = std::collections::HashSet::new();
+        // Each directory is pruned by its own target's retention, which would delete another
+        // target's file still being written.
+        let mut record_dirs = std::collections::HashMap::new();
         for target in &self.targets {
             if target.name.is_empty() || target.name.contains(['/', '?', '#', ' ']) {
                 return Err(format!(
@@ -228,6 +231,18 @@ impl Config {
             }
             if !names.insert(&target.name) {
                 return Err(format!("two targets are named {:?}", target.name));
+            }
+            if let Some(record) = &target.record
+                && let Some(other) = record_dirs.insert(
+                    std::path::absolute(&record.dir).unwrap_or_else(|_| record.dir.clone()),
+                    &target.name,
+                )
+            {
+                return Err(format!(
+                    "targets {other:?} and {:?} record into the same dir {}: give each its own",
+                    target.name,
+                    record.dir.display()
+                ));
             }
             if target.capture_strings > probe_common::STRING_CAPTURE_BYTES as u32 {
                 return Err(format!(
@@ -306,5 +321,9 @@ mod tests {
         assert!(Config::parse(bad_size).unwrap_err().1.contains("lots"));
         let twice = "[[target]]\nname = \"a\"\npid = 1\n[[target]]\nname = \"a\"\npid = 2\n";
         assert!(Config::parse(twice).unwrap_err().1.contains("two targets"));
+        let shared_dir = "[[target]]\nname = \"a\"\npid = 1\nrecord = { dir = \"/d\" }\n\
+                          [[target]]\nname = \"b\"\npid = 2\nrecord = { dir = \"/d/\" }\n";
+        let message = Config::parse(shared_dir).unwrap_err().1;
+        assert!(message.contains("same dir /d"), "{message}");
     }
 }

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use super::config::Selector;
+use crate::tracee::process::exited;
 
 /// The PIDs `selector` matches now, escapade's own excluded.
 pub fn matching(selector: &Selector) -> Vec<u32> {
@@ -37,23 +38,6 @@ pub fn matching(selector: &Selector) -> Vec<u32> {
     pids
 }
 
-/// Whether `pid` has exited and only waits for its parent to reap it (a zombie keeps its
-/// /proc entry and its command name, but nothing left to trace).
-fn exited(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let state = stat
-                .rsplit(')')
-                .next()?
-                .split_whitespace()
-                .next()?
-                .to_string();
-            Some(state == "Z" || state == "X")
-        })
-        .unwrap_or(true)
-}
-
 /// Whether `pid` runs the executable at `path`. A process started before its file was replaced
 /// still runs the old build, which the kernel shows as `PATH (deleted)`: it matches too, and is
 /// planned from its own file, `/proc/PID/exe`.
@@ -68,10 +52,29 @@ fn runs(pid: u32, path: &Path) -> bool {
 
 /// Whether `pid`'s command name is `comm`; the kernel keeps its first 15 bytes.
 fn has_comm(pid: u32, comm: &str) -> bool {
-    const TASK_COMM_LEN: usize = 15;
     let Ok(actual) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
         return false;
     };
+    comm_matches(actual.trim_end_matches('\n'), comm)
+}
+
+/// Whether a process named `actual` (as /proc shows it) runs the command `comm`: the kernel's
+/// `TASK_COMM_LEN` is 16 bytes with the NUL, so a longer name is cut to 15.
+fn comm_matches(actual: &str, comm: &str) -> bool {
+    const TASK_COMM_LEN: usize = 16;
     let want = comm.as_bytes();
-    actual.trim_end_matches('\n').as_bytes() == &want[..want.len().min(TASK_COMM_LEN)]
+    actual.as_bytes() == &want[..want.len().min(TASK_COMM_LEN - 1)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_command_names_match_as_the_kernel_cuts_them() {
+        assert!(comm_matches("api", "api"));
+        assert!(comm_matches("payments-servic", "payments-service-v2"));
+        assert!(!comm_matches("payments-servi", "payments-service-v2"));
+        assert!(!comm_matches("api", "api2"));
+    }
 }

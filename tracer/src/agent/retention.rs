@@ -2,22 +2,22 @@
 //! then the oldest files until the rest fit in `keep_total`. Files still being written are
 //! kept, so the directory exceeds `keep_total` by at most the file being written.
 
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-/// Recordings are `.esc` files and their rotated parts, `.esc.1`, `.esc.2`...
+/// Recordings are `.esc` files and their rotated parts, `.esc.1`, `.esc.2`... Matched at the
+/// end of the name: a target's name may hold `.esc` too (`billing.escrow`).
 fn is_recording(path: &Path) -> bool {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
-    match name.split_once(".esc") {
-        Some((_, "")) => true,
-        Some((_, rest)) => rest
-            .strip_prefix('.')
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
-        None => false,
-    }
+    let base = match name.rsplit_once('.') {
+        Some((base, part)) if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => &name,
+    };
+    base.ends_with(".esc")
 }
 
 /// Deletes what `dir` holds beyond the bounds, except `writing`; returns the deleted files.
@@ -32,7 +32,9 @@ pub fn prune(
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let path = entry.path();
-        let meta = entry.metadata()?;
+        let Some(meta) = unless_gone(entry.metadata())? else {
+            continue;
+        };
         if meta.is_file() && is_recording(&path) {
             files.push((meta.modified()?, meta.len(), path));
         }
@@ -47,12 +49,22 @@ pub fn prune(
         }
         let too_old = now.duration_since(modified).unwrap_or_default() > keep_age;
         if too_old || total > keep_total {
-            std::fs::remove_file(&path)?;
+            if unless_gone(std::fs::remove_file(&path))?.is_some() {
+                deleted.push(path);
+            }
             total -= len;
-            deleted.push(path);
         }
     }
     Ok(deleted)
+}
+
+/// None for a file that is gone, removed by hand since `dir` was listed: no reason to stop
+/// the session that prunes.
+fn unless_gone<T>(result: std::io::Result<T>) -> std::io::Result<Option<T>> {
+    match result {
+        Err(error) if error.kind() == ErrorKind::NotFound => Ok(None),
+        result => result.map(Some),
+    }
 }
 
 #[cfg(test)]
@@ -65,6 +77,20 @@ mod tests {
         assert!(is_recording(Path::new("/d/api-1.esc.12")));
         assert!(!is_recording(Path::new("/d/api-1.esc.tmp")));
         assert!(!is_recording(Path::new("/d/notes.txt")));
+        // A target named `billing.escrow` writes these.
+        assert!(is_recording(Path::new("/d/billing.escrow-7.esc")));
+        assert!(is_recording(Path::new("/d/billing.escrow-7.esc.3")));
+        assert!(!is_recording(Path::new("/d/billing.escrow-7.txt")));
+        assert!(!is_recording(Path::new("/d/api-1.esc.")));
+    }
+
+    #[test]
+    fn a_file_removed_by_hand_is_no_error() {
+        let gone = std::env::temp_dir().join(format!("escapade-gone-{}.esc", std::process::id()));
+        assert!(unless_gone(std::fs::remove_file(&gone)).unwrap().is_none());
+        assert!(unless_gone(std::fs::metadata(&gone)).unwrap().is_none());
+        let denied = std::fs::remove_dir(std::env::temp_dir());
+        assert!(unless_gone(denied).is_err(), "other errors still count");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 
-use super::metrics::Metrics;
+use super::metrics::{Metrics, SiteLabels};
 use crate::cpu::CpuProfile;
 use crate::export::CallSites;
 use crate::model::allocs::AllocReport;
@@ -18,6 +18,9 @@ pub struct Shared {
     pub metrics: Metrics,
     targets: Mutex<BTreeMap<String, TargetStatus>>,
     profiles: Mutex<HashMap<String, Arc<Mutex<LiveProfile>>>>,
+    /// Per target, kept for the agent's life like the counters they label: a target restarted
+    /// by a reload labels its sites as before.
+    site_labels: Mutex<HashMap<String, Arc<Mutex<SiteLabels>>>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -95,18 +98,36 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    /// Starts (or keeps, on reload) a target's status.
+    /// Starts a target's status, or keeps it on a reload that restarts the target with the
+    /// same selector (the same processes, whose counts go on). A new selector names other
+    /// processes: what the old one saw (its error, its previous process) starts over.
     pub fn add_target(&self, name: &str, selector: String) {
-        lock(&self.targets)
-            .entry(name.to_string())
-            .or_insert(TargetStatus {
+        let mut targets = lock(&self.targets);
+        if targets
+            .get(name)
+            .is_some_and(|status| status.selector == selector)
+        {
+            return;
+        }
+        targets.insert(
+            name.to_string(),
+            TargetStatus {
                 selector,
                 state: State::Waiting,
                 processes: Vec::new(),
                 previous: None,
                 last_error: None,
                 probes_ahead: false,
-            });
+            },
+        );
+    }
+
+    /// The labels of `target`'s allocation and goroutine sites.
+    pub fn site_labels(&self, target: &str) -> Arc<Mutex<SiteLabels>> {
+        lock(&self.site_labels)
+            .entry(target.to_string())
+            .or_default()
+            .clone()
     }
 
     /// Forgets a target the config no longer names; its counters stay, as Prometheus expects.
@@ -182,4 +203,57 @@ impl Shared {
 /// Locks a live profile (see [`lock`] on poisoning).
 pub fn lock_profile(profile: &Mutex<LiveProfile>) -> MutexGuard<'_, LiveProfile> {
     lock(profile)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn process(pid: u32) -> ProcessStatus {
+        ProcessStatus {
+            pid,
+            binary: "/srv/api".into(),
+            build_id: None,
+            go_version: "go1.26.6".into(),
+            probes: Vec::new(),
+            notes: Vec::new(),
+            attached_ahead: false,
+            attached_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_reload_keeps_a_targets_status_unless_its_selector_changes() {
+        let shared = Shared::default();
+        shared.add_target("api", "exe:/srv/api".into());
+        shared.update("api", |s| s.processes.push(process(7)));
+        shared.detached("api", 7);
+        shared.failed("api", "no symbols".into());
+
+        shared.add_target("api", "exe:/srv/api".into());
+        let kept = &shared.statuses()["api"];
+        assert_eq!(kept.previous.as_ref().map(|p| p.pid), Some(7));
+        assert_eq!(kept.last_error.as_deref(), Some("no symbols"));
+
+        shared.add_target("api", "comm:api-v2".into());
+        let fresh = &shared.statuses()["api"];
+        assert_eq!(fresh.selector, "comm:api-v2");
+        assert!(fresh.previous.is_none() && fresh.last_error.is_none());
+        assert_eq!(fresh.state, State::Waiting);
+    }
+
+    #[test]
+    fn a_restarted_target_labels_its_sites_as_before() {
+        let shared = Shared::default();
+        let first = shared.site_labels("api");
+        for i in 0..super::super::metrics::MAX_SITES {
+            lock(&first).label(&format!("site{i}"));
+        }
+        assert_eq!(lock(&first).label("late"), "other");
+        drop(first);
+        // What the next run of the target's supervisor gets.
+        let again = shared.site_labels("api");
+        assert_eq!(lock(&again).label("late"), "other");
+        assert_eq!(lock(&again).label("site0"), "site0");
+    }
 }

@@ -65,7 +65,7 @@ pub async fn supervise(
         None => SCAN_INTERVAL,
     };
     shared.add_target(&config.name, config.selector.to_string());
-    let sites = Arc::new(Mutex::new(SiteLabels::default()));
+    let sites = shared.site_labels(&config.name);
     let writing = Writing::default();
     let mut models = Models::default();
     let mut running: HashMap<u32, tokio::task::JoinHandle<()>> = HashMap::new();
@@ -450,16 +450,21 @@ impl PlannedProcess {
         }
         let header = Header {
             allocs: settings,
-            cpu_hz: (self.config.cpu_hz > 0).then_some(self.config.cpu_hz),
+            cpu_hz: cpu.as_ref().map(|_| self.config.cpu_hz),
             capture_strings: self.config.capture_strings,
             ..Header::for_target(target, functions.clone())
         };
         let decoder = || Decoder::new(&target.binary, &target.process, target.bias);
         let recording = match &self.config.record {
+            // The CPU samples go to the live profile's sampler, not into the file: its header
+            // must not promise them.
             Some(record) => Some(Recording::start(
                 &self.config.name,
                 record,
-                header.clone(),
+                Header {
+                    cpu_hz: None,
+                    ..header.clone()
+                },
                 functions,
                 &self.probes.plan,
                 self.probes.counting.is_some().then(decoder),
@@ -565,9 +570,41 @@ type Writing = Arc<Mutex<HashSet<PathBuf>>>;
 struct Recording<'a> {
     sink: RecordSink<'a, TraceView<std::io::Sink>>,
     config: RecordConfig,
+    current: BeingWritten,
+}
+
+/// The file a session writes now, registered in its target's `Writing` until dropped: a
+/// session that ends in an error, before `Recording::finish`, must not leave its file kept
+/// from retention forever.
+struct BeingWritten {
     writing: Writing,
-    /// The file this session writes now, as last registered in `writing`.
-    current: PathBuf,
+    path: PathBuf,
+}
+
+impl BeingWritten {
+    fn register(writing: Writing, path: PathBuf) -> BeingWritten {
+        lock(&writing).insert(path.clone());
+        BeingWritten { writing, path }
+    }
+
+    /// The session went on in `path` (a recording rotated).
+    fn moved_to(&mut self, path: PathBuf) {
+        let mut writing = lock(&self.writing);
+        writing.remove(&self.path);
+        writing.insert(path.clone());
+        self.path = path;
+    }
+
+    /// Every file being written, this one included.
+    fn all(&self) -> Vec<PathBuf> {
+        lock(&self.writing).iter().cloned().collect()
+    }
+}
+
+impl Drop for BeingWritten {
+    fn drop(&mut self) {
+        lock(&self.writing).remove(&self.path);
+    }
 }
 
 impl<'a> Recording<'a> {
@@ -605,44 +642,33 @@ impl<'a> Recording<'a> {
             None,
             known,
         );
-        lock(&writing).insert(path.clone());
         Ok(Recording {
             sink,
             config: config.clone(),
-            writing,
-            current: path,
+            current: BeingWritten::register(writing, path),
         })
     }
 
     /// Deletes what the target's directory holds beyond its bounds.
     fn prune(&mut self) -> anyhow::Result<()> {
-        let now = self.sink.writing().to_path_buf();
-        let writing: Vec<PathBuf> = {
-            let mut writing = lock(&self.writing);
-            if now != self.current {
-                writing.remove(&self.current);
-                writing.insert(now.clone());
-                self.current = now;
-            }
-            writing.iter().cloned().collect()
-        };
-        prune_dir(&self.config, &writing)
+        let now = self.sink.writing();
+        if now != self.current.path {
+            self.current.moved_to(now.to_path_buf());
+        }
+        prune_dir(&self.config, &self.current.all())
     }
 
     fn finish(self, counts: &KernelCounts, ended: Ended, malformed: u64) -> anyhow::Result<()> {
         let Recording {
             sink,
             config,
-            writing,
             current,
         } = self;
         sink.finish(counts, ended, malformed)?;
         // The last file is whole now: a candidate for retention like any other.
-        let writing: Vec<PathBuf> = {
-            let mut writing = lock(&writing);
-            writing.remove(&current);
-            writing.iter().cloned().collect()
-        };
+        let writing = current.writing.clone();
+        drop(current);
+        let writing: Vec<PathBuf> = lock(&writing).iter().cloned().collect();
         prune_dir(&config, &writing)
     }
 }
@@ -762,7 +788,7 @@ impl EventSink for Counting<'_> {
         if let Some(recording) = self.recording.as_mut() {
             recording.sink.checkpoint(counts)?;
             // At each new file, and now and then for the files that grow old.
-            if fold || recording.sink.writing() != recording.current {
+            if fold || recording.sink.writing() != recording.current.path {
                 recording.prune()?;
             }
         }
@@ -934,5 +960,22 @@ impl AllocCounting<'_> {
         let new_hits = counted.saturating_sub(self.last.counted_hits);
         self.last.counted_hits = counted;
         new_hits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A session that ends in an error drops its recording without `finish`: its file must
+    /// not stay kept from retention.
+    #[test]
+    fn a_recording_dropped_unfinished_is_no_longer_being_written() {
+        let writing = Writing::default();
+        let mut current = BeingWritten::register(writing.clone(), "/d/api-1.esc".into());
+        current.moved_to("/d/api-1.esc.1".into());
+        assert_eq!(current.all(), vec![PathBuf::from("/d/api-1.esc.1")]);
+        drop(current);
+        assert!(lock(&writing).is_empty());
     }
 }

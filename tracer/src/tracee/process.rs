@@ -73,15 +73,7 @@ impl Process {
     }
 
     pub fn alive(&self) -> bool {
-        // A zombie has exited but still has a /proc entry: its state in /proc/PID/stat is Z.
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid));
-        match stat {
-            Ok(s) => !s
-                .rsplit(')')
-                .next()
-                .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-            Err(_) => false,
-        }
+        !exited(self.pid)
     }
 
     /// How far the kernel moved the executable from its link-time addresses (0 unless PIE).
@@ -156,8 +148,33 @@ fn parse_map_line(line: &str) -> Option<Mapping> {
     })
 }
 
+/// Whether process `pid` is gone, or has exited and only waits for its parent to reap it: a
+/// zombie (`Z`, or `X` while the kernel tears it down) keeps its /proc entry and its command
+/// name, but nothing is left to trace.
+pub fn exited(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| stat_exited(&stat))
+}
+
+/// [`exited`] from the text of `/proc/PID/stat`, whose state follows the command name in
+/// parentheses (which may hold spaces and parentheses itself).
+fn stat_exited(stat: &str) -> bool {
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    matches!(state, Some("Z" | "X") | None)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn zombies_and_dead_processes_have_exited() {
+        assert!(!stat_exited("42 (api (v2)) S 1 42"));
+        assert!(!stat_exited("42 (api) R 1 42"));
+        assert!(stat_exited("42 (api) Z 1 42"));
+        assert!(stat_exited("42 (api) X 1 42"));
+        assert!(stat_exited("garbled"));
+    }
+
     use super::*;
 
     #[test]
