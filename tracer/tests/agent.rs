@@ -402,9 +402,13 @@ fn without_the_exec_tracepoint_a_new_process_is_found_by_scanning_proc() {
     );
     assert_eq!(agent.targets()["scanned"]["state"], "waiting");
     let (ran, attach) = run_traced(&agent, "scanned", &bin, 400);
-    // The scan runs every 250 ms without the tracepoint; a new build is read first, which
-    // this debug build of escapade does slowly.
-    assert!(attach < Duration::from_secs(3), "attached after {attach:?}");
+    // The scan runs every 250 ms without the tracepoint, but a new build is read first, which
+    // this debug build of escapade does slowly, the more so on a busy machine (over 3 s
+    // seen): the bound says only that the process was found while it waited.
+    assert!(
+        attach < Duration::from_secs(10),
+        "attached after {attach:?}"
+    );
     assert_eq!(ran.calls, 400);
     let seen = wait_until(Duration::from_secs(10), "the calls counted", || {
         agent
