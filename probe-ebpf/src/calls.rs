@@ -190,6 +190,12 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
     let sent = if crate::params::in_kernel() {
         count_params(&hit, observed.hit);
         Ok(())
+    } else if matches!(kind, EventKind::Entry | EventKind::Return) && !sends_calls && {
+        // SAFETY: a read of a constant the loader patched.
+        unsafe { core::ptr::read_volatile(&TRACK_CALLS) == 0 }
+    } {
+        // `trace --quiet` and the agent: counted above, and nothing to send or track.
+        Ok(())
     } else if tail_capture().is_some() && matches!(kind, EventKind::Entry | EventKind::Return) {
         capture_tail(&hit, observed.hit, observed.took_ns)
     } else {
