@@ -35,7 +35,7 @@ bpf_ns_per_hit() {
 # per hit. (--duration counts from the attach; a background job of this script could not be
 # stopped with SIGINT.)
 traced() {
-  "$1" trace --quiet --pid "$pid" --duration 3s main.hot >/dev/null 2>"$dir/err" &
+  "$1" trace --quiet --pid "$pid" --duration 5s main.hot >/dev/null 2>"$dir/err" &
   local tracer=$!
   until grep -qs attached "$dir/err"; do sleep 0.05; done
   sleep 0.5
