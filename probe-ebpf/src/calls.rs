@@ -34,8 +34,10 @@ static TRACK_CALLS: u32 = 0;
 
 /// Per goroutine id, how many traced calls it is inside. Entries of calls unwound without a
 /// RET (panics) stay counted; userspace pairs calls exactly and drops what does not belong.
+/// LRU: goroutines that a panic left counted forever go first, rather than filling the map
+/// and keeping every new goroutine's allocations out.
 #[map]
-static ACTIVE_CALLS: HashMap<u64, u64> = HashMap::with_max_entries(MAX_ACTIVE_GOROUTINES, 0);
+static ACTIVE_CALLS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_ACTIVE_GOROUTINES, 0);
 
 #[uprobe]
 pub fn go_entry(ctx: ProbeContext) -> u32 {
@@ -187,6 +189,12 @@ fn try_record(ctx: &ProbeContext, kind: EventKind) -> Result<(), ()> {
     }
     let sent = if crate::params::in_kernel() {
         count_params(&hit, observed.hit);
+        Ok(())
+    } else if matches!(kind, EventKind::Entry | EventKind::Return) && !sends_calls && {
+        // SAFETY: a read of a constant the loader patched.
+        unsafe { core::ptr::read_volatile(&TRACK_CALLS) == 0 }
+    } {
+        // `trace --quiet` and the agent: counted above, and nothing to send or track.
         Ok(())
     } else if tail_capture().is_some() && matches!(kind, EventKind::Entry | EventKind::Return) {
         capture_tail(&hit, observed.hit, observed.took_ns)

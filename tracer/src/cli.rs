@@ -46,6 +46,10 @@ pub enum Command {
     /// Run as a daemon: trace the configured targets through their restarts, and serve
     /// Prometheus metrics and pprof profiles over HTTP.
     Agent(AgentArgs),
+    /// Tell what this kernel lets each command do: its BPF features, escapade's privileges,
+    /// and every eBPF program loaded (not attached) as the commands load it. Exits 1 when a
+    /// command cannot work here.
+    Doctor(DoctorArgs),
 }
 
 /// Which process to attach to and for how long; shared by every command that attaches.
@@ -395,6 +399,13 @@ impl AgentArgs {
             }],
         })
     }
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print one JSON object instead of text (its fields are in the README).
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn parse_weights(s: &str) -> Result<Weights, String> {

@@ -5,12 +5,14 @@
 use std::collections::HashMap;
 
 use anyhow::Context as _;
+use aya::Ebpf;
 use aya::maps::{MapData, PerCpuHashMap, PerCpuValues};
 use aya::programs::PerfEvent;
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
 use probe_common::NO_STACK;
 use serde::{Deserialize, Serialize};
 
+use crate::kernel::bpf::aya_load_error;
 use crate::probes::attach::Attached;
 use crate::probes::snapshot::{KernelCounts, take};
 use crate::tracee::gobin::GoBinary;
@@ -106,11 +108,7 @@ impl Sampler {
         let possible = aya::util::nr_cpus()
             .map_err(|(file, e)| anyhow::anyhow!("reading the possible CPUs from {file}: {e}"))?;
         samples.insert(NO_STACK, PerCpuValues::try_from(vec![0u64; possible])?, 0)?;
-        let program: &mut PerfEvent = ebpf
-            .program_mut("cpu_sample")
-            .context("program cpu_sample missing from the eBPF object")?
-            .try_into()?;
-        program.load().context("loading program cpu_sample")?;
+        let program = load_program(ebpf)?;
         let cpus = aya::util::online_cpus()
             .map_err(|(file, e)| anyhow::anyhow!("reading the online CPUs from {file}: {e}"))?;
         for cpu in cpus {
@@ -188,6 +186,20 @@ impl Sampler {
         Ok(profile)
     }
 }
+
+/// Loads the sampling program of `ebpf`, the embedded object as [`crate::probes::attach::load`]
+/// made it, into the kernel.
+pub fn load_program(ebpf: &mut Ebpf) -> anyhow::Result<&mut PerfEvent> {
+    let program: &mut PerfEvent = ebpf
+        .program_mut(PROGRAM)
+        .context("program cpu_sample missing from the eBPF object")?
+        .try_into()?;
+    program.load().map_err(|e| aya_load_error(PROGRAM, e))?;
+    Ok(program)
+}
+
+/// The sampling program's name in the embedded object.
+pub const PROGRAM: &str = "cpu_sample";
 
 /// The innermost error's text: aya's wrapping adds only "perf_event_open failed".
 fn root_cause(e: &aya::programs::ProgramError) -> String {

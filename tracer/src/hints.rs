@@ -1,5 +1,7 @@
 //! Turns an error into a next step for the user, in the spirit of "what do I do now".
 
+use crate::kernel::bpf::Refused;
+use crate::kernel::features::Unsupported;
 use crate::tracee::gobin::GoBinError;
 use crate::tracee::process::ProcessError;
 
@@ -31,12 +33,14 @@ pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
             return Some(PRIVILEGES);
         }
         // The verifier rejecting a program is escapade's bug, whatever errno it comes with.
-        if let Some(aya::programs::ProgramError::LoadError { .. }) =
-            cause.downcast_ref::<aya::programs::ProgramError>()
-        {
+        if cause.is::<Refused>() {
             return Some(
-                "this is a bug in escapade's probes: please report it with the output above",
+                "this is a bug in escapade's probes: please report it with this line and the \
+                 output of `escapade doctor` (`-v` prints the verifier's whole log)",
             );
+        }
+        if cause.is::<Unsupported>() {
+            return Some("`escapade doctor` tells what works");
         }
         if let Some(aya::programs::ProgramError::SyscallError(e)) =
             cause.downcast_ref::<aya::programs::ProgramError>()

@@ -18,15 +18,20 @@
 //! of these to a file and reads them back. `views` turns them, live or read back, into what the
 //! user reads, each view writing through one `Output` (text, JSON lines, or nothing); `export`
 //! turns a read-back recording into other tools' formats. `status` keeps a terminal's status
-//! line, and `agent` runs all of it as a daemon for many targets. The binary's `commands/` (one
-//! file per subcommand) drive these for the CLI.
+//! line, and `agent` runs all of it as a daemon for many targets. `kernel` says what the running
+//! kernel offers, each feature tried rather than read off the version, with what escapade does
+//! without it, and makes the few `bpf(2)` calls aya does not; `doctor` puts it together with
+//! every program loaded (not attached) as the commands load it, into a verdict per command.
+//! The binary's `commands/` (one file per subcommand) drive these for the CLI.
 
 pub mod agent;
 pub mod amd64;
 pub mod cli;
 pub mod cpu;
+pub mod doctor;
 pub mod export;
 pub mod hints;
+pub mod kernel;
 pub mod model;
 pub mod probes;
 pub mod record;

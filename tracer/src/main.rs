@@ -71,6 +71,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report(args) => commands::report::run(args),
         Command::Export(args) => commands::export::run(args),
         Command::Agent(args) => commands::agent::run(args).await,
+        Command::Doctor(args) => commands::doctor::run(args),
     }
 }
 

@@ -456,3 +456,41 @@ fn compare(version: &str, expected: &[Expected], rows: &[Value]) -> Result<(), S
         Err(why.join("\n"))
     }
 }
+
+/// A call a panic unwound leaves its goroutine counted as inside a traced call in the kernel
+/// (`ACTIVE_CALLS`, which the allocator's probes check under `--events`). With more such
+/// goroutines than the map holds, a new goroutine's allocations went unseen until the map
+/// dropped its least recently used goroutines first.
+#[test]
+fn allocations_are_seen_after_more_goroutines_than_the_kernel_holds_panicked() {
+    let go = common::toolchains().pop().unwrap();
+    let bin = common::build(&go, "unwound", &[]);
+    let panicking = (probe_common::MAX_ACTIVE_GOROUTINES + 4_000).to_string();
+    let mut target = Target::start(&bin, &[&panicking]);
+    let pid = target.pid.to_string();
+    let escapade = Escapade::attach(&[
+        "params",
+        "--events",
+        "--json",
+        "--pid",
+        &pid,
+        "main.fragile",
+        "main.build",
+    ]);
+    target.go();
+    let built = target.read_lines(1).concat();
+    assert_eq!(built.trim(), "built 100", "the program printed {built:?}");
+    target.go();
+    target.finish();
+    let lines = escapade.finish();
+    let summary = lines
+        .iter()
+        .find(|l| l["type"] == "params_summary")
+        .expect("a params summary");
+    let build = summary["functions"]
+        .as_array()
+        .and_then(|functions| functions.iter().find(|f| f["function"] == "main.build"))
+        .unwrap_or_else(|| panic!("no heap row for main.build: {summary}"));
+    assert_eq!(build["calls"], 100, "{summary}");
+    assert_eq!(build["objects"], 100, "{summary}");
+}

@@ -8,12 +8,9 @@ use aya::maps::{MapData, RingBuf};
 use aya::programs::RawTracePoint;
 use tokio::io::unix::AsyncFd;
 
+use crate::kernel::bpf::aya_load_error;
 use crate::probes::snapshot::take;
 use crate::ringbuf::watch_readable;
-
-/// Set, the agent does without the tracepoint, as where the kernel refuses it; here to test
-/// that path.
-pub const NO_EXEC_TRACEPOINT: &str = "ESCAPADE_NO_EXEC_TRACEPOINT";
 
 static WATCHER: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe-exec"));
 
@@ -25,14 +22,9 @@ pub struct ExecWatcher {
 
 impl ExecWatcher {
     pub fn start() -> anyhow::Result<ExecWatcher> {
-        let mut ebpf = Ebpf::load(WATCHER).context("loading the exec watcher")?;
-        let program: &mut RawTracePoint = ebpf
-            .program_mut("sched_process_exec")
-            .context("program sched_process_exec missing from the exec watcher")?
-            .try_into()?;
-        program.load()?;
-        program
-            .attach("sched_process_exec")
+        let mut ebpf = load()?;
+        program(&mut ebpf)?
+            .attach(PROGRAM)
             .context("attaching to the sched_process_exec tracepoint")?;
         let ring = take(&mut ebpf, "EXECS")?;
         Ok(ExecWatcher {
@@ -55,6 +47,25 @@ impl ExecWatcher {
             }
         }
     }
+}
+
+/// The watcher's program, in its own object.
+pub const PROGRAM: &str = "sched_process_exec";
+
+/// The watcher's object, its program loaded into the kernel but not attached.
+pub fn load() -> anyhow::Result<Ebpf> {
+    let mut ebpf = Ebpf::load(WATCHER).context("loading the exec watcher")?;
+    program(&mut ebpf)?
+        .load()
+        .map_err(|e| aya_load_error(PROGRAM, e))?;
+    Ok(ebpf)
+}
+
+fn program(ebpf: &mut Ebpf) -> anyhow::Result<&mut RawTracePoint> {
+    Ok(ebpf
+        .program_mut(PROGRAM)
+        .context("program sched_process_exec missing from the exec watcher")?
+        .try_into()?)
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 //! Pyroscope scrape (`/targets/NAME/debug/pprof/allocs|heap|calls|profile`).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -43,6 +43,20 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 async fn targets(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     axum::Json::<BTreeMap<_, _>>(shared.statuses())
 }
+
+/// Waits until the session has folded the kernel's counts read at `end` or later into
+/// `live`: a window's last snapshot must not be the fold its first one saw, which a session
+/// slowed by a busy machine can leave in place for over a second. Gives up after
+/// [`FOLD_WAIT`], when the session may be gone.
+async fn until_folded_after(live: &Mutex<LiveProfile>, end: Instant) {
+    let deadline = end + FOLD_WAIT;
+    while lock_profile(live).folded < end && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How long a window waits for the session's next fold, several of its intervals.
+const FOLD_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(serde::Deserialize)]
 struct Window {
@@ -87,6 +101,7 @@ async fn profile(
             let seconds = Duration::from_secs(seconds).min(MAX_WINDOW);
             let before = Snapshot::of(&lock_profile(&live));
             tokio::time::sleep(seconds).await;
+            until_folded_after(&live, Instant::now()).await;
             Some((before, seconds))
         }
         None => None,

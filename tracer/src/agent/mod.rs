@@ -8,7 +8,7 @@
 
 pub mod config;
 mod discover;
-mod execs;
+pub mod execs;
 mod http;
 mod lease;
 mod metrics;
@@ -26,6 +26,8 @@ use tokio::sync::watch;
 
 use config::{Config, TargetConfig};
 use state::Shared;
+
+use crate::kernel::features::{Feature, switched_off};
 
 /// Where the agent's configuration comes from.
 pub enum Source {
@@ -54,6 +56,7 @@ struct Running {
 /// Runs until SIGTERM or SIGINT, then detaches from every target.
 pub async fn run(source: Source) -> anyhow::Result<()> {
     let config = source.load()?;
+    crate::kernel::features::require()?;
     let shared = Arc::new(Shared::default());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -146,8 +149,8 @@ async fn apply(
 /// Counts the processes that exec'd, for supervisors to look for their targets' new processes
 /// at once; None where the kernel's tracepoint cannot be used, and they scan /proc more often.
 fn watch_execs() -> Option<watch::Receiver<u64>> {
-    let started = match std::env::var_os(execs::NO_EXEC_TRACEPOINT) {
-        Some(_) => Err(anyhow::anyhow!("{} is set", execs::NO_EXEC_TRACEPOINT)),
+    let started = match switched_off(Feature::ExecTracepoint) {
+        Some(switch) => Err(anyhow::anyhow!("{switch} is set")),
         None => execs::ExecWatcher::start(),
     };
     let mut watcher = match started {

@@ -90,6 +90,8 @@ pub struct LiveProfile {
     /// The CPU samples, when the target's `cpu_hz` asks for them.
     pub cpu: Option<CpuProfile>,
     pub started: std::time::Instant,
+    /// When the kernel's counts in it were read, at the session's last fold (once a second).
+    pub folded: std::time::Instant,
 }
 
 /// Poisoning would only mean a panic elsewhere mid-update; the counts stay usable.

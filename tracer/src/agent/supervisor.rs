@@ -481,6 +481,7 @@ impl PlannedProcess {
             allocs: None,
             cpu: None,
             started: Instant::now(),
+            folded: Instant::now(),
         }));
         shared.attached(
             &self.config.name,
@@ -799,7 +800,8 @@ impl EventSink for Counting<'_> {
 impl Counting<'_> {
     /// Adds what the kernel counted since the last fold to the metrics.
     fn fold(&mut self, counts: &KernelCounts) -> anyhow::Result<()> {
-        self.last_fold = Instant::now();
+        let read_at = Instant::now();
+        self.last_fold = read_at;
         let counters = counts.counters();
         let metrics = &self.shared.metrics;
         metrics
@@ -868,6 +870,7 @@ impl Counting<'_> {
             }
             profile.cpu = Some(samples);
         }
+        lock_profile(&self.profile).folded = read_at;
         let hits = std::mem::take(&mut self.hits);
         metrics.probe_hits(&self.name, hits.emulated, hits.single_stepped);
         Ok(())

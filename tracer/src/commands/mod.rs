@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod allocs;
+pub mod doctor;
 pub mod export;
 pub mod hot;
 pub mod params;
@@ -26,8 +27,10 @@ use escapade::tracee::launch::Launched;
 use escapade::tracee::memprofile::MemProfileRate;
 
 /// The process `args` names: a running one, or one started stopped at its first instruction
-/// until the probes are attached (see [`attach_to`]).
+/// until the probes are attached (see [`attach_to`]). Refuses first a kernel escapade cannot
+/// run on, before a program is started for nothing.
 fn open_target(args: &TargetArgs) -> anyhow::Result<(Target, Option<Launched>)> {
+    escapade::kernel::features::require()?;
     let symbols = args.symbols.as_deref();
     match args.pid {
         Some(pid) => Ok((Target::open(pid, symbols)?, None)),

@@ -1,6 +1,8 @@
 //! Loads the embedded eBPF object, fills its maps for one process, and attaches a uprobe at
 //! every probe point: through one `uprobe_multi` link per kind of probe where the kernel has
 //! them (6.6+), else one perf event per probe. Dropping [`Attached`] detaches everything.
+//! [`load`] and [`load_program`] are its first steps on their own, which `escapade doctor`
+//! takes in every configuration the commands use, attaching nothing.
 
 use std::num::NonZeroU32;
 use std::path::Path;
@@ -20,6 +22,8 @@ use probe_common::{
 use super::plan::{PointOwner, ProbeKind, ProbePoint};
 use super::snapshot::{KernelCounts, borrow, take};
 use super::uprobe_multi::{self, MultiLink, MultiPrograms};
+use crate::kernel::bpf::{Refused, aya_load_error};
+use crate::kernel::features::{UprobeLinks, uprobe_links};
 
 pub(crate) static PROBES: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe-ebpf"));
@@ -250,6 +254,156 @@ impl Scope {
     }
 }
 
+/// What the probes are built with: the values of their globals, which the verifier reads as
+/// constants (so each set of values is a program of its own to it), and the size of each map.
+pub struct LoadConfig {
+    tgid: u32,
+    track_calls: u32,
+    send_calls: u32,
+    tail_slower_than_ns: u64,
+    tail_errors: u32,
+    params: u32,
+    callers: u32,
+    /// Maps' entries, by name; the rest keep the object's sizes.
+    sizes: Vec<(&'static str, u32)>,
+}
+
+impl LoadConfig {
+    /// For `programs` at `points` in `scope`; `samples_cpu` when a [`crate::cpu::Sampler`]
+    /// will be started on the result, which needs its maps full-size.
+    pub fn new(
+        scope: Scope,
+        programs: Programs,
+        points: &[ProbePoint],
+        samples_cpu: bool,
+    ) -> LoadConfig {
+        // The allocator's probes report only goroutines inside traced calls, which entries
+        // and returns then keep track of.
+        let params = programs == Programs::Params;
+        let track_calls = !params && points.iter().any(|p| p.kind == ProbeKind::Allocating);
+        let callers = programs == Programs::CountingByCaller;
+        // The params maps hold a slot per traced function (and parameter), per CPU: only
+        // when asked for.
+        let functions = points
+            .iter()
+            .filter(|p| matches!(p.kind, ProbeKind::Entry | ProbeKind::Return))
+            .map(|p| p.owner.kernel_function() + 1)
+            .max()
+            .unwrap_or(1);
+        // Maps are preallocated kernel memory (~90 MB for all of them at full size, per
+        // session): each is full-size only when some probe here uses it.
+        let sized = |used: bool, n: u32| if used { n } else { 1 };
+        let params_entries = |n: u32| sized(params, n);
+        let has = |kind: ProbeKind| points.iter().any(|p| p.kind == kind);
+        let counts_runtime = points
+            .iter()
+            .any(|p| matches!(p.owner, PointOwner::Counting(_)));
+        let on_rets = points
+            .iter()
+            .any(|p| p.kind == ProbeKind::Return && p.flags & COOKIE_AT_RETURN_SITE == 0);
+        let return_sites = points
+            .iter()
+            .filter(|p| p.flags & COOKIE_AT_RETURN_SITE != 0)
+            .count();
+        let tail = match programs {
+            Programs::Tail(tail) => tail,
+            _ => TailCapture::default(),
+        };
+        let send_calls = !matches!(
+            programs,
+            Programs::Counting | Programs::CountingByCaller | Programs::Params
+        );
+        LoadConfig {
+            tgid: scope.pid(),
+            track_calls: track_calls.into(),
+            send_calls: send_calls.into(),
+            tail_slower_than_ns: tail.slower_than_ns,
+            tail_errors: tail.errors.into(),
+            params: params.into(),
+            callers: callers.into(),
+            sizes: vec![
+                ("CALLERS", sized(callers, MAX_CALLERS)),
+                ("ALLOC_SITES", sized(counts_runtime, MAX_ALLOC_SITES)),
+                // The CPU sampler keeps its stacks there too.
+                (
+                    "ALLOC_STACKS",
+                    sized(counts_runtime || samples_cpu, MAX_ALLOC_STACKS),
+                ),
+                ("CPU_SAMPLES", sized(samples_cpu, MAX_ALLOC_STACKS)),
+                ("ACTIVE_CALLS", sized(track_calls, MAX_ACTIVE_GOROUTINES)),
+                ("CALL_STARTS", sized(has(ProbeKind::Return), MAX_OPEN_CALLS)),
+                (
+                    "INNERMOST_CALL",
+                    sized(has(ProbeKind::Return), MAX_ACTIVE_GOROUTINES),
+                ),
+                ("LAST_RET", sized(on_rets, MAX_ACTIVE_GOROUTINES)),
+                ("FAST_RETURNS", (return_sites as u32).max(1)),
+                (
+                    "SAMPLED_LIVE",
+                    sized(
+                        has(ProbeKind::SampledMalloc) || has(ProbeKind::FreeSpecial),
+                        MAX_LIVE_SAMPLES,
+                    ),
+                ),
+                ("PARAM_STATS", params_entries(functions * MAX_PARAMS as u32)),
+                ("CALL_HEAP", params_entries(functions)),
+                ("OPEN_PARAMS", params_entries(MAX_OPEN_CALLS)),
+                ("UNPLACED", params_entries(MAX_UNPLACED)),
+                (
+                    "HELD_ENTRIES",
+                    sized(tail != TailCapture::default(), MAX_HELD_ENTRIES),
+                ),
+            ],
+        }
+    }
+
+    /// The same globals with every map at its smallest: enough for the verifier, which
+    /// does not look at sizes, without taking the memory of a session.
+    pub fn smallest(mut self) -> LoadConfig {
+        for (_, entries) in &mut self.sizes {
+            *entries = 1;
+        }
+        self
+    }
+}
+
+/// Creates the maps of the embedded object for `config`; its programs are loaded one by one
+/// ([`load_program`]), for the links they are attached with.
+pub fn load(config: &LoadConfig) -> anyhow::Result<Ebpf> {
+    raise_memlock_limit();
+    let mut loader = EbpfLoader::new();
+    loader
+        .override_global("TARGET_TGID", &config.tgid, true)
+        .override_global("TRACK_CALLS", &config.track_calls, true)
+        .override_global("SEND_CALLS", &config.send_calls, true)
+        .override_global("TAIL_SLOWER_THAN_NS", &config.tail_slower_than_ns, true)
+        .override_global("TAIL_ERRORS", &config.tail_errors, true)
+        .override_global("PARAMS_IN_KERNEL", &config.params, true)
+        .override_global("COUNT_CALLERS", &config.callers, true);
+    for &(map, entries) in &config.sizes {
+        loader.map_max_entries(map, entries);
+    }
+    loader.load(PROBES).context("loading the eBPF object")
+}
+
+/// The programs that run at probe points of `kinds` for `programs`, each once.
+pub fn program_names(programs: Programs, kinds: &[ProbeKind]) -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = kinds.iter().map(|&k| program_for(programs, k)).collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// Loads program `name` of `ebpf` into the kernel as `links` need it, without attaching it:
+/// what `attach` does, for `escapade doctor`. A `uprobe_multi` link takes only a program
+/// loaded for one, which `attach` loads apart from aya's.
+pub fn load_program(ebpf: &mut Ebpf, name: &'static str, links: UprobeLinks) -> anyhow::Result<()> {
+    match links {
+        UprobeLinks::Multi => MultiPrograms::load(PROBES, ebpf, &[name]).map(drop),
+        UprobeLinks::PerfEvents => load_uprobe_program(ebpf, name),
+    }
+}
+
 /// Loads the probes, fills their maps and attaches them. `memory` is where the process's
 /// memory regions lie (see [`AddressRanges`]), for [`Programs::Params`]: in
 /// place before the first probe fires. `samples_cpu` when a [`crate::cpu::Sampler`] will be
@@ -268,35 +422,6 @@ pub fn attach(
         "{} probe points exceed escapade's limit of {MAX_PROBES}: name fewer functions",
         points.len()
     );
-    raise_memlock_limit();
-    // The allocator's probes report only goroutines inside traced calls, which entries and
-    // returns then keep track of.
-    let params = programs == Programs::Params;
-    let track_calls = u32::from(!params && points.iter().any(|p| p.kind == ProbeKind::Allocating));
-    let send_calls = u32::from(!matches!(
-        programs,
-        Programs::Counting | Programs::CountingByCaller | Programs::Params
-    ));
-    let callers = programs == Programs::CountingByCaller;
-    // The params maps hold a slot per traced function (and parameter), per CPU: only when
-    // asked for.
-    let functions = points
-        .iter()
-        .filter(|p| matches!(p.kind, ProbeKind::Entry | ProbeKind::Return))
-        .map(|p| p.owner.kernel_function() + 1)
-        .max()
-        .unwrap_or(1);
-    // Maps are preallocated kernel memory (~90 MB for all of them at full size, per
-    // session): each is full-size only when some probe here uses it.
-    let sized = |used: bool, n: u32| if used { n } else { 1 };
-    let params_entries = |n: u32| sized(params, n);
-    let has = |kind: ProbeKind| points.iter().any(|p| p.kind == kind);
-    let counts_runtime = points
-        .iter()
-        .any(|p| matches!(p.owner, PointOwner::Counting(_)));
-    let on_rets = points
-        .iter()
-        .any(|p| p.kind == ProbeKind::Return && p.flags & COOKIE_AT_RETURN_SITE == 0);
     let return_sites = points
         .iter()
         .filter(|p| p.flags & COOKIE_AT_RETURN_SITE != 0)
@@ -306,60 +431,13 @@ pub fn attach(
         "the traced functions have more than {MAX_FAST_RETURNS} direct call sites: name fewer, \
          or use --entries-only"
     );
-    let tail = match programs {
-        Programs::Tail(tail) => tail,
-        _ => TailCapture::default(),
-    };
     anyhow::ensure!(
         points
             .iter()
             .all(|p| p.owner.kernel_function() < MAX_TRACED_FUNCTIONS),
         "more than {MAX_TRACED_FUNCTIONS} traced functions: name fewer"
     );
-    let mut ebpf = EbpfLoader::new()
-        .override_global("TARGET_TGID", &scope.pid(), true)
-        .override_global("TRACK_CALLS", &track_calls, true)
-        .override_global("SEND_CALLS", &send_calls, true)
-        .override_global("TAIL_SLOWER_THAN_NS", &tail.slower_than_ns, true)
-        .override_global("TAIL_ERRORS", &u32::from(tail.errors), true)
-        .override_global("PARAMS_IN_KERNEL", &u32::from(params), true)
-        .override_global("COUNT_CALLERS", &u32::from(callers), true)
-        .map_max_entries("CALLERS", sized(callers, MAX_CALLERS))
-        .map_max_entries("ALLOC_SITES", sized(counts_runtime, MAX_ALLOC_SITES))
-        // The CPU sampler keeps its stacks there too.
-        .map_max_entries(
-            "ALLOC_STACKS",
-            sized(counts_runtime || samples_cpu, MAX_ALLOC_STACKS),
-        )
-        .map_max_entries("CPU_SAMPLES", sized(samples_cpu, MAX_ALLOC_STACKS))
-        .map_max_entries(
-            "ACTIVE_CALLS",
-            sized(track_calls != 0, MAX_ACTIVE_GOROUTINES),
-        )
-        .map_max_entries("CALL_STARTS", sized(has(ProbeKind::Return), MAX_OPEN_CALLS))
-        .map_max_entries(
-            "INNERMOST_CALL",
-            sized(has(ProbeKind::Return), MAX_ACTIVE_GOROUTINES),
-        )
-        .map_max_entries("LAST_RET", sized(on_rets, MAX_ACTIVE_GOROUTINES))
-        .map_max_entries("FAST_RETURNS", (return_sites as u32).max(1))
-        .map_max_entries(
-            "SAMPLED_LIVE",
-            sized(
-                has(ProbeKind::SampledMalloc) || has(ProbeKind::FreeSpecial),
-                MAX_LIVE_SAMPLES,
-            ),
-        )
-        .map_max_entries("PARAM_STATS", params_entries(functions * MAX_PARAMS as u32))
-        .map_max_entries("CALL_HEAP", params_entries(functions))
-        .map_max_entries("OPEN_PARAMS", params_entries(MAX_OPEN_CALLS))
-        .map_max_entries("UNPLACED", params_entries(MAX_UNPLACED))
-        .map_max_entries(
-            "HELD_ENTRIES",
-            sized(tail != TailCapture::default(), MAX_HELD_ENTRIES),
-        )
-        .load(PROBES)
-        .context("loading the eBPF programs")?;
+    let mut ebpf = load(&LoadConfig::new(scope, programs, points, samples_cpu))?;
 
     let mut go_offsets: Array<_, GoOffsets> = borrow(&mut ebpf, "GO_OFFSETS")?;
     go_offsets.set(0, offsets, 0)?;
@@ -400,17 +478,17 @@ pub fn attach(
         })
         .filter(|g| !g.sites.is_empty())
         .collect();
-    let multi = if std::env::var_os(PERF_EVENT_UPROBES).is_some() {
-        Err(anyhow::anyhow!("{PERF_EVENT_UPROBES} is set"))
-    } else {
-        attach_multi(&ebpf, exe, scope.pid(), &groups)
-    };
-    let links = match multi {
-        Ok(links) => links,
-        Err(e) => {
-            tracing::debug!("one perf event per uprobe, slower to detach: {e:#}");
-            attach_perf_events(&mut ebpf, exe, scope, &groups)?
-        }
+    let links = match uprobe_links() {
+        UprobeLinks::Multi => match attach_multi(&ebpf, exe, scope.pid(), &groups) {
+            Ok(links) => links,
+            // The perf events' programs would be refused the same way, after as long.
+            Err(e) if e.downcast_ref::<Refused>().is_some() => return Err(e),
+            Err(e) => {
+                tracing::debug!("one perf event per uprobe, slower to detach: {e:#}");
+                attach_perf_events(&mut ebpf, exe, scope, &groups)?
+            }
+        },
+        UprobeLinks::PerfEvents => attach_perf_events(&mut ebpf, exe, scope, &groups)?,
     };
 
     let events = take(&mut ebpf, "EVENTS")?;
@@ -447,10 +525,6 @@ fn write_address_ranges<T: std::borrow::BorrowMut<MapData>>(
     }
     Ok(())
 }
-
-/// Set, escapade attaches one perf event per uprobe even where the kernel has `uprobe_multi`
-/// links: what it does on kernels before 6.6, here to test that path.
-pub const PERF_EVENT_UPROBES: &str = "ESCAPADE_PERF_EVENT_UPROBES";
 
 /// The order probes go in. Returns first: a call that starts between the two would otherwise
 /// show an entry that never returns; this way it shows as a return without entry, like any
@@ -619,12 +693,7 @@ fn attach_perf_events(
     };
     // Load every program before attaching any, so the returns-then-entries gap stays short.
     for group in groups {
-        let program = uprobe_program(ebpf, group.program)?;
-        if program.fd().is_err() {
-            program
-                .load()
-                .with_context(|| format!("loading program {}", group.program))?;
-        }
+        load_uprobe_program(ebpf, group.program)?;
     }
     let mut entries = Vec::new();
     for group in groups {
@@ -647,6 +716,15 @@ fn attach_perf_events(
         }
     }
     Ok(Links::PerfEvents { entries })
+}
+
+/// Loads program `name` of `ebpf` for perf-event uprobes, unless it is already.
+fn load_uprobe_program(ebpf: &mut Ebpf, name: &'static str) -> anyhow::Result<()> {
+    let program = uprobe_program(ebpf, name)?;
+    if program.fd().is_err() {
+        program.load().map_err(|e| aya_load_error(name, e))?;
+    }
+    Ok(())
 }
 
 fn uprobe_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut UProbe> {

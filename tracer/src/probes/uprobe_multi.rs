@@ -10,16 +10,17 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
+use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
 
 use aya::Ebpf;
 use aya::maps::Map;
 use aya_obj::generated::{
-    bpf_attach_type::BPF_TRACE_UPROBE_MULTI, bpf_attr, bpf_cmd, bpf_insn,
-    bpf_prog_type::BPF_PROG_TYPE_KPROBE,
+    bpf_attach_type::BPF_TRACE_UPROBE_MULTI, bpf_prog_type::BPF_PROG_TYPE_KPROBE,
 };
+
+use crate::kernel::bpf::{self, LoadError};
 
 /// Programs of the eBPF object loaded for `uprobe_multi` links.
 pub struct MultiPrograms {
@@ -32,7 +33,8 @@ pub struct MultiLink {
 }
 
 impl MultiPrograms {
-    /// Loads the programs `names` of `object`, whose maps `ebpf` already created.
+    /// Loads the programs `names` of `object`, whose maps `ebpf` already created. A
+    /// [`bpf::Refused`] in the error says the verifier refused one.
     pub fn load(object: &[u8], ebpf: &Ebpf, names: &[&'static str]) -> anyhow::Result<Self> {
         // Two parses: relocating one rewrites its functions while the other lends the map
         // definitions.
@@ -65,8 +67,17 @@ impl MultiPrograms {
                 .functions
                 .get(&program.function_key())
                 .ok_or_else(|| anyhow::anyhow!("program {name} has no code in the eBPF object"))?;
-            let fd = load_program(name, &function.instructions, &obj.license)
-                .map_err(|e| anyhow::anyhow!("loading program {name} for uprobe_multi: {e}"))?;
+            let fd = bpf::load_program(
+                name,
+                BPF_PROG_TYPE_KPROBE,
+                Some(BPF_TRACE_UPROBE_MULTI),
+                &function.instructions,
+                &obj.license,
+            )
+            .map_err(|e| match e {
+                LoadError::Refused(refused) => anyhow::Error::new(refused),
+                io => anyhow::Error::new(io),
+            })?;
             fds.insert(name, fd);
         }
         Ok(MultiPrograms { fds })
@@ -88,22 +99,8 @@ impl MultiPrograms {
         let path = CString::new(exe.as_os_str().as_bytes())?;
         let offsets: Vec<u64> = sites.iter().map(|(offset, _)| *offset).collect();
         let cookies: Vec<u64> = sites.iter().map(|(_, cookie)| *cookie).collect();
-        // SAFETY: an all-zero bpf_attr is the kernel's "unset" for every field.
-        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
-        // SAFETY: writing plain integers into the union's link_create member, the one
-        // BPF_LINK_CREATE reads.
-        unsafe {
-            let link = &mut attr.link_create;
-            link.__bindgen_anon_1.prog_fd = prog.as_raw_fd() as u32;
-            link.attach_type = BPF_TRACE_UPROBE_MULTI as u32;
-            let multi = &mut link.__bindgen_anon_3.uprobe_multi;
-            multi.path = path.as_ptr() as u64;
-            multi.offsets = offsets.as_ptr() as u64;
-            multi.cookies = cookies.as_ptr() as u64;
-            multi.cnt = sites.len() as u32;
-            multi.pid = pid;
-        }
-        bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr).map(|fd| MultiLink { _fd: fd })
+        bpf::uprobe_multi_link(prog.as_fd(), &path, pid, &offsets, &cookies)
+            .map(|fd| MultiLink { _fd: fd })
     }
 }
 
@@ -132,64 +129,4 @@ fn map_fd(map: &Map) -> Option<RawFd> {
         _ => return None,
     };
     Some(data.fd().as_fd().as_raw_fd())
-}
-
-fn load_program(name: &str, insns: &[bpf_insn], license: &CString) -> io::Result<OwnedFd> {
-    let load = |log: &mut [u8]| {
-        // SAFETY: an all-zero bpf_attr is the kernel's "unset" for every field.
-        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
-        // SAFETY: writing plain integers and pointers to buffers that outlive the call into
-        // the union's prog-load member, the one BPF_PROG_LOAD reads.
-        unsafe {
-            let prog = &mut attr.__bindgen_anon_3;
-            prog.prog_type = BPF_PROG_TYPE_KPROBE as u32;
-            prog.expected_attach_type = BPF_TRACE_UPROBE_MULTI as u32;
-            prog.insns = insns.as_ptr() as u64;
-            prog.insn_cnt = insns.len() as u32;
-            prog.license = license.as_ptr() as u64;
-            for (dst, src) in prog.prog_name.iter_mut().zip(name.bytes().take(15)) {
-                *dst = src as _;
-            }
-            if !log.is_empty() {
-                prog.log_level = 1;
-                prog.log_buf = log.as_mut_ptr() as u64;
-                prog.log_size = log.len() as u32;
-            }
-        }
-        bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr)
-    };
-    load(&mut []).or_else(|_| {
-        // Again with the verifier's log, to say why.
-        let mut log = vec![0u8; 1 << 20];
-        load(&mut log).map_err(|e| {
-            let text = String::from_utf8_lossy(&log);
-            let text = text.trim_end_matches('\0').trim_end();
-            let last = text.lines().rev().take(5).collect::<Vec<_>>();
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "{e}; verifier: {}",
-                    last.into_iter().rev().collect::<Vec<_>>().join(" | ")
-                ),
-            )
-        })
-    })
-}
-
-fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<OwnedFd> {
-    // SAFETY: `attr` is a valid bpf_attr of the size passed, and every pointer in it points
-    // to memory the caller keeps alive for the call.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd as libc::c_long,
-            attr as *mut bpf_attr,
-            std::mem::size_of::<bpf_attr>(),
-        )
-    };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel returned a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
 }

@@ -50,6 +50,16 @@ impl Agent {
 
     /// [`Agent::start`] with variables added to the agent's environment.
     pub fn start_with_env(dir: &Path, targets: &str, env: &[(&str, &str)]) -> Agent {
+        Agent::spawn(dir, targets, env, Stdio::inherit())
+    }
+
+    /// [`Agent::start_with_env`], the agent's stderr kept in `dir/agent.log`.
+    pub fn start_logged(dir: &Path, targets: &str, env: &[(&str, &str)]) -> Agent {
+        let log = std::fs::File::create(dir.join("agent.log")).unwrap();
+        Agent::spawn(dir, targets, env, log.into())
+    }
+
+    fn spawn(dir: &Path, targets: &str, env: &[(&str, &str)], stderr: Stdio) -> Agent {
         let port = free_port();
         let config = dir.join("agent.toml");
         std::fs::write(&config, format!("listen = \"127.0.0.1:{port}\"\n{targets}")).unwrap();
@@ -59,6 +69,7 @@ impl Agent {
             .arg(&config)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let agent = Agent { child, port };
