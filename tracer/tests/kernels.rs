@@ -562,3 +562,37 @@ fn agent_counts_and_records_across_a_restart() {
         .sum();
     assert_eq!(recorded, 300 + 301, "calls in the recordings");
 }
+
+/// `escapade doctor` tells the truth about the kernel it runs on: its release, every command
+/// working (with the perf-event fallback where `uprobe_multi` links are missing, as on 6.1),
+/// and what it says about `uprobe_multi` agreeing with the release.
+#[test]
+fn doctor_tells_what_this_kernel_has() {
+    let out = Command::new(env!("CARGO_BIN_EXE_escapade"))
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        panic!("not JSON ({e}): {stdout}\n{stderr}")
+    });
+    assert!(out.status.success(), "{report:#}");
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(report["kernel"], release.trim());
+    let multi = has_uprobe_multi();
+    assert_eq!(
+        report["features"]["uprobe_multi"]["present"], multi,
+        "{report:#}"
+    );
+    let links = if multi { "uprobe_multi" } else { "perf_events" };
+    assert_eq!(report["uprobe_links"], links, "{report:#}");
+    for (command, verdict) in report["commands"].as_object().unwrap() {
+        let expected = if multi {
+            "works"
+        } else {
+            "works_with_fallback"
+        };
+        assert_eq!(verdict["verdict"], expected, "{command}: {report:#}");
+    }
+}
