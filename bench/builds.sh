@@ -49,10 +49,17 @@ sysctl -q kernel.bpf_stats_enabled=1
 ratios=()
 bpf_ratios=()
 for round in $(seq "$rounds"); do
-  sleep 0.5
+  # The last tracer's probes may outlast its exit for a moment.
+  sleep 2
   base=$(window)
-  read -r o o_bpf < <(traced "$old")
-  read -r n n_bpf < <(traced "$new")
+  # Each goes first in every other round, so that the order does not favour one.
+  if [ $((round % 2)) = 1 ]; then
+    read -r o o_bpf < <(traced "$old")
+    read -r n n_bpf < <(traced "$new")
+  else
+    read -r n n_bpf < <(traced "$new")
+    read -r o o_bpf < <(traced "$old")
+  fi
   ratio=$(awk -v b="$base" -v o="$o" -v n="$n" 'BEGIN { printf "%.3f", (n - b) / (o - b) }')
   bpf_ratio=$(awk -v o="$o_bpf" -v n="$n_bpf" 'BEGIN { printf "%.3f", n / o }')
   added() { awk -v t="$1" -v b="$base" 'BEGIN { printf "%.0f", t - b }'; }
