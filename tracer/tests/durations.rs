@@ -7,12 +7,14 @@ mod common;
 
 use common::{Escapade, Target};
 
-/// The least a duration exceeds the call's own measure over 200 calls, on this kind of machine:
-/// the kernel's trap and return of two emulated probe hits, ~0.7 us measured (0.9 us with
-/// another build running on the machine). With the entry's time taken at the start of its
-/// probe, as before, it was ~1.1 us. The least, not the median: a loaded machine slows some
-/// calls' probes, not all of them.
-const MAX_BIAS_NS: i64 = 1_000;
+/// The least a duration exceeds the call's own measure over 200 calls: the kernel's trap and
+/// return of two emulated probe hits. It depends on the machine kind, as the trap's cost does
+/// (BENCHMARKS.md, the empty BPF program at JBE + return site): ~0.7 us where an emulated hit
+/// pair cost ~1.0 us (0.9 us with another build running; ~1.1 us when the entry's time was
+/// taken at the start of its probe), ~1.7 us on the AMD EPYC kind where the pair costs ~2.25
+/// us. The bound fits the slower kind with the same margin. The least, not the median: a
+/// loaded machine slows some calls' probes, not all of them.
+const MAX_BIAS_NS: i64 = 2_200;
 
 #[test]
 fn durations_of_a_50us_spin_are_within_the_probes_overhead() {
