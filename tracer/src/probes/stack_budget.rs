@@ -86,13 +86,7 @@ pub fn functions(elf: &[u8]) -> anyhow::Result<BTreeMap<String, Function>> {
     // Where each function starts: (section, offset) -> name.
     let mut starts: HashMap<(SectionIndex, u64), String> = HashMap::new();
     let mut bodies = Vec::new();
-    for symbol in file.symbols() {
-        if symbol.kind() != SymbolKind::Text || symbol.size() == 0 {
-            continue;
-        }
-        let Some(section) = symbol.section_index() else {
-            continue;
-        };
+    for (symbol, section) in function_symbols(&file) {
         let name = symbol.name()?.to_string();
         starts.insert((section, symbol.address()), name.clone());
         bodies.push((name, section, symbol.address(), symbol.size()));
@@ -248,17 +242,21 @@ pub fn chains(functions: &BTreeMap<String, Function>, programs: &[&str]) -> Vec<
     out
 }
 
+/// The symbols of `file` that name code, with their section.
+fn function_symbols<'data, 'file>(
+    file: &'file object::File<'data>,
+) -> impl Iterator<Item = (object::Symbol<'data, 'file>, SectionIndex)> {
+    file.symbols()
+        .filter(|symbol| symbol.kind() == SymbolKind::Text && symbol.size() != 0)
+        .filter_map(|symbol| Some((symbol.section_index()?, symbol)))
+        .map(|(section, symbol)| (symbol, section))
+}
+
 /// The programs of a BPF ELF object: functions in sections other than `.text`.
 pub fn programs(elf: &[u8]) -> anyhow::Result<Vec<String>> {
     let file = object::File::parse(elf)?;
     let mut programs = Vec::new();
-    for symbol in file.symbols() {
-        if symbol.kind() != SymbolKind::Text || symbol.size() == 0 {
-            continue;
-        }
-        let Some(section) = symbol.section_index() else {
-            continue;
-        };
+    for (symbol, section) in function_symbols(&file) {
         if file.section_by_index(section)?.name()? != ".text" {
             programs.push(symbol.name()?.to_string());
         }
