@@ -83,7 +83,16 @@ impl<'t> Session<'t> {
                     readable?;
                     reader.drain(sink)?;
                 }
-                _ = until(attached.next_ret_edge()) => attached.ret_edge()?,
+                _ = until(attached.next_ret_edge()) => {
+                    // A window that opens as the target exits finds no /proc/PID/exe to attach
+                    // the RET probes to: that is the end of the target, not an error.
+                    if let Err(e) = attached.ret_edge() {
+                        if target.process.alive() {
+                            return Err(e);
+                        }
+                        break Ended::TargetExited;
+                    }
+                }
             }
             // A drain can take long when the sink is slower than the probes: let the runtime
             // see the clock and signals before going on, or the deadline and Ctrl-C wait for
