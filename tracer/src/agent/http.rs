@@ -106,28 +106,38 @@ async fn profile(
         }
         None => None,
     };
-    let live = lock_profile(&live);
-    let header = live.header.clone();
-    let (calls, allocs, cpu, elapsed) = match &baseline {
-        Some((before, window)) => {
-            let now = Snapshot::of(&live);
-            (
-                now.calls_since(&before.calls),
-                now.allocs_since(before),
-                now.cpu_since(before),
-                *window,
-            )
-        }
-        None => {
-            let mut calls = CallSites::default();
-            calls.counts = live.calls.counts.clone();
-            (
-                calls,
-                live.allocs.clone(),
-                live.cpu.clone(),
-                live.started.elapsed(),
-            )
-        }
+    // What the profile needs, copied under the lock; the sessions fold into it meanwhile.
+    let (header, symbols, calls, allocs, cpu, elapsed) = {
+        let live = lock_profile(&live);
+        let (calls, allocs, cpu, elapsed) = match &baseline {
+            Some((before, window)) => {
+                let now = Snapshot::of(&live);
+                (
+                    now.calls_since(&before.calls),
+                    now.allocs_since(before),
+                    now.cpu_since(before),
+                    *window,
+                )
+            }
+            None => {
+                let mut calls = CallSites::default();
+                calls.counts = live.calls.counts.clone();
+                (
+                    calls,
+                    live.allocs.clone(),
+                    live.cpu.clone(),
+                    live.started.elapsed(),
+                )
+            }
+        };
+        (
+            live.header.clone(),
+            live.symbols.clone(),
+            calls,
+            allocs,
+            cpu,
+            elapsed,
+        )
     };
     let header = match kind {
         Kind::Allocs | Kind::Heap if header.allocs.is_none() => {
@@ -165,23 +175,31 @@ async fn profile(
         Kind::Calls => (None, None),
         Kind::Cpu => (None, cpu),
     };
-    let recorded = Recorded {
-        header: &header,
-        symbols: &live.symbols,
-        allocs: allocs.as_ref(),
-        cpu: cpu.as_ref(),
-        elapsed_ns: elapsed.as_nanos() as u64,
-    };
     let default = match kind {
         Kind::Allocs => "alloc_space",
         Kind::Heap => "inuse_space",
         Kind::Calls => "calls",
         Kind::Cpu => "cpu",
     };
-    let mut body = Vec::new();
-    if let Err(error) = pprof::write_gzipped(&mut body, &calls, &recorded, Some(default)) {
-        return (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response();
-    }
+    // Encoding and compressing take a while for a big profile: not on the thread that drains
+    // every session.
+    let encoded = tokio::task::spawn_blocking(move || {
+        let recorded = Recorded {
+            header: &header,
+            symbols: &symbols,
+            allocs: allocs.as_ref(),
+            cpu: cpu.as_ref(),
+            elapsed_ns: elapsed.as_nanos() as u64,
+        };
+        let mut body = Vec::new();
+        pprof::write_gzipped(&mut body, &calls, &recorded, Some(default)).map(|()| body)
+    })
+    .await;
+    let body = match encoded {
+        Ok(Ok(body)) => body,
+        Ok(Err(error)) => return internal_error(error),
+        Err(error) => return internal_error(error),
+    };
     (
         [
             (header::CONTENT_TYPE, "application/octet-stream"),
@@ -193,6 +211,10 @@ async fn profile(
         body,
     )
         .into_response()
+}
+
+fn internal_error(error: impl std::fmt::Display) -> Response {
+    (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response()
 }
 
 fn not_found(message: String) -> Response {

@@ -415,15 +415,26 @@ impl PlannedProcess {
         let attached_ahead = ahead.is_some();
         let mut attached = match ahead {
             Some(attached) => attached,
-            None => attach(
-                Scope::Process(target.process.pid),
-                &target.process.exe,
-                target.binary.go_offsets(target.bias),
-                &self.probes.points(),
-                programs(&self.config),
-                &[],
-                self.config.cpu_hz != 0,
-            )?,
+            None => {
+                // The verifier takes seconds over a big program: not on the thread that
+                // drains every session and answers HTTP.
+                let (pid, exe) = (target.process.pid, target.process.exe.clone());
+                let offsets = target.binary.go_offsets(target.bias);
+                let (points, programs) = (self.probes.points(), programs(&self.config));
+                let samples_cpu = self.config.cpu_hz != 0;
+                tokio::task::spawn_blocking(move || {
+                    attach(
+                        Scope::Process(pid),
+                        &exe,
+                        offsets,
+                        &points,
+                        programs,
+                        &[],
+                        samples_cpu,
+                    )
+                })
+                .await??
+            }
         };
         let mut notes = self.notes.clone();
         let cpu = match self.config.cpu_hz {

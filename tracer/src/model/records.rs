@@ -115,7 +115,7 @@ impl CallRecord {
 /// Link-time code addresses and their frames, innermost (inlined) first, so views can name
 /// callers and stacks without the binary. New entries wait in `pending` until a recording
 /// writes them.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Symbols {
     frames: HashMap<u64, Vec<Frame>>,
     pending: Vec<u64>,
