@@ -13,10 +13,10 @@ use aya::programs::UProbe;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
 use aya::{Ebpf, EbpfLoader};
 use probe_common::{
-    AddressRange, COOKIE_AT_RETURN_SITE, GoOffsets, MAX_ACTIVE_GOROUTINES, MAX_ADDRESS_RANGES,
-    MAX_ALLOC_SITES, MAX_ALLOC_STACKS, MAX_CALLERS, MAX_FAST_RETURNS, MAX_HELD_ENTRIES,
-    MAX_LIVE_SAMPLES, MAX_OPEN_CALLS, MAX_PARAMS, MAX_PROBES, MAX_TRACED_FUNCTIONS, MAX_UNPLACED,
-    ProbeConfig,
+    AddressRange, COOKIE_AT_RETURN_SITE, EVENTS_BYTES, GoOffsets, MAX_ACTIVE_GOROUTINES,
+    MAX_ADDRESS_RANGES, MAX_ALLOC_SITES, MAX_ALLOC_STACKS, MAX_CALLERS, MAX_FAST_RETURNS,
+    MAX_HELD_ENTRIES, MAX_LIVE_SAMPLES, MAX_OPEN_CALLS, MAX_PARAMS, MAX_PROBES,
+    MAX_TRACED_FUNCTIONS, MAX_UNPLACED, ProbeConfig,
 };
 
 use super::plan::{PointOwner, ProbeKind, ProbePoint};
@@ -254,6 +254,9 @@ impl Scope {
     }
 }
 
+/// A ring buffer's size is a power-of-two number of pages.
+const SMALLEST_RING_BYTES: u32 = 4096;
+
 /// What the probes are built with: the values of their globals, which the verifier reads as
 /// constants (so each set of values is a program of its own to it), and the size of each map.
 pub struct LoadConfig {
@@ -322,6 +325,16 @@ impl LoadConfig {
             params: params.into(),
             callers: callers.into(),
             sizes: vec![
+                // Only calls are sent as events; a session that sends none still reads the
+                // ring buffer, at its smallest: one page.
+                (
+                    "EVENTS",
+                    if send_calls || tail != TailCapture::default() {
+                        EVENTS_BYTES
+                    } else {
+                        SMALLEST_RING_BYTES
+                    },
+                ),
                 ("CALLERS", sized(callers, MAX_CALLERS)),
                 ("ALLOC_SITES", sized(counts_runtime, MAX_ALLOC_SITES)),
                 // The CPU sampler keeps its stacks there too.
@@ -360,8 +373,11 @@ impl LoadConfig {
     /// The same globals with every map at its smallest: enough for the verifier, which
     /// does not look at sizes, without taking the memory of a session.
     pub fn smallest(mut self) -> LoadConfig {
-        for (_, entries) in &mut self.sizes {
-            *entries = 1;
+        for (map, entries) in &mut self.sizes {
+            *entries = match *map {
+                "EVENTS" => SMALLEST_RING_BYTES,
+                _ => 1,
+            };
         }
         self
     }
