@@ -2,6 +2,7 @@
 //! memory map, and reads of its memory.
 
 use std::fs::File;
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::os::unix::fs::FileExt as _;
 use std::path::PathBuf;
 
@@ -46,6 +47,9 @@ pub struct Process {
     pub exe_target: PathBuf,
     pub maps: Vec<Mapping>,
     mem: File,
+    /// The process itself, not its PID, which a later process can be given: readable once it
+    /// has exited. None where the kernel has no pidfds (before 5.3).
+    pidfd: Option<OwnedFd>,
 }
 
 impl Process {
@@ -59,6 +63,8 @@ impl Process {
             std::io::ErrorKind::NotFound => ProcessError::Gone(pid),
             _ => ProcessError::Io { pid, what, source },
         };
+        // First, so that everything read below is of this process or it is seen gone.
+        let pidfd = pidfd_open(pid);
         let exe = proc.join("exe");
         let exe_target = std::fs::read_link(&exe).map_err(|e| io("exe", e))?;
         let mem = File::open(proc.join("mem")).map_err(|e| io("mem", e))?;
@@ -69,11 +75,25 @@ impl Process {
             exe_target,
             maps,
             mem,
+            pidfd,
         })
     }
 
     pub fn alive(&self) -> bool {
-        !exited(self.pid)
+        let Some(pidfd) = &self.pidfd else {
+            return !exited(self.pid);
+        };
+        let mut poll = libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, and a timeout of 0: poll only looks.
+        match unsafe { libc::poll(&mut poll, 1, 0) } {
+            0 => true,
+            ready if ready > 0 => false,
+            _ => !exited(self.pid),
+        }
     }
 
     /// How far the kernel moved the executable from its link-time addresses (0 unless PIE).
@@ -148,6 +168,13 @@ fn parse_map_line(line: &str) -> Option<Mapping> {
     })
 }
 
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a PID and flags, and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    // SAFETY: a descriptor just returned to us, owned by nothing else.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
 /// Whether process `pid` is gone, or has exited and only waits for its parent to reap it: a
 /// zombie (`Z`, or `X` while the kernel tears it down) keeps its /proc entry and its command
 /// name, but nothing is left to trace.
@@ -198,5 +225,37 @@ mod tests {
         assert!(p.alive());
         let x = 0x1122_3344_5566_7788u64;
         assert_eq!(p.read_u64(&x as *const u64 as u64), Some(x));
+    }
+
+    /// A zombie has exited; and a process of the same PID later is not the one opened (which a
+    /// check of `/proc/PID` alone could not tell).
+    #[test]
+    fn a_process_that_exited_is_not_alive_even_before_it_is_reaped() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let p = Process::open(child.id()).unwrap();
+        assert!(
+            p.pidfd.is_some(),
+            "pidfd_open works on any kernel escapade runs on"
+        );
+        assert!(p.alive());
+        // SAFETY: signals our own child.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while p.alive() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still alive after SIGKILL"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(
+            std::path::Path::new(&format!("/proc/{}", child.id())).exists(),
+            "not reaped yet: a zombie"
+        );
+        child.wait().unwrap();
+        assert!(!p.alive());
     }
 }
