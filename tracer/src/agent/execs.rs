@@ -1,6 +1,6 @@
 //! Processes that start a new program, told by the kernel's `sched_process_exec` tracepoint, so
 //! that a target's new process is attached to within milliseconds of its `exec`. Where the
-//! tracepoint cannot be used, the agent relies on its scan of /proc alone.
+//! tracepoint cannot be used, the agent relies on its scan of /proc alone ([`super::discover`]).
 
 use anyhow::Context as _;
 use aya::Ebpf;
@@ -33,17 +33,19 @@ impl ExecWatcher {
         })
     }
 
-    /// Waits until processes exec'd; returns how many.
-    pub async fn next(&mut self) -> std::io::Result<usize> {
+    /// Waits until processes exec'd; returns their PIDs.
+    pub async fn next(&mut self) -> std::io::Result<Vec<u32>> {
         loop {
             let mut ready = self.execs.readable_mut().await?;
-            let mut count = 0;
-            while ready.get_inner_mut().next().is_some() {
-                count += 1;
+            let mut pids = Vec::new();
+            while let Some(pid) = ready.get_inner_mut().next() {
+                if let Ok(pid) = <[u8; 4]>::try_from(&*pid) {
+                    pids.push(u32::from_ne_bytes(pid));
+                }
             }
             ready.clear_ready();
-            if count > 0 {
-                return Ok(count);
+            if !pids.is_empty() {
+                return Ok(pids);
             }
         }
     }

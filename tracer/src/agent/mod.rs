@@ -2,8 +2,8 @@
 //! configured targets match, through their restarts, and serves what the probes count to
 //! Prometheus (`/metrics`) and to pprof scrapers (`/targets/NAME/debug/pprof/...`).
 //!
-//! `config` reads what to trace, `discover` finds the processes (woken by `execs`), `supervisor` runs one target's
-//! sessions, `state` is what sessions and endpoints share, `metrics` the Prometheus side,
+//! `config` reads what to trace, `discover` keeps one view of the node's processes for all
+//! targets (told of new ones by `execs`), `supervisor` runs one target's sessions, `state` is what sessions and endpoints share, `metrics` the Prometheus side,
 //! `http` the endpoints and `retention` the bounds of recording directories.
 
 pub mod config;
@@ -12,6 +12,7 @@ pub mod execs;
 mod http;
 mod lease;
 mod metrics;
+mod models;
 mod retention;
 mod state;
 mod supervisor;
@@ -25,6 +26,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use config::{Config, TargetConfig};
+use models::AgentModels;
 use state::Shared;
 
 use crate::kernel::features::{Feature, switched_off};
@@ -73,9 +75,12 @@ pub async fn run(source: Source) -> anyhow::Result<()> {
     let local = tokio::task::LocalSet::new();
     local
         .run_until(async move {
-            let execs = watch_execs();
+            let node = supervisor::Node {
+                processes: watch_processes(),
+                models: AgentModels::default(),
+            };
             let mut running: HashMap<String, Running> = HashMap::new();
-            apply(&mut running, config, &shared, &execs).await;
+            apply(&mut running, config, &shared, &node).await;
             let server = tokio::task::spawn_local(server.into_future());
             loop {
                 tokio::select! {
@@ -84,7 +89,7 @@ pub async fn run(source: Source) -> anyhow::Result<()> {
                     _ = hangup.recv() => match source.load() {
                         Ok(config) => {
                             eprintln!("escapade: reloaded the config");
-                            apply(&mut running, config, &shared, &execs).await;
+                            apply(&mut running, config, &shared, &node).await;
                         }
                         // A bad edit keeps the agent running on the config it had.
                         Err(error) => eprintln!("escapade: not reloaded: {error:#}"),
@@ -105,7 +110,7 @@ async fn apply(
     running: &mut HashMap<String, Running>,
     config: Config,
     shared: &Arc<Shared>,
-    execs: &Option<watch::Receiver<u64>>,
+    node: &supervisor::Node,
 ) {
     let wanted: HashMap<String, TargetConfig> = config
         .targets
@@ -132,7 +137,7 @@ async fn apply(
         let task = tokio::task::spawn_local(supervisor::supervise(
             target.clone(),
             shared.clone(),
-            execs.clone(),
+            node.clone(),
             stopped,
         ));
         running.insert(
@@ -146,29 +151,21 @@ async fn apply(
     }
 }
 
-/// Counts the processes that exec'd, for supervisors to look for their targets' new processes
-/// at once; None where the kernel's tracepoint cannot be used, and they scan /proc more often.
-fn watch_execs() -> Option<watch::Receiver<u64>> {
+/// The node's processes for every supervisor, kept current by one scan of /proc and the exec
+/// tracepoint; where the kernel refuses the tracepoint, by scanning more often.
+fn watch_processes() -> watch::Receiver<discover::Processes> {
     let started = match switched_off(Feature::ExecTracepoint) {
         Some(switch) => Err(anyhow::anyhow!("{switch} is set")),
         None => execs::ExecWatcher::start(),
     };
-    let mut watcher = match started {
-        Ok(watcher) => watcher,
-        Err(error) => {
+    let watcher = started
+        .map_err(|error| {
             eprintln!(
                 "escapade: finding new processes by scanning /proc (the exec tracepoint: {error:#})"
-            );
-            return None;
-        }
-    };
-    let (count, counted) = watch::channel(0);
-    tokio::task::spawn_local(async move {
-        while let Ok(n) = watcher.next().await {
-            count.send_modify(|total| *total += n as u64);
-        }
-    });
-    Some(counted)
+            )
+        })
+        .ok();
+    discover::watch(watcher)
 }
 
 /// Stops supervisors together: each detaches its probes, which takes a while per probe.

@@ -16,10 +16,12 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
 use super::config::{AllocMode, RecordConfig, Selector, TargetConfig};
+use super::discover::Processes;
 use super::lease::Lease;
 use super::metrics::{CallLatency, SiteLabels};
+use super::models::{AgentModels, Models};
+use super::retention;
 use super::state::{LiveProfile, ProcessStatus, Shared, lock_profile};
-use super::{discover, retention};
 use crate::cpu::Sampler;
 use crate::export::CallSites;
 use crate::export::pprof::scale;
@@ -45,29 +47,38 @@ use crate::views::Output;
 use crate::views::text::site_text;
 use crate::views::trace::TraceView;
 
-/// New processes are found within this long of their `exec` when the kernel cannot say.
-const SCAN_INTERVAL: Duration = Duration::from_millis(250);
-/// When it says, scanning is only the safety net (the exec watcher's buffer can overflow).
-const SCAN_INTERVAL_WITH_EXECS: Duration = Duration::from_secs(2);
+/// How soon to look again when probes could not wait in the file (a writer had it open).
+const RETRY_INTERVAL: Duration = Duration::from_millis(250);
+/// How often to look at the processes when nothing happens, for a target's processes the
+/// view of the node has not changed for (a process that exited unseen lets go of probes
+/// waiting in its file).
+const IDLE_INTERVAL: Duration = Duration::from_secs(2);
 /// How often a session folds the kernel's counts into the metrics.
 const FOLD_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Runs until `stop` turns true, then detaches from every process of the target. `execs` changes
-/// whenever processes exec.
+/// What every target's supervisor shares with the others.
+#[derive(Clone)]
+pub struct Node {
+    /// The agent's view of the node's processes.
+    pub processes: watch::Receiver<Processes>,
+    pub models: AgentModels,
+}
+
+/// Runs until `stop` turns true, then detaches from every process of the target.
 pub async fn supervise(
     config: TargetConfig,
     shared: Arc<Shared>,
-    mut execs: Option<watch::Receiver<u64>>,
+    node: Node,
     stop: watch::Receiver<bool>,
 ) {
-    let interval = match execs {
-        Some(_) => SCAN_INTERVAL_WITH_EXECS,
-        None => SCAN_INTERVAL,
-    };
+    let Node {
+        mut processes,
+        models: agent_models,
+    } = node;
     shared.add_target(&config.name, config.selector.to_string());
     let sites = shared.site_labels(&config.name);
     let writing = Writing::default();
-    let mut models = Models::default();
+    let mut models = Models::new(agent_models);
     let mut running: HashMap<u32, tokio::task::JoinHandle<()>> = HashMap::new();
     // Processes that could not be traced are not retried until they exit.
     let mut failed: HashSet<u32> = HashSet::new();
@@ -84,20 +95,23 @@ pub async fn supervise(
             ahead = None;
         }
         running.retain(|_, task| !task.is_finished());
-        let pids = discover::matching(&config.selector);
+        let pids = processes.borrow_and_update().matching(&config.selector);
         failed.retain(|pid| pids.contains(pid));
-        let mut sleep = interval;
-        if pids.is_empty()
-            && running.is_empty()
-            && lease_breaks.is_some()
-            && !rearm(&mut ahead, &config, &mut models)
-        {
-            sleep = SCAN_INTERVAL;
+        let mut sleep = IDLE_INTERVAL;
+        if pids.is_empty() && running.is_empty() && lease_breaks.is_some() {
+            if let Selector::Exe(exe) = &config.selector {
+                models.load(exe, config.symbols.as_deref()).await;
+            }
+            if !rearm(&mut ahead, &config, &mut models) {
+                sleep = RETRY_INTERVAL;
+            }
         }
         for pid in pids {
             if running.contains_key(&pid) || failed.contains(&pid) {
                 continue;
             }
+            let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+            models.load(&exe, config.symbols.as_deref()).await;
             match PlannedProcess::open(pid, &config, &mut models, &mut ahead) {
                 Ok(planned) => {
                     let task =
@@ -118,18 +132,15 @@ pub async fn supervise(
             }
         }
         shared.probes_ahead(&config.name, ahead.is_some());
-        let exec = async {
-            let changed = match execs.as_mut() {
-                Some(execs) => execs.changed().await.is_ok(),
-                None => false,
-            };
-            if !changed {
+        let changed = async {
+            // The sender goes only as the agent stops, which `stop` says.
+            if processes.changed().await.is_err() {
                 std::future::pending::<()>().await;
             }
         };
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
-            _ = exec => {}
+            _ = changed => {}
             // To attach ahead of the next process as soon as the last one is gone.
             _ = ended_rx.recv() => {}
             _ = lease_broken(&mut lease_breaks) => {}
@@ -180,44 +191,6 @@ fn rearm(ahead: &mut Option<Ahead>, config: &TargetConfig, models: &mut Models) 
                 .is_some_and(|e| e.kind() == std::io::ErrorKind::WouldBlock);
             !busy
         }
-    }
-}
-
-/// The models of the binaries a target's processes ran, so that a restarted process is
-/// attached to at once. Keyed by the file itself (device, inode, size, modification time), so
-/// a binary replaced at the same path is modelled afresh.
-#[derive(Default)]
-struct Models {
-    /// Oldest first.
-    known: std::collections::VecDeque<(FileKey, Arc<GoBinary>)>,
-}
-
-type FileKey = (u64, u64, u64, i64, i64, Option<PathBuf>);
-
-impl Models {
-    /// Redeploys leave old builds behind: a few are kept, for rollbacks.
-    const KEPT: usize = 4;
-
-    fn get(&mut self, exe: &Path, symbols: Option<&Path>) -> anyhow::Result<Arc<GoBinary>> {
-        use std::os::unix::fs::MetadataExt as _;
-        let meta = std::fs::metadata(exe).with_context(|| format!("reading {}", exe.display()))?;
-        let key = (
-            meta.dev(),
-            meta.ino(),
-            meta.size(),
-            meta.mtime(),
-            meta.mtime_nsec(),
-            symbols.map(Path::to_path_buf),
-        );
-        if let Some((_, model)) = self.known.iter().find(|(k, _)| *k == key) {
-            return Ok(model.clone());
-        }
-        let model = Arc::new(GoBinary::open(exe, symbols)?);
-        if self.known.len() == Self::KEPT {
-            self.known.pop_front();
-        }
-        self.known.push_back((key, model.clone()));
-        Ok(model)
     }
 }
 
