@@ -9,6 +9,7 @@ mod common;
 
 use serde_json::Value;
 
+use common::memprofile::Sampled;
 use common::{Escapade, Target};
 
 #[test]
@@ -247,75 +248,23 @@ fn sampled_mode_matches_the_runtimes_memprofile() {
 }
 
 fn sampled_mode_check(bin: &std::path::Path) {
-    let mut target = Target::start(bin, &[]);
-    let pid = target.pid.to_string();
-    let escapade = Escapade::attach(&[
-        "allocs",
-        "--pid",
-        &pid,
-        "--json",
-        "--mem-profile-rate",
-        "1",
-        "--duration",
-        "6s",
-    ]);
-    target.go();
-    let mut runtime_says = std::collections::HashMap::<String, (u64, u64)>::new();
-    let mut boxed = None;
-    loop {
-        let line = target.read_lines(1).concat();
-        let line = line.trim();
-        if line == "done" {
-            break;
-        }
-        let f: Vec<&str> = line.split(' ').collect();
-        if f[0] == "boxed" {
-            boxed = Some(f[2].parse::<u64>().unwrap());
-            continue;
-        }
-        assert!(
-            f.len() == 6 && f[0] == "site",
-            "the program printed {line:?}"
-        );
-        let counts = runtime_says.entry(f[1].to_string()).or_default();
-        counts.0 += f[3].parse::<u64>().unwrap();
-        counts.1 += f[5].parse::<u64>().unwrap();
-    }
-    let lines = escapade.finish();
-    target.go();
-    assert_eq!(
-        target.read_lines(1).concat().trim(),
-        "rate 524288",
-        "MemProfileRate restored on detach"
-    );
-    target.go();
-    target.finish();
-
-    let result = lines.last().expect("one JSON report");
-    assert_eq!(result["mode"], "sampled");
+    let sampled = common::memprofile::sampled_run(bin);
+    common::memprofile::assert_sites_match(&sampled);
+    let Sampled {
+        report: result,
+        runtime_says,
+        boxed,
+    } = sampled;
     assert_eq!(result["mem_profile_rate"], 1);
-    assert_eq!(result["lost"], 0);
     let sites = result["report"]["sites"].as_array().unwrap();
     for (function, (allocated, freed)) in &runtime_says {
-        let site = sites
-            .iter()
-            .find(|s| s["site"]["function"] == *function)
-            .unwrap_or_else(|| panic!("no site {function} in {sites:?}"));
+        let site = sites.iter().find(|s| s["site"]["function"] == *function);
         assert_eq!(
-            site["objects"], *allocated,
-            "{function}: allocated, vs MemProfile"
-        );
-        assert_eq!(
-            site["freed_objects"], *freed,
-            "{function}: freed, vs MemProfile"
-        );
-        assert_eq!(
-            site["live_objects"],
+            site.unwrap()["live_objects"],
             allocated - freed,
             "{function}: still live"
         );
     }
-    assert_eq!(runtime_says["main.keepNodes"], (700, 0));
     // The program forces three collections back to back.
     let timeline = result["report"]["gc"].as_array().unwrap();
     assert!(timeline.len() >= 3, "{timeline:?}");

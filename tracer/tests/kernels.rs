@@ -333,53 +333,7 @@ fn params_tells_where_each_pointer_pointed() {
 /// and freed are those of the runtime's own heap profile.
 #[test]
 fn allocs_sampled_matches_the_runtimes_memprofile() {
-    let mut target = Target::start(&program("profile"), &[]);
-    let pid = target.pid.to_string();
-    let escapade = Escapade::attach(&[
-        "allocs",
-        "--pid",
-        &pid,
-        "--json",
-        "--mem-profile-rate",
-        "1",
-        "--duration",
-        "6s",
-    ]);
-    target.go();
-    let mut runtime_says = std::collections::HashMap::<String, (u64, u64)>::new();
-    loop {
-        let line = target.read_lines(1).concat();
-        let f: Vec<&str> = line.split_whitespace().collect();
-        match f[..] {
-            ["done"] => break,
-            ["site", function, "alloc", allocated, "free", freed] => {
-                let counts = runtime_says.entry(function.into()).or_default();
-                counts.0 += allocated.parse::<u64>().unwrap();
-                counts.1 += freed.parse::<u64>().unwrap();
-            }
-            _ => {}
-        }
-    }
-    let report = escapade.finish().pop().unwrap();
-    target.go();
-    let rate = target.read_lines(1).concat();
-    assert_eq!(
-        rate.trim(),
-        "rate 524288",
-        "MemProfileRate restored on detach"
-    );
-    target.go();
-    target.finish();
-    assert_eq!(report["mode"], "sampled");
-    assert_eq!(report["lost"], 0);
-    assert_eq!(runtime_says["main.keepNodes"], (700, 0));
-    let sites = report["report"]["sites"].as_array().unwrap();
-    for (function, (allocated, freed)) in &runtime_says {
-        let site = sites.iter().find(|s| s["site"]["function"] == *function);
-        let site = site.unwrap_or_else(|| panic!("no site {function} in {sites:?}"));
-        assert_eq!(site["objects"], *allocated, "{function}: allocated");
-        assert_eq!(site["freed_objects"], *freed, "{function}: freed");
-    }
+    common::memprofile::assert_sites_match(&common::memprofile::sampled_run(&program("profile")));
 }
 
 /// `allocs --exact`: every object allocated under `main.phase`, as `runtime.MemStats` counted
