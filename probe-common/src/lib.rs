@@ -383,14 +383,55 @@ impl Default for CallStats {
     }
 }
 
+/// Something named by a number only its own process gives meaning: a `g`, a goroutine id, a
+/// heap address, a GC cycle. Maps are keyed by it with the process, because the processes of one
+/// non-PIE binary can share one object's maps: their heaps, and so their g's and objects, sit at
+/// the same addresses, and each numbers its goroutines and GC cycles from 1.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct InProcess {
+    pub tgid: u64,
+    pub key: u64,
+}
+
 /// A call entered and not returned yet: its goroutine's `g` (R14, which costs no read, unlike
-/// the goroutine id) and its frame's distance from the top of the goroutine's stack
-/// (`stack.hi - SP`), which survives the runtime copying the stack to grow it.
+/// the goroutine id) in process `tgid`, and its frame's distance from the top of the goroutine's
+/// stack (`stack.hi - SP`), which survives the runtime copying the stack to grow it. The depth
+/// fits 32 bits (a goroutine's stack is at most 1 GB), and the key stays 16 bytes: the probes'
+/// deepest call chain has no room for more on the 512 bytes of BPF stack.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OpenCall {
     pub g: u64,
-    pub depth: u64,
+    pub tgid: u32,
+    depth: u32,
+}
+
+impl OpenCall {
+    pub fn new(g: u64, tgid: u32, depth: u64) -> OpenCall {
+        OpenCall {
+            g,
+            tgid,
+            depth: depth as u32,
+        }
+    }
+
+    pub fn depth(&self) -> u64 {
+        u64::from(self.depth)
+    }
+
+    /// The call's goroutine, the key of its per-goroutine state.
+    pub fn goroutine(&self) -> InProcess {
+        InProcess {
+            tgid: u64::from(self.tgid),
+            key: self.g,
+        }
+    }
+
+    /// The call at `depth` on the same goroutine.
+    pub fn at(&self, depth: u64) -> OpenCall {
+        OpenCall::new(self.g, self.tgid, depth)
+    }
 }
 
 /// A traced function and a return address into one of its callers (`CALLERS`, run-time).
@@ -706,6 +747,7 @@ mod pod {
         CallStart,
         InlineCall,
         GoroutineCalls,
+        InProcess,
         OpenCall,
         CallerKey,
         CallerStats,

@@ -11,11 +11,11 @@ use aya_ebpf::{
 };
 use probe_common::{
     AllocKey, AllocStats, COUNTED_ALLOCATION, COUNTED_RESIDENCY, COUNTED_SAMPLED,
-    COUNTED_SAMPLED_FREED, COUNTER_ALLOCS_LOST, COUNTER_EVENTS, LiveObject, MAX_ALLOC_SITES,
-    MAX_ALLOC_STACKS, MAX_LIVE_SAMPLES, MAX_STACK_FRAMES, NO_STACK, StackRecord,
+    COUNTED_SAMPLED_FREED, COUNTER_ALLOCS_LOST, COUNTER_EVENTS, InProcess, LiveObject,
+    MAX_ALLOC_SITES, MAX_ALLOC_STACKS, MAX_LIVE_SAMPLES, MAX_STACK_FRAMES, NO_STACK, StackRecord,
 };
 
-use crate::{GO_OFFSETS, arg_reg, count, read_u64, runtime_probe_regs};
+use crate::{GO_OFFSETS, arg_reg, count, in_this_process, read_u64, runtime_probe_regs};
 
 /// Objects and bytes per (user stack, caller, type), summed in the kernel so that exact
 /// allocation profiling sends nothing per allocation through the ring buffer.
@@ -82,9 +82,10 @@ pub fn go_malloc(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// Sampled objects still live, by address, so their free can be matched to their allocation.
+/// Sampled objects still live, by address in their process, so their free can be matched to their allocation.
 #[map]
-static SAMPLED_LIVE: HashMap<u64, LiveObject> = HashMap::with_max_entries(MAX_LIVE_SAMPLES, 0);
+static SAMPLED_LIVE: HashMap<InProcess, LiveObject> =
+    HashMap::with_max_entries(MAX_LIVE_SAMPLES, 0);
 
 /// `runtime.mProf_Malloc`: the runtime's heap profiler sampled this object (about one per
 /// `MemProfileRate` bytes), so unsampled allocations cost nothing.
@@ -120,7 +121,7 @@ fn try_mprof_malloc(ctx: &ProbeContext) -> Result<(), ()> {
         caller: key.caller,
         size,
     };
-    if SAMPLED_LIVE.insert(addr, live, 0).is_err() {
+    if SAMPLED_LIVE.insert(in_this_process(addr), live, 0).is_err() {
         count(COUNTER_ALLOCS_LOST);
     }
     Ok(())
@@ -145,13 +146,13 @@ fn try_free_special(ctx: &ProbeContext) -> Result<(), ()> {
     if kind as u64 != offsets.special_kind_profile {
         return Ok(());
     }
-    let addr = regs.rbx;
+    let object = in_this_process(regs.rbx);
     // SAFETY: the value is copied before the entry is removed.
-    let Some(live) = (unsafe { SAMPLED_LIVE.get(addr) }).copied() else {
+    let Some(live) = (unsafe { SAMPLED_LIVE.get(object) }).copied() else {
         // Sampled before escapade attached.
         return Ok(());
     };
-    let _ = SAMPLED_LIVE.remove(addr);
+    let _ = SAMPLED_LIVE.remove(object);
     count(COUNTER_EVENTS);
     let freed = AllocKey {
         counted: COUNTED_SAMPLED_FREED,

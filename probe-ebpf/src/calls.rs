@@ -15,15 +15,15 @@ use probe_common::{
     COOKIE_AT_CALL_SITE, COOKIE_AT_RETURN_SITE, COOKIE_RETURNS_AT_SITES,
     COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTER_DROPPED, COUNTER_EVENTS, COUNTER_MORESTACK,
     COUNTER_READ_ERRORS, CallEvent, CallStart, CallStats, CallerKey, CallerStats, EFLAGS_CF,
-    EFLAGS_ZF, EventKind, GoOffsets, GoroutineCalls, INLINE_OPEN_CALLS, INT_ARG_REGS, InlineCall,
-    LATENCY_BUCKETS, MAX_ACTIVE_GOROUTINES, MAX_FAST_RETURNS, MAX_HELD_ENTRIES, MAX_OPEN_CALLS,
-    MAX_STACK_WORDS, MAX_STRING_CAPTURES, MAX_TRACED_FUNCTIONS, OpenCall, ProbeConfig,
-    RESULT_DISCARDED, RESULT_IN_REGISTER, RESULT_ON_STACK, STRING_CAPTURE_BYTES,
+    EFLAGS_ZF, EventKind, GoOffsets, GoroutineCalls, INLINE_OPEN_CALLS, INT_ARG_REGS, InProcess,
+    InlineCall, LATENCY_BUCKETS, MAX_ACTIVE_GOROUTINES, MAX_FAST_RETURNS, MAX_HELD_ENTRIES,
+    MAX_OPEN_CALLS, MAX_STACK_WORDS, MAX_STRING_CAPTURES, MAX_TRACED_FUNCTIONS, OpenCall,
+    ProbeConfig, RESULT_DISCARDED, RESULT_IN_REGISTER, RESULT_ON_STACK, STRING_CAPTURE_BYTES,
 };
 
 use crate::{
-    EVENTS, GO_OFFSETS, PROBE_CONFIGS, WAKEUP_THRESHOLD, count, is_target, read_u64, register,
-    store_int_arg_registers,
+    EVENTS, GO_OFFSETS, PROBE_CONFIGS, WAKEUP_THRESHOLD, count, current_tgid, in_this_process,
+    is_target, read_u64, register, store_int_arg_registers,
 };
 
 /// Non-zero when entries and returns keep `ACTIVE_CALLS`, so that the allocator's probes
@@ -37,7 +37,8 @@ static TRACK_CALLS: u32 = 0;
 /// LRU: goroutines that a panic left counted forever go first, rather than filling the map
 /// and keeping every new goroutine's allocations out.
 #[map]
-static ACTIVE_CALLS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_ACTIVE_GOROUTINES, 0);
+static ACTIVE_CALLS: LruHashMap<InProcess, u64> =
+    LruHashMap::with_max_entries(MAX_ACTIVE_GOROUTINES, 0);
 
 #[uprobe]
 pub fn go_entry(ctx: ProbeContext) -> u32 {
@@ -112,9 +113,12 @@ impl Hit<'_> {
     /// The call the hit is in, once its goroutine's stack is known. (Worked out again where
     /// needed rather than kept: the 24 bytes count on the probe's stack.)
     fn call(&self) -> Option<OpenCall> {
-        known(self.stack_hi).map(|stack_hi| OpenCall {
-            g: self.regs.r14,
-            depth: stack_hi.wrapping_sub(self.sp()),
+        known(self.stack_hi).map(|stack_hi| {
+            OpenCall::new(
+                self.regs.r14,
+                current_tgid(),
+                stack_hi.wrapping_sub(self.sp()),
+            )
         })
     }
 }
@@ -300,10 +304,10 @@ fn open_call(hit: &Hit, closed_at_return_site: bool) {
         return;
     };
     // SAFETY: the goroutine's own value, which only its probes touch, one at a time.
-    let mut calls = goroutine_calls(call.g).map(|calls| unsafe { &mut *calls });
+    let mut calls = goroutine_calls(call.goroutine()).map(|calls| unsafe { &mut *calls });
     if let Some(calls) = calls.as_deref_mut() {
         // Calls on this goroutine at this depth or deeper were unwound without returning.
-        drop_unwound(calls, call.g, call.depth);
+        drop_unwound(calls, &call);
     }
     let start = CallStart {
         // SAFETY: no preconditions.
@@ -315,10 +319,10 @@ fn open_call(hit: &Hit, closed_at_return_site: bool) {
     open(calls, call, start);
 }
 
-/// Per goroutine (`g`), its open calls: the outermost inline, deeper ones in `CALL_STARTS`
+/// Per goroutine (`g` in its process), its open calls: the outermost inline, deeper ones in `CALL_STARTS`
 /// (see `GoroutineCalls`). Updated in place: one lookup a hit.
 #[map]
-static INNERMOST_CALL: LruHashMap<u64, GoroutineCalls> =
+static INNERMOST_CALL: LruHashMap<InProcess, GoroutineCalls> =
     LruHashMap::with_max_entries(MAX_ACTIVE_GOROUTINES, 0);
 
 /// A goroutine's calls before its first: inserted from here, a global, because on the probe's
@@ -326,16 +330,16 @@ static INNERMOST_CALL: LruHashMap<u64, GoroutineCalls> =
 static NO_CALLS: GoroutineCalls = GoroutineCalls::NONE;
 
 /// The goroutine's open calls, made on its first call.
-fn goroutine_calls(g: u64) -> Option<*mut GoroutineCalls> {
-    if let Some(calls) = INNERMOST_CALL.get_ptr_mut(g) {
+fn goroutine_calls(goroutine: InProcess) -> Option<*mut GoroutineCalls> {
+    if let Some(calls) = INNERMOST_CALL.get_ptr_mut(goroutine) {
         return Some(calls);
     }
     #[expect(
         clippy::needless_borrows_for_generic_args,
         reason = "by value, the 176 bytes would be copied onto the BPF stack"
     )]
-    INNERMOST_CALL.insert(g, &NO_CALLS, 0).ok()?;
-    INNERMOST_CALL.get_ptr_mut(g)
+    INNERMOST_CALL.insert(goroutine, &NO_CALLS, 0).ok()?;
+    INNERMOST_CALL.get_ptr_mut(goroutine)
 }
 
 /// The depth of the innermost call held inline, 0 for none. (Every slot is read at a constant
@@ -354,7 +358,7 @@ fn inline_top(calls: &GoroutineCalls) -> u64 {
 fn start_of(calls: Option<&GoroutineCalls>, call: OpenCall) -> Option<CallStart> {
     if let Some(calls) = calls {
         for i in 0..INLINE_OPEN_CALLS {
-            if (i as u64) < calls.inline_len && calls.inline[i].depth == call.depth {
+            if (i as u64) < calls.inline_len && calls.inline[i].depth == call.depth() {
                 return Some(calls.inline[i].start);
             }
         }
@@ -369,12 +373,12 @@ fn open(calls: Option<&mut GoroutineCalls>, call: OpenCall, start: CallStart) {
     if let Some(calls) = calls {
         let len = calls.inline_len;
         let all_inline = calls.innermost == inline_top(calls);
-        calls.innermost = call.depth;
+        calls.innermost = call.depth();
         if all_inline && (len as usize) < INLINE_OPEN_CALLS {
             for i in 0..INLINE_OPEN_CALLS {
                 if i as u64 == len {
                     calls.inline[i] = InlineCall {
-                        depth: call.depth,
+                        depth: call.depth(),
                         start,
                     };
                 }
@@ -393,57 +397,59 @@ fn close(calls: Option<&mut GoroutineCalls>, call: OpenCall, parent_depth: u64) 
         let _ = CALL_STARTS.remove(call);
         return;
     };
-    drop_unwound(calls, call.g, call.depth + 1);
-    if calls.inline_len > 0 && inline_top(calls) == call.depth {
+    drop_unwound(calls, &call.at(call.depth() + 1));
+    if calls.inline_len > 0 && inline_top(calls) == call.depth() {
         calls.inline_len -= 1;
     } else {
         let _ = CALL_STARTS.remove(call);
     }
     // With deeper calls still left to drop, the chain stays headed by them.
-    if calls.innermost <= call.depth {
+    if calls.innermost <= call.depth() {
         calls.innermost = parent_depth;
     }
 }
 
-/// The depth of the innermost open call of `here.g` that is shallower than `here`: the call a
+/// The depth of the innermost open call of `here`'s goroutine that is shallower than `here`: the call a
 /// probe at `here` runs inside. Calls a panic unwound and no probe dropped yet are skipped (a
 /// few at most).
 fn innermost_below(here: OpenCall) -> Option<u64> {
     // SAFETY: the value is only read, while this goroutine's probe runs.
-    let calls = unsafe { INNERMOST_CALL.get(here.g) }?;
+    let calls = unsafe { INNERMOST_CALL.get(here.goroutine()) }?;
     let mut depth = calls.innermost;
     for _ in 0..4 {
         if depth == 0 {
             return None;
         }
-        if depth < here.depth {
+        if depth < here.depth() {
             return Some(depth);
         }
-        depth = start_of(Some(calls), OpenCall { g: here.g, depth })?.parent_depth;
+        depth = start_of(Some(calls), here.at(depth))?.parent_depth;
     }
     None
 }
 
-/// Per goroutine (`g`), the depth of the last call it returned from on a `RET` probe.
+/// Per goroutine (`g` in its process), the depth of the last call it returned from on a `RET` probe.
 #[map]
-static LAST_RET: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_ACTIVE_GOROUTINES, 0);
+static LAST_RET: LruHashMap<InProcess, u64> =
+    LruHashMap::with_max_entries(MAX_ACTIVE_GOROUTINES, 0);
 
 /// Calls of a goroutine in `CALL_STARTS` one probe hit drops as unwound, at most (the verifier
 /// walks the loop whole): the goroutine's next hits drop the rest.
 const UNWOUND_PER_HIT: usize = 128;
 
-/// Drops the open calls of goroutine `g` at `depth` or deeper, innermost first, which a panic
+/// Drops the open calls of `from`'s goroutine at `from`'s depth or deeper, innermost first, which a panic
 /// (or `Goexit`) unwound without a return: a probe hit at `depth` means the stack below it is
 /// gone. Left open, they would crowd out the calls still running. Not inlined, so that the
 /// verifier walks it once per call site.
 #[inline(never)]
-fn drop_unwound(calls: &mut GoroutineCalls, g: u64, depth: u64) {
+fn drop_unwound(calls: &mut GoroutineCalls, from: &OpenCall) {
+    let depth = from.depth();
     // The usual hit: a new call inside the innermost, or the innermost's return.
     if calls.innermost < depth {
         return;
     }
     let innermost_inline = inline_top(calls);
-    let top = drop_spilled(g, calls.innermost, depth, innermost_inline);
+    let top = drop_spilled(from, calls.innermost, innermost_inline);
     calls.innermost = top;
     if top > innermost_inline {
         // Calls in `CALL_STARTS` are left: shallower than `depth`, or more than a hit drops.
@@ -452,13 +458,7 @@ fn drop_unwound(calls: &mut GoroutineCalls, g: u64, depth: u64) {
     for i in (0..INLINE_OPEN_CALLS).rev() {
         if (i as u64) < calls.inline_len && calls.inline[i].depth >= depth {
             let held = calls.inline[i];
-            forget(
-                OpenCall {
-                    g,
-                    depth: held.depth,
-                },
-                held.start,
-            );
+            forget(from.at(held.depth), held.start);
             calls.inline_len = i as u64;
         }
     }
@@ -466,16 +466,16 @@ fn drop_unwound(calls: &mut GoroutineCalls, g: u64, depth: u64) {
 }
 
 /// The part of `drop_unwound` in `CALL_STARTS`, from the goroutine's `innermost` call down to
-/// its calls held inline (the innermost at `inline_top`). Returns the innermost call left. Not
+/// `from`'s depth or to its calls held inline (the innermost at `inline_top`). Returns the innermost call left. Not
 /// inlined, so that the verifier walks the loop once per call site.
 #[inline(never)]
-fn drop_spilled(g: u64, innermost: u64, depth: u64, inline_top: u64) -> u64 {
+fn drop_spilled(from: &OpenCall, innermost: u64, inline_top: u64) -> u64 {
     let mut top = innermost;
     for _ in 0..UNWOUND_PER_HIT {
-        if top <= inline_top || top < depth {
+        if top <= inline_top || top < from.depth() {
             break;
         }
-        let unwound = OpenCall { g, depth: top };
+        let unwound = from.at(top);
         // SAFETY: the value is copied before the entry is removed.
         top = match (unsafe { CALL_STARTS.get(unwound) }).copied() {
             Some(start) => {
@@ -544,7 +544,7 @@ fn to_send(hit: &Hit, observed: CallHit) -> Option<Option<u64>> {
     if kind == EventKind::Allocating
         && goid.is_none_or(|goid| {
             // SAFETY: lookup only tests presence.
-            unsafe { ACTIVE_CALLS.get(goid) }.is_none()
+            unsafe { ACTIVE_CALLS.get(in_this_process(goid)) }.is_none()
         })
     {
         return None;
@@ -852,7 +852,7 @@ fn entered(
     // never restarts, so it does not look.)
     let repeated = may_repeat && {
         // SAFETY: the value is read at once, not kept.
-        let calls = unsafe { INNERMOST_CALL.get(call.g) };
+        let calls = unsafe { INNERMOST_CALL.get(call.goroutine()) };
         start_of(calls, call).is_some_and(|open| open.return_addr == return_addr)
     };
     if repeated {
@@ -916,6 +916,10 @@ fn count_caller(function: u32, return_addr: u64, calls: u64, ns: u64) {
 }
 
 /// Pairs a return with its entry and times the call: what it was, and the call's duration.
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "by value, each key is a temporary of its own on the BPF stack: 32 bytes more"
+)]
 fn returned(
     config: &ProbeConfig,
     call: OpenCall,
@@ -926,16 +930,18 @@ fn returned(
     if config.timed == 0 {
         return (CallHit::Unpaired, 0);
     }
+    let goroutine = call.goroutine();
     // SAFETY: the goroutine's own value, which only its probes touch, one at a time.
     let calls = INNERMOST_CALL
-        .get_ptr_mut(call.g)
+        .get_ptr_mut(&goroutine)
         .map(|calls| unsafe { &mut *calls });
     let Some(start) = start_of(calls.as_deref(), call) else {
         // Already running at attach; or the restart of a single-stepped RET (the call just
         // returned there); or, once the session is ending, a call entered after the entry
         // probes went.
         // SAFETY: the value is copied.
-        let restarted = unsafe { LAST_RET.get(call.g) }.is_some_and(|depth| *depth == call.depth);
+        let restarted =
+            unsafe { LAST_RET.get(&goroutine) }.is_some_and(|depth| *depth == call.depth());
         let hit = if at_return_site || restarted || entries_detached() {
             CallHit::NotThisCall
         } else {
@@ -956,7 +962,7 @@ fn returned(
         add_open_via_ret(-1);
         // A signal during the RET's single step makes the probe fire again: the next call at
         // this depth on this goroutine enters first, with a start of its own.
-        let _ = LAST_RET.insert(call.g, call.depth, 0);
+        let _ = LAST_RET.insert(&goroutine, call.depth(), 0);
     }
     let took = ktime_ns.saturating_sub(start.ktime_ns);
     count_caller(config.function, start.return_addr, 0, took);
@@ -989,17 +995,18 @@ fn log2(mut n: u64) -> usize {
 
 /// Counts `goid` into a traced call on entry and out of it on return.
 fn track_calls(goid: u64, kind: EventKind) {
+    let goroutine = in_this_process(goid);
     // SAFETY: the value is copied out.
-    let inside = unsafe { ACTIVE_CALLS.get(goid) }.copied().unwrap_or(0);
+    let inside = unsafe { ACTIVE_CALLS.get(goroutine) }.copied().unwrap_or(0);
     match kind {
         EventKind::Entry => {
-            let _ = ACTIVE_CALLS.insert(goid, inside + 1, 0);
+            let _ = ACTIVE_CALLS.insert(goroutine, inside + 1, 0);
         }
         EventKind::Return if inside > 1 => {
-            let _ = ACTIVE_CALLS.insert(goid, inside - 1, 0);
+            let _ = ACTIVE_CALLS.insert(goroutine, inside - 1, 0);
         }
         EventKind::Return => {
-            let _ = ACTIVE_CALLS.remove(goid);
+            let _ = ACTIVE_CALLS.remove(goroutine);
         }
         _ => {}
     }

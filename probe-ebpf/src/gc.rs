@@ -8,15 +8,18 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use probe_common::{
-    AllocKey, COUNTED_GC_CYCLE, COUNTER_EVENTS, GC_FIELDS, GC_NUMGC, GcCycleRecord, MAX_GC_CYCLES,
-    NO_STACK,
+    AllocKey, COUNTED_GC_CYCLE, COUNTER_EVENTS, GC_FIELDS, GC_NUMGC, GcCycleRecord, InProcess,
+    MAX_GC_CYCLES, NO_STACK,
 };
 
-use crate::{GO_OFFSETS, allocs::add_to_site, count, read_u64, runtime_probe_regs};
+use crate::{
+    GO_OFFSETS, allocs::add_to_site, count, in_this_process, read_u64, runtime_probe_regs,
+};
 
-/// The most recent GC cycles, by number.
+/// The most recent GC cycles, by number in their process.
 #[map]
-static GC_CYCLES: LruHashMap<u64, GcCycleRecord> = LruHashMap::with_max_entries(MAX_GC_CYCLES, 0);
+static GC_CYCLES: LruHashMap<InProcess, GcCycleRecord> =
+    LruHashMap::with_max_entries(MAX_GC_CYCLES, 0);
 
 /// `runtime.gcMarkTermination`'s call to `mProf_Flush`: a GC cycle has ended (once per cycle,
 /// after the runtime incremented `MemStats.NumGC`), and the runtime's record of it is complete
@@ -46,10 +49,10 @@ fn try_gc(ctx: &ProbeContext) -> Result<(), ()> {
     }
     // numgc is a uint32.
     record.fields[GC_NUMGC] &= 0xffff_ffff;
-    let key = match record.fields[GC_NUMGC] {
+    let key = in_this_process(match record.fields[GC_NUMGC] {
         0 => record.ktime_ns,
         n => n,
-    };
+    });
     // On a RET, which the kernel single-steps, a preemption signal during the step makes the
     // goroutine run the RET, and so this probe, again once it is rescheduled, possibly in the
     // next cycle. The first hit of a cycle holds its record and counts it.

@@ -28,7 +28,7 @@ use aya_ebpf::{
 };
 use probe_common::{
     COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTER_MORESTACK, COUNTERS, EFLAGS_CF, EFLAGS_ZF, EVENTS_BYTES,
-    GoOffsets, INT_ARG_REGS, MAX_PROBES, ProbeConfig,
+    GoOffsets, INT_ARG_REGS, InProcess, MAX_PROBES, ProbeConfig,
 };
 
 /// Wake the reader once this many bytes wait, so a burst does not overflow before the timer.
@@ -97,6 +97,14 @@ pub(crate) fn target_tgid() -> u32 {
 
 pub(crate) fn current_tgid() -> u32 {
     (bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+/// `key` (a `g`, a goroutine id, an address...) of the process the probe hit.
+pub(crate) fn in_this_process(key: u64) -> InProcess {
+    InProcess {
+        tgid: u64::from(current_tgid()),
+        key,
+    }
 }
 
 /// The registers at a probe on a runtime function's entry, or None when this hit is not one:

@@ -73,7 +73,7 @@ pub(crate) fn entered(
     sp: u64,
     starts: bool,
 ) {
-    let stack_hi = call.depth.wrapping_add(sp);
+    let stack_hi = call.depth().wrapping_add(sp);
     let stack_lo = read_u64(call.g + offsets.g_stack_lo).unwrap_or(stack_hi);
     let base = config.function * MAX_PARAMS as u32;
     for pointer in &config.params.pointers {
@@ -305,10 +305,7 @@ pub(crate) fn unwound(call: OpenCall) {
 
 /// The open call at `depth` on `here`'s goroutine.
 fn open_at(here: OpenCall, depth: Option<u64>) -> Option<*mut OpenParams> {
-    OPEN_PARAMS.get_ptr_mut(OpenCall {
-        g: here.g,
-        depth: depth?,
-    })
+    OPEN_PARAMS.get_ptr_mut(here.at(depth?))
 }
 
 /// Argument word `at` at entry: a register, or a word of the argument area above `sp`.

@@ -175,7 +175,8 @@ const G_SCAN: u32 = 0x1000;
 /// How many of the calls the kernel still holds open are really running: a panic unwinds
 /// frames without a return, leaving their entries behind.
 /// A call runs while its goroutine is alive and the slot its return address was pushed to
-/// still holds it, which the frames that reuse the memory after an unwind overwrite.
+/// still holds it, which the frames that reuse the memory after an unwind overwrite. Only
+/// `process`'s calls count: other processes of its binary may share the probes.
 pub fn still_running(
     open: &[(OpenCall, CallStart)],
     process: &Process,
@@ -183,14 +184,15 @@ pub fn still_running(
     stack_hi_offset: u64,
 ) -> u64 {
     let mut running = 0;
-    for (call, start) in open {
+    let of_process = open.iter().filter(|(call, _)| call.tgid == process.pid);
+    for (call, start) in of_process {
         let alive = || -> Option<bool> {
             let status = process.read_u64(call.g + goid_offset - STATUS_BEFORE_GOID)? as u32;
             if status & !G_SCAN == G_DEAD {
                 return Some(false);
             }
             let stack_hi = process.read_u64(call.g + stack_hi_offset)?;
-            let slot = stack_hi.checked_sub(call.depth)?;
+            let slot = stack_hi.checked_sub(call.depth())?;
             Some(process.read_u64(slot)? == start.return_addr)
         };
         if alive() == Some(true) {

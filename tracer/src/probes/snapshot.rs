@@ -8,8 +8,8 @@ use aya::{Ebpf, Pod};
 use probe_common::{
     AllocKey, AllocStats, COUNTED_STACK_GROWTH, COUNTER_ALLOCS_LOST, COUNTER_DROPPED,
     COUNTER_EVENTS, COUNTER_MORESTACK, COUNTER_READ_ERRORS, CallHeap, CallStart, CallStats,
-    CallerKey, CallerStats, GcCycleRecord, GoroutineCalls, LiveObject, MAX_PARAMS, OpenCall,
-    ParamStats, StackRecord, Unplaced,
+    CallerKey, CallerStats, GcCycleRecord, GoroutineCalls, InProcess, LiveObject, MAX_PARAMS,
+    OpenCall, ParamStats, StackRecord, Unplaced,
 };
 
 /// The map `name` of a loaded object, typed as its reader wants it; the object keeps it no more.
@@ -43,11 +43,11 @@ pub struct KernelCounts {
     counters: PerCpuArray<MapData, u64>,
     alloc_sites: PerCpuHashMap<MapData, AllocKey, AllocStats>,
     alloc_stacks: HashMap<MapData, u64, StackRecord>,
-    sampled_live: HashMap<MapData, u64, LiveObject>,
-    gc_cycles: HashMap<MapData, u64, GcCycleRecord>,
+    sampled_live: HashMap<MapData, InProcess, LiveObject>,
+    gc_cycles: HashMap<MapData, InProcess, GcCycleRecord>,
     call_stats: PerCpuArray<MapData, CallStats>,
     call_starts: HashMap<MapData, OpenCall, CallStart>,
-    goroutine_calls: HashMap<MapData, u64, GoroutineCalls>,
+    goroutine_calls: HashMap<MapData, InProcess, GoroutineCalls>,
     param_stats: PerCpuArray<MapData, ParamStats>,
     call_heap: PerCpuArray<MapData, CallHeap>,
     unplaced: PerCpuHashMap<MapData, Unplaced, u64>,
@@ -94,12 +94,9 @@ impl KernelCounts {
     pub fn open_calls(&self) -> anyhow::Result<Vec<(OpenCall, CallStart)>> {
         let mut open: Vec<_> = self.call_starts.iter().collect::<Result<_, _>>()?;
         for goroutine in self.goroutine_calls.iter() {
-            let (g, calls) = goroutine?;
+            let (goroutine, calls) = goroutine?;
             open.extend(calls.inline().iter().map(|held| {
-                let call = OpenCall {
-                    g,
-                    depth: held.depth,
-                };
+                let call = OpenCall::new(goroutine.key, goroutine.tgid as u32, held.depth);
                 (call, held.start)
             }));
         }
