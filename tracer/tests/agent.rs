@@ -266,13 +266,14 @@ fn restarts(name: &str, env: &[(&str, &str)]) {
         let n = 500 + run;
         let (ran, attach) = run_traced(&agent, "api", &installed, n);
         // The kernel tells the agent of each exec at once (or its scan of /proc finds it
-        // within 0.25 s). A restart of a build it has seen is attached to within a second; a
-        // new build is read first, which this debug build of escapade does several times
-        // slower than a release one (2.2 s seen beside the other agent tests on two cores).
-        let limit = if run == 1 || run == 2 { 1 } else { 5 };
+        // within 0.25 s). These restarts come sooner than the probes ahead of the next process
+        // are armed, about a second after an exit (`probes_wait_in_the_file_for_the_next_process`
+        // waits for those): each costs the verifier a second or two, under load more; a new
+        // build is read first, which this debug build of escapade does several times slower
+        // than a release one (2.2 s seen beside the other agent tests on two cores).
         eprintln!("run {run}: attached after {attach:?}");
         assert!(
-            attach < Duration::from_secs(limit),
+            attach < Duration::from_secs(5),
             "run {run}: attached after {attach:?}"
         );
         total += ran.calls;

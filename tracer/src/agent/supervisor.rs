@@ -102,7 +102,7 @@ pub async fn supervise(
             if let Selector::Exe(exe) = &config.selector {
                 models.load(exe, config.symbols.as_deref()).await;
             }
-            if !rearm(&mut ahead, &config, &mut models) {
+            if !rearm(&mut ahead, &config, &mut models).await {
                 sleep = RETRY_INTERVAL;
             }
         }
@@ -162,7 +162,7 @@ async fn lease_broken(breaks: &mut Option<Signal>) {
 /// Keeps probes attached ahead of the target's next process while none runs: for the file at
 /// its path now, and not claimed by a process that has come and gone unseen.
 /// Returns false while a writer has the file open (armed again as soon as it is done).
-fn rearm(ahead: &mut Option<Ahead>, config: &TargetConfig, models: &mut Models) -> bool {
+async fn rearm(ahead: &mut Option<Ahead>, config: &TargetConfig, models: &mut Models) -> bool {
     if let (Some(a), Selector::Exe(exe)) = (ahead.as_ref(), &config.selector) {
         let current = models
             .get(exe, config.symbols.as_deref())
@@ -179,7 +179,7 @@ fn rearm(ahead: &mut Option<Ahead>, config: &TargetConfig, models: &mut Models) 
     }
     // Detach the old probes before attaching new ones.
     *ahead = None;
-    match Ahead::arm(config, models) {
+    match Ahead::arm(config, models).await {
         Ok(armed) => {
             *ahead = armed;
             true
@@ -254,7 +254,7 @@ struct Ahead {
 
 impl Ahead {
     /// Attaches ahead of the next process of `config`'s file, if the target names one.
-    fn arm(config: &TargetConfig, models: &mut Models) -> anyhow::Result<Option<Ahead>> {
+    async fn arm(config: &TargetConfig, models: &mut Models) -> anyhow::Result<Option<Ahead>> {
         let Selector::Exe(exe) = &config.selector else {
             return Ok(None);
         };
@@ -265,22 +265,28 @@ impl Ahead {
         if binary.is_pie {
             return Ok(None);
         }
-        let probes = Probes::plan(&binary, config)?;
-        let attached = attach(
-            Scope::NextProcess,
-            exe,
-            binary.go_offsets(0),
-            &probes.points(),
-            programs(config),
-            &[],
-            config.cpu_hz != 0,
-        )?;
-        Ok(Some(Ahead {
-            binary,
-            probes,
-            attached,
-            lease,
-        }))
+        let (exe, config) = (exe.clone(), config.clone());
+        // The verifier takes seconds over a big program: not on the thread that drains every
+        // session and answers HTTP.
+        tokio::task::spawn_blocking(move || {
+            let probes = Probes::plan(&binary, &config)?;
+            let attached = attach(
+                Scope::NextProcess,
+                &exe,
+                binary.go_offsets(0),
+                &probes.points(),
+                programs(&config),
+                &[],
+                config.cpu_hz != 0,
+            )?;
+            Ok(Some(Ahead {
+                binary,
+                probes,
+                attached,
+                lease,
+            }))
+        })
+        .await?
     }
 }
 
