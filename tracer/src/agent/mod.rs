@@ -3,16 +3,24 @@
 //! Prometheus (`/metrics`) and to pprof scrapers (`/targets/NAME/debug/pprof/...`).
 //!
 //! `config` reads what to trace, `discover` keeps one view of the node's processes for all
-//! targets (told of new ones by `execs`), `supervisor` runs one target's sessions, `state` is what sessions and endpoints share, `metrics` the Prometheus side,
-//! `http` the endpoints and `retention` the bounds of recording directories.
+//! targets (told of new ones by `execs`), and `supervisor` runs one target: `models` reads the
+//! binaries its processes run, `executable` plans its probes in each and keeps probes waiting
+//! in its file, `process` attaches to each process and runs its session, `counting` folds what
+//! the kernel counts into the metrics and `recording` writes it. `state` is what sessions and
+//! endpoints share, `metrics` the Prometheus side, `http` the endpoints and `retention` the
+//! bounds of recording directories.
 
 pub mod config;
+mod counting;
 mod discover;
 pub mod execs;
+mod executable;
 mod http;
 mod lease;
 mod metrics;
 mod models;
+mod process;
+mod recording;
 mod retention;
 mod state;
 mod supervisor;

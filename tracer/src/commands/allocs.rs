@@ -10,7 +10,8 @@ use escapade::tracee::clock::WallClock;
 use escapade::views::Output;
 use escapade::views::allocs::{AllocsMeta, write_allocs};
 
-use super::{attach_to, decoder, exit_as, open_target, placed, plan_allocs};
+use super::{attach_to, exit_as, open_target, placed, plan_allocs};
+use escapade::model::decode::Decoder;
 
 pub async fn run(args: AllocsArgs) -> anyhow::Result<()> {
     let (target, launched) = open_target(&args.target)?;
@@ -39,8 +40,11 @@ pub async fn run(args: AllocsArgs) -> anyhow::Result<()> {
     }
     let (ended, _) = run?;
     let elapsed = started.elapsed();
-    let report =
-        escapade::model::allocs::view(session.counts(), &WallClock::now(), &mut decoder(&target))?;
+    let report = escapade::model::allocs::view(
+        session.counts(),
+        &WallClock::now(),
+        &mut Decoder::of(&target),
+    )?;
     let stdout = std::io::stdout().lock();
     write_allocs(
         &report,

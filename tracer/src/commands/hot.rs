@@ -10,7 +10,8 @@ use escapade::probes::plan::PlanOptions;
 use escapade::session::{self, Session};
 use escapade::views::Output;
 
-use super::{attach_to, decoder, exit_as, open_target, plan_calls};
+use super::{attach_to, exit_as, open_target, plan_calls};
+use escapade::model::decode::Decoder;
 
 pub async fn run(args: HotArgs) -> anyhow::Result<()> {
     escapade::cpu::check_rate(args.cpu.hz)?;
@@ -32,7 +33,10 @@ pub async fn run(args: HotArgs) -> anyhow::Result<()> {
     )?;
     let sampler = Sampler::start(&mut attached, args.cpu.hz)?;
     let mut session = Session::new(&target, attached)?;
-    let mut sink = HotSink::new(CallModel::new(decoder(&target), &plan, false), &plan.traced);
+    let mut sink = HotSink::new(
+        CallModel::new(Decoder::of(&target), &plan, false),
+        &plan.traced,
+    );
     let (ended, _) = session::run_command(&mut session, args.target.duration, &mut sink).await?;
     let profile = sampler.profile(session.counts(), &target.binary, target.bias)?;
     let view = sink.view(&profile, &target.binary, args.weights);

@@ -15,7 +15,6 @@ pub mod trace;
 
 use escapade::cli::{AllocModeArgs, CallArgs, TargetArgs};
 use escapade::hints::without_dwarf;
-use escapade::model::decode::Decoder;
 use escapade::probes::attach::{Attached, Programs, Scope, attach};
 use escapade::probes::plan::{
     self, CountingProbes, PlacementMode, Plan, PlanOptions, ProbePoint, ReturnsMode,
@@ -40,11 +39,6 @@ fn open_target(args: &TargetArgs) -> anyhow::Result<(Target, Option<Launched>)> 
             Ok((target, Some(launched)))
         }
     }
-}
-
-/// Decodes the events of `target`'s probes.
-fn decoder(target: &Target) -> Decoder<'_> {
-    Decoder::new(&target.binary, &target.process, target.bias)
 }
 
 /// Following parameters needs their names and types.

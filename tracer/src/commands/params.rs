@@ -14,14 +14,15 @@ use escapade::session::{self, Session};
 use escapade::views::Output;
 use escapade::views::params::{ParamsMeta, write_params};
 
-use super::{attach_to, decoder, ensure_dwarf, exit_as, open_target, still_running};
+use super::{attach_to, ensure_dwarf, exit_as, open_target, still_running};
+use escapade::model::decode::Decoder;
 
 pub async fn run(args: ParamsArgs) -> anyhow::Result<()> {
     let (target, launched) = open_target(&args.target)?;
     ensure_dwarf(&target)?;
     let functions = target.binary.resolve(&args.functions)?;
     let mut plan = Plan::new(&target.binary, functions, &PlanOptions::default())?;
-    let mut decoder = decoder(&target);
+    let mut decoder = Decoder::of(&target);
     let probes = AllocationProbes::plan(&target.binary, &mut decoder, &mut plan, !args.no_allocs)?;
     let doing = format!(
         "{} functions, {} probes",

@@ -4,6 +4,7 @@
 
 use escapade::cli::RecordArgs;
 use escapade::cpu::Sampler;
+use escapade::model::decode::Decoder;
 use escapade::model::params::{AllocationProbes, ParamTracker};
 use escapade::model::records::{CallModel, FunctionInfo, Symbols};
 use escapade::probes::attach::Programs;
@@ -20,8 +21,7 @@ use escapade::views::summaries::write_summaries;
 use escapade::views::trace::TraceView;
 
 use super::{
-    attach_to, decoder, ensure_dwarf, exit_as, open_target, placed, plan_allocs, plan_calls,
-    sample_rets,
+    attach_to, ensure_dwarf, exit_as, open_target, placed, plan_allocs, plan_calls, sample_rets,
 };
 
 pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
@@ -91,13 +91,13 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
         symbols.learn(&target.binary, t.function.entry);
     }
     let mut sink = RecordSink::new(
-        (!plan.traced.is_empty()).then(|| CallModel::new(decoder(&target), &plan, true)),
+        (!plan.traced.is_empty()).then(|| CallModel::new(Decoder::of(&target), &plan, true)),
         view,
         writer,
-        allocs.is_some().then(|| decoder(&target)),
+        allocs.is_some().then(|| Decoder::of(&target)),
         params
             .as_ref()
-            .map(|probes| ParamTracker::new(decoder(&target), &plan, probes, None)),
+            .map(|probes| ParamTracker::new(Decoder::of(&target), &plan, probes, None)),
         cpu,
         symbols,
     );
@@ -157,7 +157,7 @@ fn plan_probes(target: &Target, args: &RecordArgs) -> anyhow::Result<Probes> {
     let params = if args.params {
         Some(AllocationProbes::plan(
             &target.binary,
-            &mut decoder(target),
+            &mut Decoder::of(target),
             &mut plan,
             true,
         )?)

@@ -7,7 +7,8 @@ use escapade::session::{self, Session};
 use escapade::views::Output;
 use escapade::views::trace::TracePrinter;
 
-use super::{attach_to, decoder, exit_as, open_target, plan_calls, sample_rets, still_running};
+use super::{attach_to, exit_as, open_target, plan_calls, sample_rets, still_running};
+use escapade::model::decode::Decoder;
 
 pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
     let (target, launched) = open_target(&args.target)?;
@@ -29,7 +30,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
     let mut session = Session::new(&target, attached)?;
     let stdout = std::io::stdout().lock();
     let mut printer = TracePrinter::new(
-        decoder(&target),
+        Decoder::of(&target),
         &plan,
         Output::new(args.json, std::io::BufWriter::new(stdout)),
         args.quiet,

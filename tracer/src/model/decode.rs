@@ -8,6 +8,7 @@ use probe_common::{CallEvent, MAX_STACK_WORDS};
 use serde::{Deserialize, Serialize};
 
 use crate::probes::plan::Captures;
+use crate::tracee::Target;
 use crate::tracee::gobin::abi::{Location, Reg};
 use crate::tracee::gobin::types::{GoType, TypeKind};
 use crate::tracee::gobin::{GoBinary, Param};
@@ -224,6 +225,11 @@ pub struct Decoder<'a> {
 }
 
 impl<'a> Decoder<'a> {
+    /// The decoder of `target`'s events.
+    pub fn of(target: &'a Target) -> Self {
+        Decoder::new(&target.binary, &target.process, target.bias)
+    }
+
     pub fn new(binary: &'a GoBinary, process: &'a Process, bias: u64) -> Self {
         Decoder {
             binary,
