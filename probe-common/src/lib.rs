@@ -18,6 +18,9 @@ pub const STRING_CAPTURE_BYTES: usize = 64;
 /// Number of probe slots in the `PROBE_CONFIGS` array.
 pub const MAX_PROBES: u32 = 8192;
 
+/// `TARGET_TGID` for probes that serve every process running their file (no PID is this high).
+pub const EVERY_PROCESS: u32 = u32::MAX;
+
 /// The event ring buffer's size in bytes: about 25,000 events, enough to ride out a slow drain
 /// (the detach at the end of a session blocks the reader) at a few hundred thousand events a
 /// second.

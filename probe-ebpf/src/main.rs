@@ -28,7 +28,7 @@ use aya_ebpf::{
 };
 use probe_common::{
     COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTER_MORESTACK, COUNTERS, EFLAGS_CF, EFLAGS_ZF, EVENTS_BYTES,
-    GoOffsets, INT_ARG_REGS, InProcess, MAX_PROBES, ProbeConfig,
+    EVERY_PROCESS, GoOffsets, INT_ARG_REGS, InProcess, MAX_PROBES, ProbeConfig,
 };
 
 /// Wake the reader once this many bytes wait, so a burst does not overflow before the timer.
@@ -49,7 +49,8 @@ pub(crate) static PROBE_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entri
 
 /// The traced process; attachments are already scoped to it, this guards against PID reuse.
 /// 0 when the probes are attached to the file ahead of the program's next process: then the
-/// first process to hit one claims them, in `CLAIMED_TGID`.
+/// first process to hit one claims them, in `CLAIMED_TGID`. `EVERY_PROCESS` when they serve
+/// every process of the file, whose state the maps key by TGID.
 // SAFETY: no other symbol of the object has this name; the loader sets it by name.
 #[unsafe(no_mangle)]
 static TARGET_TGID: u32 = 0;
@@ -63,6 +64,9 @@ static CLAIMED_TGID: Array<u64> = Array::with_max_entries(1, 0);
 pub(crate) fn is_target(tgid: u32) -> bool {
     // SAFETY: a read of a constant the loader patched.
     let target = unsafe { core::ptr::read_volatile(&TARGET_TGID) };
+    if target == EVERY_PROCESS {
+        return true;
+    }
     if target != 0 {
         return tgid == target;
     }

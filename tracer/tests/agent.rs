@@ -292,6 +292,99 @@ fn restarts(name: &str, env: &[(&str, &str)]) {
     );
 }
 
+/// An `exe` target that counts calls keeps its probes in its (non-PIE) file for every process
+/// that runs it: each is counted from its first call whatever the timing of its start. No
+/// program here waits for the agent: each makes its calls as soon as it runs.
+#[test]
+fn every_process_of_the_file_is_counted_from_its_first_call_whatever_the_timing() {
+    let dir = temp_dir("agent-every-process");
+    let gos = toolchains();
+    let installed = install(&dir, "api", &gos[0], &[]);
+    let config = target_config("api", &installed, "allocs = \"off\"\n");
+    let agent = Agent::start(&dir, &config);
+    wait_until(Duration::from_secs(20), "probes in the file", || {
+        (agent.targets()["api"]["probes_ahead"] == true).then_some(())
+    });
+    let start = |n: u64| {
+        let mut program = Target::start(&installed, &[&n.to_string()]);
+        program.go();
+        program
+    };
+    let end = |mut program: Target| {
+        let calls = program.read_count("calls");
+        program.finish();
+        calls
+    };
+    let mut total = 0;
+    let mut counted = |calls: u64, case: &str| {
+        total += calls;
+        let series = "escapade_calls_total{target=\"api\",function=\"main.work\"}";
+        let seen = wait_until(Duration::from_secs(10), case, || {
+            agent.metric(series).filter(|&v| v == total as f64)
+        });
+        assert_eq!(seen, total as f64, "{case}");
+    };
+
+    // 0 ms between an exit and the next start.
+    let first = end(start(300));
+    let next = end(start(301));
+    counted(first + next, "a restart 0 ms after an exit");
+
+    // A new process while the old one still runs (it waits to be let go).
+    let old = Target::start(&installed, &["302"]);
+    let new = end(start(303));
+    let mut old = old;
+    old.go();
+    counted(new + end(old), "a new process beside the old one");
+
+    // Two at once.
+    let (a, b) = (start(304), start(305));
+    counted(end(a) + end(b), "two processes started at once");
+
+    // 20 restarts in a row.
+    let calls: u64 = (0..20).map(|i| end(start(306 + i))).sum();
+    counted(calls, "20 restarts in a row");
+
+    // 10 processes started at once: each shown attached within 2 s, counted from its first call.
+    let started = std::time::Instant::now();
+    let programs: Vec<Target> = (0..10)
+        .map(|i| Target::start(&installed, &[&(400 + i).to_string()]))
+        .collect();
+    let pids: Vec<u32> = programs.iter().map(|p| p.pid).collect();
+    let attached = wait_until(Duration::from_secs(10), "all 10 attached", || {
+        let status = agent.targets();
+        let processes = status["api"]["processes"].as_array()?.clone();
+        let shown = |pid: &u32| processes.iter().any(|p| p["pid"] == *pid);
+        pids.iter().all(shown).then(|| started.elapsed())
+    });
+    assert!(
+        attached < Duration::from_secs(2),
+        "attached after {attached:?}"
+    );
+    let calls: u64 = programs
+        .into_iter()
+        .map(|mut program| {
+            program.go();
+            end(program)
+        })
+        .sum();
+    counted(calls, "10 processes started at once");
+
+    let status = agent.targets();
+    assert_eq!(
+        status["api"]["last_error"],
+        serde_json::Value::Null,
+        "{status}"
+    );
+    assert_eq!(agent.metric("escapade_events_dropped_total"), Some(0.0));
+    let previous = wait_until(Duration::from_secs(10), "every process let go", || {
+        let status = agent.targets();
+        (status["api"]["processes"].as_array()?.is_empty())
+            .then(|| status["api"]["previous"].clone())
+    });
+    assert_eq!(previous["attached_ahead"], true, "{previous}");
+}
+
 /// While none of its processes runs, the agent attaches to an `exe` target's file ahead of the
 /// next one: the calls that process makes the instant it starts, long before the agent could
 /// attach to it, are counted. A build copied over the file in place (same inode: the probes'

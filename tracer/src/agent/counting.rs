@@ -127,14 +127,23 @@ impl EventSink for Counting<'_> {
     }
 }
 
+/// Whose calls a sink counts.
+#[derive(Clone, Copy)]
+pub(super) enum Counted<'a> {
+    /// One process, whose memory decodes its events and allocations.
+    Process(&'a Target),
+    /// Every process of a non-PIE binary (no load bias): their calls, from the kernel's counts.
+    File(&'a GoBinary),
+}
+
 impl<'a> Counting<'a> {
-    /// Counts what `probes` see in `target`'s process, for `config`'s target; `rate` is the
-    /// heap profiler's in sampled mode.
+    /// Counts what `probes` see in `counted`, for `config`'s target; `rate` is the heap
+    /// profiler's in sampled mode.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: &TargetConfig,
         probes: &'a Probes,
-        target: &'a Target,
+        counted: Counted<'a>,
         rate: Option<u64>,
         shared: &Arc<Shared>,
         sites: Arc<Mutex<SiteLabels>>,
@@ -143,11 +152,16 @@ impl<'a> Counting<'a> {
         cpu: Option<CpuSampling<'a>>,
     ) -> Counting<'a> {
         let by_event = programs(config) == Programs::Tracing;
+        let (binary, bias, process) = match counted {
+            Counted::Process(target) => (&*target.binary, target.bias, Some(target)),
+            Counted::File(binary) => (binary, 0, None),
+        };
         Counting {
             name: config.name.clone(),
-            model: (by_event && !probes.plan.traced.is_empty())
-                .then(|| CallModel::new(Decoder::of(target), &probes.plan, false)),
-            callers: (!by_event).then_some((&*target.binary, target.bias)),
+            model: process
+                .filter(|_| by_event && !probes.plan.traced.is_empty())
+                .map(|target| CallModel::new(Decoder::of(target), &probes.plan, false)),
+            callers: (!by_event).then_some((binary, bias)),
             calls: probes
                 .plan
                 .traced
@@ -168,18 +182,22 @@ impl<'a> Counting<'a> {
                 })
                 .collect(),
             folded_calls: vec![CallStats::default(); probes.plan.traced.len()],
-            allocs: probes.counting.as_ref().map(|counting| AllocCounting {
-                // Where no direct call to mProf_Flush was found, the GC probe sits on RETs.
-                gc_single_stepped: counting
-                    .placed
-                    .iter()
-                    .any(|(_, probe)| matches!(probe, RuntimeProbe::Returns(_))),
-                decoder: Decoder::of(target),
-                rate,
-                clock: WallClock::now(),
-                sites,
-                last: Folded::default(),
-            }),
+            allocs: probes
+                .counting
+                .as_ref()
+                .zip(process)
+                .map(|(counting, target)| AllocCounting {
+                    // Where no direct call to mProf_Flush was found, the GC probe sits on RETs.
+                    gc_single_stepped: counting
+                        .placed
+                        .iter()
+                        .any(|(_, probe)| matches!(probe, RuntimeProbe::Returns(_))),
+                    decoder: Decoder::of(target),
+                    rate,
+                    clock: WallClock::now(),
+                    sites,
+                    last: Folded::default(),
+                }),
             shared: shared.clone(),
             profile,
             recording,

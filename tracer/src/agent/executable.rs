@@ -10,6 +10,7 @@ use super::config::{AllocMode, Selector, TargetConfig};
 use super::lease::Lease;
 use super::models::Models;
 use crate::hints::without_dwarf;
+use crate::model::records::{FunctionInfo, Symbols};
 use crate::probes::attach::{Attached, Programs, Scope, attach};
 use crate::probes::plan::{
     CountingProbes, PlacementMode, Plan, PlanOptions, ProbePoint, counting_probes,
@@ -92,6 +93,29 @@ impl Probes {
             counting,
             notes,
         })
+    }
+
+    /// The traced functions, as a header names them.
+    pub(super) fn functions(&self) -> Vec<FunctionInfo> {
+        self.plan.traced.iter().map(FunctionInfo::of).collect()
+    }
+
+    /// The frames of the traced functions' entries, which every profile names.
+    pub(super) fn symbols(&self, binary: &GoBinary) -> Symbols {
+        let mut symbols = Symbols::default();
+        for t in &self.plan.traced {
+            symbols.learn(binary, t.function.entry);
+        }
+        symbols
+    }
+
+    /// Each traced function and where its probe sits, as `/targets` shows them.
+    pub(super) fn placed(&self) -> Vec<(String, String)> {
+        self.plan
+            .traced
+            .iter()
+            .map(|t| (t.function.name.clone(), t.entry.to_string()))
+            .collect()
     }
 
     /// The call probes first (events carry their index, which the plan's points keep), then

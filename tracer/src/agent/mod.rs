@@ -15,6 +15,7 @@ mod counting;
 mod discover;
 pub mod execs;
 mod executable;
+mod file_probes;
 mod http;
 mod lease;
 mod metrics;

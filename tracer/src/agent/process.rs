@@ -3,21 +3,17 @@
 
 use std::sync::{Arc, Mutex};
 
-use std::time::Instant;
-
 use tokio::sync::watch;
 
 use super::config::{AllocMode, TargetConfig};
-use super::counting::Counting;
+use super::counting::{Counted, Counting};
 use super::executable::{Ahead, Probes, programs};
 use super::metrics::SiteLabels;
 use super::models::Models;
 use super::recording::{Recording, Writing};
 use super::state::{LiveProfile, ProcessStatus, Shared};
 use crate::cpu::Sampler;
-use crate::export::CallSites;
 use crate::model::decode::Decoder;
-use crate::model::records::{FunctionInfo, Symbols};
 use crate::probes::attach::{Attached, Scope, attach};
 use crate::record::live::CpuSampling;
 use crate::record::{AllocSettings, Header};
@@ -106,13 +102,7 @@ impl PlannedProcess {
         stop: &mut watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         let target = &self.target;
-        let mut probes: Vec<(String, String)> = self
-            .probes
-            .plan
-            .traced
-            .iter()
-            .map(|t| (t.function.name.clone(), t.entry.to_string()))
-            .collect();
+        let mut probes = self.probes.placed();
         let mut settings = None;
         if let Some(counting) = &self.probes.counting {
             let placed: Vec<(String, String)> = counting
@@ -162,17 +152,8 @@ impl PlannedProcess {
                     bias: target.bias,
                 }),
         };
-        let functions: Vec<FunctionInfo> = self
-            .probes
-            .plan
-            .traced
-            .iter()
-            .map(FunctionInfo::of)
-            .collect();
-        let mut symbols = Symbols::default();
-        for t in &self.probes.plan.traced {
-            symbols.learn(&target.binary, t.function.entry);
-        }
+        let functions = self.probes.functions();
+        let symbols = self.probes.symbols(&target.binary);
         let header = Header {
             allocs: settings,
             cpu_hz: cpu.as_ref().map(|_| self.config.cpu_hz),
@@ -199,15 +180,7 @@ impl PlannedProcess {
             )?),
             None => None,
         };
-        let profile = Arc::new(Mutex::new(LiveProfile {
-            header,
-            symbols,
-            calls: CallSites::default(),
-            allocs: None,
-            cpu: None,
-            started: Instant::now(),
-            folded: Instant::now(),
-        }));
+        let profile = LiveProfile::new(header, symbols);
         shared.attached(
             &self.config.name,
             ProcessStatus {
@@ -227,7 +200,7 @@ impl PlannedProcess {
         let mut sink = Counting::new(
             &self.config,
             &self.probes,
-            target,
+            Counted::Process(target),
             self.rate.as_ref().map(|r| r.in_effect),
             shared,
             sites,

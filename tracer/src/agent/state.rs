@@ -94,6 +94,21 @@ pub struct LiveProfile {
     pub folded: std::time::Instant,
 }
 
+impl LiveProfile {
+    /// Nothing counted yet, under `header`, with the frames of `symbols`.
+    pub fn new(header: Header, symbols: Symbols) -> Arc<Mutex<LiveProfile>> {
+        Arc::new(Mutex::new(LiveProfile {
+            header,
+            symbols,
+            calls: CallSites::default(),
+            allocs: None,
+            cpu: None,
+            started: std::time::Instant::now(),
+            folded: std::time::Instant::now(),
+        }))
+    }
+}
+
 /// Poisoning would only mean a panic elsewhere mid-update; the counts stay usable.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())

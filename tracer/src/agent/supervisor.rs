@@ -16,11 +16,14 @@ use tokio::task::JoinHandle;
 use super::config::{Selector, TargetConfig};
 use super::discover::Processes;
 use super::executable::{Ahead, rearm};
+use super::file_probes::{self, FileProbes};
+use super::lease::Lease;
 use super::metrics::SiteLabels;
 use super::models::{AgentModels, Models};
 use super::process::PlannedProcess;
 use super::recording::Writing;
 use super::state::Shared;
+use crate::tracee::gobin::GoBinary;
 
 /// How soon to look again when probes could not wait in the file (a writer had it open).
 const RETRY_INTERVAL: Duration = Duration::from_millis(250);
@@ -62,6 +65,11 @@ struct TargetLoop {
     /// Processes that could not be traced: not retried until they exit.
     failed: HashSet<u32>,
     ahead: Option<Ahead>,
+    /// Probes in the target's file for every process that runs it: the file at its path now,
+    /// and older builds while their processes run.
+    files: Vec<FileProbes>,
+    /// A build whose file probes could not be attached: its processes are attached to each.
+    refused: Option<Arc<GoBinary>>,
     /// A session's end, to attach ahead of the next process as soon as the last one is gone.
     ended: (UnboundedSender<()>, UnboundedReceiver<()>),
     /// A writer opening a file the probes wait in breaks their lease, with this signal.
@@ -90,19 +98,23 @@ impl TargetLoop {
             running: HashMap::new(),
             failed: HashSet::new(),
             ahead: None,
+            files: Vec::new(),
+            refused: None,
             ended: tokio::sync::mpsc::unbounded_channel(),
             lease_breaks,
             stop,
         }
     }
 
-    /// Attaches to the target's new processes, keeps probes ahead of the next one while none
-    /// runs, then waits for a change. False once the agent stops.
+    /// Keeps probes in the target's file, or else attaches to its new processes and keeps
+    /// probes ahead of the next one while none runs, then waits for a change. False once the
+    /// agent stops.
     async fn step(&mut self) -> bool {
         if self.ahead.as_ref().is_some_and(|a| a.lease.broken()) {
             // Detaches, then lets the writer go.
             self.ahead = None;
         }
+        self.detach_files(|file| file.lease_broken()).await;
         self.running.retain(|_, task| !task.is_finished());
         let pids = self
             .processes
@@ -110,22 +122,143 @@ impl TargetLoop {
             .matching(&self.config.selector);
         self.failed.retain(|pid| pids.contains(pid));
         let mut sleep = IDLE_INTERVAL;
-        if pids.is_empty() && self.running.is_empty() && self.lease_breaks.is_some() {
-            if let Selector::Exe(exe) = &self.config.selector {
-                self.models.load(exe, self.config.symbols.as_deref()).await;
-            }
-            if !rearm(&mut self.ahead, &self.config, &mut self.models).await {
+        if self.lease_breaks.is_some() {
+            if !self.keep_file_probes().await {
                 sleep = RETRY_INTERVAL;
             }
+            if self.files.is_empty() && pids.is_empty() && self.running.is_empty() {
+                if let Selector::Exe(exe) = &self.config.selector {
+                    self.models.load(exe, self.config.symbols.as_deref()).await;
+                }
+                if !rearm(&mut self.ahead, &self.config, &mut self.models).await {
+                    sleep = RETRY_INTERVAL;
+                }
+            }
         }
-        for pid in pids {
-            if !self.running.contains_key(&pid) && !self.failed.contains(&pid) {
+        for &pid in &pids {
+            if self.running.contains_key(&pid) || self.failed.contains(&pid) {
+                continue;
+            }
+            if !self.count_in_file(pid).await {
                 self.start(pid).await;
             }
         }
-        self.shared
-            .probes_ahead(&self.config.name, self.ahead.is_some());
+        let (name, shared) = (&self.config.name, &self.shared);
+        for file in &mut self.files {
+            file.forget_exited(&pids, name, shared);
+        }
+        let current = self.current_binary();
+        // An older build's probes go with its last process.
+        self.detach_files(|file| {
+            file.idle()
+                && !current
+                    .as_ref()
+                    .is_some_and(|c| Arc::ptr_eq(c, &file.binary))
+        })
+        .await;
+        let ahead = self.ahead.is_some() || !self.files.is_empty();
+        self.shared.probes_ahead(&self.config.name, ahead);
         self.wait(sleep).await
+    }
+
+    /// The model of the file at an `exe` target's path now, if it has been read.
+    fn current_binary(&mut self) -> Option<Arc<GoBinary>> {
+        let Selector::Exe(exe) = &self.config.selector else {
+            return None;
+        };
+        self.models.get(exe, self.config.symbols.as_deref()).ok()
+    }
+
+    /// Keeps probes in the target's file for every process that runs it, where the target
+    /// and the build allow it (see [`file_probes`]). Returns false while a writer has the file
+    /// open (attached as soon as it is done).
+    async fn keep_file_probes(&mut self) -> bool {
+        let Selector::Exe(exe) = &self.config.selector else {
+            return true;
+        };
+        if !file_probes::serves(&self.config) {
+            return true;
+        }
+        let symbols = self.config.symbols.as_deref();
+        self.models.load(exe, symbols).await;
+        let Ok(binary) = self.models.get(exe, symbols) else {
+            return true;
+        };
+        let known = |b: &Arc<GoBinary>| Arc::ptr_eq(b, &binary);
+        // Sessions on processes of the file would count their calls twice.
+        if binary.is_pie
+            || self.files.iter().any(|f| known(&f.binary))
+            || self.refused.as_ref().is_some_and(known)
+            || !self.running.is_empty()
+        {
+            return true;
+        }
+        let lease = match Lease::take(exe) {
+            Ok(lease) => lease,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(e) => {
+                tracing::debug!("target {}: no probes in the file: {e}", self.config.name);
+                return true;
+            }
+        };
+        // Read after the lease is held: the file cannot change unseen from here on.
+        let Ok(binary) = self.models.get(exe, symbols) else {
+            return true;
+        };
+        // Both would count the next process.
+        self.ahead = None;
+        match FileProbes::attach(&self.config, exe, binary.clone(), lease, &self.shared).await {
+            Ok(file) => self.files.push(file),
+            Err(error) => {
+                tracing::warn!(
+                    "target {}: probes in {} for every process: {error:#}; attaching to each \
+                     process instead",
+                    self.config.name,
+                    exe.display()
+                );
+                self.refused = Some(binary);
+            }
+        }
+        true
+    }
+
+    /// Counts process `pid` with the file probes of the build it runs, if there are; false
+    /// if there are none.
+    async fn count_in_file(&mut self, pid: u32) -> bool {
+        if self.files.is_empty() {
+            return false;
+        }
+        if self.files.iter().any(|file| file.counts(pid)) {
+            return true;
+        }
+        let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+        let symbols = self.config.symbols.as_deref();
+        self.models.load(&exe, symbols).await;
+        let Ok(binary) = self.models.get(&exe, symbols) else {
+            return false;
+        };
+        let file = self
+            .files
+            .iter_mut()
+            .find(|file| Arc::ptr_eq(&file.binary, &binary));
+        match file {
+            Some(file) => {
+                file.count(pid, &self.config.name, &self.shared);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Detaches the file probes `which` picks.
+    async fn detach_files(&mut self, which: impl Fn(&FileProbes) -> bool) {
+        let (gone, kept) = std::mem::take(&mut self.files)
+            .into_iter()
+            .partition::<Vec<_>, _>(|file| which(file));
+        self.files = kept;
+        for file in gone {
+            file.detach(&self.config.name, &self.shared).await;
+        }
     }
 
     /// Plans process `pid` and starts its session.
@@ -175,8 +308,9 @@ impl TargetLoop {
         }
     }
 
-    /// Waits for every session to detach (each sees `stop` too).
-    async fn detach(self) {
+    /// Waits for every session to detach (each sees `stop` too), and detaches the file probes.
+    async fn detach(mut self) {
+        self.detach_files(|_| true).await;
         for (_, task) in self.running {
             let _ = task.await;
         }

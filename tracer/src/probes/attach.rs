@@ -13,9 +13,9 @@ use aya::programs::UProbe;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope};
 use aya::{Ebpf, EbpfLoader};
 use probe_common::{
-    AddressRange, COOKIE_AT_RETURN_SITE, EVENTS_BYTES, GoOffsets, MAX_ACTIVE_GOROUTINES,
-    MAX_ADDRESS_RANGES, MAX_ALLOC_SITES, MAX_ALLOC_STACKS, MAX_CALLERS, MAX_FAST_RETURNS,
-    MAX_HELD_ENTRIES, MAX_LIVE_SAMPLES, MAX_OPEN_CALLS, MAX_PARAMS, MAX_PROBES,
+    AddressRange, COOKIE_AT_RETURN_SITE, EVENTS_BYTES, EVERY_PROCESS, GoOffsets,
+    MAX_ACTIVE_GOROUTINES, MAX_ADDRESS_RANGES, MAX_ALLOC_SITES, MAX_ALLOC_STACKS, MAX_CALLERS,
+    MAX_FAST_RETURNS, MAX_HELD_ENTRIES, MAX_LIVE_SAMPLES, MAX_OPEN_CALLS, MAX_PARAMS, MAX_PROBES,
     MAX_TRACED_FUNCTIONS, MAX_UNPLACED, ProbeConfig,
 };
 
@@ -242,6 +242,9 @@ pub enum Scope {
     /// to hit one claims them (see [`Attached::claim`]). It runs its first instruction
     /// with them in place.
     NextProcess,
+    /// Every process that runs the file, those to come included, each counted from its first
+    /// instruction into the same maps.
+    EveryProcess,
 }
 
 impl Scope {
@@ -249,7 +252,15 @@ impl Scope {
     fn pid(self) -> u32 {
         match self {
             Scope::Process(pid) => pid,
-            Scope::NextProcess => 0,
+            Scope::NextProcess | Scope::EveryProcess => 0,
+        }
+    }
+
+    /// The probes' `TARGET_TGID`.
+    fn tgid(self) -> u32 {
+        match self {
+            Scope::EveryProcess => EVERY_PROCESS,
+            scope => scope.pid(),
         }
     }
 }
@@ -317,7 +328,7 @@ impl LoadConfig {
             Programs::Counting | Programs::CountingByCaller | Programs::Params
         );
         LoadConfig {
-            tgid: scope.pid(),
+            tgid: scope.tgid(),
             track_calls: track_calls.into(),
             send_calls: send_calls.into(),
             tail_slower_than_ns: tail.slower_than_ns,
@@ -705,7 +716,7 @@ fn attach_perf_events(
         Scope::Process(pid) => {
             UProbeScope::OneProcess(NonZeroU32::new(pid).context("PID 0 is not a process")?)
         }
-        Scope::NextProcess => UProbeScope::AllProcesses,
+        Scope::NextProcess | Scope::EveryProcess => UProbeScope::AllProcesses,
     };
     // Load every program before attaching any, so the returns-then-entries gap stays short.
     for group in groups {

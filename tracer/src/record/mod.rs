@@ -31,7 +31,7 @@ use crate::model::allocs::AllocReport;
 use crate::model::params::ParamsView;
 use crate::model::records::{CallRecord, FunctionInfo, TraceTotals};
 use crate::tracee::Target;
-use crate::tracee::gobin::Frame;
+use crate::tracee::gobin::{Frame, GoBinary};
 
 pub const MAGIC: &[u8; 8] = b"ESCAPADE";
 /// Bumped on any change a reader of the previous version would misread.
@@ -82,13 +82,28 @@ impl Header {
     /// The header of a session against `target` recording calls of `functions`, started now;
     /// the rest as a session that only counts them sets it.
     pub fn for_target(target: &Target, functions: Vec<FunctionInfo>) -> Header {
+        Header::for_binary(
+            &target.binary,
+            &target.process.exe_target,
+            target.process.pid,
+            functions,
+        )
+    }
+
+    /// For `binary`, run from `exe` by process `pid` (0: every process of the file).
+    pub fn for_binary(
+        binary: &GoBinary,
+        exe: &std::path::Path,
+        pid: u32,
+        functions: Vec<FunctionInfo>,
+    ) -> Header {
         Header {
             format: FORMAT_VERSION,
             escapade: env!("CARGO_PKG_VERSION").to_string(),
-            go_version: target.binary.build.go_version.clone(),
-            build_id: target.binary.build.build_id.clone(),
-            binary: target.process.exe_target.display().to_string(),
-            pid: target.process.pid,
+            go_version: binary.build.go_version.clone(),
+            build_id: binary.build.build_id.clone(),
+            binary: exe.display().to_string(),
+            pid,
             started_ns: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64),
@@ -99,8 +114,8 @@ impl Header {
             placement: "fast".to_string(),
             allocs: None,
             params: false,
-            symbols: target.binary.symbols.clone(),
-            dwarf: target.binary.has_dwarf(),
+            symbols: binary.symbols.clone(),
+            dwarf: binary.has_dwarf(),
             cpu_hz: None,
         }
     }

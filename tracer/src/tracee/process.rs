@@ -191,8 +191,35 @@ fn stat_exited(stat: &str) -> bool {
     matches!(state, Some("Z" | "X") | None)
 }
 
+/// When process `pid` started, in clock ticks since boot (`starttime` in `/proc/PID/stat`, the
+/// 20th field after the command name); None once it is gone.
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, after_comm) = stat.rsplit_once(')')?;
+    after_comm.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The time since boot in the clock ticks of [`start_ticks`].
+pub fn boot_ticks_now() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now) };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    now.tv_sec as u64 * hz + now.tv_nsec as u64 * hz / 1_000_000_000
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn this_process_started_before_now() {
+        let started = super::start_ticks(std::process::id()).unwrap();
+        assert!(started <= super::boot_ticks_now());
+    }
+
     #[test]
     fn zombies_and_dead_processes_have_exited() {
         assert!(!stat_exited("42 (api (v2)) S 1 42"));
