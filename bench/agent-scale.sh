@@ -2,7 +2,9 @@
 # `bash bench/agent-scale.sh [PROCESSES] [BINARIES] [SECONDS]` (root, from the workspace, after
 # `cargo build --release -p escapade`; go, curl and python3 on PATH): the agent at node scale.
 # One agent with one `exe` target per binary (BINARIES copies of the bundled demo, each
-# counting main.parseOrder and main.price, allocations sampled), PROCESSES demo processes
+# counting main.parseOrder and main.price, allocations as ALLOCS says: `sampled` by default,
+# `off` for targets that count calls only, whose probes sit once in each file for all its
+# processes), PROCESSES demo processes
 # spread over them (about 200 orders a second each). Prints, once every process is attached:
 # the BPF maps and programs the agent holds and their locked kernel memory
 # (bench/map-memory.sh), its RssAnon, its CPU over SECONDS, and the events it took and
@@ -12,6 +14,7 @@ procs=${1:-50}
 bins=${2:-5}
 seconds=${3:-30}
 escapade=${ESCAPADE:-target/release/escapade}
+allocs=${ALLOCS:-sampled}
 port=9478
 dir=$(mktemp -d)
 (cd demo && go build -o "$dir/demo" .)
@@ -24,6 +27,7 @@ for ((b = 1; b <= bins; b++)); do
 name = "demo$b"
 exe = "$dir/demo$b"
 functions = ["main.parseOrder", "main.price"]
+allocs = "$allocs"
 EOF
 done
 "$escapade" agent --config "$config" 2>"$dir/agent.log" &
