@@ -150,29 +150,41 @@ impl Ahead {
         if binary.is_pie {
             return Ok(None);
         }
-        let (exe, config) = (exe.clone(), config.clone());
-        // The verifier takes seconds over a big program: not on the thread that drains every
-        // session and answers HTTP.
-        tokio::task::spawn_blocking(move || {
-            let probes = Probes::plan(&binary, &config)?;
-            let attached = attach(
-                Scope::NextProcess,
-                &exe,
-                binary.go_offsets(0),
-                &probes.points(),
-                programs(&config),
-                &[],
-                config.cpu_hz != 0,
-            )?;
-            Ok(Some(Ahead {
-                binary,
-                probes,
-                attached,
-                lease,
-            }))
-        })
-        .await?
+        let (probes, attached) =
+            attach_to_file(config, exe, binary.clone(), Scope::NextProcess).await?;
+        Ok(Some(Ahead {
+            binary,
+            probes,
+            attached,
+            lease,
+        }))
     }
+}
+
+/// Plans `config`'s probes in `binary`, a non-PIE build (no load bias), and attaches them to
+/// its file `exe` for `scope`. On a blocking thread: the verifier takes seconds over a big
+/// program, which the thread that drains every session and answers HTTP must not wait for.
+pub(super) async fn attach_to_file(
+    config: &TargetConfig,
+    exe: &Path,
+    binary: Arc<GoBinary>,
+    scope: Scope,
+) -> anyhow::Result<(Probes, Attached)> {
+    let (exe, config) = (exe.to_path_buf(), config.clone());
+    tokio::task::spawn_blocking(move || {
+        let probes = Probes::plan(&binary, &config)?;
+        let attached = attach(
+            scope,
+            &exe,
+            binary.go_offsets(0),
+            &probes.points(),
+            programs(&config),
+            &[],
+            config.cpu_hz != 0,
+        )?;
+        Ok((probes, attached))
+    })
+    .await?
 }
 
 /// Which programs a target's probes run: the kernel counts and times calls, per caller too,

@@ -16,10 +16,10 @@ use tokio::task::JoinHandle;
 
 use super::config::{AllocMode, Selector, TargetConfig};
 use super::counting::{Counted, Counting};
-use super::executable::{Probes, programs};
+use super::executable::{Probes, attach_to_file};
 use super::lease::Lease;
 use super::state::{LiveProfile, ProcessStatus, Shared};
-use crate::probes::attach::{Attached, Scope, attach};
+use crate::probes::attach::{Attached, Scope};
 use crate::record::Header;
 use crate::session::Ended;
 use crate::sink::EventSink as _;
@@ -65,23 +65,8 @@ impl FileProbes {
         lease: Lease,
         shared: &Arc<Shared>,
     ) -> anyhow::Result<FileProbes> {
-        let (file, planned_for, model) = (exe.to_path_buf(), config.clone(), binary.clone());
-        // The verifier takes seconds over a big program: not on the thread that drains every
-        // session and answers HTTP.
-        let (probes, attached) = tokio::task::spawn_blocking(move || {
-            let probes = Probes::plan(&model, &planned_for)?;
-            let attached = attach(
-                Scope::EveryProcess,
-                &file,
-                model.go_offsets(0),
-                &probes.points(),
-                programs(&planned_for),
-                &[],
-                false,
-            )?;
-            anyhow::Ok((probes, attached))
-        })
-        .await??;
+        let (probes, attached) =
+            attach_to_file(config, exe, binary.clone(), Scope::EveryProcess).await?;
         let attached_at_ticks = boot_ticks_now();
         let header = Header::for_binary(&binary, exe, 0, probes.functions());
         let profile = LiveProfile::new(header, probes.symbols(&binary));
