@@ -147,8 +147,11 @@ impl TargetLoop {
         for file in &mut self.files {
             file.forget_exited(&pids, name, shared);
         }
-        let current = self.current_binary();
-        // An older build's probes go with its last process.
+        // An older build's probes go with its last process. (With file probes, the file at the
+        // path was read above, off this thread: `current_binary` finds it.)
+        let current = (!self.files.is_empty())
+            .then(|| self.current_binary())
+            .flatten();
         self.detach_files(|file| {
             file.idle()
                 && !current
