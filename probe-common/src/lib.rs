@@ -75,7 +75,8 @@ impl EventKind {
     }
 }
 
-/// Goroutines the kernel tracks as being inside a traced function at once (`ACTIVE_CALLS`).
+/// Goroutines the kernel tracks: inside a traced function at once (`ACTIVE_CALLS`), or that
+/// made traced calls, per process (`INNERMOST_CALL`).
 pub const MAX_ACTIVE_GOROUTINES: u32 = 65_536;
 
 /// Where a string to capture sits, as indices into the event's word array:
@@ -348,9 +349,14 @@ pub const MAX_FAST_RETURNS: u32 = 65_536;
 /// Traced functions the kernel counts and times calls of (`CALL_STATS`).
 pub const MAX_TRACED_FUNCTIONS: u32 = 4096;
 
-/// Calls entered and not returned yet, whose entry time the kernel keeps (`CALL_STARTS`); the
+/// Calls entered and not returned yet whose parameters the kernel keeps (`OPEN_PARAMS`); the
 /// least recently entered go first when it is full.
 pub const MAX_OPEN_CALLS: u32 = 65_536;
+
+/// Calls entered and not returned yet whose entry time the kernel keeps apart from their
+/// goroutine's (`CALL_STARTS`): nested deeper than `INLINE_OPEN_CALLS` traced calls, or of a
+/// goroutine past `MAX_ACTIVE_GOROUTINES`. The least recently entered go first when it is full.
+pub const MAX_DEEP_CALLS: u32 = 16_384;
 
 /// Log2 latency buckets: bucket `i` counts calls that took `[2^i, 2^(i+1))` ns (bucket 0 also
 /// 0 ns; the last also anything longer, past 18 minutes).

@@ -15,19 +15,22 @@ use probe_common::{
     MAX_ALLOC_SITES, MAX_ALLOC_STACKS, MAX_LIVE_SAMPLES, MAX_STACK_FRAMES, NO_STACK, StackRecord,
 };
 
-use crate::{GO_OFFSETS, arg_reg, count, in_this_process, read_u64, runtime_probe_regs};
+use crate::{
+    GO_OFFSETS, SIZED_BY_USE, arg_reg, count, in_this_process, read_u64, runtime_probe_regs,
+};
 
 /// Objects and bytes per (user stack, caller, type), summed in the kernel so that exact
 /// allocation profiling sends nothing per allocation through the ring buffer.
 #[map]
 static ALLOC_SITES: PerCpuHashMap<AllocKey, AllocStats> =
-    PerCpuHashMap::with_max_entries(MAX_ALLOC_SITES, 0);
+    PerCpuHashMap::with_max_entries(MAX_ALLOC_SITES, SIZED_BY_USE);
 
 /// User stacks by a hash of their return addresses. Not a kernel stack-trace map: that one
 /// keeps one stack per hash bucket and refuses (-EEXIST) a colliding stack, which with a few
 /// hundred stacks in 16,384 buckets happens within seconds.
 #[map]
-static ALLOC_STACKS: HashMap<u64, StackRecord> = HashMap::with_max_entries(MAX_ALLOC_STACKS, 0);
+static ALLOC_STACKS: HashMap<u64, StackRecord> =
+    HashMap::with_max_entries(MAX_ALLOC_STACKS, SIZED_BY_USE);
 
 /// Where the probe takes a stack before it knows whether the stack is new.
 #[map]
@@ -85,7 +88,7 @@ pub fn go_malloc(ctx: ProbeContext) -> u32 {
 /// Sampled objects still live, by address in their process, so their free can be matched to their allocation.
 #[map]
 static SAMPLED_LIVE: HashMap<InProcess, LiveObject> =
-    HashMap::with_max_entries(MAX_LIVE_SAMPLES, 0);
+    HashMap::with_max_entries(MAX_LIVE_SAMPLES, SIZED_BY_USE);
 
 /// `runtime.mProf_Malloc`: the runtime's heap profiler sampled this object (about one per
 /// `MemProfileRate` bytes), so unsampled allocations cost nothing.

@@ -16,14 +16,14 @@ use probe_common::{
     COOKIE_SKIP_IF_BELOW_OR_EQUAL, COUNTER_DROPPED, COUNTER_EVENTS, COUNTER_MORESTACK,
     COUNTER_READ_ERRORS, CallEvent, CallStart, CallStats, CallerKey, CallerStats, EFLAGS_CF,
     EFLAGS_ZF, EventKind, GoOffsets, GoroutineCalls, INLINE_OPEN_CALLS, INT_ARG_REGS, InProcess,
-    InlineCall, LATENCY_BUCKETS, MAX_ACTIVE_GOROUTINES, MAX_FAST_RETURNS, MAX_HELD_ENTRIES,
-    MAX_OPEN_CALLS, MAX_STACK_WORDS, MAX_STRING_CAPTURES, MAX_TRACED_FUNCTIONS, OpenCall,
+    InlineCall, LATENCY_BUCKETS, MAX_ACTIVE_GOROUTINES, MAX_DEEP_CALLS, MAX_FAST_RETURNS,
+    MAX_HELD_ENTRIES, MAX_STACK_WORDS, MAX_STRING_CAPTURES, MAX_TRACED_FUNCTIONS, OpenCall,
     ProbeConfig, RESULT_DISCARDED, RESULT_IN_REGISTER, RESULT_ON_STACK, STRING_CAPTURE_BYTES,
 };
 
 use crate::{
-    EVENTS, GO_OFFSETS, PROBE_CONFIGS, WAKEUP_THRESHOLD, count, current_tgid, in_this_process,
-    is_target, read_u64, register, store_int_arg_registers,
+    EVENTS, GO_OFFSETS, PROBE_CONFIGS, SIZED_BY_USE, WAKEUP_THRESHOLD, count, current_tgid,
+    in_this_process, is_target, read_u64, register, store_int_arg_registers,
 };
 
 /// Non-zero when entries and returns keep `ACTIVE_CALLS`, so that the allocator's probes
@@ -321,9 +321,14 @@ fn open_call(hit: &Hit, closed_at_return_site: bool) {
 
 /// Per goroutine (`g` in its process), its open calls: the outermost inline, deeper ones in `CALL_STARTS`
 /// (see `GoroutineCalls`). Updated in place: one lookup a hit.
+///
+/// Sized by use rather than an LRU's preallocated worst case: a goroutine's entry is made at
+/// its first traced call and kept, and the runtime reuses its `g`s, so a process holds at most
+/// one per goroutine it ever ran at once. The tracer removes a process's entries when it
+/// exits. Once full, calls of further goroutines are kept in `CALL_STARTS` alone.
 #[map]
-static INNERMOST_CALL: LruHashMap<InProcess, GoroutineCalls> =
-    LruHashMap::with_max_entries(MAX_ACTIVE_GOROUTINES, 0);
+static INNERMOST_CALL: HashMap<InProcess, GoroutineCalls> =
+    HashMap::with_max_entries(MAX_ACTIVE_GOROUTINES, SIZED_BY_USE);
 
 /// A goroutine's calls before its first: inserted from here, a global, because on the probe's
 /// stack its 176 bytes would not fit beside the rest in the 512 bytes of older kernels.
@@ -741,10 +746,11 @@ static SEND_CALLS: u32 = 1;
 #[map]
 static CALL_STATS: PerCpuArray<CallStats> = PerCpuArray::with_max_entries(MAX_TRACED_FUNCTIONS, 0);
 
-/// The entry time of each call in flight, to time it at its return.
+/// The entry time of each call in flight that its goroutine's `INNERMOST_CALL` entry does not
+/// hold (nested deeper, or no entry), to time it at its return.
 #[map]
 static CALL_STARTS: LruHashMap<OpenCall, CallStart> =
-    LruHashMap::with_max_entries(MAX_OPEN_CALLS, 0);
+    LruHashMap::with_max_entries(MAX_DEEP_CALLS, 0);
 
 /// Return addresses, link-time, whose call sites have a probe on the caller's side
 /// (`COOKIE_AT_RETURN_SITE`): the calls made there are closed by that probe.
@@ -885,7 +891,8 @@ static COUNT_CALLERS: u32 = 0;
 /// Calls per (traced function, return address), and the time of those that returned (sized
 /// by the loader).
 #[map]
-static CALLERS: PerCpuHashMap<CallerKey, CallerStats> = PerCpuHashMap::with_max_entries(1, 0);
+static CALLERS: PerCpuHashMap<CallerKey, CallerStats> =
+    PerCpuHashMap::with_max_entries(1, SIZED_BY_USE);
 
 fn count_caller(function: u32, return_addr: u64, calls: u64, ns: u64) {
     // SAFETY: a read of a constant the loader patched.

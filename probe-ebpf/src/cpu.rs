@@ -9,12 +9,13 @@ use aya_ebpf::{
 };
 use probe_common::{MAX_ALLOC_STACKS, NO_STACK};
 
-use crate::{allocs::user_stack, target_tgid};
+use crate::{SIZED_BY_USE, allocs::user_stack, target_tgid};
 
 /// Samples per user stack (a key of `ALLOC_STACKS`, or `NO_STACK`). The tracer creates the
 /// `NO_STACK` entry before sampling starts, so a sample always has a slot to count in.
 #[map]
-static CPU_SAMPLES: PerCpuHashMap<i64, u64> = PerCpuHashMap::with_max_entries(MAX_ALLOC_STACKS, 0);
+static CPU_SAMPLES: PerCpuHashMap<i64, u64> =
+    PerCpuHashMap::with_max_entries(MAX_ALLOC_STACKS, SIZED_BY_USE);
 
 /// One tick of one CPU's clock. The event samples every task on that CPU: ticks of other
 /// processes are dropped here, since a per-process event would miss the threads that

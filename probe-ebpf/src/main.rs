@@ -37,6 +37,12 @@ const WAKEUP_THRESHOLD: u64 = (EVENTS_BYTES / 2) as u64;
 #[map]
 pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
+/// The flags of a hash map that takes kernel memory for its entries as they come, not for all
+/// of them up front: a per-CPU map's `max_entries` times the node's CPUs is gigabytes on a
+/// large node, for slots most sessions never fill. (Tracing programs may use such maps from
+/// 6.1 on, which has the BPF memory allocator.)
+pub(crate) const SIZED_BY_USE: u32 = aya_ebpf::bindings::BPF_F_NO_PREALLOC;
+
 #[map]
 pub(crate) static PROBE_CONFIGS: Array<ProbeConfig> = Array::with_max_entries(MAX_PROBES, 0);
 

@@ -19,7 +19,7 @@ use probe_common::{
     ParamStats, ProbeConfig, SAVED_STACK_WORDS, SAVED_WORDS, Unplaced,
 };
 
-use crate::{PROBE_CONFIGS, read_u64, register, store_int_arg_registers};
+use crate::{PROBE_CONFIGS, SIZED_BY_USE, read_u64, register, store_int_arg_registers};
 
 /// Non-zero when `escapade params` works in the kernel: traced calls and the allocator's
 /// probes update the maps below and send nothing.
@@ -52,7 +52,7 @@ static ADDRESS_RANGES: Array<AddressRange> = Array::with_max_entries(MAX_ADDRESS
 /// Pointers `ADDRESS_RANGES` could not place, by parameter slot and page, counted (sized by
 /// the loader).
 #[map]
-static UNPLACED: PerCpuHashMap<Unplaced, u64> = PerCpuHashMap::with_max_entries(1, 0);
+static UNPLACED: PerCpuHashMap<Unplaced, u64> = PerCpuHashMap::with_max_entries(1, SIZED_BY_USE);
 
 /// Where an entry builds its `OpenParams`, which does not fit the 512-byte BPF stack.
 #[map]

@@ -461,16 +461,18 @@ fn launch_counts_from_the_first_call_and_exits_with_the_status() {
     );
 }
 
-/// The agent with a counting target and a recording one, each program run twice: the counts
-/// go on across the restart, and the recordings hold every call.
+/// The agent with a counting target, a recording one, and one that counts calls only (with one
+/// set of probes in its file for every process), each program run twice: the counts go on
+/// across the restart, and the recordings hold every call.
 #[test]
 fn agent_counts_and_records_across_a_restart() {
     let dir = temp_dir("kernels-agent");
     let go = go();
     let recordings = dir.join("recordings");
     let config = format!(
-        "{}{}",
+        "{}{}{}",
         target_config("counted", &dir.join("counted"), "allocs = \"exact\"\n"),
+        target_config("every", &dir.join("every"), "allocs = \"off\"\n"),
         target_config(
             "recorded",
             &dir.join("recorded"),
@@ -481,7 +483,7 @@ fn agent_counts_and_records_across_a_restart() {
         ),
     );
     let agent = Agent::start(&dir, &config);
-    for name in ["counted", "recorded"] {
+    for name in ["counted", "every", "recorded"] {
         let bin = install(&dir, name, &go, &[]);
         let mut total = 0;
         for n in [300, 301] {
@@ -497,7 +499,7 @@ fn agent_counts_and_records_across_a_restart() {
         }
         if name == "counted" {
             let site =
-                "escapade_alloc_objects_total{target=\"counted\",site=\"main.work (agent.go:24)\"}";
+                "escapade_alloc_objects_total{target=\"counted\",site=\"main.work (agent.go:27)\"}";
             assert_eq!(agent.metric(site), Some(total as f64));
         }
     }

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use super::config::{AllocMode, Selector, TargetConfig};
@@ -24,10 +24,11 @@ use crate::record::Header;
 use crate::session::Ended;
 use crate::sink::EventSink as _;
 use crate::tracee::gobin::GoBinary;
-use crate::tracee::process::{boot_ticks_now, start_ticks};
+use crate::tracee::process::{boot_ticks_now, exited, start_ticks};
 
-/// How often the kernel's counts are looked at (the sink folds them once a second).
-const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+/// How often the kernel's counts are looked at (the sink folds them once a second): with no
+/// ring buffer to drain, less often than a session's `ringbuf::POLL_INTERVAL`.
+const COUNTS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
 pub(super) struct FileProbes {
     pub binary: Arc<GoBinary>,
@@ -40,6 +41,9 @@ pub(super) struct FileProbes {
     /// The processes of the file `/targets` shows, by PID.
     counted: HashSet<u32>,
     stop: watch::Sender<bool>,
+    /// Told when a process exits, for the probes' maps to let go of what they keep of every
+    /// process gone: also of those too short-lived for `counted` to see.
+    exits: Arc<Notify>,
     session: JoinHandle<()>,
     /// Let go only once the session has detached: a writer must not change the file under the
     /// probes.
@@ -72,6 +76,7 @@ impl FileProbes {
         let profile = LiveProfile::new(header, probes.symbols(&binary));
         let (placed, notes) = (probes.placed(), probes.notes.clone());
         let (stop, stopped) = watch::channel(false);
+        let exits = Arc::new(Notify::new());
         let session = tokio::task::spawn_local(count(
             config.clone(),
             binary.clone(),
@@ -79,6 +84,7 @@ impl FileProbes {
             attached,
             shared.clone(),
             profile.clone(),
+            exits.clone(),
             stopped,
         ));
         Ok(FileProbes {
@@ -90,6 +96,7 @@ impl FileProbes {
             attached_at_ticks,
             counted: HashSet::new(),
             stop,
+            exits,
             session,
             lease,
         })
@@ -121,18 +128,14 @@ impl FileProbes {
         self.counted.insert(pid);
         shared.attached(
             name,
-            ProcessStatus {
+            ProcessStatus::attached_now(
                 pid,
-                binary: self.exe.display().to_string(),
-                build_id: self.binary.build.build_id.clone(),
-                go_version: self.binary.build.go_version.clone(),
-                probes: self.placed.clone(),
-                notes: self.notes.clone(),
-                attached_ahead: ahead,
-                attached_at: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs()),
-            },
+                &self.exe,
+                &self.binary,
+                self.placed.clone(),
+                self.notes.clone(),
+                ahead,
+            ),
             self.profile.clone(),
         );
     }
@@ -143,6 +146,7 @@ impl FileProbes {
             let runs = running.contains(pid);
             if !runs {
                 shared.detached(name, *pid);
+                self.exits.notify_one();
             }
             runs
         });
@@ -167,6 +171,7 @@ async fn count(
     mut attached: Attached,
     shared: Arc<Shared>,
     profile: Arc<Mutex<LiveProfile>>,
+    exits: Arc<Notify>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let name = config.name.clone();
@@ -183,16 +188,17 @@ async fn count(
         None,
     );
     let counted = async {
-        let mut tick = tokio::time::interval(POLL_INTERVAL);
+        let mut tick = tokio::time::interval(COUNTS_INTERVAL);
         loop {
             tokio::select! {
                 _ = tick.tick() => sink.checkpoint(attached.counts())?,
+                _ = exits.notified() => attached.forget_exited(exited)?,
                 _ = stopped.wait_for(|stop| *stop) => break,
             }
         }
         // Calls in flight return before the return probes go too.
         attached.detach_entries()?;
-        tokio::time::sleep(POLL_INTERVAL).await;
+        tokio::time::sleep(COUNTS_INTERVAL).await;
         sink.finish(attached.counts(), Ended::Interrupted, 0)
     };
     if let Err(error) = counted.await {

@@ -183,18 +183,14 @@ impl PlannedProcess {
         let profile = LiveProfile::new(header, symbols);
         shared.attached(
             &self.config.name,
-            ProcessStatus {
-                pid: target.process.pid,
-                binary: target.process.exe_target.display().to_string(),
-                build_id: target.binary.build.build_id.clone(),
-                go_version: target.binary.build.go_version.clone(),
+            ProcessStatus::attached_now(
+                target.process.pid,
+                &target.process.exe_target,
+                &target.binary,
                 probes,
                 notes,
                 attached_ahead,
-                attached_at: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs()),
-            },
+            ),
             profile.clone(),
         );
         let mut sink = Counting::new(

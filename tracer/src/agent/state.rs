@@ -2,6 +2,7 @@
 //! and the live profile of each target's newest process.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
@@ -12,6 +13,7 @@ use crate::export::CallSites;
 use crate::model::allocs::AllocReport;
 use crate::model::records::Symbols;
 use crate::record::Header;
+use crate::tracee::gobin::GoBinary;
 
 #[derive(Default)]
 pub struct Shared {
@@ -78,6 +80,31 @@ pub struct ProcessStatus {
     pub attached_ahead: bool,
     /// Unix seconds.
     pub attached_at: u64,
+}
+
+impl ProcessStatus {
+    /// Process `pid` of `binary`, at `exe`, with `probes` in place from now.
+    pub fn attached_now(
+        pid: u32,
+        exe: &Path,
+        binary: &GoBinary,
+        probes: Vec<(String, String)>,
+        notes: Vec<String>,
+        attached_ahead: bool,
+    ) -> ProcessStatus {
+        ProcessStatus {
+            pid,
+            binary: exe.display().to_string(),
+            build_id: binary.build.build_id.clone(),
+            go_version: binary.build.go_version.clone(),
+            probes,
+            notes,
+            attached_ahead,
+            attached_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }
+    }
 }
 
 /// What the pprof endpoints serve for one process: calls by caller and, when allocations are

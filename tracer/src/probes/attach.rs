@@ -15,8 +15,8 @@ use aya::{Ebpf, EbpfLoader};
 use probe_common::{
     AddressRange, COOKIE_AT_RETURN_SITE, EVENTS_BYTES, EVERY_PROCESS, GoOffsets,
     MAX_ACTIVE_GOROUTINES, MAX_ADDRESS_RANGES, MAX_ALLOC_SITES, MAX_ALLOC_STACKS, MAX_CALLERS,
-    MAX_FAST_RETURNS, MAX_HELD_ENTRIES, MAX_LIVE_SAMPLES, MAX_OPEN_CALLS, MAX_PARAMS, MAX_PROBES,
-    MAX_TRACED_FUNCTIONS, MAX_UNPLACED, ProbeConfig,
+    MAX_DEEP_CALLS, MAX_FAST_RETURNS, MAX_HELD_ENTRIES, MAX_LIVE_SAMPLES, MAX_OPEN_CALLS,
+    MAX_PARAMS, MAX_PROBES, MAX_TRACED_FUNCTIONS, MAX_UNPLACED, ProbeConfig,
 };
 
 use super::plan::{PointOwner, ProbeKind, ProbePoint};
@@ -86,6 +86,12 @@ impl Attached {
     /// What the probes counted so far.
     pub fn counts(&self) -> &KernelCounts {
         &self.counts
+    }
+
+    /// Lets go of what the probes keep for the processes that `exited`, where they serve every
+    /// process of their file ([`Scope::EveryProcess`]).
+    pub fn forget_exited(&mut self, exited: impl Fn(u32) -> bool) -> anyhow::Result<()> {
+        self.counts.forget_exited(exited)
     }
 
     /// Detaches the entry probes, leaving the return probes in place so calls in flight can
@@ -304,8 +310,9 @@ impl LoadConfig {
             .map(|p| p.owner.kernel_function() + 1)
             .max()
             .unwrap_or(1);
-        // Maps are preallocated kernel memory (~90 MB for all of them at full size, per
-        // session): each is full-size only when some probe here uses it.
+        // Arrays and LRU maps are preallocated kernel memory (~90 MB for all of them at
+        // full size, per session): each is full-size only when some probe here uses it.
+        // (Hash maps take memory by use: `SIZED_BY_USE` in the probes.)
         let sized = |used: bool, n: u32| if used { n } else { 1 };
         let params_entries = |n: u32| sized(params, n);
         let has = |kind: ProbeKind| points.iter().any(|p| p.kind == kind);
@@ -346,6 +353,10 @@ impl LoadConfig {
                         SMALLEST_RING_BYTES
                     },
                 ),
+                // Per CPU, a slot per traced function: sized to the functions, since a
+                // node's many CPUs multiply every slot left empty.
+                ("CALL_STATS", functions),
+                ("PROBE_CONFIGS", (points.len() as u32).max(1)),
                 ("CALLERS", sized(callers, MAX_CALLERS)),
                 ("ALLOC_SITES", sized(counts_runtime, MAX_ALLOC_SITES)),
                 // The CPU sampler keeps its stacks there too.
@@ -355,7 +366,7 @@ impl LoadConfig {
                 ),
                 ("CPU_SAMPLES", sized(samples_cpu, MAX_ALLOC_STACKS)),
                 ("ACTIVE_CALLS", sized(track_calls, MAX_ACTIVE_GOROUTINES)),
-                ("CALL_STARTS", sized(has(ProbeKind::Return), MAX_OPEN_CALLS)),
+                ("CALL_STARTS", sized(has(ProbeKind::Return), MAX_DEEP_CALLS)),
                 (
                     "INNERMOST_CALL",
                     sized(has(ProbeKind::Return), MAX_ACTIVE_GOROUTINES),

@@ -90,6 +90,24 @@ impl KernelCounts {
         })
     }
 
+    /// Removes what the kernel keeps of the goroutines of processes that `exited`: probes that
+    /// serve every process of a file would otherwise keep them for as long as they stay. Only
+    /// `INNERMOST_CALL` needs it; the other per-goroutine maps are LRU.
+    pub(super) fn forget_exited(&mut self, exited: impl Fn(u32) -> bool) -> anyhow::Result<()> {
+        let goroutines: Vec<InProcess> = self
+            .goroutine_calls
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|goroutine| exited(goroutine.tgid as u32))
+            .collect();
+        for goroutine in goroutines {
+            self.goroutine_calls
+                .remove(&goroutine)
+                .context("removing an exited process's goroutines from INNERMOST_CALL")?;
+        }
+        Ok(())
+    }
+
     /// The calls the kernel saw enter and not return: still running, or unwound by a panic.
     pub fn open_calls(&self) -> anyhow::Result<Vec<(OpenCall, CallStart)>> {
         let mut open: Vec<_> = self.call_starts.iter().collect::<Result<_, _>>()?;

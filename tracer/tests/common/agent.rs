@@ -108,6 +108,21 @@ impl Agent {
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 
+    /// The kernel memory the agent's BPF maps lock, in bytes: the sum of the `memlock:` lines
+    /// of its map fds' fdinfo, as `bpftool map show` reports them (by use for the maps that
+    /// grow by use, from 6.4 on).
+    pub fn map_memory(&self) -> u64 {
+        let fds = std::fs::read_dir(format!("/proc/{}/fdinfo", self.child.id())).unwrap();
+        fds.flatten()
+            .filter_map(|fd| std::fs::read_to_string(fd.path()).ok())
+            .filter(|info| info.contains("\nmap_type:") || info.starts_with("map_type:"))
+            .filter_map(|info| {
+                let line = info.lines().find(|l| l.starts_with("memlock:"))?;
+                line.split_whitespace().nth(1)?.parse::<u64>().ok()
+            })
+            .sum()
+    }
+
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args([&format!("-{signal}"), &self.child.id().to_string()])
