@@ -248,6 +248,41 @@ fn without_the_exec_tracepoint_a_new_process_is_found_by_scanning_proc() {
     assert_eq!(seen, 400.0);
 }
 
+/// A `comm` target's file is known once one of its processes runs: from then on one set of
+/// probes stays in that file, and every later process of it is counted from its first call,
+/// with nothing to attach: a restart 0 ms after an exit, and twenty in a row.
+#[test]
+fn a_comm_targets_file_keeps_its_probes_for_every_restart() {
+    let dir = temp_dir("agent-comm-file");
+    let gos = toolchains();
+    // A name no other test's programs run under.
+    let installed = install(&dir, "commrestarts", &gos[0], &[]);
+    let config = "[[target]]\nname = \"api\"\ncomm = \"commrestarts\"\n\
+                  functions = [\"main.work\"]\nallocs = \"off\"\n";
+    let agent = Agent::start(&dir, config);
+    assert_eq!(agent.targets()["api"]["probes_ahead"], false);
+    let (first, _) = run_traced(&agent, "api", &installed, 300);
+    assert_eq!(agent.targets()["api"]["probes_ahead"], true);
+    let run = |n: u64| {
+        let mut program = Target::start(&installed, &[&n.to_string()]);
+        program.go();
+        let calls = program.read_count("calls");
+        program.finish();
+        calls
+    };
+    let restarts: u64 = (0..20).map(|i| run(301 + i)).sum();
+    let total = first.calls + restarts;
+    let series = "escapade_calls_total{target=\"api\",function=\"main.work\"}";
+    let seen = wait_until(Duration::from_secs(10), "every restart counted", || {
+        agent.metric(series).filter(|&v| v == total as f64)
+    });
+    assert_eq!(seen, total as f64);
+    assert_eq!(
+        agent.targets()["api"]["last_error"],
+        serde_json::Value::Null
+    );
+}
+
 fn restarts(name: &str, env: &[(&str, &str)]) {
     let dir = temp_dir(name);
     let gos = toolchains();

@@ -1,7 +1,9 @@
-//! Probes in an `exe` target's file that count every process running it, each from its first
+//! Probes in a target's file that count every process running it, each from its first
 //! instruction, whatever the timing of its starts: 0 ms restarts, a new process beside the old
 //! one, many at once. They are attached once and stay for as long as the target is configured
-//! and the file unchanged, and their maps key each process's state by its TGID.
+//! and the file unchanged, and their maps key each process's state by its TGID. An `exe`
+//! target's file is known before its first process; a `comm` target's files once a process
+//! runs them.
 //!
 //! For non-PIE builds, whose code sits at the same addresses in every process, of targets that
 //! count calls only: allocations (a heap profiler's rate set in each process), recordings and
@@ -32,7 +34,8 @@ const COUNTS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(25
 
 pub(super) struct FileProbes {
     pub binary: Arc<GoBinary>,
-    exe: PathBuf,
+    /// The file's path, where the probes are.
+    pub exe: PathBuf,
     placed: Vec<(String, String)>,
     notes: Vec<String>,
     profile: Arc<Mutex<LiveProfile>>,
@@ -53,7 +56,7 @@ pub(super) struct FileProbes {
 /// Whether `config`'s target can count the processes of its file with one set of probes, when
 /// the file is not a PIE build.
 pub(super) fn serves(config: &TargetConfig) -> bool {
-    matches!(config.selector, Selector::Exe(_))
+    matches!(config.selector, Selector::Exe(_) | Selector::Comm(_))
         && config.record.is_none()
         && config.cpu_hz == 0
         && config.allocs == AllocMode::Off
@@ -69,8 +72,8 @@ impl FileProbes {
         lease: Lease,
         shared: &Arc<Shared>,
     ) -> anyhow::Result<FileProbes> {
-        let (probes, attached) =
-            attach_to_file(config, exe, binary.clone(), Scope::EveryProcess).await?;
+        let file = attach_to_file(config, exe, binary.clone(), Scope::EveryProcess).await?;
+        let probes = &file.0;
         let attached_at_ticks = boot_ticks_now();
         let header = Header::for_binary(&binary, exe, 0, probes.functions());
         let profile = LiveProfile::new(header, probes.symbols(&binary));
@@ -80,8 +83,7 @@ impl FileProbes {
         let session = tokio::task::spawn_local(count(
             config.clone(),
             binary.clone(),
-            probes,
-            attached,
+            file,
             shared.clone(),
             profile.clone(),
             exits.clone(),
@@ -163,12 +165,12 @@ impl FileProbes {
     }
 }
 
-/// Folds what the probes count into the target's metrics until `stopped`.
+/// Folds what the probes attached to the file count into the target's metrics until
+/// `stopped`; lets go of what they keep of the processes that exited when `exits` says so.
 async fn count(
     config: TargetConfig,
     binary: Arc<GoBinary>,
-    probes: Probes,
-    mut attached: Attached,
+    (probes, mut attached): (Probes, Attached),
     shared: Arc<Shared>,
     profile: Arc<Mutex<LiveProfile>>,
     exits: Arc<Notify>,

@@ -4,7 +4,7 @@
 //! as the agent stops.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -123,7 +123,7 @@ impl TargetLoop {
         self.failed.retain(|pid| pids.contains(pid));
         let mut sleep = IDLE_INTERVAL;
         if self.lease_breaks.is_some() {
-            if !self.keep_file_probes().await {
+            if !self.keep_file_probes(&pids).await {
                 sleep = RETRY_INTERVAL;
             }
             if self.files.is_empty() && pids.is_empty() && self.running.is_empty() {
@@ -147,16 +147,10 @@ impl TargetLoop {
         for file in &mut self.files {
             file.forget_exited(&pids, name, shared);
         }
-        // An older build's probes go with its last process. (With file probes, the file at the
-        // path was read above, off this thread: `current_binary` finds it.)
-        let current = (!self.files.is_empty())
-            .then(|| self.current_binary())
-            .flatten();
+        // An older build's probes go with its last process.
+        let current = self.current_binaries().await;
         self.detach_files(|file| {
-            file.idle()
-                && !current
-                    .as_ref()
-                    .is_some_and(|c| Arc::ptr_eq(c, &file.binary))
+            file.idle() && !current.iter().any(|c| Arc::ptr_eq(c, &file.binary))
         })
         .await;
         let ahead = self.ahead.is_some() || !self.files.is_empty();
@@ -164,24 +158,49 @@ impl TargetLoop {
         self.wait(sleep).await
     }
 
-    /// The model of the file at an `exe` target's path now, if it has been read.
-    fn current_binary(&mut self) -> Option<Arc<GoBinary>> {
-        let Selector::Exe(exe) = &self.config.selector else {
-            return None;
-        };
-        self.models.get(exe, self.config.symbols.as_deref()).ok()
+    /// The models of the files at the paths of the file probes now, read off this thread.
+    async fn current_binaries(&mut self) -> Vec<Arc<GoBinary>> {
+        let symbols = self.config.symbols.as_deref();
+        let paths: Vec<PathBuf> = self.files.iter().map(|f| f.exe.clone()).collect();
+        let mut current = Vec::new();
+        for path in paths {
+            self.models.load(&path, symbols).await;
+            current.extend(self.models.get(&path, symbols).ok());
+        }
+        current
     }
 
-    /// Keeps probes in the target's file for every process that runs it, where the target
-    /// and the build allow it (see [`file_probes`]). Returns false while a writer has the file
-    /// open (attached as soon as it is done).
-    async fn keep_file_probes(&mut self) -> bool {
-        let Selector::Exe(exe) = &self.config.selector else {
-            return true;
-        };
+    /// Keeps probes in the target's files for every process that runs them, where the target
+    /// and the build allow it (see [`file_probes`]): an `exe` target's file, and the files a
+    /// `comm` target's processes `pids` run, once one is seen. Returns false while a writer
+    /// has a file open (attached as soon as it is done).
+    async fn keep_file_probes(&mut self, pids: &[u32]) -> bool {
         if !file_probes::serves(&self.config) {
             return true;
         }
+        let mut paths = match &self.config.selector {
+            Selector::Exe(exe) => vec![exe.clone()],
+            Selector::Comm(_) => pids
+                .iter()
+                .filter(|&&pid| !self.files.iter().any(|f| f.counts(pid)))
+                // A file deleted or replaced since the process started has no path to probe.
+                .filter_map(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok())
+                .filter(|path| path.exists())
+                .collect(),
+            Selector::Pid(_) => return true,
+        };
+        paths.sort();
+        paths.dedup();
+        let mut attached = true;
+        for path in paths {
+            attached &= self.keep_file_probes_in(&path).await;
+        }
+        attached
+    }
+
+    /// Keeps probes in file `exe` for every process that runs it, if the build allows (not
+    /// PIE) and no session runs. False while a writer has the file open.
+    async fn keep_file_probes_in(&mut self, exe: &Path) -> bool {
         let symbols = self.config.symbols.as_deref();
         self.models.load(exe, symbols).await;
         let Ok(binary) = self.models.get(exe, symbols) else {
