@@ -94,11 +94,16 @@ impl KernelCounts {
     /// serve every process of a file would otherwise keep them for as long as they stay. Only
     /// `INNERMOST_CALL` needs it; the other per-goroutine maps are LRU.
     pub(super) fn forget_exited(&mut self, exited: impl Fn(u32) -> bool) -> anyhow::Result<()> {
+        // Asked once per process, not per goroutine: a process may hold thousands.
+        let mut asked = std::collections::HashMap::new();
         let goroutines: Vec<InProcess> = self
             .goroutine_calls
             .keys()
             .filter_map(Result::ok)
-            .filter(|goroutine| exited(goroutine.tgid as u32))
+            .filter(|goroutine| {
+                let tgid = goroutine.tgid as u32;
+                *asked.entry(tgid).or_insert_with(|| exited(tgid))
+            })
             .collect();
         for goroutine in goroutines {
             self.goroutine_calls
