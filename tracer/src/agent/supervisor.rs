@@ -110,7 +110,13 @@ impl TargetLoop {
     /// probes ahead of the next one while none runs, then waits for a change. False once the
     /// agent stops.
     async fn step(&mut self) -> bool {
-        if self.ahead.as_ref().is_some_and(|a| a.lease.broken()) {
+        let ahead_broken = self.ahead.as_ref().is_some_and(|a| a.lease.broken());
+        if ahead_broken || self.files.iter().any(FileProbes::lease_broken) {
+            // Said before the probes go, which lets the writer go on: once its write is done,
+            // /targets must not still show the probes of the file as it was.
+            self.shared.probes_ahead(&self.config.name, false);
+        }
+        if ahead_broken {
             // Detaches, then lets the writer go.
             self.ahead = None;
         }
