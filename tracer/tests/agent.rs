@@ -327,19 +327,25 @@ fn restarts(name: &str, env: &[(&str, &str)]) {
     );
 }
 
-/// An `exe` target that counts calls keeps its probes in its (non-PIE) file for every process
-/// that runs it: each is counted from its first call whatever the timing of its start. No
-/// program here waits for the agent: each makes its calls as soon as it runs.
-#[test]
-fn every_process_of_the_file_is_counted_from_its_first_call_whatever_the_timing() {
-    let dir = temp_dir("agent-every-process");
-    let gos = toolchains();
-    let installed = install(&dir, "api", &gos[0], &[]);
+/// The test program installed in a directory of its own (`name`), and an agent whose target
+/// `api` counts its calls with one set of probes in the file, in place.
+fn counting_every_process_of_a_file(name: &str) -> (PathBuf, Agent) {
+    let dir = temp_dir(name);
+    let installed = install(&dir, "api", &toolchains()[0], &[]);
     let config = target_config("api", &installed, "allocs = \"off\"\n");
     let agent = Agent::start(&dir, &config);
     wait_until(Duration::from_secs(20), "probes in the file", || {
         (agent.targets()["api"]["probes_ahead"] == true).then_some(())
     });
+    (installed, agent)
+}
+
+/// An `exe` target that counts calls keeps its probes in its (non-PIE) file for every process
+/// that runs it: each is counted from its first call whatever the timing of its start. No
+/// program here waits for the agent: each makes its calls as soon as it runs.
+#[test]
+fn every_process_of_the_file_is_counted_from_its_first_call_whatever_the_timing() {
+    let (installed, agent) = counting_every_process_of_a_file("agent-every-process");
     let start = |n: u64| {
         let mut program = Target::start(&installed, &[&n.to_string()]);
         program.go();
@@ -426,14 +432,7 @@ fn every_process_of_the_file_is_counted_from_its_first_call_whatever_the_timing(
 #[test]
 fn what_the_probes_in_a_file_keep_of_a_process_goes_when_it_exits() {
     const GOROUTINES: u64 = 10_000;
-    let dir = temp_dir("agent-every-process-memory");
-    let gos = toolchains();
-    let installed = install(&dir, "api", &gos[0], &[]);
-    let config = target_config("api", &installed, "allocs = \"off\"\n");
-    let agent = Agent::start(&dir, &config);
-    wait_until(Duration::from_secs(20), "probes in the file", || {
-        (agent.targets()["api"]["probes_ahead"] == true).then_some(())
-    });
+    let (installed, agent) = counting_every_process_of_a_file("agent-every-process-memory");
     let before = agent.map_memory();
     let mut total = 0;
     for round in 0..2 {
