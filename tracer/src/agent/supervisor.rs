@@ -186,9 +186,11 @@ impl TargetLoop {
         }
         let mut paths = match &self.config.selector {
             Selector::Exe(exe) => vec![exe.clone()],
+            // Not the processes already counted here or with a session of their own.
             Selector::Comm(_) => pids
                 .iter()
                 .filter(|&&pid| !self.files.iter().any(|f| f.counts(pid)))
+                .filter(|pid| !self.running.contains_key(pid) && !self.failed.contains(pid))
                 // A file deleted or replaced since the process started has no path to probe.
                 .filter_map(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok())
                 .filter(|path| path.exists())
